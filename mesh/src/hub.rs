@@ -1,0 +1,889 @@
+//! `Hub`: the meeting point of one live stream on this node. One source (a local RTMP publisher or an
+//! upstream mesh peer) pushes frames in; any number of subscribers (local players, downstream peers) take
+//! them out. A new subscriber first gets metadata, codec headers and the frames since the last keyframe, so it
+//! can start decoding at once. The source is never blocked: every subscriber reads from one bounded ring, and
+//! one that falls behind skips ahead to the next keyframe (counted) instead of making memory grow.
+
+use crate::frame::{Frame, FrameKind};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use tokio::sync::{broadcast, watch};
+use tokio::time::{Duration, Instant};
+
+/// Limits of one hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Frames held in the shared ring; a subscriber further behind than this loses frames and skips.
+    pub ring_frames: usize,
+    /// A subscriber with more than this many frames queued skips ahead to the next keyframe, which bounds
+    /// the latency a slow subscriber accumulates.
+    pub max_lag_frames: usize,
+    /// The keyframe cache is dropped (until the next keyframe) when it would exceed this many bytes.
+    pub gop_max_bytes: usize,
+    /// ... or this many frames.
+    pub gop_max_frames: usize,
+    /// How long subscribers wait for a source to come back after it left, before their stream ends.
+    pub source_grace: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            ring_frames: 1024,
+            max_lag_frames: 512,
+            gop_max_bytes: 16 << 20,
+            gop_max_frames: 2048,
+            source_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// How a source's frames relate to what the hub already emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Continuity {
+    /// A new encoder session (an RTMP publisher): its timestamps start anywhere, so the hub shifts them to
+    /// continue after the last emitted frame, and numbers the frames itself.
+    Rebase,
+    /// The same origin's frames through another path (a mesh upstream): timestamps and sequence numbers are
+    /// the origin's; frames already emitted are dropped, and a gap is bridged at the next keyframe.
+    SameOrigin,
+}
+
+/// What kind of subscriber, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriberKind {
+    /// A local player on the RTMP edge.
+    Player,
+    /// A downstream mesh peer.
+    Peer,
+    /// An outbound relay (RTMP push) or an internal consumer.
+    Relay,
+}
+
+/// A source was replaced by a newer one, or the hub is gone.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("another source took over stream {0:?}")]
+pub struct Replaced(pub String);
+
+/// Counters of one hub, readable without locking.
+#[derive(Debug, Default)]
+struct Counters {
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
+    frames_out: AtomicU64,
+    bytes_out: AtomicU64,
+    dropped: AtomicU64,
+    players: AtomicU64,
+    peers: AtomicU64,
+    relays: AtomicU64,
+    sources: AtomicU64,
+}
+
+/// A point-in-time view of a hub for status pages and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubSnapshot {
+    /// Stream name.
+    pub name: String,
+    /// A source is attached now.
+    pub live: bool,
+    /// Frames pushed by sources.
+    pub frames_in: u64,
+    /// Payload bytes pushed by sources.
+    pub bytes_in: u64,
+    /// Frames delivered to subscribers (sum over subscribers).
+    pub frames_out: u64,
+    /// Payload bytes delivered to subscribers.
+    pub bytes_out: u64,
+    /// Frames skipped by slow subscribers.
+    pub dropped: u64,
+    /// Local players now.
+    pub players: u64,
+    /// Downstream peers now.
+    pub peers: u64,
+    /// Outbound relays now.
+    pub relays: u64,
+    /// Sources attached so far (more than one means reconnects or failovers).
+    pub sources: u64,
+    /// Incoming bitrate over the last second or so, 0 when no frame arrived for 2 s.
+    pub bitrate_bps: u64,
+}
+
+struct State {
+    /// Generation of the attached source; frames from older generations are refused.
+    generation: u64,
+    attached: bool,
+    continuity: Continuity,
+    /// First timestamp of the current Rebase source, and what it maps to.
+    rebase: Option<(u32, u32)>,
+    /// Waiting for a keyframe after a source switch whose frames do not join up with ours.
+    await_keyframe: bool,
+    next_seq: u64,
+    last_seq: Option<u64>,
+    last_ts: Option<u32>,
+    metadata: Option<Frame>,
+    video_header: Option<Frame>,
+    audio_header: Option<Frame>,
+    gop: Vec<Frame>,
+    gop_bytes: usize,
+    gop_valid: bool,
+    has_video: bool,
+    window_start: Instant,
+    window_bytes: u64,
+    last_frame_at: Option<Instant>,
+    bitrate_bps: u64,
+}
+
+/// One live stream on this node. See the module docs.
+pub struct Hub {
+    name: String,
+    config: HubConfig,
+    state: Mutex<State>,
+    tx: broadcast::Sender<Frame>,
+    live: watch::Sender<bool>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("name", &self.name).finish()
+    }
+}
+
+impl Hub {
+    /// Creates an empty hub (no source yet; subscribers may wait for one).
+    pub fn new(name: impl Into<String>, config: HubConfig) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(config.ring_frames.max(2));
+        let (live, _) = watch::channel(false);
+        Arc::new(Hub {
+            name: name.into(),
+            state: Mutex::new(State {
+                generation: 0,
+                attached: false,
+                continuity: Continuity::Rebase,
+                rebase: None,
+                await_keyframe: false,
+                next_seq: 1,
+                last_seq: None,
+                last_ts: None,
+                metadata: None,
+                video_header: None,
+                audio_header: None,
+                gop: Vec::new(),
+                gop_bytes: 0,
+                gop_valid: false,
+                has_video: false,
+                window_start: Instant::now(),
+                window_bytes: 0,
+                last_frame_at: None,
+                bitrate_bps: 0,
+            }),
+            config,
+            tx,
+            live,
+            counters: Counters::default(),
+        })
+    }
+
+    /// The stream's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True while a source is attached.
+    pub fn is_live(&self) -> bool {
+        *self.live.borrow()
+    }
+
+    /// Attaches a new source; a previous one is cut off (its next push fails with [`Replaced`]).
+    pub fn attach(self: &Arc<Self>, continuity: Continuity) -> Source {
+        let mut st = self.state.lock();
+        st.generation += 1;
+        st.attached = true;
+        st.continuity = continuity;
+        st.rebase = None;
+        match continuity {
+            Continuity::Rebase => {
+                // A new encoder session: old keyframes do not decode with its headers.
+                st.gop.clear();
+                st.gop_bytes = 0;
+                st.gop_valid = false;
+                st.await_keyframe = false;
+            }
+            Continuity::SameOrigin => {
+                // Frames after our last one join up seamlessly; anything else waits for a keyframe.
+                st.await_keyframe = false;
+            }
+        }
+        let generation = st.generation;
+        drop(st);
+        self.counters.sources.fetch_add(1, Relaxed);
+        self.live.send_replace(true);
+        Source {
+            hub: self.clone(),
+            generation,
+        }
+    }
+
+    /// Subscribes: the returned subscription yields metadata, headers and the keyframe cache, then live frames.
+    pub fn subscribe(self: &Arc<Self>, kind: SubscriberKind) -> Subscription {
+        let st = self.state.lock();
+        let rx = self.tx.subscribe();
+        let mut start = VecDeque::with_capacity(st.gop.len() + 3);
+        start.extend(st.metadata.iter().cloned());
+        start.extend(st.video_header.iter().cloned());
+        start.extend(st.audio_header.iter().cloned());
+        if st.gop_valid {
+            start.extend(st.gop.iter().cloned());
+        }
+        let skipping = st.has_video && !st.gop_valid;
+        drop(st);
+        self.kind_counter(kind).fetch_add(1, Relaxed);
+        Subscription {
+            hub: self.clone(),
+            kind,
+            start,
+            rx,
+            live: self.live.subscribe(),
+            skipping,
+            dropped: 0,
+        }
+    }
+
+    /// Counters and state for status pages.
+    pub fn snapshot(&self) -> HubSnapshot {
+        let c = &self.counters;
+        let st = self.state.lock();
+        let fresh = st
+            .last_frame_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+        let bitrate_bps = if fresh { st.bitrate_bps } else { 0 };
+        drop(st);
+        HubSnapshot {
+            name: self.name.clone(),
+            live: self.is_live(),
+            frames_in: c.frames_in.load(Relaxed),
+            bytes_in: c.bytes_in.load(Relaxed),
+            frames_out: c.frames_out.load(Relaxed),
+            bytes_out: c.bytes_out.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            players: c.players.load(Relaxed),
+            peers: c.peers.load(Relaxed),
+            relays: c.relays.load(Relaxed),
+            sources: c.sources.load(Relaxed),
+            bitrate_bps,
+        }
+    }
+
+    /// No source and nobody subscribed: the hub can be forgotten.
+    pub fn is_idle(&self) -> bool {
+        !self.is_live() && self.tx.receiver_count() == 0
+    }
+
+    /// The last frame's sequence number and timestamp, if any was emitted.
+    pub fn position(&self) -> Option<(u64, u32)> {
+        let st = self.state.lock();
+        Some((st.last_seq?, st.last_ts?))
+    }
+
+    fn kind_counter(&self, kind: SubscriberKind) -> &AtomicU64 {
+        match kind {
+            SubscriberKind::Player => &self.counters.players,
+            SubscriberKind::Peer => &self.counters.peers,
+            SubscriberKind::Relay => &self.counters.relays,
+        }
+    }
+
+    fn push(&self, generation: u64, frame: Frame) -> Result<(), Replaced> {
+        let mut st = self.state.lock();
+        if st.generation != generation || !st.attached {
+            return Err(Replaced(self.name.clone()));
+        }
+        let len = frame.len() as u64;
+        self.counters.frames_in.fetch_add(1, Relaxed);
+        self.counters.bytes_in.fetch_add(len, Relaxed);
+        let now = Instant::now();
+        st.last_frame_at = Some(now);
+        st.window_bytes += len;
+        let elapsed = now.duration_since(st.window_start);
+        if elapsed >= Duration::from_secs(1) {
+            st.bitrate_bps = st.window_bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
+            st.window_bytes = 0;
+            st.window_start = now;
+        }
+
+        let Some(frame) = self.admit(&mut st, frame) else {
+            return Ok(());
+        };
+        st.last_seq = Some(frame.seq());
+        st.last_ts = Some(frame.timestamp());
+        self.remember(&mut st, &frame);
+        // Sent under the lock so that subscribe() sees either the cache with this frame or the ring with it.
+        let _ = self.tx.send(frame);
+        Ok(())
+    }
+
+    /// Decides whether a frame is emitted, and with which timestamp and sequence number.
+    fn admit(&self, st: &mut State, frame: Frame) -> Option<Frame> {
+        match st.continuity {
+            Continuity::Rebase => {
+                let ts = match st.rebase {
+                    Some((first_in, first_out)) => {
+                        first_out.wrapping_add(frame.timestamp().wrapping_sub(first_in))
+                    }
+                    None => {
+                        // The first source keeps its own clock (latency probes rely on it); a later one
+                        // continues a little after the last frame so players see time go forward.
+                        let out = match st.last_ts {
+                            Some(last) => last.wrapping_add(REBASE_GAP_MS),
+                            None => frame.timestamp(),
+                        };
+                        st.rebase = Some((frame.timestamp(), out));
+                        out
+                    }
+                };
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                Some(frame.restamped(ts, seq))
+            }
+            Continuity::SameOrigin => {
+                if let Some(last) = st.last_seq {
+                    if frame.seq() <= last {
+                        return None; // already emitted through the previous path
+                    }
+                    let media = frame.kind() != FrameKind::Data && !frame.is_sequence_header();
+                    if frame.seq() != last + 1 && media && !frame.is_keyframe() && st.has_video {
+                        st.await_keyframe = true;
+                    }
+                }
+                if st.await_keyframe {
+                    if frame.is_keyframe() {
+                        st.await_keyframe = false;
+                    } else if frame.kind() != FrameKind::Data && !frame.is_sequence_header() {
+                        self.counters.dropped.fetch_add(1, Relaxed);
+                        return None;
+                    }
+                }
+                st.next_seq = st.next_seq.max(frame.seq() + 1);
+                Some(frame)
+            }
+        }
+    }
+
+    /// Updates metadata, headers and the keyframe cache with an emitted frame.
+    fn remember(&self, st: &mut State, frame: &Frame) {
+        if frame.kind() == FrameKind::Data {
+            st.metadata = Some(frame.clone());
+            return;
+        }
+        if frame.kind() == FrameKind::Video {
+            st.has_video = true;
+        }
+        if frame.is_sequence_header() {
+            match frame.kind() {
+                FrameKind::Video => st.video_header = Some(frame.clone()),
+                _ => st.audio_header = Some(frame.clone()),
+            }
+            return;
+        }
+        if frame.is_keyframe() {
+            st.gop.clear();
+            st.gop_bytes = 0;
+            st.gop_valid = true;
+        }
+        if st.gop_valid {
+            if st.gop.len() >= self.config.gop_max_frames
+                || st.gop_bytes + frame.len() > self.config.gop_max_bytes
+            {
+                st.gop.clear();
+                st.gop_bytes = 0;
+                st.gop_valid = false;
+                return;
+            }
+            st.gop_bytes += frame.len();
+            st.gop.push(frame.clone());
+        }
+    }
+
+    fn detach(&self, generation: u64) {
+        let mut st = self.state.lock();
+        if st.generation == generation && st.attached {
+            st.attached = false;
+            drop(st);
+            self.live.send_replace(false);
+        }
+    }
+}
+
+/// Timestamp distance between the last frame of one publisher and the first of the next.
+const REBASE_GAP_MS: u32 = 40;
+
+/// The right to push frames into a hub. Dropping it detaches the source (subscribers wait for another).
+#[derive(Debug)]
+pub struct Source {
+    hub: Arc<Hub>,
+    generation: u64,
+}
+
+impl Source {
+    /// Pushes a frame as this source received it (for [`Continuity::Rebase`], its timestamp is shifted and its
+    /// sequence number assigned by the hub).
+    pub fn push(&self, frame: Frame) -> Result<(), Replaced> {
+        self.hub.push(self.generation, frame)
+    }
+
+    /// Convenience for edge publishers: builds the frame and pushes it.
+    pub fn push_media(
+        &self,
+        kind: FrameKind,
+        timestamp: u32,
+        payload: Bytes,
+    ) -> Result<(), Replaced> {
+        self.push(Frame::new(kind, timestamp, 0, payload))
+    }
+
+    /// True when another source has taken over.
+    pub fn is_replaced(&self) -> bool {
+        let st = self.hub.state.lock();
+        st.generation != self.generation || !st.attached
+    }
+
+    /// The hub this source feeds.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.hub.detach(self.generation);
+    }
+}
+
+/// Why a subscription stopped yielding frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Ended {
+    /// The source left and none came back within the grace period.
+    #[error("the stream's source left and did not come back")]
+    SourceGone,
+    /// The hub was dropped.
+    #[error("the stream was closed")]
+    Closed,
+}
+
+/// One subscriber's view of a hub. See [`Hub::subscribe`].
+#[derive(Debug)]
+pub struct Subscription {
+    hub: Arc<Hub>,
+    kind: SubscriberKind,
+    start: VecDeque<Frame>,
+    rx: broadcast::Receiver<Frame>,
+    live: watch::Receiver<bool>,
+    skipping: bool,
+    dropped: u64,
+}
+
+impl Subscription {
+    /// The hub subscribed to.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Frames this subscriber skipped because it fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Waits until the hub has a source, or the timeout passes. Returns whether it is live.
+    pub async fn wait_live(&mut self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.live.wait_for(|live| *live))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// The next frame. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Frame, Ended> {
+        loop {
+            if let Some(frame) = self.try_next_inner()? {
+                return Ok(frame);
+            }
+            let grace = self.hub.config.source_grace;
+            tokio::select! {
+                r = self.rx.recv() => {
+                    if let Some(f) = self.filter(r)? {
+                        return Ok(f);
+                    }
+                }
+                _ = async {
+                    // Sleep the grace period only while no source is attached.
+                    let _ = self.live.wait_for(|live| !*live).await;
+                    tokio::time::sleep(grace).await;
+                } => {
+                    if !*self.live.borrow() {
+                        return Err(Ended::SourceGone);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next frame if one is ready now, without waiting.
+    pub fn try_next(&mut self) -> Result<Option<Frame>, Ended> {
+        self.try_next_inner()
+    }
+
+    fn try_next_inner(&mut self) -> Result<Option<Frame>, Ended> {
+        if let Some(frame) = self.start.pop_front() {
+            return Ok(Some(self.count(frame)));
+        }
+        loop {
+            match self.rx.try_recv() {
+                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
+                r => {
+                    let r = r.map_err(|e| match e {
+                        broadcast::error::TryRecvError::Lagged(n) => {
+                            broadcast::error::RecvError::Lagged(n)
+                        }
+                        _ => broadcast::error::RecvError::Closed,
+                    });
+                    if let Some(f) = self.filter(r)? {
+                        return Ok(Some(f));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies lag handling to one receive result: `Ok(None)` means "skipped, try again".
+    fn filter(
+        &mut self,
+        r: Result<Frame, broadcast::error::RecvError>,
+    ) -> Result<Option<Frame>, Ended> {
+        let frame = match r {
+            Ok(f) => f,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                self.skip(n);
+                return Ok(None);
+            }
+            Err(broadcast::error::RecvError::Closed) => return Err(Ended::Closed),
+        };
+        if !self.skipping && self.rx.len() > self.hub.config.max_lag_frames {
+            self.skip(0);
+        }
+        if self.skipping {
+            let passes = frame.kind() == FrameKind::Data || frame.is_sequence_header();
+            if frame.is_keyframe() || !self.hub.state.lock().has_video {
+                self.skipping = false;
+            } else if !passes {
+                self.skip(1);
+                return Ok(None);
+            }
+        }
+        Ok(Some(self.count(frame)))
+    }
+
+    fn skip(&mut self, n: u64) {
+        self.skipping = true;
+        self.dropped += n;
+        self.hub.counters.dropped.fetch_add(n, Relaxed);
+    }
+
+    fn count(&self, frame: Frame) -> Frame {
+        self.hub.counters.frames_out.fetch_add(1, Relaxed);
+        self.hub
+            .counters
+            .bytes_out
+            .fetch_add(frame.len() as u64, Relaxed);
+        frame
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.kind_counter(self.kind).fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ts: u32) -> Frame {
+        Frame::new(
+            FrameKind::Video,
+            ts,
+            0,
+            Bytes::from_static(&[0x17, 1, 0, 0, 0, 9]),
+        )
+    }
+    fn inter(ts: u32) -> Frame {
+        Frame::new(
+            FrameKind::Video,
+            ts,
+            0,
+            Bytes::from_static(&[0x27, 1, 0, 0, 0, 9]),
+        )
+    }
+    fn vheader() -> Frame {
+        Frame::new(
+            FrameKind::Video,
+            0,
+            0,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 1]),
+        )
+    }
+    fn aheader() -> Frame {
+        Frame::new(
+            FrameKind::Audio,
+            0,
+            0,
+            Bytes::from_static(&[0xaf, 0, 0x12, 0x10]),
+        )
+    }
+    fn audio(ts: u32) -> Frame {
+        Frame::new(
+            FrameKind::Audio,
+            ts,
+            0,
+            Bytes::from_static(&[0xaf, 1, 0x21]),
+        )
+    }
+    fn meta() -> Frame {
+        Frame::new(FrameKind::Data, 0, 0, Bytes::from_static(b"onMetaData"))
+    }
+
+    fn small() -> HubConfig {
+        HubConfig {
+            ring_frames: 16,
+            max_lag_frames: 12,
+            ..HubConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn late_joiner_starts_at_last_keyframe() {
+        let hub = Hub::new("s", HubConfig::default());
+        let src = hub.attach(Continuity::Rebase);
+        for f in [
+            meta(),
+            vheader(),
+            aheader(),
+            key(0),
+            inter(33),
+            audio(40),
+            key(2000),
+            inter(2033),
+        ] {
+            src.push(f).unwrap();
+        }
+        let mut sub = hub.subscribe(SubscriberKind::Player);
+        let mut got = Vec::new();
+        while let Some(f) = sub.try_next().unwrap() {
+            got.push(f);
+        }
+        assert_eq!(got[0].kind(), FrameKind::Data);
+        assert!(got[1].is_sequence_header() && got[1].kind() == FrameKind::Video);
+        assert!(got[2].is_sequence_header() && got[2].kind() == FrameKind::Audio);
+        assert!(got[3].is_keyframe());
+        assert_eq!(got[3].timestamp(), 2000);
+        assert_eq!(got[4].timestamp(), 2033);
+        assert_eq!(got.len(), 5);
+        // Live frames follow, in order, without duplicates.
+        src.push(inter(2066)).unwrap();
+        assert_eq!(sub.next().await.unwrap().timestamp(), 2066);
+        assert_eq!(hub.snapshot().players, 1);
+        drop(sub);
+        assert_eq!(hub.snapshot().players, 0);
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_skips_to_next_keyframe_and_source_never_blocks() {
+        let hub = Hub::new("s", small());
+        let src = hub.attach(Continuity::Rebase);
+        src.push(vheader()).unwrap();
+        src.push(key(0)).unwrap();
+        let mut slow = hub.subscribe(SubscriberKind::Player);
+        // Drain the start bundle.
+        while slow.try_next().unwrap().is_some() {}
+        // The source pushes far more than the ring holds; no push blocks or fails.
+        for i in 1..100u32 {
+            src.push(inter(i * 33)).unwrap();
+        }
+        src.push(key(100 * 33)).unwrap();
+        src.push(inter(101 * 33)).unwrap();
+        let first = slow.next().await.unwrap();
+        assert!(first.is_keyframe(), "resumes on a keyframe, got {first:?}");
+        assert_eq!(first.timestamp(), 3300);
+        assert!(slow.dropped() >= 80, "dropped {}", slow.dropped());
+        assert_eq!(hub.snapshot().dropped, slow.dropped());
+        assert_eq!(slow.next().await.unwrap().timestamp(), 101 * 33);
+    }
+
+    #[tokio::test]
+    async fn headers_and_metadata_pass_while_skipping() {
+        let hub = Hub::new("s", small());
+        let src = hub.attach(Continuity::Rebase);
+        src.push(key(0)).unwrap();
+        let mut slow = hub.subscribe(SubscriberKind::Player);
+        while slow.try_next().unwrap().is_some() {}
+        for i in 1..40u32 {
+            src.push(inter(i)).unwrap();
+        }
+        src.push(meta()).unwrap();
+        src.push(inter(41)).unwrap();
+        let f = slow.next().await.unwrap();
+        assert_eq!(f.kind(), FrameKind::Data);
+    }
+
+    #[tokio::test]
+    async fn reconnecting_publisher_takes_over_with_monotonic_timestamps() {
+        let hub = Hub::new("s", HubConfig::default());
+        let first = hub.attach(Continuity::Rebase);
+        first.push(key(1000)).unwrap();
+        first.push(inter(1033)).unwrap();
+        let mut sub = hub.subscribe(SubscriberKind::Player);
+        while sub.try_next().unwrap().is_some() {}
+
+        // OBS reconnects while its old TCP connection is still open: the new publish wins.
+        let second = hub.attach(Continuity::Rebase);
+        assert!(first.is_replaced());
+        assert_eq!(first.push(inter(1066)), Err(Replaced("s".into())));
+        second.push(vheader()).unwrap();
+        second.push(key(0)).unwrap();
+        second.push(inter(33)).unwrap();
+        let h = sub.next().await.unwrap();
+        assert!(h.is_sequence_header());
+        let k = sub.next().await.unwrap();
+        let i = sub.next().await.unwrap();
+        assert!(k.is_keyframe());
+        assert!(h.timestamp() > 1033 && k.timestamp() > 1033);
+        assert_eq!(i.timestamp() - k.timestamp(), 33);
+        assert!(i.seq() > k.seq() && k.seq() > h.seq());
+        // Dropping the replaced source must not detach the new one.
+        drop(first);
+        assert!(hub.is_live());
+        assert_eq!(hub.snapshot().sources, 2);
+    }
+
+    #[tokio::test]
+    async fn same_origin_failover_skips_duplicates_and_bridges_gaps_at_keyframes() {
+        let hub = Hub::new("s", HubConfig::default());
+        let origin = |seq: u64, f: Frame| f.restamped(f.timestamp(), seq);
+        let up1 = hub.attach(Continuity::SameOrigin);
+        up1.push(origin(1, vheader())).unwrap();
+        up1.push(origin(2, key(0))).unwrap();
+        up1.push(origin(3, inter(33))).unwrap();
+        let mut sub = hub.subscribe(SubscriberKind::Peer);
+        while sub.try_next().unwrap().is_some() {}
+        drop(up1);
+
+        // The new upstream replays its cache: header, keyframe, 33 (seen) then 66 (new, contiguous).
+        let up2 = hub.attach(Continuity::SameOrigin);
+        for f in [
+            origin(1, vheader()),
+            origin(2, key(0)),
+            origin(3, inter(33)),
+            origin(4, inter(66)),
+        ] {
+            up2.push(f).unwrap();
+        }
+        let f = sub.next().await.unwrap();
+        assert_eq!((f.seq(), f.timestamp()), (4, 66));
+        drop(up2);
+
+        // A third upstream that starts after a gap, mid-GOP, is held until its keyframe.
+        let up3 = hub.attach(Continuity::SameOrigin);
+        up3.push(origin(9, inter(300))).unwrap();
+        up3.push(origin(10, key(333))).unwrap();
+        let f = sub.next().await.unwrap();
+        assert_eq!(f.seq(), 10);
+        assert!(f.is_keyframe());
+        assert_eq!(hub.snapshot().dropped, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn subscribers_wait_for_a_source_then_end_after_grace() {
+        let hub = Hub::new("s", HubConfig::default());
+        let mut sub = hub.subscribe(SubscriberKind::Player);
+        assert!(!sub.wait_live(Duration::from_secs(1)).await);
+        let src = hub.attach(Continuity::Rebase);
+        assert!(sub.wait_live(Duration::from_secs(1)).await);
+        src.push(key(0)).unwrap();
+        assert!(sub.next().await.unwrap().is_keyframe());
+        drop(src);
+        let started = Instant::now();
+        assert_eq!(sub.next().await.unwrap_err(), Ended::SourceGone);
+        assert!(started.elapsed() >= HubConfig::default().source_grace);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_source_returning_within_grace_keeps_subscribers() {
+        let hub = Hub::new("s", HubConfig::default());
+        let src = hub.attach(Continuity::Rebase);
+        src.push(key(0)).unwrap();
+        let mut sub = hub.subscribe(SubscriberKind::Player);
+        while sub.try_next().unwrap().is_some() {}
+        drop(src);
+        let hub2 = hub.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let src = hub2.attach(Continuity::Rebase);
+            src.push(key(0)).unwrap();
+            std::mem::forget(src);
+        });
+        assert!(sub.next().await.unwrap().is_keyframe());
+    }
+
+    #[tokio::test]
+    async fn memory_is_bounded_by_the_ring_and_gop_limits() {
+        let hub = Hub::new(
+            "s",
+            HubConfig {
+                ring_frames: 8,
+                gop_max_frames: 10,
+                ..HubConfig::default()
+            },
+        );
+        let src = hub.attach(Continuity::Rebase);
+        let _idle = hub.subscribe(SubscriberKind::Player); // never reads
+        src.push(key(0)).unwrap();
+        for i in 0..1000 {
+            src.push(inter(i)).unwrap();
+        }
+        let st = hub.state.lock();
+        assert!(st.gop.len() <= 10);
+        assert!(!st.gop_valid, "an over-long GOP is dropped, not grown");
+        drop(st);
+        // A subscriber joining now has no keyframe to start from and waits for the next one.
+        let mut late = hub.subscribe(SubscriberKind::Player);
+        src.push(inter(2000)).unwrap();
+        src.push(key(2033)).unwrap();
+        assert!(late.next().await.unwrap().is_keyframe());
+    }
+
+    #[test]
+    fn bitrate_is_measured_and_decays() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let hub = Hub::new("s", HubConfig::default());
+            let src = hub.attach(Continuity::Rebase);
+            let payload = Bytes::from(vec![0x27u8; 1250]);
+            for i in 0..=40 {
+                src.push_media(FrameKind::Video, i * 25, payload.clone())
+                    .unwrap();
+                tokio::time::advance(Duration::from_millis(25)).await;
+            }
+            // 1250 bytes every 25 ms = 400 kbit/s.
+            let bps = hub.snapshot().bitrate_bps;
+            assert!((390_000..=410_000).contains(&bps), "bitrate {bps}");
+            tokio::time::advance(Duration::from_secs(3)).await;
+            assert_eq!(hub.snapshot().bitrate_bps, 0);
+        });
+    }
+}

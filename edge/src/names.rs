@@ -1,0 +1,98 @@
+//! Stream names and the publish key, as users type them into OBS ("Stream Key": `NAME` or `NAME?key=KEY`).
+
+/// A stream key parsed from an RTMP `publish`/`play` command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamKey {
+    /// The stream's name, e.g. `alice`.
+    pub name: String,
+    /// The `key` query parameter, if given.
+    pub key: Option<String>,
+}
+
+/// Why a stream key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Empty name.
+    #[error("the stream name is empty: use rtmp://HOST:PORT/live/NAME")]
+    Empty,
+    /// Too long.
+    #[error("the stream name is longer than {MAX_NAME} characters")]
+    TooLong,
+    /// A character outside the allowed set.
+    #[error("the stream name {0:?} may only contain letters, digits, '-', '_' and '.'")]
+    BadCharacter(String),
+}
+
+/// Longest stream name accepted.
+pub const MAX_NAME: usize = 64;
+
+/// Parses `NAME` or `NAME?key=KEY` (other query parameters are ignored).
+pub fn parse(raw: &str) -> Result<StreamKey, NameError> {
+    let (name, query) = raw.split_once('?').unwrap_or((raw, ""));
+    validate(name)?;
+    let key = query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "key")
+        .map(|(_, v)| v.to_string());
+    Ok(StreamKey {
+        name: name.to_string(),
+        key,
+    })
+}
+
+/// Checks a bare stream name.
+pub fn validate(name: &str) -> Result<(), NameError> {
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > MAX_NAME {
+        return Err(NameError::TooLong);
+    }
+    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if !name.chars().all(ok) || name.starts_with('.') {
+        return Err(NameError::BadCharacter(name.to_string()));
+    }
+    Ok(())
+}
+
+/// Compares two keys in constant time (the publish key is a secret).
+pub fn key_matches(expected: &str, given: Option<&str>) -> bool {
+    let Some(given) = given else { return false };
+    let (a, b) = (expected.as_bytes(), given.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_and_keys() {
+        assert_eq!(
+            parse("alice").unwrap(),
+            StreamKey {
+                name: "alice".into(),
+                key: None
+            }
+        );
+        let k = parse("alice?foo=1&key=s3cret").unwrap();
+        assert_eq!(k.name, "alice");
+        assert_eq!(k.key.as_deref(), Some("s3cret"));
+        assert_eq!(parse(""), Err(NameError::Empty));
+        assert!(matches!(parse("../x"), Err(NameError::BadCharacter(_))));
+        assert!(matches!(parse("a b"), Err(NameError::BadCharacter(_))));
+        assert_eq!(parse(&"a".repeat(65)), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn keys_compare() {
+        assert!(key_matches("abc", Some("abc")));
+        assert!(!key_matches("abc", Some("abd")));
+        assert!(!key_matches("abc", Some("ab")));
+        assert!(!key_matches("abc", None));
+    }
+}

@@ -1,1 +1,7 @@
-//! placeholder
+//! streamr-web: the node's local HTTP surface (warp): JSON status, Prometheus metrics, and the dashboard.
+
+mod api;
+mod server;
+
+pub use api::{NodeApi, Status, StreamStatus};
+pub use server::{BindError, WebServer};

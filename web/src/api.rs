@@ -1,0 +1,61 @@
+//! The JSON shapes of the HTTP API and the trait through which the web server asks the node for them.
+//! The web crate knows nothing of libp2p or RTMP: the node fills these in.
+
+use serde::Serialize;
+
+/// `GET /api/v1/status`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Status {
+    /// The node id: the libp2p PeerId of its key.
+    pub peer_id: String,
+    /// Version of streamr-node.
+    pub version: String,
+    /// RTMP address actually bound.
+    pub rtmp_listen: String,
+    /// HTTP address actually bound.
+    pub http_listen: String,
+    /// URL that OBS publishes to (without the stream name).
+    pub rtmp_url: String,
+    /// Whether publishing needs the key.
+    pub publish_key_required: bool,
+    /// The publish key; only in answers to requests from this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish_key: Option<String>,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Streams on this node.
+    pub streams: Vec<StreamStatus>,
+}
+
+/// One stream in [`Status`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StreamStatus {
+    /// Stream name.
+    pub name: String,
+    /// Published by an encoder connected to this node's RTMP edge.
+    pub local_publisher: bool,
+    /// A source is attached now.
+    pub live: bool,
+    /// Local players now.
+    pub players: u64,
+    /// Incoming bitrate.
+    pub bitrate_bps: u64,
+    /// Frames received from the source(s).
+    pub frames: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Frames delivered to all subscribers.
+    pub frames_out: u64,
+    /// Payload bytes delivered to all subscribers.
+    pub bytes_out: u64,
+    /// Frames slow subscribers skipped.
+    pub dropped_frames: u64,
+}
+
+/// What the web server needs from the node.
+pub trait NodeApi: Send + Sync + 'static {
+    /// The status; `local` says whether the request came from this machine (secrets are only shown then).
+    fn status(&self, local: bool) -> Status;
+    /// Prometheus text exposition.
+    fn metrics(&self) -> String;
+}

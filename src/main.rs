@@ -1,1 +1,110 @@
-fn main() {}
+//! streamr-node: parse the command line, build the configuration, run the node until Ctrl-C or SIGTERM.
+
+mod cli;
+mod config;
+mod identity;
+mod logging;
+mod metrics;
+mod node;
+
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long connections get to close cleanly on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn main() -> ExitCode {
+    // A .env file in the working directory fills in STREAMR_* variables that are not set.
+    let _ = dotenvy::dotenv();
+    let cli = cli::Cli::parse();
+    let (print_config, args) = match cli.command {
+        Some(cli::Command::Run(a)) => (false, a),
+        Some(cli::Command::Config(a)) => (true, a),
+        None => (false, cli.run),
+    };
+    let config = match build_config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("streamr-node: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if print_config {
+        match toml::to_string_pretty(&config) {
+            Ok(t) => print!("{t}"),
+            Err(e) => eprintln!("cannot print the configuration: {e}"),
+        }
+        return ExitCode::SUCCESS;
+    }
+    logging::init(config.log_format, &config.log);
+    logging::install_panic_hook();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("streamr-node: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("streamr-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_config(args: cli::RunArgs) -> anyhow::Result<config::Config> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(config::default_data_dir);
+    let mut c = config::Config::defaults(data_dir.clone());
+    c.apply_file(config::read_file(&data_dir)?);
+    args.apply(&mut c);
+    c.validate()?;
+    Ok(c)
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let node = node::Node::start(config).await?;
+    let url = node::rtmp_url(node.rtmp_addr);
+    let key_hint = if node.publish_key_required {
+        format!("?key={}", node.publish_key)
+    } else {
+        String::new()
+    };
+    eprintln!(
+        "\n  streamr-node {} is running (node id {})\n  Publish from OBS:  Server {url}   Stream Key NAME{key_hint}\n  \
+         Play in VLC/ffplay: {url}/NAME\n  Dashboard:         http://{}\n  Stop with Ctrl-C.\n",
+        env!("CARGO_PKG_VERSION"),
+        node.peer_id,
+        node.http_addr
+    );
+    node.run_until(stop_signal(), SHUTDOWN_GRACE).await
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

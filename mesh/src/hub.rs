@@ -52,6 +52,27 @@ pub enum Continuity {
     SameOrigin,
 }
 
+/// Where a hub's frames come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// An encoder publishing to this node's RTMP edge.
+    Publisher,
+    /// An upstream RTMP server this node pulls from.
+    Pull,
+    /// An upstream mesh peer relaying another node's stream.
+    Mesh,
+}
+
+impl SourceKind {
+    /// How frames of this kind of source join up with earlier ones.
+    pub fn continuity(self) -> Continuity {
+        match self {
+            SourceKind::Publisher | SourceKind::Pull => Continuity::Rebase,
+            SourceKind::Mesh => Continuity::SameOrigin,
+        }
+    }
+}
+
 /// What kind of subscriber, for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriberKind {
@@ -89,6 +110,8 @@ pub struct HubSnapshot {
     pub name: String,
     /// A source is attached now.
     pub live: bool,
+    /// The kind of the current (or last) source.
+    pub source: Option<SourceKind>,
     /// Frames pushed by sources.
     pub frames_in: u64,
     /// Payload bytes pushed by sources.
@@ -115,6 +138,7 @@ struct State {
     /// Generation of the attached source; frames from older generations are refused.
     generation: u64,
     attached: bool,
+    kind: Option<SourceKind>,
     continuity: Continuity,
     /// First timestamp of the current Rebase source, and what it maps to.
     rebase: Option<(u32, u32)>,
@@ -162,6 +186,7 @@ impl Hub {
             state: Mutex::new(State {
                 generation: 0,
                 attached: false,
+                kind: None,
                 continuity: Continuity::Rebase,
                 rebase: None,
                 await_keyframe: false,
@@ -198,10 +223,12 @@ impl Hub {
     }
 
     /// Attaches a new source; a previous one is cut off (its next push fails with [`Replaced`]).
-    pub fn attach(self: &Arc<Self>, continuity: Continuity) -> Source {
+    pub fn attach(self: &Arc<Self>, kind: SourceKind) -> Source {
+        let continuity = kind.continuity();
         let mut st = self.state.lock();
         st.generation += 1;
         st.attached = true;
+        st.kind = Some(kind);
         st.continuity = continuity;
         st.rebase = None;
         match continuity {
@@ -260,10 +287,12 @@ impl Hub {
             .last_frame_at
             .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
         let bitrate_bps = if fresh { st.bitrate_bps } else { 0 };
+        let source = st.kind;
         drop(st);
         HubSnapshot {
             name: self.name.clone(),
             live: self.is_live(),
+            source,
             frames_in: c.frames_in.load(Relaxed),
             bytes_in: c.bytes_in.load(Relaxed),
             frames_out: c.frames_out.load(Relaxed),
@@ -665,7 +694,7 @@ mod tests {
     #[tokio::test]
     async fn late_joiner_starts_at_last_keyframe() {
         let hub = Hub::new("s", HubConfig::default());
-        let src = hub.attach(Continuity::Rebase);
+        let src = hub.attach(SourceKind::Publisher);
         for f in [
             meta(),
             vheader(),
@@ -701,7 +730,7 @@ mod tests {
     #[tokio::test]
     async fn slow_subscriber_skips_to_next_keyframe_and_source_never_blocks() {
         let hub = Hub::new("s", small());
-        let src = hub.attach(Continuity::Rebase);
+        let src = hub.attach(SourceKind::Publisher);
         src.push(vheader()).unwrap();
         src.push(key(0)).unwrap();
         let mut slow = hub.subscribe(SubscriberKind::Player);
@@ -724,7 +753,7 @@ mod tests {
     #[tokio::test]
     async fn headers_and_metadata_pass_while_skipping() {
         let hub = Hub::new("s", small());
-        let src = hub.attach(Continuity::Rebase);
+        let src = hub.attach(SourceKind::Publisher);
         src.push(key(0)).unwrap();
         let mut slow = hub.subscribe(SubscriberKind::Player);
         while slow.try_next().unwrap().is_some() {}
@@ -740,14 +769,14 @@ mod tests {
     #[tokio::test]
     async fn reconnecting_publisher_takes_over_with_monotonic_timestamps() {
         let hub = Hub::new("s", HubConfig::default());
-        let first = hub.attach(Continuity::Rebase);
+        let first = hub.attach(SourceKind::Publisher);
         first.push(key(1000)).unwrap();
         first.push(inter(1033)).unwrap();
         let mut sub = hub.subscribe(SubscriberKind::Player);
         while sub.try_next().unwrap().is_some() {}
 
         // OBS reconnects while its old TCP connection is still open: the new publish wins.
-        let second = hub.attach(Continuity::Rebase);
+        let second = hub.attach(SourceKind::Publisher);
         assert!(first.is_replaced());
         assert_eq!(first.push(inter(1066)), Err(Replaced("s".into())));
         second.push(vheader()).unwrap();
@@ -771,7 +800,7 @@ mod tests {
     async fn same_origin_failover_skips_duplicates_and_bridges_gaps_at_keyframes() {
         let hub = Hub::new("s", HubConfig::default());
         let origin = |seq: u64, f: Frame| f.restamped(f.timestamp(), seq);
-        let up1 = hub.attach(Continuity::SameOrigin);
+        let up1 = hub.attach(SourceKind::Mesh);
         up1.push(origin(1, vheader())).unwrap();
         up1.push(origin(2, key(0))).unwrap();
         up1.push(origin(3, inter(33))).unwrap();
@@ -780,7 +809,7 @@ mod tests {
         drop(up1);
 
         // The new upstream replays its cache: header, keyframe, 33 (seen) then 66 (new, contiguous).
-        let up2 = hub.attach(Continuity::SameOrigin);
+        let up2 = hub.attach(SourceKind::Mesh);
         for f in [
             origin(1, vheader()),
             origin(2, key(0)),
@@ -794,7 +823,7 @@ mod tests {
         drop(up2);
 
         // A third upstream that starts after a gap, mid-GOP, is held until its keyframe.
-        let up3 = hub.attach(Continuity::SameOrigin);
+        let up3 = hub.attach(SourceKind::Mesh);
         up3.push(origin(9, inter(300))).unwrap();
         up3.push(origin(10, key(333))).unwrap();
         let f = sub.next().await.unwrap();
@@ -808,7 +837,7 @@ mod tests {
         let hub = Hub::new("s", HubConfig::default());
         let mut sub = hub.subscribe(SubscriberKind::Player);
         assert!(!sub.wait_live(Duration::from_secs(1)).await);
-        let src = hub.attach(Continuity::Rebase);
+        let src = hub.attach(SourceKind::Publisher);
         assert!(sub.wait_live(Duration::from_secs(1)).await);
         src.push(key(0)).unwrap();
         assert!(sub.next().await.unwrap().is_keyframe());
@@ -821,7 +850,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_source_returning_within_grace_keeps_subscribers() {
         let hub = Hub::new("s", HubConfig::default());
-        let src = hub.attach(Continuity::Rebase);
+        let src = hub.attach(SourceKind::Publisher);
         src.push(key(0)).unwrap();
         let mut sub = hub.subscribe(SubscriberKind::Player);
         while sub.try_next().unwrap().is_some() {}
@@ -829,7 +858,7 @@ mod tests {
         let hub2 = hub.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            let src = hub2.attach(Continuity::Rebase);
+            let src = hub2.attach(SourceKind::Publisher);
             src.push(key(0)).unwrap();
             std::mem::forget(src);
         });
@@ -846,16 +875,17 @@ mod tests {
                 ..HubConfig::default()
             },
         );
-        let src = hub.attach(Continuity::Rebase);
+        let src = hub.attach(SourceKind::Publisher);
         let _idle = hub.subscribe(SubscriberKind::Player); // never reads
         src.push(key(0)).unwrap();
         for i in 0..1000 {
             src.push(inter(i)).unwrap();
         }
-        let st = hub.state.lock();
-        assert!(st.gop.len() <= 10);
-        assert!(!st.gop_valid, "an over-long GOP is dropped, not grown");
-        drop(st);
+        {
+            let st = hub.state.lock();
+            assert!(st.gop.len() <= 10);
+            assert!(!st.gop_valid, "an over-long GOP is dropped, not grown");
+        }
         // A subscriber joining now has no keyframe to start from and waits for the next one.
         let mut late = hub.subscribe(SubscriberKind::Player);
         src.push(inter(2000)).unwrap();
@@ -872,7 +902,7 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let hub = Hub::new("s", HubConfig::default());
-            let src = hub.attach(Continuity::Rebase);
+            let src = hub.attach(SourceKind::Publisher);
             let payload = Bytes::from(vec![0x27u8; 1250]);
             for i in 0..=40 {
                 src.push_media(FrameKind::Video, i * 25, payload.clone())

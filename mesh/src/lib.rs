@@ -7,6 +7,7 @@ pub mod streams;
 
 pub use frame::{EncodingSlot, Frame, FrameKind};
 pub use hub::{
-    Continuity, Ended, Hub, HubConfig, HubSnapshot, Replaced, Source, SubscriberKind, Subscription,
+    Continuity, Ended, Hub, HubConfig, HubSnapshot, Replaced, Source, SourceKind, SubscriberKind,
+    Subscription,
 };
 pub use streams::Streams;

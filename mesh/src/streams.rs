@@ -59,13 +59,13 @@ impl Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{Continuity, SubscriberKind};
+    use crate::hub::{SourceKind, SubscriberKind};
 
     #[test]
     fn hubs_live_while_used_and_are_swept_when_idle() {
         let streams = Streams::default();
         let hub = streams.get_or_create("a");
-        let src = hub.attach(Continuity::Rebase);
+        let src = hub.attach(SourceKind::Publisher);
         drop(hub);
         assert_eq!(streams.snapshots().len(), 1);
         let sub = streams.get("a").unwrap().subscribe(SubscriberKind::Player);

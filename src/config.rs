@@ -1,0 +1,255 @@
+//! The node's configuration: one model, four layers. Defaults < `config.toml` in the data dir <
+//! environment `STREAMR_*` (and a `.env` file in the working directory) < command-line flags.
+//! Every option, its default, its variable and its flag are documented in [`crate::cli::RunArgs`] and in
+//! `docs/configuration.md`.
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Name of the config file inside the data dir.
+pub const CONFIG_FILE: &str = "config.toml";
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An upstream RTMP relay: pull `url` into local stream `name`, or push `name` to `url`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySpec {
+    /// Local stream name.
+    pub name: String,
+    /// Upstream `rtmp://HOST[:PORT]/APP/KEY`.
+    pub url: String,
+}
+
+impl std::str::FromStr for RelaySpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, url) = s
+            .split_once('=')
+            .ok_or_else(|| format!("{s:?} is not NAME=rtmp://HOST/APP/KEY"))?;
+        Ok(RelaySpec {
+            name: name.trim().to_string(),
+            url: url.trim().to_string(),
+        })
+    }
+}
+
+/// When the publish key is required.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishAuth {
+    /// Required when the RTMP edge listens beyond loopback.
+    #[default]
+    Auto,
+    /// Always required.
+    Always,
+    /// Never required (anyone who can reach the RTMP port can publish).
+    Never,
+}
+
+/// The effective configuration of a node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// Where the node keeps its identity, publish key and config file.
+    pub data_dir: PathBuf,
+    /// RTMP edge address.
+    pub rtmp_listen: SocketAddr,
+    /// Dashboard/API address.
+    pub http_listen: SocketAddr,
+    /// UDP (QUIC) and TCP port of the mesh.
+    pub p2p_port: u16,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter, `RUST_LOG` syntax.
+    pub log: String,
+    /// When publishing needs the key.
+    pub publish_auth: PublishAuth,
+    /// Streams pulled from upstream RTMP servers.
+    pub pull: Vec<RelaySpec>,
+    /// Streams pushed to upstream RTMP servers.
+    pub push: Vec<RelaySpec>,
+}
+
+impl Config {
+    /// Defaults with `data_dir`.
+    pub fn defaults(data_dir: PathBuf) -> Self {
+        Config {
+            data_dir,
+            rtmp_listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            p2p_port: 4001,
+            log_format: LogFormat::Text,
+            log: "info".into(),
+            publish_auth: PublishAuth::Auto,
+            pull: Vec::new(),
+            push: Vec::new(),
+        }
+    }
+
+    /// Whether a publish must carry the key.
+    pub fn publish_key_required(&self) -> bool {
+        match self.publish_auth {
+            PublishAuth::Always => true,
+            PublishAuth::Never => false,
+            PublishAuth::Auto => !self.rtmp_listen.ip().is_loopback(),
+        }
+    }
+
+    /// Applies a config file's values.
+    pub fn apply_file(&mut self, f: FileConfig) {
+        let FileConfig {
+            rtmp_listen,
+            http_listen,
+            p2p_port,
+            log_format,
+            log,
+            publish_auth,
+            pull,
+            push,
+        } = f;
+        set(&mut self.rtmp_listen, rtmp_listen);
+        set(&mut self.http_listen, http_listen);
+        set(&mut self.p2p_port, p2p_port);
+        set(&mut self.log_format, log_format);
+        set(&mut self.log, log);
+        set(&mut self.publish_auth, publish_auth);
+        set(&mut self.pull, pull);
+        set(&mut self.push, push);
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for r in self.pull.iter().chain(&self.push) {
+            streamr_edge::names::validate(&r.name)
+                .with_context(|| format!("relay {}={}", r.name, r.url))?;
+            if !r.url.starts_with("rtmp://") {
+                bail!(
+                    "relay {}={}: only rtmp:// URLs are supported (rtmp://HOST[:PORT]/APP/KEY)",
+                    r.name,
+                    r.url
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Overwrites `slot` when a layer has a value.
+pub fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
+/// `config.toml`: every key optional; unknown keys are an error (a typo should not be silently ignored).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Config::rtmp_listen`].
+    pub rtmp_listen: Option<SocketAddr>,
+    /// See [`Config::http_listen`].
+    pub http_listen: Option<SocketAddr>,
+    /// See [`Config::p2p_port`].
+    pub p2p_port: Option<u16>,
+    /// See [`Config::log_format`].
+    pub log_format: Option<LogFormat>,
+    /// See [`Config::log`].
+    pub log: Option<String>,
+    /// See [`Config::publish_auth`].
+    pub publish_auth: Option<PublishAuth>,
+    /// See [`Config::pull`].
+    pub pull: Option<Vec<RelaySpec>>,
+    /// See [`Config::push`].
+    pub push: Option<Vec<RelaySpec>>,
+}
+
+/// Reads `config.toml` from `data_dir`; a missing file is an empty config, a broken one an error naming it.
+pub fn read_file(data_dir: &Path) -> anyhow::Result<FileConfig> {
+    let path = data_dir.join(CONFIG_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a valid streamr-node config: {e}\nFix or delete that file (every setting is optional; \
+             see docs/configuration.md).",
+            path.display()
+        )
+    })
+}
+
+/// The data dir used when none is configured: the OS's per-user data dir.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_dir()
+        .map(|d| d.join("streamr-node"))
+        .unwrap_or_else(|| PathBuf::from("streamr-data"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_values_override_defaults() {
+        let mut c = Config::defaults("/tmp/x".into());
+        let f: FileConfig = toml::from_str(
+            r#"
+            rtmp_listen = "0.0.0.0:1936"
+            p2p_port = 0
+            publish_auth = "never"
+            [[pull]]
+            name = "cam"
+            url = "rtmp://example.test/live/cam"
+            "#,
+        )
+        .unwrap();
+        c.apply_file(f);
+        assert_eq!(c.rtmp_listen, "0.0.0.0:1936".parse().unwrap());
+        assert_eq!(c.p2p_port, 0);
+        assert_eq!(c.http_listen, "127.0.0.1:8080".parse().unwrap());
+        assert!(!c.publish_key_required());
+        assert_eq!(c.pull[0].name, "cam");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(CONFIG_FILE), "rtmp_listn = \"x\"\n").unwrap();
+        let e = read_file(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("config.toml") && e.contains("rtmp_listn"), "{e}");
+        std::fs::write(dir.path().join(CONFIG_FILE), "p2p_port = 70000\n").unwrap();
+        assert!(read_file(dir.path()).is_err());
+        std::fs::remove_file(dir.path().join(CONFIG_FILE)).unwrap();
+        assert_eq!(read_file(dir.path()).unwrap(), FileConfig::default());
+    }
+
+    #[test]
+    fn publish_key_is_required_beyond_loopback_by_default() {
+        let mut c = Config::defaults("/tmp/x".into());
+        assert!(!c.publish_key_required());
+        c.rtmp_listen = "0.0.0.0:1935".parse().unwrap();
+        assert!(c.publish_key_required());
+        c.publish_auth = PublishAuth::Never;
+        assert!(!c.publish_key_required());
+    }
+
+    #[test]
+    fn relay_specs_parse() {
+        let r: RelaySpec = "cam=rtmp://h/live/k".parse().unwrap();
+        assert_eq!(r.url, "rtmp://h/live/k");
+        assert!("nope".parse::<RelaySpec>().is_err());
+    }
+}

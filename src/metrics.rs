@@ -1,0 +1,174 @@
+//! `/metrics`: Prometheus text built at scrape time from the counters the parts already keep (hub snapshots,
+//! edge counters), so there is one source of truth and no second set of numbers to keep in step.
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use streamr_edge::EdgeStats;
+use streamr_mesh::Streams;
+
+/// Collects per-stream and edge metrics on each scrape.
+#[derive(Debug)]
+pub struct NodeCollector {
+    /// The node's hubs.
+    pub streams: Streams,
+    /// RTMP edge counters.
+    pub edge: Arc<EdgeStats>,
+}
+
+fn counter(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    v: u64,
+) -> Result<(), std::fmt::Error> {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<(), std::fmt::Error> {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.edge;
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        counter(
+            &mut e,
+            "streamr_rtmp_sessions",
+            "RTMP connections accepted",
+            l(&s.sessions_total),
+        )?;
+        gauge(
+            &mut e,
+            "streamr_rtmp_sessions_active",
+            "RTMP connections open",
+            l(&s.sessions_active) as i64,
+        )?;
+        counter(
+            &mut e,
+            "streamr_rtmp_publishes",
+            "RTMP publishes accepted",
+            l(&s.publishes),
+        )?;
+        counter(
+            &mut e,
+            "streamr_rtmp_plays",
+            "RTMP plays accepted",
+            l(&s.plays),
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "streamr_rtmp_sessions_rejected",
+                "RTMP sessions refused or ended by the edge, by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in [
+                ("unauthorized", l(&s.rejected_unauthorized)),
+                ("bad_name", l(&s.rejected_bad_name)),
+                ("too_many_sessions", l(&s.rejected_full)),
+                ("not_found", l(&s.not_found)),
+                ("protocol_error", l(&s.protocol_errors)),
+                ("timeout", l(&s.timeouts)),
+                ("panic", l(&s.panics)),
+            ] {
+                let labels = [("reason", reason)];
+                ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+            }
+        }
+        counter(
+            &mut e,
+            "streamr_rtmp_bytes_in",
+            "Bytes read from RTMP clients",
+            l(&s.bytes_in),
+        )?;
+        counter(
+            &mut e,
+            "streamr_rtmp_bytes_out",
+            "Bytes written to RTMP clients",
+            l(&s.bytes_out),
+        )?;
+
+        let snaps = self.streams.snapshots();
+        type Field = fn(&streamr_mesh::HubSnapshot) -> u64;
+        let per_stream: [(&str, &str, MetricType, Field); 8] = [
+            (
+                "streamr_stream_frames_in",
+                "Frames received by the stream's hub",
+                MetricType::Counter,
+                |h| h.frames_in,
+            ),
+            (
+                "streamr_stream_bytes_in",
+                "Payload bytes received by the stream's hub",
+                MetricType::Counter,
+                |h| h.bytes_in,
+            ),
+            (
+                "streamr_stream_frames_out",
+                "Frames delivered to the stream's subscribers",
+                MetricType::Counter,
+                |h| h.frames_out,
+            ),
+            (
+                "streamr_stream_bytes_out",
+                "Payload bytes delivered to the stream's subscribers",
+                MetricType::Counter,
+                |h| h.bytes_out,
+            ),
+            (
+                "streamr_stream_dropped_frames",
+                "Frames skipped by slow subscribers",
+                MetricType::Counter,
+                |h| h.dropped,
+            ),
+            (
+                "streamr_stream_players",
+                "Local players of the stream",
+                MetricType::Gauge,
+                |h| h.players,
+            ),
+            (
+                "streamr_stream_subscribers",
+                "Downstream mesh peers of the stream",
+                MetricType::Gauge,
+                |h| h.peers,
+            ),
+            (
+                "streamr_stream_bitrate_bps",
+                "Incoming bitrate of the stream",
+                MetricType::Gauge,
+                |h| h.bitrate_bps,
+            ),
+        ];
+        for (name, help, ty, field) in per_stream {
+            let mut m = e.encode_descriptor(name, help, None, ty)?;
+            for h in &snaps {
+                let labels = [("stream", h.name.as_str())];
+                let fam = m.encode_family(&labels)?;
+                match ty {
+                    MetricType::Counter => ConstCounter::new(field(h)).encode(fam)?,
+                    _ => ConstGauge::new(field(h) as i64).encode(fam)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Renders a registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.push_str("# metrics encoding failed\n");
+    }
+    out
+}

@@ -1,0 +1,219 @@
+//! `Node`: wires the parts together (hubs, RTMP edge, relays, web) and supervises them. Each part is a task
+//! under one cancellation token; if one dies unexpectedly, the node stops everything and reports it.
+
+use crate::config::Config;
+use crate::identity;
+use crate::metrics::{NodeCollector, render};
+use anyhow::Context;
+use libp2p::PeerId;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
+use streamr_mesh::{HubConfig, SourceKind, Streams};
+use streamr_web::{NodeApi, Status, StreamStatus, WebServer};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+/// A running node.
+#[derive(Debug)]
+pub struct Node {
+    /// The node id.
+    pub peer_id: PeerId,
+    /// RTMP edge address actually bound.
+    pub rtmp_addr: SocketAddr,
+    /// HTTP address actually bound.
+    pub http_addr: SocketAddr,
+    /// The publish key (secret).
+    pub publish_key: String,
+    /// Whether publishing needs the key.
+    pub publish_key_required: bool,
+    shutdown: CancellationToken,
+    tasks: JoinSet<&'static str>,
+}
+
+/// What the web server reads.
+struct Api {
+    peer_id: PeerId,
+    rtmp_addr: SocketAddr,
+    http_addr: SocketAddr,
+    publish_key: String,
+    publish_key_required: bool,
+    started: Instant,
+    streams: Streams,
+    registry: Registry,
+}
+
+impl NodeApi for Api {
+    fn status(&self, local: bool) -> Status {
+        let streams = self
+            .streams
+            .snapshots()
+            .into_iter()
+            .map(|h| StreamStatus {
+                local_publisher: h.live && h.source == Some(SourceKind::Publisher),
+                live: h.live,
+                players: h.players,
+                bitrate_bps: h.bitrate_bps,
+                frames: h.frames_in,
+                bytes_in: h.bytes_in,
+                frames_out: h.frames_out,
+                bytes_out: h.bytes_out,
+                dropped_frames: h.dropped,
+                name: h.name,
+            })
+            .collect();
+        Status {
+            peer_id: self.peer_id.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            rtmp_listen: self.rtmp_addr.to_string(),
+            http_listen: self.http_addr.to_string(),
+            rtmp_url: rtmp_url(self.rtmp_addr),
+            publish_key_required: self.publish_key_required,
+            publish_key: local.then(|| self.publish_key.clone()),
+            uptime_secs: self.started.elapsed().as_secs(),
+            streams,
+        }
+    }
+
+    fn metrics(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+/// The URL OBS publishes to, without the stream name.
+pub fn rtmp_url(addr: SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    format!("rtmp://{host}:{}/live", addr.port())
+}
+
+impl Node {
+    /// Binds every listener and starts every part. Returns once the node serves.
+    pub async fn start(config: Config) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data dir {}: choose another with --data-dir",
+                config.data_dir.display()
+            )
+        })?;
+        let key = identity::load_or_create_identity(&config.data_dir)?;
+        let peer_id = key.public().to_peer_id();
+        let publish_key = identity::load_or_create_publish_key(&config.data_dir)?;
+        let publish_key_required = config.publish_key_required();
+
+        let streams = Streams::new(HubConfig::default());
+        let mut edge_cfg = EdgeConfig::new(config.rtmp_listen);
+        edge_cfg.publish_key = publish_key_required.then(|| publish_key.clone());
+        let rtmp = RtmpServer::bind(edge_cfg).await?;
+        let rtmp_addr = rtmp.local_addr();
+        let edge_stats: Arc<EdgeStats> = rtmp.stats();
+        let web = WebServer::bind(config.http_listen).await?;
+        let http_addr = web.local_addr();
+
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(NodeCollector {
+            streams: streams.clone(),
+            edge: edge_stats,
+        }));
+        let api = Arc::new(Api {
+            peer_id,
+            rtmp_addr,
+            http_addr,
+            publish_key: publish_key.clone(),
+            publish_key_required,
+            started: Instant::now(),
+            streams: streams.clone(),
+            registry,
+        });
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        {
+            let (streams, token) = (streams.clone(), shutdown.child_token());
+            tasks.spawn(async move {
+                rtmp.run(streams, token).await;
+                "rtmp edge"
+            });
+        }
+        {
+            let token = shutdown.child_token();
+            tasks.spawn(async move {
+                web.run(api, token).await;
+                "web server"
+            });
+        }
+        for spec in &config.pull {
+            let (streams, token, spec) = (streams.clone(), shutdown.child_token(), spec.clone());
+            tasks.spawn(async move {
+                streamr_edge::relay::pull(spec.name, spec.url, streams, token).await;
+                "pull relay"
+            });
+        }
+        for spec in &config.push {
+            let (streams, token, spec) = (streams.clone(), shutdown.child_token(), spec.clone());
+            tasks.spawn(async move {
+                streamr_edge::relay::push(spec.name, spec.url, streams, token).await;
+                "push relay"
+            });
+        }
+        info!(
+            %peer_id,
+            rtmp_listen = %rtmp_addr,
+            http_listen = %http_addr,
+            publish_key_required,
+            version = env!("CARGO_PKG_VERSION"),
+            "streamr-node ready"
+        );
+        Ok(Node {
+            peer_id,
+            rtmp_addr,
+            http_addr,
+            publish_key,
+            publish_key_required,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Runs until `stop` resolves (Ctrl-C, SIGTERM) or a part dies; then shuts down within `grace`.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        let failure = tokio::select! {
+            _ = stop => None,
+            Some(r) = self.tasks.join_next() => Some(match r {
+                Ok(name) => format!("the {name} stopped unexpectedly"),
+                Err(e) => format!("a part of the node failed: {e}"),
+            }),
+        };
+        if let Some(f) = &failure {
+            error!("{f}; stopping the node");
+        }
+        info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: closing players and publishers"
+        );
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("some connections did not close within the grace period; stopping them now");
+            self.tasks.abort_all();
+        }
+        info!("stopped");
+        match failure {
+            Some(f) => Err(anyhow::anyhow!(f)),
+            None => Ok(()),
+        }
+    }
+}

@@ -168,6 +168,7 @@ pub fn measure_link(
     preset: NatPreset,
     link: LinkConditions,
     count: u32,
+    interval: Duration,
 ) -> LabResult<RttReport> {
     let server = lab.add_public_host("echo", PublicHostOptions::default())?;
     let addr = SocketAddrV4::new(server.addr(), ECHO_PORT);
@@ -178,7 +179,6 @@ pub fn measure_link(
         Some(READY_LINE),
     )?;
     let site = lab.add_site("client", preset, link)?;
-    let interval = Duration::from_millis(20);
     let args = echo_client_args(site.host.addr(), addr, count, interval);
     let limit = interval * count + Duration::from_secs(15);
     let out = lab.run_agent(&site.host.ns, "echo client", &args, limit)?;

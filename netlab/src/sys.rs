@@ -218,12 +218,11 @@ pub fn stop_processes_in(names: &[String], grace: std::time::Duration) {
     }
 }
 
-/// Deletes the named namespaces (one `ip` process for all of them). Missing ones are skipped.
+/// Deletes the named namespaces (one `ip` process for all of them). A namespace that is already gone
+/// (removed concurrently, or never created) is fine; one that is still there afterwards is an error.
 pub fn delete_namespaces(names: &[String]) -> LabResult<()> {
-    let existing: Vec<&String> = names
-        .iter()
-        .filter(|n| Path::new(NETNS_DIR).join(n).exists())
-        .collect();
+    let exists = |n: &String| Path::new(NETNS_DIR).join(n).exists();
+    let existing: Vec<&String> = names.iter().filter(|n| exists(n)).collect();
     if existing.is_empty() {
         return Ok(());
     }
@@ -233,7 +232,16 @@ pub fn delete_namespaces(names: &[String]) -> LabResult<()> {
     cmd.args(["-force", "-batch", "-"]);
     let mut text = lines.join("\n");
     text.push('\n');
-    run(&mut cmd, Some(&text)).map(drop)
+    let result = run(&mut cmd, Some(&text));
+    let left: Vec<&String> = existing.into_iter().filter(|n| exists(n)).collect();
+    match (left.is_empty(), result) {
+        (true, _) => Ok(()),
+        (false, Err(e)) => Err(e),
+        (false, Ok(_)) => Err(LabError::io(
+            format!("namespaces still present after deletion: {left:?}"),
+            std::io::Error::other("ip netns del left them"),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,12 @@
 //! `netlab link`: what an impaired access link really does (round trip and loss).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use serde_json::json;
 use streamr_netlab::{Lab, LabConfig, LinkConditions, NatPreset, scale};
+
+use super::write_file;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,6 +25,12 @@ pub struct Args {
     /// Echo requests to send.
     #[arg(long, default_value_t = 50)]
     count: u32,
+    /// Time between echo requests, in ms.
+    #[arg(long, default_value_t = 20)]
+    interval_ms: u64,
+    /// Write the measurement as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -32,7 +42,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     link.validate()?;
     let lab = Lab::new(LabConfig::default())?;
     let mechanism = lab.impairment();
-    let report = scale::measure_link(&lab, args.preset, link, args.count);
+    let report = scale::measure_link(
+        &lab,
+        args.preset,
+        link,
+        args.count,
+        std::time::Duration::from_millis(args.interval_ms),
+    );
     lab.shutdown()?;
     let r = report?;
     let ms = |v: Option<f64>| v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into());
@@ -46,5 +62,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         r.received,
         r.sent
     );
+    if let Some(p) = &args.json {
+        let doc = json!({
+            "conditions": link,
+            "mechanism": mechanism,
+            "preset": args.preset,
+            "median_ms": r.median_ms(),
+            "min_ms": r.min_ms(),
+            "max_ms": r.max_ms(),
+            "loss_percent": r.loss_percent(),
+            "report": r,
+        });
+        write_file(p, &serde_json::to_string_pretty(&doc)?)?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,16 +1,21 @@
-//! An RTMP client (rml_rtmp's `ClientSession` over tokio): plays from or publishes to an upstream RTMP server.
-//! Used by the pull/push relays and by netlab's probes.
+//! An RTMP client: plays from or publishes to an upstream RTMP server. Used by the pull/push relays and by
+//! netlab's probes.
+//!
+//! It speaks the command flow itself on rml_rtmp's chunk and message codecs instead of using rml_rtmp's
+//! `ClientSession`, because that session drops media whose message stream id differs from the one its
+//! `createStream` returned, and ffmpeg's `-listen 1` server sends media on another id: a pull from it
+//! received nothing. Media is accepted on any message stream id here, as ffmpeg and nginx do.
 
 use crate::metadata;
 use bytes::Bytes;
+use rml_amf0::Amf0Value;
+use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::sessions::{
-    ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
-};
+use rml_rtmp::messages::{MessagePayload, RtmpMessage, UserControlEventType};
 use rml_rtmp::time::RtmpTimestamp;
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use streamr_mesh::FrameKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -104,22 +109,43 @@ pub struct Media {
 }
 
 /// A connected RTMP client (handshake and `connect` done).
-#[derive(Debug)]
 pub struct RtmpClient {
     stream: TcpStream,
-    session: ClientSessionBox,
+    de: ChunkDeserializer,
+    ser: ChunkSerializer,
     buf: Vec<u8>,
-    events: VecDeque<ClientSessionEvent>,
+    /// Bytes read but not yet given to the chunk deserializer.
+    buf_leftover: Vec<u8>,
     url: RtmpUrl,
+    next_txn: f64,
+    /// The peer's window acknowledgement size, once it told us.
+    ack_window: Option<u32>,
+    received: u64,
+    since_ack: u64,
+    epoch: Instant,
 }
 
-/// rml_rtmp's session does not implement Debug.
-struct ClientSessionBox(ClientSession);
-
-impl std::fmt::Debug for ClientSessionBox {
+impl std::fmt::Debug for RtmpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ClientSession")
+        f.debug_struct("RtmpClient")
+            .field("url", &self.url)
+            .finish()
     }
+}
+
+/// Outbound chunk size we announce.
+const OUT_CHUNK_SIZE: u32 = 4096;
+
+/// A message received from the server.
+struct Received {
+    type_id: u8,
+    timestamp: u32,
+    stream_id: u32,
+    data: Bytes,
+}
+
+fn protocol<E: std::fmt::Debug>(e: E) -> ClientError {
+    ClientError::Protocol(format!("{e:?}"))
 }
 
 impl RtmpClient {
@@ -134,9 +160,7 @@ impl RtmpClient {
         let mut stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
         stream.set_nodelay(true)?;
         let mut hs = Handshake::new(PeerType::Client);
-        let p0p1 = hs
-            .generate_outbound_p0_and_p1()
-            .map_err(|e| ClientError::Protocol(format!("{e:?}")))?;
+        let p0p1 = hs.generate_outbound_p0_and_p1().map_err(protocol)?;
         stream.write_all(&p0p1).await?;
         let mut buf = vec![0u8; 64 * 1024];
         let leftover = loop {
@@ -144,10 +168,7 @@ impl RtmpClient {
             if n == 0 {
                 return Err(ClientError::Closed);
             }
-            match hs
-                .process_bytes(&buf[..n])
-                .map_err(|e| ClientError::Protocol(format!("handshake: {e:?}")))?
-            {
+            match hs.process_bytes(&buf[..n]).map_err(protocol)? {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     stream.write_all(&response_bytes).await?;
                 }
@@ -160,138 +181,334 @@ impl RtmpClient {
                 }
             }
         };
-        let mut cfg = ClientSessionConfig::new();
-        cfg.tc_url = Some(url.tc_url());
-        let (session, initial) =
-            ClientSession::new(cfg).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut c = RtmpClient {
             stream,
-            session: ClientSessionBox(session),
+            de: ChunkDeserializer::new(),
+            ser: ChunkSerializer::new(),
             buf,
-            events: VecDeque::new(),
+            buf_leftover: Vec::new(),
             url: url.clone(),
+            next_txn: 1.0,
+            ack_window: None,
+            received: 0,
+            since_ack: 0,
+            epoch: Instant::now(),
         };
-        c.apply(initial).await?;
-        c.feed(&leftover).await?;
-        let req = c
-            .session
-            .0
-            .request_connection(url.app.clone())
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        c.apply(vec![req]).await?;
-        loop {
-            match c.next_event().await? {
-                ClientSessionEvent::ConnectionRequestAccepted => return Ok(c),
-                ClientSessionEvent::ConnectionRequestRejected { description } => {
-                    return Err(ClientError::Refused(description));
-                }
-                e => c.check_refusal(&e)?,
-            }
-        }
+        c.pending_input(leftover);
+        let p = c
+            .ser
+            .set_max_chunk_size(OUT_CHUNK_SIZE, RtmpTimestamp::new(0))
+            .map_err(protocol)?;
+        c.stream.write_all(&p.bytes).await?;
+        let mut props = HashMap::new();
+        props.insert("app".into(), Amf0Value::Utf8String(url.app.clone()));
+        props.insert("type".into(), Amf0Value::Utf8String("nonprivate".into()));
+        props.insert(
+            "flashVer".into(),
+            Amf0Value::Utf8String("FMLE/3.0 (compatible; streamr-node)".into()),
+        );
+        props.insert("tcUrl".into(), Amf0Value::Utf8String(url.tc_url()));
+        props.insert("objectEncoding".into(), Amf0Value::Number(0.0));
+        let txn = c
+            .command("connect", Amf0Value::Object(props), vec![], 0)
+            .await?;
+        c.await_result(txn).await?;
+        Ok(c)
     }
 
     /// Asks to play the URL's stream key; returns once the server accepted.
     pub async fn play(mut self, limit: Duration) -> Result<RtmpPlayer, ClientError> {
-        let req = self
-            .session
-            .0
-            .request_playback(self.url.key.clone())
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.apply(vec![req]).await?;
-        timeout(limit, async {
+        let stream_id = timeout(limit, self.create_stream())
+            .await
+            .map_err(|_| ClientError::Timeout("creating a stream"))??;
+        let key = Amf0Value::Utf8String(self.url.key.clone());
+        self.command(
+            "play",
+            Amf0Value::Null,
+            vec![key, Amf0Value::Number(-2000.0)],
+            stream_id,
+        )
+        .await?;
+        // Some servers send media before (or instead of) NetStream.Play.Start: keep what arrives.
+        let first = timeout(limit, async {
             loop {
-                match self.next_event().await? {
-                    ClientSessionEvent::PlaybackRequestAccepted => return Ok::<(), ClientError>(()),
-                    e => self.check_refusal(&e)?,
+                let m = self.recv().await?;
+                if let Some(media) = to_media(&m) {
+                    return Ok::<_, ClientError>(Some(media));
+                }
+                if m.type_id == 20
+                    && status_code(&m.data).as_deref() == Some("NetStream.Play.Start")
+                {
+                    return Ok(None);
                 }
             }
         })
         .await
         .map_err(|_| ClientError::Timeout("waiting for the server to accept play"))??;
-        Ok(RtmpPlayer { client: self })
+        Ok(RtmpPlayer {
+            client: self,
+            first,
+        })
     }
 
     /// Asks to publish on the URL's stream key; returns once the server accepted.
     pub async fn publish(mut self, limit: Duration) -> Result<RtmpPublisher, ClientError> {
-        let req = self
-            .session
-            .0
-            .request_publishing(self.url.key.clone(), PublishRequestType::Live)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.apply(vec![req]).await?;
+        let key = Amf0Value::Utf8String(self.url.key.clone());
+        // OBS and ffmpeg announce the publish this way; some servers (and their auth hooks) rely on it.
+        self.command("releaseStream", Amf0Value::Null, vec![key.clone()], 0)
+            .await?;
+        self.command("FCPublish", Amf0Value::Null, vec![key.clone()], 0)
+            .await?;
+        let stream_id = timeout(limit, self.create_stream())
+            .await
+            .map_err(|_| ClientError::Timeout("creating a stream"))??;
+        self.command(
+            "publish",
+            Amf0Value::Null,
+            vec![key, Amf0Value::Utf8String("live".into())],
+            stream_id,
+        )
+        .await?;
         timeout(limit, async {
             loop {
-                match self.next_event().await? {
-                    ClientSessionEvent::PublishRequestAccepted => return Ok::<(), ClientError>(()),
-                    e => self.check_refusal(&e)?,
+                let m = self.recv().await?;
+                if m.type_id == 20
+                    && status_code(&m.data).as_deref() == Some("NetStream.Publish.Start")
+                {
+                    return Ok::<_, ClientError>(());
                 }
             }
         })
         .await
         .map_err(|_| ClientError::Timeout("waiting for the server to accept publish"))??;
-        Ok(RtmpPublisher { client: self })
+        Ok(RtmpPublisher {
+            client: self,
+            stream_id,
+        })
     }
 
-    /// Turns a server's error status into an error.
-    fn check_refusal(&self, e: &ClientSessionEvent) -> Result<(), ClientError> {
-        match e {
-            ClientSessionEvent::UnhandleableOnStatusCode { code }
-                if code.contains("Failed")
-                    || code.contains("BadName")
-                    || code.contains("Unauthorized")
-                    || code.contains("NotFound")
-                    || code.contains("Rejected")
-                    || code.contains("Unpublish") =>
-            {
-                Err(ClientError::Refused(code.clone()))
-            }
-            ClientSessionEvent::UnhandleableAmf0Command {
-                command_name,
-                additional_values,
-                ..
-            } if command_name == "_error" => Err(ClientError::Refused(describe(additional_values))),
-            _ => Ok(()),
-        }
+    async fn create_stream(&mut self) -> Result<u32, ClientError> {
+        let txn = self
+            .command("createStream", Amf0Value::Null, vec![], 0)
+            .await?;
+        let args = self.await_result(txn).await?;
+        args.into_iter()
+            .find_map(|v| v.get_number())
+            .filter(|n| *n >= 0.0 && *n <= f64::from(u32::MAX))
+            .map(|n| n as u32)
+            .ok_or_else(|| ClientError::Protocol("createStream returned no stream id".into()))
     }
 
-    async fn next_event(&mut self) -> Result<ClientSessionEvent, ClientError> {
+    /// Sends a command; returns its transaction id.
+    async fn command(
+        &mut self,
+        name: &str,
+        object: Amf0Value,
+        args: Vec<Amf0Value>,
+        stream_id: u32,
+    ) -> Result<f64, ClientError> {
+        let txn = self.next_txn;
+        self.next_txn += 1.0;
+        let msg = RtmpMessage::Amf0Command {
+            command_name: name.into(),
+            transaction_id: txn,
+            command_object: object,
+            additional_arguments: args,
+        };
+        self.send_message(msg, stream_id).await?;
+        Ok(txn)
+    }
+
+    async fn send_message(&mut self, msg: RtmpMessage, stream_id: u32) -> Result<(), ClientError> {
+        let ts = RtmpTimestamp::new(self.epoch.elapsed().as_millis() as u32);
+        let payload = msg.into_message_payload(ts, stream_id).map_err(protocol)?;
+        self.send_payload(&payload).await
+    }
+
+    async fn send_payload(&mut self, payload: &MessagePayload) -> Result<(), ClientError> {
+        let p = self
+            .ser
+            .serialize(payload, false, false)
+            .map_err(protocol)?;
+        self.stream.write_all(&p.bytes).await?;
+        Ok(())
+    }
+
+    /// Waits for `_result` of `txn`; `_error` or an error status is a refusal.
+    async fn await_result(&mut self, txn: f64) -> Result<Vec<Amf0Value>, ClientError> {
         loop {
-            if let Some(e) = self.events.pop_front() {
-                return Ok(e);
+            let m = self.recv().await?;
+            if m.type_id != 20 {
+                continue;
             }
-            let n = self.stream.read(&mut self.buf).await?;
-            if n == 0 {
-                return Err(ClientError::Closed);
+            let mut values = rml_amf0::deserialize(&mut &m.data[..])
+                .map_err(protocol)?
+                .into_iter();
+            let name = values
+                .next()
+                .and_then(|v| v.get_string())
+                .unwrap_or_default();
+            let id = values.next().and_then(|v| v.get_number()).unwrap_or(-1.0);
+            if id != txn {
+                continue;
             }
-            let bytes = self.buf[..n].to_vec();
-            self.feed(&bytes).await?;
+            let _object = values.next();
+            let rest: Vec<Amf0Value> = values.collect();
+            match name.as_str() {
+                "_result" => return Ok(rest),
+                "_error" => return Err(ClientError::Refused(describe(&rest))),
+                _ => {}
+            }
         }
     }
 
-    async fn feed(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        let session = &mut self.session.0;
-        let results = std::panic::catch_unwind(AssertUnwindSafe(|| session.handle_input(bytes)))
-            .map_err(|_| ClientError::Protocol("rml_rtmp panicked on the server's bytes".into()))?
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.apply(results).await
+    /// Queues bytes that arrived with the handshake.
+    fn pending_input(&mut self, bytes: Vec<u8>) {
+        self.buf_leftover = bytes;
     }
 
-    async fn apply(&mut self, results: Vec<ClientSessionResult>) -> Result<(), ClientError> {
-        for r in results {
-            match r {
-                ClientSessionResult::OutboundResponse(p) => self.stream.write_all(&p.bytes).await?,
-                ClientSessionResult::RaisedEvent(e) => self.events.push_back(e),
-                ClientSessionResult::UnhandleableMessageReceived(_) => {}
+    /// The next message, handling chunk size, acknowledgements, pings and error statuses on the way.
+    async fn recv(&mut self) -> Result<Received, ClientError> {
+        loop {
+            let input = std::mem::take(&mut self.buf_leftover);
+            let de = &mut self.de;
+            let next = std::panic::catch_unwind(AssertUnwindSafe(|| de.get_next_message(&input)))
+                .map_err(|_| {
+                    ClientError::Protocol("rml_rtmp panicked on the server's bytes".into())
+                })?
+                .map_err(protocol)?;
+            let Some(payload) = next else {
+                let n = self.stream.read(&mut self.buf).await?;
+                if n == 0 {
+                    return Err(ClientError::Closed);
+                }
+                self.buf_leftover = self.buf[..n].to_vec();
+                self.count_received(n).await?;
+                continue;
+            };
+            match payload.type_id {
+                1 | 3 | 4 | 5 | 6 => match payload.to_rtmp_message().map_err(protocol)? {
+                    RtmpMessage::SetChunkSize { size } => {
+                        self.de
+                            .set_max_chunk_size(size as usize)
+                            .map_err(protocol)?;
+                    }
+                    RtmpMessage::WindowAcknowledgement { size } => self.ack_window = Some(size),
+                    RtmpMessage::UserControl {
+                        event_type: UserControlEventType::PingRequest,
+                        timestamp,
+                        ..
+                    } => {
+                        let pong = RtmpMessage::UserControl {
+                            event_type: UserControlEventType::PingResponse,
+                            stream_id: None,
+                            buffer_length: None,
+                            timestamp,
+                        };
+                        self.send_message(pong, 0).await?;
+                    }
+                    _ => {}
+                },
+                20 => {
+                    if let Some(err) = error_status(&payload.data) {
+                        return Err(ClientError::Refused(err));
+                    }
+                    return Ok(received(payload));
+                }
+                _ => return Ok(received(payload)),
             }
+        }
+    }
+
+    async fn count_received(&mut self, n: usize) -> Result<(), ClientError> {
+        self.received += n as u64;
+        self.since_ack += n as u64;
+        if let Some(window) = self.ack_window
+            && window > 0
+            && self.since_ack >= u64::from(window)
+        {
+            self.since_ack = 0;
+            let ack = RtmpMessage::Acknowledgement {
+                sequence_number: self.received as u32,
+            };
+            self.send_message(ack, 0).await?;
         }
         Ok(())
     }
 }
 
-fn describe(values: &[rml_amf0::Amf0Value]) -> String {
+fn received(p: MessagePayload) -> Received {
+    Received {
+        type_id: p.type_id,
+        timestamp: p.timestamp.value,
+        stream_id: p.message_stream_id,
+        data: p.data,
+    }
+}
+
+/// Media from a received message (audio, video, `onMetaData`).
+fn to_media(m: &Received) -> Option<Media> {
+    let kind = match m.type_id {
+        8 => FrameKind::Audio,
+        9 => FrameKind::Video,
+        18 => FrameKind::Data,
+        _ => return None,
+    };
+    let _ = m.stream_id;
+    if kind == FrameKind::Data {
+        // Only metadata travels as data; a publisher's `@setDataFrame` wrapper is removed.
+        let payload = strip_set_data_frame(&m.data)?;
+        metadata::from_payload(&payload)?;
+        return Some(Media {
+            kind,
+            timestamp: m.timestamp,
+            payload,
+        });
+    }
+    Some(Media {
+        kind,
+        timestamp: m.timestamp,
+        payload: m.data.clone(),
+    })
+}
+
+/// `"@setDataFrame", "onMetaData", {..}` -> `"onMetaData", {..}`; other payloads unchanged.
+fn strip_set_data_frame(data: &Bytes) -> Option<Bytes> {
+    const PREFIX: &[u8] = b"\x02\x00\x0d@setDataFrame";
+    Some(match data.strip_prefix(PREFIX) {
+        Some(_) => data.slice(PREFIX.len()..),
+        None => data.clone(),
+    })
+}
+
+/// The `code` of an `onStatus` command.
+fn status_code(data: &[u8]) -> Option<String> {
+    let values = rml_amf0::deserialize(&mut &data[..]).ok()?;
+    if values.first()?.clone().get_string()? != "onStatus" {
+        return None;
+    }
+    let props = values.into_iter().find_map(|v| v.get_object_properties())?;
+    props.get("code")?.clone().get_string()
+}
+
+/// An `onStatus` with level "error" (or `_error` outside a transaction we wait for), as text.
+fn error_status(data: &[u8]) -> Option<String> {
+    let values = rml_amf0::deserialize(&mut &data[..]).ok()?;
+    let name = values.first()?.clone().get_string()?;
+    if name != "onStatus" {
+        return None;
+    }
+    let props = values
+        .iter()
+        .find_map(|v| v.clone().get_object_properties())?;
+    let level = props.get("level").and_then(|v| v.clone().get_string());
+    if level.as_deref() != Some("error") {
+        return None;
+    }
+    Some(describe(&values[1..]))
+}
+
+fn describe(values: &[Amf0Value]) -> String {
     for v in values {
         if let Some(props) = v.clone().get_object_properties() {
             let get = |k: &str| props.get(k).and_then(|v| v.clone().get_string());
@@ -310,35 +527,20 @@ fn describe(values: &[rml_amf0::Amf0Value]) -> String {
 #[derive(Debug)]
 pub struct RtmpPlayer {
     client: RtmpClient,
+    first: Option<Media>,
 }
 
 impl RtmpPlayer {
-    /// The next media message; `Err(Closed)` when the server ends the connection.
+    /// The next media message; `Err(Closed)` when the server ends the connection, `Err(Refused)` when it
+    /// reports an error (for example the stream was unpublished with an error status).
     pub async fn next(&mut self) -> Result<Media, ClientError> {
+        if let Some(m) = self.first.take() {
+            return Ok(m);
+        }
         loop {
-            match self.client.next_event().await? {
-                ClientSessionEvent::VideoDataReceived { timestamp, data } => {
-                    return Ok(Media {
-                        kind: FrameKind::Video,
-                        timestamp: timestamp.value,
-                        payload: data,
-                    });
-                }
-                ClientSessionEvent::AudioDataReceived { timestamp, data } => {
-                    return Ok(Media {
-                        kind: FrameKind::Audio,
-                        timestamp: timestamp.value,
-                        payload: data,
-                    });
-                }
-                ClientSessionEvent::StreamMetadataReceived { metadata: m } => {
-                    return Ok(Media {
-                        kind: FrameKind::Data,
-                        timestamp: 0,
-                        payload: metadata::to_payload(&m),
-                    });
-                }
-                e => self.client.check_refusal(&e)?,
+            let m = self.client.recv().await?;
+            if let Some(media) = to_media(&m) {
+                return Ok(media);
             }
         }
     }
@@ -348,46 +550,73 @@ impl RtmpPlayer {
 #[derive(Debug)]
 pub struct RtmpPublisher {
     client: RtmpClient,
+    stream_id: u32,
 }
 
 impl RtmpPublisher {
-    /// Sends one media message. Data payloads must be AMF0 `onMetaData` (others are skipped).
+    /// Sends one media message. Data payloads must be AMF0 `onMetaData` (they are sent as `@setDataFrame`).
     pub async fn send(
         &mut self,
         kind: FrameKind,
         timestamp: u32,
         payload: Bytes,
     ) -> Result<(), ClientError> {
-        let s = &mut self.client.session.0;
-        let ts = RtmpTimestamp::new(timestamp);
-        let r = match kind {
-            FrameKind::Video => s.publish_video_data(payload, ts, false),
-            FrameKind::Audio => s.publish_audio_data(payload, ts, false),
-            FrameKind::Data => match metadata::from_payload(&payload) {
-                Some(m) => s.publish_metadata(&m),
-                None => return Ok(()),
-            },
-        }
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        self.client.apply(vec![r]).await
+        let (type_id, data) = match kind {
+            FrameKind::Video => (9, payload),
+            FrameKind::Audio => (8, payload),
+            FrameKind::Data => {
+                let mut d = b"\x02\x00\x0d@setDataFrame".to_vec();
+                d.extend_from_slice(&payload);
+                (18, Bytes::from(d))
+            }
+        };
+        let p = MessagePayload {
+            timestamp: RtmpTimestamp::new(timestamp),
+            type_id,
+            message_stream_id: self.stream_id,
+            data,
+        };
+        self.client.send_payload(&p).await
     }
 
-    /// Reads and handles whatever the server sent (acks, pings, errors) without waiting.
+    /// Handles whatever the server sent (acks, pings, errors) without waiting.
     /// Returns an error if the server refused or closed.
     pub async fn poll_server(&mut self) -> Result<(), ClientError> {
-        let mut buf = [0u8; 4096];
-        match self.client.stream.try_read(&mut buf) {
-            Ok(0) => Err(ClientError::Closed),
-            Ok(n) => {
-                self.client.feed(&buf[..n]).await?;
-                while let Some(e) = self.client.events.pop_front() {
-                    self.client.check_refusal(&e)?;
+        loop {
+            match self.client.stream.try_read(&mut self.client.buf) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(n) => {
+                    let mut pending = std::mem::take(&mut self.client.buf_leftover);
+                    pending.extend_from_slice(&self.client.buf[..n]);
+                    self.client.buf_leftover = pending;
+                    self.client.count_received(n).await?;
                 }
-                Ok(())
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(e.into()),
         }
+        // Drain complete messages without blocking on the socket.
+        let mut input = std::mem::take(&mut self.client.buf_leftover);
+        while let Some(p) = self.client.de.get_next_message(&input).map_err(protocol)? {
+            input.clear();
+            match p.type_id {
+                20 => {
+                    if let Some(err) = error_status(&p.data) {
+                        return Err(ClientError::Refused(err));
+                    }
+                }
+                1 => {
+                    if let Ok(RtmpMessage::SetChunkSize { size }) = p.to_rtmp_message() {
+                        self.client
+                            .de
+                            .set_max_chunk_size(size as usize)
+                            .map_err(protocol)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 

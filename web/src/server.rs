@@ -103,3 +103,60 @@ async fn handle_rejection(
         code,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::Status;
+
+    struct Fake;
+    impl NodeApi for Fake {
+        fn status(&self, local: bool) -> Status {
+            Status {
+                peer_id: "p".into(),
+                version: "v".into(),
+                rtmp_listen: "r".into(),
+                http_listen: "h".into(),
+                rtmp_url: "u".into(),
+                publish_key_required: true,
+                publish_key: local.then(|| "secret".into()),
+                uptime_secs: 1,
+                streams: vec![],
+            }
+        }
+        fn metrics(&self) -> String {
+            "m 1\n".into()
+        }
+    }
+
+    #[tokio::test]
+    async fn publish_key_only_for_loopback_requests() {
+        let api: Arc<dyn NodeApi> = Arc::new(Fake);
+        let r = warp::test::request()
+            .path("/api/v1/status")
+            .remote_addr("127.0.0.1:5000".parse().unwrap())
+            .reply(&routes(api.clone()))
+            .await;
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(v["publish_key"], "secret");
+        let r = warp::test::request()
+            .path("/api/v1/status")
+            .remote_addr("192.0.2.7:5000".parse().unwrap())
+            .reply(&routes(api.clone()))
+            .await;
+        let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert!(v.get("publish_key").is_none(), "{v}");
+        let r = warp::test::request()
+            .path("/metrics")
+            .reply(&routes(api))
+            .await;
+        assert_eq!(r.body(), "m 1\n");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+    }
+}

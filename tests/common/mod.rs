@@ -1,0 +1,530 @@
+//! Shared helpers of the integration tests: start the real `streamr-node` binary on free ports, read its
+//! status, and drive real ffmpeg publishers and players. Every process started here is killed on drop.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// True when the tests must not skip for a missing external tool (CI sets it after installing them).
+pub fn require_external() -> bool {
+    std::env::var("STREAMR_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
+}
+
+/// Returns whether `tool` can run; otherwise prints why the test skips, or panics under
+/// `STREAMR_REQUIRE_EXTERNAL=1`.
+pub fn have(tool: &str, why: &str) -> bool {
+    let ok = std::process::Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !ok {
+        if require_external() {
+            panic!(
+                "{tool} is required ({why}) and STREAMR_REQUIRE_EXTERNAL=1, but it cannot be run"
+            );
+        }
+        eprintln!(
+            "SKIP: {tool} not found ({why}); install it (e.g. apt-get install ffmpeg) to run this test"
+        );
+    }
+    ok
+}
+
+/// A `streamr-node` process on free loopback ports with its own data dir.
+pub struct TestNode {
+    /// The process.
+    pub child: Child,
+    /// RTMP address.
+    pub rtmp: SocketAddr,
+    /// HTTP address.
+    pub http: SocketAddr,
+    /// Node id.
+    pub peer_id: String,
+    /// Data dir (removed on drop).
+    pub dir: tempfile::TempDir,
+    /// Everything the node logged so far (JSON lines).
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl TestNode {
+    /// Starts a node with `extra` flags and waits until it is ready.
+    pub async fn start(extra: &[&str]) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, extra).await
+    }
+
+    /// Starts a node with an existing data dir.
+    pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> TestNode {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamr-node"));
+        cmd.arg("run")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "--rtmp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--p2p-port", "0", "--log-format", "json"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .env("STREAMR_LOG", "info,streamr_edge=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn streamr-node");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let log2 = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "streamr-node ready"
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(v);
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let ready = tokio::time::timeout(Duration::from_secs(30), rx)
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node not ready in 30 s; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            })
+            .unwrap_or_else(|_| {
+                panic!(
+                    "node exited before ready; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            });
+        let addr = |k: &str| ready[k].as_str().unwrap().parse::<SocketAddr>().unwrap();
+        TestNode {
+            child,
+            rtmp: addr("rtmp_listen"),
+            http: addr("http_listen"),
+            peer_id: ready["peer_id"].as_str().unwrap().to_string(),
+            dir,
+            log,
+        }
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("rtmp://{}/live/{name}", self.rtmp)
+    }
+
+    /// GET `/api/v1/status` as JSON.
+    pub fn status(&self) -> Value {
+        let body = http_get(self.http, "/api/v1/status").1;
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad status JSON ({e}): {body}"))
+    }
+
+    /// The status entry of stream `name`.
+    pub fn stream(&self, name: &str) -> Option<Value> {
+        self.status()["streams"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name)
+            .cloned()
+    }
+
+    /// Resident memory of the node process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.child.id().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// True while the process runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The log so far, joined.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns the exit status code.
+    pub async fn stop(mut self) -> Option<i32> {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
+            Ok(Ok(s)) => s.code(),
+            _ => {
+                let _ = self.child.kill().await;
+                None
+            }
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET; returns (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (code, body)
+}
+
+/// A test clip: H.264 + AAC in FLV, 30 fps, keyframe every `gop` frames, encoded once per test binary.
+pub fn clip(secs: u32, gop: u32) -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap();
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap());
+    let path = dir.path().join(format!("clip-{secs}s-g{gop}.flv"));
+    if !path.exists() {
+        let st = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=426x240:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-tune",
+                "zerolatency",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .args([
+                "-b:v",
+                "600k",
+                "-g",
+                &gop.to_string(),
+                "-keyint_min",
+                &gop.to_string(),
+            ])
+            .args([
+                "-sc_threshold",
+                "0",
+                "-c:a",
+                "aac",
+                "-b:a",
+                "64k",
+                "-ar",
+                "48000",
+            ])
+            .args(["-t", &secs.to_string(), "-f", "flv"])
+            .arg(&path)
+            .status()
+            .expect("run ffmpeg");
+        assert!(st.success(), "ffmpeg could not encode the test clip");
+    }
+    path
+}
+
+/// Number of video packets in a file.
+pub fn video_packets(file: &Path) -> u64 {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_packets", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_packets", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("run ffprobe");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("packet count")
+}
+
+/// `ffmpeg -re -i FILE -c copy -f flv URL`: a publisher that sends in real time.
+pub fn publish(file: &Path, url: &str) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-re", "-i"])
+        .arg(file)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg publisher")
+}
+
+/// One packet a player received.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    /// "video" or "audio" (or "data").
+    pub kind: String,
+    /// Decode timestamp in milliseconds.
+    pub dts: i64,
+    /// A keyframe.
+    pub key: bool,
+}
+
+/// What a player received.
+#[derive(Debug, Default, Clone)]
+pub struct Played {
+    /// Codec names of the streams, in order.
+    pub codecs: Vec<String>,
+    /// Every packet, in arrival order.
+    pub packets: Vec<Packet>,
+    /// Everything ffprobe printed on stderr.
+    pub stderr: String,
+}
+
+impl Played {
+    /// Video packets received.
+    pub fn video(&self) -> u64 {
+        self.packets.iter().filter(|p| p.kind == "video").count() as u64
+    }
+    /// Audio packets received.
+    pub fn audio(&self) -> u64 {
+        self.packets.iter().filter(|p| p.kind == "audio").count() as u64
+    }
+    /// Codec names, sorted (track order depends on which packet arrives first).
+    pub fn sorted_codecs(&self) -> Vec<String> {
+        let mut c = self.codecs.clone();
+        c.sort();
+        c
+    }
+    /// The first video packet.
+    pub fn first_video(&self) -> Option<&Packet> {
+        self.packets.iter().find(|p| p.kind == "video")
+    }
+    /// Checks that decode timestamps never go back within a track.
+    pub fn assert_monotonic(&self) {
+        for kind in ["video", "audio"] {
+            let dts: Vec<i64> = self
+                .packets
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| p.dts)
+                .collect();
+            for w in dts.windows(2) {
+                assert!(
+                    w[1] >= w[0],
+                    "{kind} timestamps went back: {} then {}",
+                    w[0],
+                    w[1]
+                );
+            }
+        }
+    }
+}
+
+/// An ffprobe player that records every packet until the stream stops for `idle_secs` (its `-rw_timeout`),
+/// or until `max_packets` packets when given. Wrapped in `timeout -k` so it can never hang a test.
+pub fn play(url: &str, idle_secs: u32, max_secs: u32) -> tokio::task::JoinHandle<Played> {
+    play_with(url, idle_secs, max_secs, None)
+}
+
+/// [`play`] that stops after `max_packets` packets.
+pub fn play_with(
+    url: &str,
+    idle_secs: u32,
+    max_secs: u32,
+    max_packets: Option<u32>,
+) -> tokio::task::JoinHandle<Played> {
+    let url = url.to_string();
+    tokio::spawn(async move {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "2", &max_secs.to_string(), "ffprobe", "-v", "error"])
+            .args([
+                "-rw_timeout",
+                &(u64::from(idle_secs) * 1_000_000).to_string(),
+            ])
+            .args([
+                "-show_entries",
+                "stream=codec_type,codec_name:packet=codec_type,dts,flags",
+            ])
+            .args(["-of", "json"]);
+        if let Some(n) = max_packets {
+            cmd.args(["-read_intervals", &format!("%+#{n}")]);
+        }
+        let out = cmd
+            .arg(&url)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run ffprobe");
+        parse_played(&out)
+    })
+}
+
+/// Waits until `cond` holds, polling every 100 ms, up to `limit`.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cond()
+}
+
+/// A free TCP port on loopback (bound and released; fine for tests that start a server on it at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An ffprobe that listens as an RTMP server (`-listen 1`) and records what one publisher sends it.
+pub fn listen_and_play(
+    port: u16,
+    idle_secs: u32,
+    max_secs: u32,
+) -> tokio::task::JoinHandle<Played> {
+    let url = format!("rtmp://127.0.0.1:{port}/live/dst");
+    tokio::spawn(async move {
+        let out = Command::new("timeout")
+            .args([
+                "-k",
+                "2",
+                &max_secs.to_string(),
+                "ffprobe",
+                "-v",
+                "error",
+                "-listen",
+                "1",
+            ])
+            .args([
+                "-rw_timeout",
+                &(u64::from(idle_secs) * 1_000_000).to_string(),
+            ])
+            .args([
+                "-show_entries",
+                "stream=codec_type,codec_name:packet=codec_type,dts,flags",
+            ])
+            .args(["-of", "json", &url])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run ffprobe");
+        parse_played(&out)
+    })
+}
+
+fn parse_played(out: &std::process::Output) -> Played {
+    let mut p = Played {
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        ..Played::default()
+    };
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    for s in v["streams"].as_array().into_iter().flatten() {
+        p.codecs
+            .push(s["codec_name"].as_str().unwrap_or("?").to_string());
+    }
+    for k in v["packets"].as_array().into_iter().flatten() {
+        p.packets.push(Packet {
+            kind: k["codec_type"].as_str().unwrap_or("?").to_string(),
+            dts: k["dts"].as_i64().unwrap_or(-1),
+            key: k["flags"].as_str().is_some_and(|f| f.starts_with('K')),
+        });
+    }
+    p
+}
+
+/// nginx with the RTMP module, in the foreground, on a free loopback port (Debian `nginx` +
+/// `libnginx-mod-rtmp`). Killed on drop.
+pub struct Nginx {
+    /// The process.
+    pub child: Child,
+    /// RTMP port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// Where Debian installs the RTMP module.
+pub const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+impl Nginx {
+    /// Starts nginx-rtmp, or returns None (after the skip rule) when it is not installed.
+    pub async fn start() -> Option<Nginx> {
+        if !Path::new(NGINX_RTMP_MODULE).exists() || !Path::new("/usr/sbin/nginx").exists() {
+            if require_external() {
+                panic!("nginx with libnginx-mod-rtmp is required and STREAMR_REQUIRE_EXTERNAL=1");
+            }
+            eprintln!("SKIP: nginx-rtmp not installed (apt-get install nginx libnginx-mod-rtmp)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "load_module {NGINX_RTMP_MODULE};\nworker_processes 1;\ndaemon off;\nerror_log {d}/error.log;\n\
+             pid {d}/nginx.pid;\nevents {{ worker_connections 1024; }}\n\
+             http {{ client_body_temp_path {d}/b; proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; \
+             uwsgi_temp_path {d}/u; scgi_temp_path {d}/s; access_log off; }}\n\
+             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; \
+             application live {{ live on; record off; }} }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn nginx");
+        let up = wait_until(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        assert!(
+            up,
+            "nginx-rtmp did not start: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+        Some(Nginx {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    /// `rtmp://127.0.0.1:PORT/live/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{name}", self.port)
+    }
+}

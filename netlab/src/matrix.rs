@@ -398,8 +398,26 @@ fn presets(outcomes: &[PunchOutcome]) -> Vec<NatPreset> {
     v
 }
 
+/// The matrix of one (delay, start) variant.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatrixGrid {
+    /// One-way delay per access link.
+    pub delay_ms: u32,
+    /// How the peers started.
+    pub start: Start,
+    /// Rows are A's preset, columns B's.
+    pub grid: Grid,
+}
+
+impl MatrixGrid {
+    /// A file name for its picture, e.g. `punch-50ms-staggered.svg`.
+    pub fn svg_file_name(&self) -> String {
+        format!("punch-{}ms-{}.svg", self.delay_ms, self.start)
+    }
+}
+
 /// One grid per (delay, start) variant: rows are A's preset, columns B's.
-pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<Grid> {
+pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<MatrixGrid> {
     let ps = presets(outcomes);
     variants(outcomes)
         .into_iter()
@@ -445,7 +463,7 @@ pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<Grid> {
                         .collect()
                 })
                 .collect();
-            Grid {
+            let grid = Grid {
                 title: format!(
                     "UDP hole punching, {delay} ms one-way delay per access link, {start_text}"
                 ),
@@ -454,6 +472,11 @@ pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<Grid> {
                 rows: ps.iter().map(ToString::to_string).collect(),
                 columns: ps.iter().map(ToString::to_string).collect(),
                 cells,
+            };
+            MatrixGrid {
+                delay_ms: delay,
+                start,
+                grid,
             }
         })
         .collect()
@@ -628,7 +651,8 @@ mod tests {
         assert_eq!(cell_text(&surprise), "ERROR !");
         let grids = grids(&[o, failed, surprise], &PunchOptions::default());
         assert_eq!(grids.len(), 1);
-        let g = &grids[0];
+        assert_eq!(grids[0].svg_file_name(), "punch-0ms-simultaneous.svg");
+        let g = &grids[0].grid;
         assert_eq!(g.rows, vec!["symmetric", "full-cone", "port-restricted"]);
         assert_eq!(g.cells[0][1].class, CellClass::Direct);
         assert_eq!(g.cells[2][0].class, CellClass::Failed);

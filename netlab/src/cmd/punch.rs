@@ -97,11 +97,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let outcomes = outcomes?;
     let grids = matrix::grids(&outcomes, &opts);
     let mut markdown = String::new();
-    for g in &grids {
-        println!("\n{}", g.title);
-        let md = g.to_markdown();
+    for m in &grids {
+        println!("\n{}", m.grid.title);
+        let md = m.grid.to_markdown();
         print!("{md}");
-        markdown.push_str(&format!("### {}\n\n{md}\n", g.title));
+        markdown.push_str(&format!("### {}\n\n{md}\n", m.grid.title));
     }
     let mismatches: Vec<_> = outcomes.iter().filter(|o| !o.matches).collect();
     for o in &mismatches {
@@ -135,18 +135,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(dir) = &args.svg_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        for g in &grids {
-            let case = outcomes
-                .iter()
-                .find(|o| g.title.contains(&format!("{} ms", o.case.delay_ms)))
-                .map(|o| o.case.delay_ms)
-                .unwrap_or(0);
-            let kind = if g.title.contains("simultaneous") {
-                "simultaneous"
-            } else {
-                "staggered"
-            };
-            write_file(&dir.join(format!("punch-{case}ms-{kind}.svg")), &g.to_svg())?;
+        for m in &grids {
+            write_file(&dir.join(m.svg_file_name()), &m.grid.to_svg())?;
         }
     }
     Ok(if mismatches.is_empty() {

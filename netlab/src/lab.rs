@@ -23,7 +23,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,8 @@ const LAN_IF: &str = "lan";
 const HOST_IF: &str = "eth0";
 /// Every link in the lab has this MTU, whatever the host's own links use.
 pub const LAB_MTU: u32 = 1500;
+/// Longest teardown waits for operations in flight.
+const OPERATION_DRAIN: Duration = Duration::from_secs(15);
 /// How long an agent or wire may take to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -239,6 +241,18 @@ impl OwnedProcess {
     }
 }
 
+/// An operation in progress, counted while it lives.
+struct Operation<'a> {
+    /// The lab's counter.
+    inflight: &'a AtomicUsize,
+}
+
+impl Drop for Operation<'_> {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Mutable bookkeeping of a lab.
 #[derive(Debug)]
 struct State {
@@ -297,6 +311,8 @@ struct LabInner {
     state: Mutex<State>,
     /// Set once teardown starts; every later operation fails with [`LabError::ShuttingDown`].
     closed: AtomicBool,
+    /// Operations in progress (see `Lab::begin`).
+    inflight: AtomicUsize,
     /// Serialises teardown (explicit, Drop and signal handler).
     teardown_lock: Mutex<Option<TeardownReport>>,
 }
@@ -358,6 +374,7 @@ impl Lab {
                 lan_hosts: HashMap::new(),
             }),
             closed: AtomicBool::new(false),
+            inflight: AtomicUsize::new(0),
             teardown_lock: Mutex::new(None),
         });
         lock(&REGISTRY).retain(|w| w.strong_count() > 0);
@@ -387,6 +404,17 @@ impl Lab {
         impairment_for(self.inner.config.impairment, || {
             netem_works(&self.inner.prefix)
         })
+    }
+
+    /// Marks an operation in progress: teardown waits for it rather than racing it (a namespace created
+    /// after the teardown listed them would be left behind).
+    fn begin(&self) -> LabResult<Operation<'_>> {
+        self.inner.inflight.fetch_add(1, Ordering::SeqCst);
+        let op = Operation {
+            inflight: &self.inner.inflight,
+        };
+        self.ensure_open()?;
+        Ok(op)
     }
 
     fn ensure_open(&self) -> LabResult<()> {
@@ -431,6 +459,7 @@ impl Lab {
 
     /// Adds a host with public address(es) on the internet segment.
     pub fn add_public_host(&self, label: &str, options: PublicHostOptions) -> LabResult<Host> {
+        let _op = self.begin()?;
         options.link.validate()?;
         if options.addresses == 0 {
             return Err(LabError::InvalidName(format!(
@@ -485,6 +514,7 @@ impl Lab {
         preset: NatPreset,
         link: LinkConditions,
     ) -> LabResult<Site> {
+        let _op = self.begin()?;
         link.validate()?;
         match preset {
             NatPreset::None => {
@@ -559,6 +589,7 @@ impl Lab {
         nat: NatType,
         link: LinkConditions,
     ) -> LabResult<Carrier> {
+        let _op = self.begin()?;
         link.validate()?;
         let ns = self.reserve_ns("cgn", label)?;
         let (slot, network) = {
@@ -605,6 +636,7 @@ impl Lab {
         nat: NatType,
         link: LinkConditions,
     ) -> LabResult<Site> {
+        let _op = self.begin()?;
         link.validate()?;
         let preset = NatPreset::Double {
             carrier: carrier.router.nat,
@@ -823,6 +855,7 @@ impl Lab {
 
     /// Adds another host on a site's LAN (two hosts behind one NAT).
     pub fn add_lan_host(&self, site: &Site, label: &str) -> LabResult<Host> {
+        let _op = self.begin()?;
         let router = site.home_router().ok_or_else(|| {
             LabError::InvalidName(format!("site {:?} has no NAT and so no LAN", site.label))
         })?;
@@ -918,6 +951,7 @@ impl Lab {
         args: &[String],
         ready: Option<&str>,
     ) -> LabResult<()> {
+        let _op = self.begin()?;
         self.ensure_open()?;
         let mut cmd = self.agent_command(ns, args);
         cmd.stdin(Stdio::piped())
@@ -1026,6 +1060,7 @@ impl Lab {
     /// Removes a site: stops its processes and deletes its namespaces, with any extra LAN hosts (a shared
     /// carrier stays).
     pub fn remove_site(&self, site: &Site) -> LabResult<()> {
+        let _op = self.begin()?;
         let mut owned = site.owned.clone();
         {
             let mut st = lock(&self.inner.state);
@@ -1108,6 +1143,11 @@ impl LabInner {
         }
         let start = Instant::now();
         self.closed.store(true, Ordering::SeqCst);
+        // Let operations in flight finish their current step (milliseconds); each later step fails.
+        let deadline = Instant::now() + OPERATION_DRAIN;
+        while self.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let (processes, mut namespaces) = {
             let mut st = lock(&self.state);
             (std::mem::take(&mut st.processes), st.namespaces.clone())

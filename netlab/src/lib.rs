@@ -21,6 +21,7 @@
 //! ```
 
 pub mod addr;
+pub mod bench;
 pub mod classify;
 pub mod clean;
 mod error;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod bench;
 mod classify;
 mod clean;
 mod link;
@@ -37,6 +38,9 @@ enum Command {
     Scale(scale::Args),
     /// Measure round-trip time and loss through an access link with the given conditions.
     Link(link::Args),
+    /// Benchmarks against a baseline measured in the same run (e.g. `bench fanout` against nginx-rtmp).
+    #[command(subcommand)]
+    Bench(bench::Args),
     /// Remove namespaces left by crashed runs (never a live run's, unless --force).
     Clean(clean::Args),
     /// Probe programs that run inside the lab's namespaces (used by the lab itself).
@@ -58,6 +62,7 @@ pub fn main() -> ExitCode {
         Command::Scale(a) => with_lab_teardown(move || scale::run(a)),
         Command::Link(a) => with_lab_teardown(move || link::run(a)),
         Command::Clean(a) => report(clean::run(a)),
+        Command::Bench(a) => report(bench::run(a)),
     }
 }
 

@@ -1,0 +1,5 @@
+//! Benchmarks: commands that run real servers and real clients and print figures side by side with a
+//! baseline measured in the same run. They measure; they never assert on time.
+
+pub mod fanout;
+pub mod procstat;

@@ -1,0 +1,76 @@
+//! CPU time and resident memory of processes, read from /proc (the same numbers `top` shows).
+
+/// Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux we run on).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// CPU seconds (user + system) used so far by `pid`, or None if it is gone.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime is field 14 of the line, i.e. index 11 here, stime 12.
+    let utime: f64 = f.get(11)?.parse().ok()?;
+    let stime: f64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) / TICKS_PER_SEC)
+}
+
+/// Resident set size of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// `pid` and all its descendants (nginx runs a master and a worker).
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
+            all.extend(
+                children
+                    .split_whitespace()
+                    .filter_map(|c| c.parse::<u32>().ok()),
+            );
+        }
+        i += 1;
+    }
+    all
+}
+
+/// CPU seconds of a process tree.
+pub fn tree_cpu_secs(pid: u32) -> f64 {
+    tree(pid).into_iter().filter_map(cpu_secs).sum()
+}
+
+/// RSS of a process tree in KiB.
+pub fn tree_rss_kib(pid: u32) -> u64 {
+    tree(pid).into_iter().filter_map(rss_kib).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(x != 1);
+        assert!(cpu_secs(me).is_some());
+        assert!(rss_kib(me).unwrap() > 100);
+        assert!(tree(me).contains(&me));
+        assert_eq!(cpu_secs(u32::MAX), None);
+    }
+}

@@ -57,6 +57,10 @@ pub struct RunArgs {
     /// never [default: auto].
     #[arg(long, env = "STREAMR_PUBLISH_AUTH", value_enum)]
     pub publish_auth: Option<PublishAuth>,
+    /// Merged writes to RTMP players in milliseconds: frames are written in groups, which saves CPU with
+    /// many players; 0 writes every message at once [default: 40].
+    #[arg(long, env = "STREAMR_RTMP_MERGE_MS", value_name = "MS")]
+    pub rtmp_merge_ms: Option<u64>,
     /// Pull an upstream RTMP stream into local stream NAME (repeatable): NAME=rtmp://HOST/APP/KEY.
     #[arg(
         long,
@@ -86,6 +90,7 @@ impl RunArgs {
             log_format,
             log,
             publish_auth,
+            rtmp_merge_ms,
             pull,
             push,
         } = self;
@@ -95,6 +100,7 @@ impl RunArgs {
         set(&mut c.log_format, log_format);
         set(&mut c.log, log);
         set(&mut c.publish_auth, publish_auth);
+        set(&mut c.rtmp_merge_ms, rtmp_merge_ms);
         if !pull.is_empty() {
             c.pull = pull;
         }

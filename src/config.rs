@@ -75,6 +75,8 @@ pub struct Config {
     pub log: String,
     /// When publishing needs the key.
     pub publish_auth: PublishAuth,
+    /// Merged writes to RTMP players, in milliseconds (0 = write every message at once).
+    pub rtmp_merge_ms: u64,
     /// Streams pulled from upstream RTMP servers.
     pub pull: Vec<RelaySpec>,
     /// Streams pushed to upstream RTMP servers.
@@ -92,6 +94,7 @@ impl Config {
             log_format: LogFormat::Text,
             log: "info".into(),
             publish_auth: PublishAuth::Auto,
+            rtmp_merge_ms: 40,
             pull: Vec::new(),
             push: Vec::new(),
         }
@@ -115,6 +118,7 @@ impl Config {
             log_format,
             log,
             publish_auth,
+            rtmp_merge_ms,
             pull,
             push,
         } = f;
@@ -124,12 +128,19 @@ impl Config {
         set(&mut self.log_format, log_format);
         set(&mut self.log, log);
         set(&mut self.publish_auth, publish_auth);
+        set(&mut self.rtmp_merge_ms, rtmp_merge_ms);
         set(&mut self.pull, pull);
         set(&mut self.push, push);
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.rtmp_merge_ms > 1000 {
+            bail!(
+                "rtmp_merge_ms = {} is too long: use 0 to 1000 (default 40)",
+                self.rtmp_merge_ms
+            );
+        }
         for r in self.pull.iter().chain(&self.push) {
             streamr_edge::names::validate(&r.name)
                 .with_context(|| format!("relay {}={}", r.name, r.url))?;
@@ -168,6 +179,8 @@ pub struct FileConfig {
     pub log: Option<String>,
     /// See [`Config::publish_auth`].
     pub publish_auth: Option<PublishAuth>,
+    /// See [`Config::rtmp_merge_ms`].
+    pub rtmp_merge_ms: Option<u64>,
     /// See [`Config::pull`].
     pub pull: Option<Vec<RelaySpec>>,
     /// See [`Config::push`].

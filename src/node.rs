@@ -110,6 +110,7 @@ impl Node {
         let streams = Streams::new(HubConfig::default());
         let mut edge_cfg = EdgeConfig::new(config.rtmp_listen);
         edge_cfg.publish_key = publish_key_required.then(|| publish_key.clone());
+        edge_cfg.play_merge = Duration::from_millis(config.rtmp_merge_ms);
         let rtmp = RtmpServer::bind(edge_cfg).await?;
         let rtmp_addr = rtmp.local_addr();
         let edge_stats: Arc<EdgeStats> = rtmp.stats();

@@ -92,6 +92,8 @@ struct Playing {
     sub: Subscription,
     live: bool,
     deadline: Instant,
+    /// Merged writes: frames that arrive before this instant are written together with later ones.
+    hold_until: Option<Instant>,
 }
 
 struct Publishing {
@@ -210,7 +212,13 @@ impl Session {
                     self.input(&buf[..n])?;
                 }
                 ev = play_event(self.playing.as_mut()) => match ev {
-                    PlayEvent::Frame(frame) => self.queue_frames(frame),
+                    PlayEvent::Frame(frame) => {
+                        self.queue_frames(frame);
+                        let merge = self.ctx.config.play_merge;
+                        if let Some(p) = self.playing.as_mut().filter(|_| !merge.is_zero()) {
+                            p.hold_until = Some(Instant::now() + merge);
+                        }
+                    }
                     PlayEvent::Ended(e) => {
                         info!(reason = %e, "play ended");
                         self.queue_status("status", "NetStream.Play.UnpublishNotify", &e.to_string());
@@ -434,6 +442,7 @@ impl Session {
             sub,
             live,
             deadline: Instant::now() + self.ctx.config.play_wait,
+            hold_until: None,
         });
         Ok(())
     }
@@ -508,6 +517,10 @@ async fn play_event(p: Option<&mut Playing>) -> PlayEvent {
         return std::future::pending().await;
     };
     if p.live {
+        if let Some(at) = p.hold_until {
+            tokio::time::sleep_until(at).await;
+            p.hold_until = None;
+        }
         match p.sub.next().await {
             Ok(f) => PlayEvent::Frame(f),
             Err(e) => PlayEvent::Ended(e),

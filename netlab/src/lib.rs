@@ -30,6 +30,7 @@ pub mod link;
 pub mod matrix;
 pub mod names;
 pub mod nat;
+pub mod node;
 pub mod probe;
 pub mod report;
 pub mod scale;

@@ -1,13 +1,17 @@
 //! `netlab agent ...`: the probe programs, run by the lab inside its namespaces. Clients print one JSON
-//! report; servers print `ready` once bound and run until their standard input closes.
+//! report; servers print `ready` once bound and run until their standard input closes. The media probes
+//! (`publish`, `play`) also stop on SIGTERM and then print their report; `status` prints one JSON line
+//! per poll of a node's status API.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use streamr_netlab::node;
 use streamr_netlab::probe::proto::Role;
+use streamr_netlab::probe::rtmp::{self as media_probe, PlayOptions, PublishOptions};
 use streamr_netlab::probe::{self, echo, punch, stun};
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +79,100 @@ enum Agent {
         #[arg(long, default_value_t = 20)]
         interval_ms: u64,
     },
+    /// Publishes the synthetic probe stream over RTMP; prints a JSON report at the end (or on SIGTERM).
+    Publish {
+        /// rtmp://HOST:PORT/live/NAME
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 30)]
+        fps: u32,
+        /// A keyframe every this many video frames.
+        #[arg(long, default_value_t = 60)]
+        gop: u32,
+        /// Total bitrate in kbps (audio and padding included).
+        #[arg(long, default_value_t = 2500)]
+        kbps: u32,
+        /// Seconds to publish; 0 publishes until SIGTERM.
+        #[arg(long, default_value_t = 0.0)]
+        duration_s: f64,
+    },
+    /// Plays a stream over RTMP and prints a JSON summary (frames, loss, gaps, latency).
+    Play {
+        /// rtmp://HOST:PORT/live/NAME
+        #[arg(long)]
+        url: String,
+        /// Seconds to play; 0 plays until SIGTERM, idle or the end of the stream.
+        #[arg(long, default_value_t = 0.0)]
+        duration_s: f64,
+        /// Stop when no frame arrived for this many seconds (after the first).
+        #[arg(long, default_value_t = 5.0)]
+        idle_timeout_s: f64,
+        /// Retry until the stream exists, for at most this many seconds; 0 tries once.
+        #[arg(long, default_value_t = 0.0)]
+        retry_s: f64,
+    },
+    /// Polls a node's status API and prints one JSON line per poll, until stdin closes.
+    Status {
+        /// The node's HTTP address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: SocketAddr,
+        #[arg(long, default_value_t = 500)]
+        interval_ms: u64,
+    },
+}
+
+/// Seconds from the command line as a duration; 0 (or less) means none.
+fn secs(s: f64) -> Option<Duration> {
+    (s > 0.0 && s.is_finite()).then(|| Duration::from_secs_f64(s))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Prints one status poll per line: `{"at_unix_ms":..,"status":{..}}` or `{"at_unix_ms":..,"error":".."}`.
+async fn poll_status(addr: SocketAddr, interval: Duration) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let at_unix_ms = media_probe::unix_us() / 1000;
+        let line = match node::http_get(
+            addr,
+            node::STATUS_PATH,
+            interval.max(Duration::from_secs(1)),
+        )
+        .await
+        {
+            Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(status) => serde_json::json!({ "at_unix_ms": at_unix_ms, "status": status }),
+                Err(e) => {
+                    serde_json::json!({ "at_unix_ms": at_unix_ms, "error": format!("not JSON: {e}") })
+                }
+            },
+            Err(e) => serde_json::json!({ "at_unix_ms": at_unix_ms, "error": format!("{e:#}") }),
+        };
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")?;
+        out.flush()?;
+    }
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -150,6 +248,43 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &echo::measure(bind, server, count, interval, Duration::from_secs(3))
                     .context("echo client")?,
             )
+        }
+        Agent::Publish {
+            url,
+            fps,
+            gop,
+            kbps,
+            duration_s,
+        } => {
+            let opts = PublishOptions {
+                url,
+                fps,
+                gop,
+                kbps,
+                duration: secs(duration_s),
+                ..PublishOptions::default()
+            };
+            print_json(&runtime()?.block_on(media_probe::publish(&opts, stop_signal())))
+        }
+        Agent::Play {
+            url,
+            duration_s,
+            idle_timeout_s,
+            retry_s,
+        } => {
+            let opts = PlayOptions {
+                url,
+                duration: secs(duration_s),
+                idle_timeout: secs(idle_timeout_s).unwrap_or(Duration::from_secs(5)),
+                retry_for: secs(retry_s),
+                ..PlayOptions::default()
+            };
+            print_json(&runtime()?.block_on(media_probe::play(&opts, stop_signal())))
+        }
+        Agent::Status { addr, interval_ms } => {
+            let interval = Duration::from_millis(interval_ms.max(50));
+            runtime()?.block_on(poll_status(addr, interval))?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

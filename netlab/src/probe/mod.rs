@@ -5,6 +5,9 @@
 //!   mapping and filtering behaviour against it.
 //! - [`punch`]: a rendezvous that tells two peers each other's observed address, and the peer that punches.
 //! - [`echo`]: a UDP echo for round-trip time and loss of a link.
+//! - [`media`], [`playback`], [`rtmp`]: the probe publisher and probe player that drive `streamr-node`
+//!   over RTMP: a synthetic live stream whose frames carry a sequence number and their send time, and a
+//!   player that measures loss, gaps, time to first frame and one-way latency.
 //!
 //! Agents print one JSON result (clients) or [`READY_LINE`] once listening (servers) on standard output,
 //! and exit when their standard input closes, so none outlives the lab that started it.
@@ -13,8 +16,11 @@ use std::io::Read;
 use std::time::Duration;
 
 pub mod echo;
+pub mod media;
+pub mod playback;
 pub mod proto;
 pub mod punch;
+pub mod rtmp;
 pub mod stun;
 
 /// What a server agent prints once its sockets are bound.

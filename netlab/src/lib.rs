@@ -9,6 +9,10 @@
 //! The engine ([`Lab`]) is what scenario runners build on: add sites, start processes in their
 //! namespaces with [`Host::command`], read results, and let the lab tear everything down.
 //!
+//! On top of it, the node-facing half: the probe publisher and player ([`probe::rtmp`]), the
+//! `streamr-node` driver ([`node`]), scenario files ([`scenario`]) and their runner ([`runner`], results in
+//! [`results`]), and the benches ([`bench`]).
+//!
 //! ```no_run
 //! use streamr_netlab::{Lab, LabConfig, LinkConditions, NatPreset, NatType, PublicHostOptions};
 //! let lab = Lab::new(LabConfig::default())?;
@@ -33,7 +37,10 @@ pub mod nat;
 pub mod node;
 pub mod probe;
 pub mod report;
+pub mod results;
+pub mod runner;
 pub mod scale;
+pub mod scenario;
 pub mod sys;
 pub mod wire;
 pub mod wiring;

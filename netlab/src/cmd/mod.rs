@@ -10,6 +10,7 @@ mod classify;
 mod clean;
 mod link;
 mod punch;
+mod run;
 mod scale;
 mod wire;
 
@@ -38,6 +39,8 @@ enum Command {
     Scale(scale::Args),
     /// Measure round-trip time and loss through an access link with the given conditions.
     Link(link::Args),
+    /// Run a scenario file: streamr-node in the lab, probe publisher and players; JSON, Markdown, SVG.
+    Run(run::Args),
     /// Benchmarks against a baseline measured in the same run (e.g. `bench fanout` against nginx-rtmp).
     #[command(subcommand)]
     Bench(bench::Args),
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Punch(a) => with_lab_teardown(move || punch::run(a)),
         Command::Scale(a) => with_lab_teardown(move || scale::run(a)),
         Command::Link(a) => with_lab_teardown(move || link::run(a)),
+        Command::Run(a) => with_lab_teardown(move || run::run(a)),
         Command::Clean(a) => report(clean::run(a)),
         Command::Bench(a) => report(bench::run(a)),
     }

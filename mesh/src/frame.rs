@@ -144,6 +144,16 @@ impl Frame {
     }
 }
 
+/// Frames are equal when they carry the same message at the same position (cached encodings aside).
+impl PartialEq for Frame {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.kind == other.0.kind
+            && self.0.timestamp == other.0.timestamp
+            && self.0.seq == other.0.seq
+            && self.0.payload == other.0.payload
+    }
+}
+
 impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Frame")

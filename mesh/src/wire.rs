@@ -1,0 +1,472 @@
+//! `/streamr/media/1`: the protocol between a subscriber and a provider of a stream, as plain code with no
+//! sockets. Every message is `u32 length | u8 type | body`; lengths are checked against hard limits before
+//! anything is buffered, so a peer that claims a 4 GiB frame is refused at once.
+//!
+//! Flow: the subscriber sends `Subscribe`; the provider answers `Accept` (with the origin's signed
+//! announcement, its hop count and its path from the origin), `Redirect` (full: other providers to try) or
+//! `Reject`; after `Accept` the provider sends `Frame`s (and `Path` when its own upstream changes, `End` when
+//! the stream ends) while the subscriber sends `Ack`s, which bound the bytes in flight.
+
+use crate::announce::Announcement;
+use crate::codec::{Reader, WireError, Writer};
+use crate::frame::{Frame, FrameKind};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use libp2p::{Multiaddr, PeerId, StreamProtocol};
+
+/// The protocol name.
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/media/1");
+
+/// Largest frame payload accepted (RTMP's own limit is 16 MiB; real keyframes are far smaller).
+pub const MAX_FRAME: usize = 8 << 20;
+/// Largest control message accepted.
+pub const MAX_CONTROL: usize = 64 << 10;
+
+const T_SUBSCRIBE: u8 = 1;
+const T_ACCEPT: u8 = 2;
+const T_REDIRECT: u8 = 3;
+const T_REJECT: u8 = 4;
+const T_FRAME: u8 = 5;
+const T_PATH: u8 = 6;
+const T_ACK: u8 = 7;
+const T_END: u8 = 8;
+
+/// Bytes of a frame message before its payload: length, type, kind, flags, timestamp, seq.
+pub const FRAME_HEADER: usize = 4 + 1 + 1 + 1 + 4 + 8;
+
+/// A provider that can be tried instead (in `Redirect`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderHint {
+    /// The provider.
+    pub peer: PeerId,
+    /// Where it can be dialed.
+    pub addrs: Vec<Multiaddr>,
+}
+
+/// One message of `/streamr/media/1`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// Subscriber -> provider: send me this stream.
+    Subscribe {
+        /// Stream name.
+        name: String,
+        /// Only this origin's stream (None: the provider's).
+        origin: Option<PeerId>,
+        /// The subscriber already has frames up to this sequence number (0: none); informational.
+        have_seq: u64,
+    },
+    /// Provider -> subscriber: accepted.
+    Accept {
+        /// The origin's signed announcement.
+        announcement: Announcement,
+        /// The provider's distance from the origin (0 = it is the origin).
+        hops: u8,
+        /// Peers from the origin to the provider, inclusive.
+        path: Vec<PeerId>,
+    },
+    /// Provider -> subscriber: full; try these.
+    Redirect {
+        /// Why.
+        reason: String,
+        /// Other providers of the stream.
+        providers: Vec<ProviderHint>,
+    },
+    /// Provider -> subscriber: refused.
+    Reject {
+        /// Why.
+        reason: String,
+    },
+    /// Provider -> subscriber: media.
+    Frame(Frame),
+    /// Provider -> subscriber: the provider's own upstream changed.
+    Path {
+        /// New distance from the origin.
+        hops: u8,
+        /// New path from the origin to the provider.
+        path: Vec<PeerId>,
+    },
+    /// Subscriber -> provider: received up to here.
+    Ack {
+        /// Last sequence number received.
+        seq: u64,
+        /// Total frame bytes received on this stream.
+        bytes: u64,
+    },
+    /// Provider -> subscriber: the stream ended.
+    End {
+        /// Why.
+        reason: String,
+    },
+}
+
+fn flags(frame: &Frame) -> u8 {
+    (frame.is_keyframe() as u8) | ((frame.is_sequence_header() as u8) << 1)
+}
+
+/// Encodes a frame message (what [`crate::EncodingSlot::Wire`] caches).
+pub fn encode_frame(frame: &Frame) -> Bytes {
+    let mut b = BytesMut::with_capacity(FRAME_HEADER + frame.len());
+    b.put_u32((FRAME_HEADER - 4 + frame.len()) as u32);
+    b.put_u8(T_FRAME);
+    b.put_u8(frame.kind().code());
+    b.put_u8(flags(frame));
+    b.put_u32(frame.timestamp());
+    b.put_u64(frame.seq());
+    b.put_slice(frame.payload());
+    b.freeze()
+}
+
+/// Encodes any message.
+pub fn encode(msg: &Message) -> Bytes {
+    if let Message::Frame(f) = msg {
+        return encode_frame(f);
+    }
+    let mut w = Writer::with_capacity(64);
+    w.u32(0); // length, patched below
+    match msg {
+        Message::Subscribe {
+            name,
+            origin,
+            have_seq,
+        } => {
+            w.u8(T_SUBSCRIBE);
+            w.str(name);
+            match origin {
+                Some(p) => {
+                    w.u8(1);
+                    w.peer(p);
+                }
+                None => w.u8(0),
+            }
+            w.u64(*have_seq);
+        }
+        Message::Accept {
+            announcement,
+            hops,
+            path,
+        } => {
+            w.u8(T_ACCEPT);
+            announcement.write(&mut w);
+            w.u8(*hops);
+            w.peers(path);
+        }
+        Message::Redirect { reason, providers } => {
+            w.u8(T_REDIRECT);
+            w.str(reason);
+            let providers = &providers[..providers.len().min(32)];
+            w.u8(providers.len() as u8);
+            for p in providers {
+                w.peer(&p.peer);
+                w.addrs(&p.addrs);
+            }
+        }
+        Message::Reject { reason } => {
+            w.u8(T_REJECT);
+            w.str(reason);
+        }
+        Message::Path { hops, path } => {
+            w.u8(T_PATH);
+            w.u8(*hops);
+            w.peers(path);
+        }
+        Message::Ack { seq, bytes } => {
+            w.u8(T_ACK);
+            w.u64(*seq);
+            w.u64(*bytes);
+        }
+        Message::End { reason } => {
+            w.u8(T_END);
+            w.str(reason);
+        }
+        Message::Frame(_) => unreachable!("handled above"),
+    }
+    let len = (w.len() - 4) as u32;
+    w.buf_mut()[..4].copy_from_slice(&len.to_be_bytes());
+    w.finish()
+}
+
+/// Decodes a stream of messages from bytes as they arrive. Implements tokio-util's `Decoder`.
+#[derive(Debug, Default)]
+pub struct Decoder;
+
+impl tokio_util::codec::Decoder for Decoder {
+    type Item = Message;
+    type Error = DecodeError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Message>, DecodeError> {
+        if src.len() < 5 {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        let ty = src[4];
+        let max = if ty == T_FRAME {
+            MAX_FRAME + FRAME_HEADER
+        } else {
+            MAX_CONTROL
+        };
+        if len > max {
+            return Err(WireError::TooLong {
+                what: "message",
+                len: len as u64,
+                max: max as u64,
+            }
+            .into());
+        }
+        if len == 0 {
+            return Err(WireError::Invalid("empty message").into());
+        }
+        if src.len() < 4 + len {
+            src.reserve(4 + len - src.len());
+            return Ok(None);
+        }
+        src.advance(5);
+        let body = src.split_to(len - 1).freeze();
+        Ok(Some(decode_body(ty, body)?))
+    }
+}
+
+fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
+    if ty == T_FRAME {
+        let mut r = Reader::new(&body);
+        let kind = FrameKind::from_code(r.u8()?).ok_or(WireError::Invalid("frame kind"))?;
+        let _flags = r.u8()?; // recomputed from the payload: a peer cannot mislabel keyframes
+        let ts = r.u32()?;
+        let seq = r.u64()?;
+        let payload = body.slice(body.len() - r.rest().len()..);
+        return Ok(Message::Frame(Frame::new(kind, ts, seq, payload)));
+    }
+    let mut r = Reader::new(&body);
+    let msg = match ty {
+        T_SUBSCRIBE => {
+            let name = r.str()?;
+            let origin = match r.u8()? {
+                0 => None,
+                1 => Some(r.peer()?),
+                _ => return Err(WireError::Invalid("origin flag")),
+            };
+            Message::Subscribe {
+                name,
+                origin,
+                have_seq: r.u64()?,
+            }
+        }
+        T_ACCEPT => Message::Accept {
+            announcement: Announcement::read(&mut r)?,
+            hops: r.u8()?,
+            path: r.peers()?,
+        },
+        T_REDIRECT => {
+            let reason = r.str()?;
+            let n = r.u8()? as usize;
+            if n > 32 {
+                return Err(WireError::TooLong {
+                    what: "provider list",
+                    len: n as u64,
+                    max: 32,
+                });
+            }
+            let mut providers = Vec::with_capacity(n);
+            for _ in 0..n {
+                providers.push(ProviderHint {
+                    peer: r.peer()?,
+                    addrs: r.addrs()?,
+                });
+            }
+            Message::Redirect { reason, providers }
+        }
+        T_REJECT => Message::Reject { reason: r.str()? },
+        T_PATH => Message::Path {
+            hops: r.u8()?,
+            path: r.peers()?,
+        },
+        T_ACK => Message::Ack {
+            seq: r.u64()?,
+            bytes: r.u64()?,
+        },
+        T_END => Message::End { reason: r.str()? },
+        _ => return Err(WireError::Invalid("message type")),
+    };
+    r.end()?;
+    Ok(msg)
+}
+
+/// A decoding failure: bad bytes or a broken stream.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The peer sent something invalid.
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    /// The stream failed.
+    #[error("stream error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Encodes messages for `FramedWrite`.
+impl tokio_util::codec::Encoder<Bytes> for Decoder {
+    type Error = DecodeError;
+    fn encode(&mut self, item: Bytes, dst: &mut BytesMut) -> Result<(), DecodeError> {
+        dst.extend_from_slice(&item);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::identity::Keypair;
+    use proptest::prelude::*;
+    use tokio_util::codec::Decoder as _;
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
+        let mut src = BytesMut::from(bytes);
+        let mut d = Decoder;
+        let mut out = Vec::new();
+        while let Some(m) = d.decode(&mut src)? {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    fn samples() -> Vec<Message> {
+        let key = Keypair::generate_ed25519();
+        let me = key.public().to_peer_id();
+        let ann = Announcement::sign(&key, "alice", 7).unwrap();
+        vec![
+            Message::Subscribe {
+                name: "alice".into(),
+                origin: Some(me),
+                have_seq: 9,
+            },
+            Message::Subscribe {
+                name: "b".into(),
+                origin: None,
+                have_seq: 0,
+            },
+            Message::Accept {
+                announcement: ann,
+                hops: 2,
+                path: vec![me, PeerId::random()],
+            },
+            Message::Redirect {
+                reason: "full".into(),
+                providers: vec![ProviderHint {
+                    peer: PeerId::random(),
+                    addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap()],
+                }],
+            },
+            Message::Reject {
+                reason: "no".into(),
+            },
+            Message::Frame(Frame::new(
+                FrameKind::Video,
+                33,
+                5,
+                Bytes::from_static(&[0x17, 1, 0, 0, 0, 1]),
+            )),
+            Message::Path {
+                hops: 1,
+                path: vec![me],
+            },
+            Message::Ack { seq: 5, bytes: 100 },
+            Message::End {
+                reason: "bye".into(),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_even_byte_by_byte() {
+        let msgs = samples();
+        let mut all = Vec::new();
+        for m in &msgs {
+            all.extend_from_slice(&encode(m));
+        }
+        assert_eq!(decode_all(&all).unwrap(), msgs);
+        // Delivered one byte at a time.
+        let mut d = Decoder;
+        let mut src = BytesMut::new();
+        let mut out = Vec::new();
+        for b in &all {
+            src.put_u8(*b);
+            while let Some(m) = d.decode(&mut src).unwrap() {
+                out.push(m);
+            }
+        }
+        assert_eq!(out, msgs);
+    }
+
+    #[test]
+    fn frame_flags_come_from_the_payload_not_the_peer() {
+        let f = Frame::new(
+            FrameKind::Video,
+            1,
+            1,
+            Bytes::from_static(&[0x27, 1, 0, 0, 0]),
+        );
+        let mut b = encode_frame(&f).to_vec();
+        b[6] = 0xff; // claim keyframe + header
+        match &decode_all(&b).unwrap()[0] {
+            Message::Frame(g) => assert!(!g.is_keyframe() && !g.is_sequence_header()),
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
+    fn a_4_gib_frame_is_refused_before_buffering() {
+        let mut b = vec![0xff, 0xff, 0xff, 0xff, T_FRAME];
+        b.extend_from_slice(&[0; 16]);
+        let e = decode_all(&b).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::Wire(WireError::TooLong { .. })),
+            "{e}"
+        );
+        // A control message may not be big either.
+        let mut b = ((MAX_CONTROL + 1) as u32).to_be_bytes().to_vec();
+        b.push(T_SUBSCRIBE);
+        assert!(decode_all(&b).is_err());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for bad in [
+            &[0, 0, 0, 1, 99][..],
+            &[0, 0, 0, 0, 1],
+            &[0, 0, 0, 3, T_SUBSCRIBE, 0, 200],
+            &[0, 0, 0, 2, T_ACK, 1],
+        ] {
+            assert!(decode_all(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoder_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = decode_all(&bytes);
+        }
+
+        #[test]
+        fn decoder_never_panics_on_mutated_valid_messages(idx in 0usize..9, pos in 0usize..400, val in any::<u8>()) {
+            let msgs = samples();
+            let mut b = encode(&msgs[idx % msgs.len()]).to_vec();
+            let p = pos % b.len();
+            b[p] = val;
+            let _ = decode_all(&b);
+        }
+
+        #[test]
+        fn frames_round_trip(kind in 0usize..3, ts in any::<u32>(), seq in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..5000)) {
+            let kind = [FrameKind::Audio, FrameKind::Video, FrameKind::Data][kind];
+            let f = Frame::new(kind, ts, seq, Bytes::from(payload));
+            let out = decode_all(&encode_frame(&f)).unwrap();
+            match &out[..] {
+                [Message::Frame(g)] => {
+                    prop_assert_eq!(g.kind(), f.kind());
+                    prop_assert_eq!(g.timestamp(), ts);
+                    prop_assert_eq!(g.seq(), seq);
+                    prop_assert_eq!(g.payload(), f.payload());
+                    prop_assert_eq!(g.is_keyframe(), f.is_keyframe());
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+        }
+    }
+}

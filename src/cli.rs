@@ -61,6 +61,18 @@ pub struct RunArgs {
     /// many players; 0 writes every message at once [default: 40].
     #[arg(long, env = "STREAMR_RTMP_MERGE_MS", value_name = "MS")]
     pub rtmp_merge_ms: Option<u64>,
+    /// Join the mesh through this peer (repeatable): a multiaddr ending in /p2p/<peer id>, as shown in the
+    /// other node's status (`listen_addrs`) or log.
+    #[arg(
+        long,
+        env = "STREAMR_BOOTSTRAP",
+        value_delimiter = ',',
+        value_name = "MULTIADDR"
+    )]
+    pub bootstrap: Vec<String>,
+    /// Upload this node may spend relaying streams to other nodes, in kbit/s; 0 = unlimited [default: 8000].
+    #[arg(long, env = "STREAMR_MAX_UPLOAD_KBPS", value_name = "KBPS")]
+    pub max_upload_kbps: Option<u32>,
     /// Pull an upstream RTMP stream into local stream NAME (repeatable): NAME=rtmp://HOST/APP/KEY.
     #[arg(
         long,
@@ -93,6 +105,8 @@ impl RunArgs {
             rtmp_merge_ms,
             pull,
             push,
+            bootstrap,
+            max_upload_kbps,
         } = self;
         set(&mut c.rtmp_listen, rtmp_listen);
         set(&mut c.http_listen, http_listen);
@@ -107,5 +121,9 @@ impl RunArgs {
         if !push.is_empty() {
             c.push = push;
         }
+        if !bootstrap.is_empty() {
+            c.bootstrap = bootstrap;
+        }
+        set(&mut c.max_upload_kbps, max_upload_kbps);
     }
 }

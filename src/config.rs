@@ -81,6 +81,10 @@ pub struct Config {
     pub pull: Vec<RelaySpec>,
     /// Streams pushed to upstream RTMP servers.
     pub push: Vec<RelaySpec>,
+    /// Mesh peers to join through (multiaddrs ending in `/p2p/<peer id>`).
+    pub bootstrap: Vec<String>,
+    /// Upload this node spends relaying streams to other nodes, kbit/s (0 = unlimited).
+    pub max_upload_kbps: u32,
 }
 
 impl Config {
@@ -97,6 +101,9 @@ impl Config {
             rtmp_merge_ms: 40,
             pull: Vec::new(),
             push: Vec::new(),
+            bootstrap: Vec::new(),
+            // A typical home uplink has 10-40 Mbit/s; this leaves room for the household.
+            max_upload_kbps: 8_000,
         }
     }
 
@@ -121,6 +128,8 @@ impl Config {
             rtmp_merge_ms,
             pull,
             push,
+            bootstrap,
+            max_upload_kbps,
         } = f;
         set(&mut self.rtmp_listen, rtmp_listen);
         set(&mut self.http_listen, http_listen);
@@ -131,10 +140,13 @@ impl Config {
         set(&mut self.rtmp_merge_ms, rtmp_merge_ms);
         set(&mut self.pull, pull);
         set(&mut self.push, push);
+        set(&mut self.bootstrap, bootstrap);
+        set(&mut self.max_upload_kbps, max_upload_kbps);
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
+        self.bootstrap_addrs()?;
         if self.rtmp_merge_ms > 1000 {
             bail!(
                 "rtmp_merge_ms = {} is too long: use 0 to 1000 (default 40)",
@@ -153,6 +165,28 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The bootstrap peers as multiaddrs; an error names the bad one and shows the expected form.
+    pub fn bootstrap_addrs(&self) -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+        self.bootstrap
+            .iter()
+            .map(|s| {
+                let a: libp2p::Multiaddr = s.trim().parse().map_err(|e| {
+                    anyhow::anyhow!(
+                        "bootstrap address {s:?} is not a multiaddr ({e}); expected something like \
+                         /ip4/203.0.113.7/udp/4001/quic-v1/p2p/12D3KooW... (copy it from the other node's \
+                         status page or log)"
+                    )
+                })?;
+                if !a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
+                    bail!("bootstrap address {s:?} lacks /p2p/<peer id> at the end: copy the whole address");
+                }
+                Ok(a)
+            })
+            .collect()
     }
 }
 
@@ -185,6 +219,10 @@ pub struct FileConfig {
     pub pull: Option<Vec<RelaySpec>>,
     /// See [`Config::push`].
     pub push: Option<Vec<RelaySpec>>,
+    /// See [`Config::bootstrap`].
+    pub bootstrap: Option<Vec<String>>,
+    /// See [`Config::max_upload_kbps`].
+    pub max_upload_kbps: Option<u32>,
 }
 
 /// Reads `config.toml` from `data_dir`; a missing file is an empty config, a broken one an error naming it.
@@ -257,6 +295,22 @@ mod tests {
         assert!(c.publish_key_required());
         c.publish_auth = PublishAuth::Never;
         assert!(!c.publish_key_required());
+    }
+
+    #[test]
+    fn bootstrap_addresses_are_checked() {
+        let mut c = Config::defaults("/tmp/x".into());
+        c.bootstrap = vec!["/ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()];
+        assert_eq!(c.bootstrap_addrs().unwrap().len(), 1);
+        c.bootstrap = vec!["/ip4/127.0.0.1/udp/4001/quic-v1".into()];
+        assert!(
+            c.bootstrap_addrs()
+                .unwrap_err()
+                .to_string()
+                .contains("/p2p/")
+        );
+        c.bootstrap = vec!["127.0.0.1:4001".into()];
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use streamr_edge::EdgeStats;
-use streamr_mesh::Streams;
+use streamr_mesh::{Mesh, Streams};
 
 /// Collects per-stream and edge metrics on each scrape.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub struct NodeCollector {
     pub streams: Streams,
     /// RTMP edge counters.
     pub edge: Arc<EdgeStats>,
+    /// The mesh.
+    pub mesh: Mesh,
 }
 
 fn counter(
@@ -95,6 +97,122 @@ impl Collector for NodeCollector {
             "streamr_rtmp_bytes_out",
             "Bytes written to RTMP clients",
             l(&s.bytes_out),
+        )?;
+
+        let m = self.mesh.stats();
+        {
+            let mut d = e.encode_descriptor(
+                "streamr_mesh_subscriptions",
+                "Subscriptions from downstream peers, by outcome",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, v) in [
+                ("accepted", l(&m.subscriptions_accepted)),
+                ("redirected", l(&m.subscriptions_redirected)),
+                ("rejected", l(&m.subscriptions_rejected)),
+                ("flooded", l(&m.subscriptions_flooded)),
+            ] {
+                ConstCounter::new(v).encode(d.encode_family(&[("outcome", outcome)])?)?;
+            }
+        }
+        counter(
+            &mut e,
+            "streamr_mesh_resubscriptions",
+            "Upstreams replaced after a loss or stall",
+            l(&m.resubscriptions),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_resubscribe_gap_ms_sum",
+            "Sum of resubscription gaps (last old frame to first new), ms",
+            l(&m.resubscribe_gap_ms_sum),
+        )?;
+        gauge(
+            &mut e,
+            "streamr_mesh_resubscribe_gap_ms_max",
+            "Longest resubscription gap, ms",
+            l(&m.resubscribe_gap_ms_max) as i64,
+        )?;
+        gauge(
+            &mut e,
+            "streamr_mesh_resubscribe_gap_ms_last",
+            "Last resubscription gap, ms",
+            l(&m.resubscribe_gap_ms_last) as i64,
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_forged_announcements",
+            "Stream announcements refused because they did not verify",
+            l(&m.forged_announcements),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_protocol_violations",
+            "Peers that broke the media or catalog protocol",
+            l(&m.protocol_violations),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_loops_prevented",
+            "Subscriptions refused or dropped because they would loop",
+            l(&m.loops_prevented),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_stalled_downstreams",
+            "Downstream peers cut off for not acknowledging",
+            l(&m.stalled_downstreams),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_stalled_upstreams",
+            "Upstreams replaced because they went quiet",
+            l(&m.stalled_upstreams),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_bytes_sent",
+            "Frame bytes sent to downstream peers",
+            l(&m.bytes_sent),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_bytes_received",
+            "Frame bytes received from upstream peers",
+            l(&m.bytes_received),
+        )?;
+        let n = self.mesh.net_stats();
+        counter(
+            &mut e,
+            "streamr_mesh_connections_established",
+            "Mesh connections established",
+            l(&n.connections_established),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_connections_closed",
+            "Mesh connections closed",
+            l(&n.connections_closed),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_dial_failures",
+            "Outgoing mesh connection attempts that failed",
+            l(&n.dial_failures),
+        )?;
+        let st = self.mesh.status();
+        gauge(
+            &mut e,
+            "streamr_mesh_peers",
+            "Connected mesh peers",
+            st.peers.len() as i64,
+        )?;
+        gauge(
+            &mut e,
+            "streamr_mesh_upload_kbps",
+            "Upload spent on downstream peers, kbit/s",
+            st.upload_kbps as i64,
         )?;
 
         let snaps = self.streams.snapshots();

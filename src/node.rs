@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
-use streamr_mesh::{HubConfig, SourceKind, Streams};
-use streamr_web::{NodeApi, Status, StreamStatus, WebServer};
+use streamr_mesh::{HubConfig, Mesh, MeshConfig, SourceKind, Streams};
+use streamr_web::{MeshStream, NodeApi, PeerStatus, Status, StreamStatus, WebServer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -43,16 +43,21 @@ struct Api {
     publish_key_required: bool,
     started: Instant,
     streams: Streams,
+    mesh: Mesh,
+    max_upload_kbps: u32,
     registry: Registry,
 }
 
 impl NodeApi for Api {
     fn status(&self, local: bool) -> Status {
+        let mesh = self.mesh.status();
         let streams = self
             .streams
-            .snapshots()
+            .hubs()
             .into_iter()
-            .map(|h| StreamStatus {
+            .filter(|hub| !hub.is_idle())
+            .map(|hub| (hub.snapshot(), self.mesh.stream(&hub)))
+            .map(|(h, m)| StreamStatus {
                 local_publisher: h.live && h.source == Some(SourceKind::Publisher),
                 live: h.live,
                 players: h.players,
@@ -62,7 +67,35 @@ impl NodeApi for Api {
                 frames_out: h.frames_out,
                 bytes_out: h.bytes_out,
                 dropped_frames: h.dropped,
+                origin: m.as_ref().map(|m| m.origin.clone()),
+                upstream: m.as_ref().and_then(|m| m.upstream.clone()),
+                hops: m.as_ref().map(|m| m.hops),
+                subscribers: h.peers,
                 name: h.name,
+            })
+            .collect();
+        let mesh_streams = mesh
+            .known
+            .iter()
+            .map(|k| {
+                let origin = k.id.origin.to_string();
+                MeshStream {
+                    play_as: format!("{}@{}", k.id.name, &origin[..origin.len().min(12)]),
+                    name: k.id.name.clone(),
+                    origin,
+                    providers: k.providers,
+                    min_hops: k.min_hops,
+                }
+            })
+            .collect();
+        let peers = mesh
+            .peers
+            .into_iter()
+            .map(|p| PeerStatus {
+                peer_id: p.peer_id,
+                connection: p.connection.to_string(),
+                rtt_ms: p.rtt_ms,
+                addr: p.addr,
             })
             .collect();
         Status {
@@ -74,7 +107,13 @@ impl NodeApi for Api {
             publish_key_required: self.publish_key_required,
             publish_key: local.then(|| self.publish_key.clone()),
             uptime_secs: self.started.elapsed().as_secs(),
+            listen_addrs: mesh.listen_addrs,
+            external_addrs: mesh.external_addrs,
+            peers,
             streams,
+            mesh_streams,
+            upload_kbps: mesh.upload_kbps,
+            max_upload_kbps: self.max_upload_kbps,
         }
     }
 
@@ -117,10 +156,17 @@ impl Node {
         let web = WebServer::bind(config.http_listen).await?;
         let http_addr = web.local_addr();
 
+        let shutdown = CancellationToken::new();
+        let mut mesh_cfg = MeshConfig::new(key.clone(), config.p2p_port);
+        mesh_cfg.bootstrap = config.bootstrap_addrs()?;
+        mesh_cfg.max_upload_kbps = config.max_upload_kbps;
+        let mesh = Mesh::start(mesh_cfg, streams.clone(), shutdown.child_token()).await?;
+
         let mut registry = Registry::default();
         registry.register_collector(Box::new(NodeCollector {
             streams: streams.clone(),
             edge: edge_stats,
+            mesh: mesh.clone(),
         }));
         let api = Arc::new(Api {
             peer_id,
@@ -130,11 +176,19 @@ impl Node {
             publish_key_required,
             started: Instant::now(),
             streams: streams.clone(),
+            mesh: mesh.clone(),
+            max_upload_kbps: config.max_upload_kbps,
             registry,
         });
 
-        let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        {
+            let mesh = mesh.clone();
+            tasks.spawn(async move {
+                mesh.stopped().await;
+                "mesh"
+            });
+        }
         {
             let (streams, token) = (streams.clone(), shutdown.child_token());
             tasks.spawn(async move {
@@ -163,8 +217,10 @@ impl Node {
                 "push relay"
             });
         }
+        let listen_addrs = mesh.status().listen_addrs.join(" ");
         info!(
             %peer_id,
+            listen_addrs,
             rtmp_listen = %rtmp_addr,
             http_listen = %http_addr,
             publish_key_required,

@@ -41,6 +41,24 @@ pub fn parse(raw: &str) -> Result<StreamKey, NameError> {
     })
 }
 
+/// Parses a play request: `NAME`, or `NAME@ORIGIN` where ORIGIN is a node id or its first characters (at
+/// least 6), which picks one stream when two nodes publish the same name.
+pub fn parse_play(raw: &str) -> Result<StreamKey, NameError> {
+    let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
+    let Some((name, origin)) = base.split_once('@') else {
+        return parse(raw);
+    };
+    validate(name)?;
+    if origin.len() < 6 || origin.len() > 64 || !origin.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(NameError::BadCharacter(base.to_string()));
+    }
+    let _ = query;
+    Ok(StreamKey {
+        name: base.to_string(),
+        key: None,
+    })
+}
+
 /// Checks a bare stream name.
 pub fn validate(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
@@ -86,6 +104,22 @@ mod tests {
         assert!(matches!(parse("../x"), Err(NameError::BadCharacter(_))));
         assert!(matches!(parse("a b"), Err(NameError::BadCharacter(_))));
         assert_eq!(parse(&"a".repeat(65)), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn play_names_may_pick_an_origin() {
+        assert_eq!(parse_play("alice").unwrap().name, "alice");
+        assert_eq!(
+            parse_play("alice@12D3KooWabc").unwrap().name,
+            "alice@12D3KooWabc"
+        );
+        assert!(parse_play("alice@12D").is_err());
+        assert!(parse_play("alice@12D3Koo!x").is_err());
+        assert!(parse_play("a b@12D3KooWabc").is_err());
+        assert!(
+            parse("alice@12D3KooWabc").is_err(),
+            "publish names never carry an origin"
+        );
     }
 
     #[test]

@@ -418,7 +418,7 @@ impl Session {
             let msg = "this connection already publishes or plays a stream".to_string();
             return Err(self.refuse(request_id, stream_id, "NetStream.Play.Failed", msg));
         }
-        let key = match names::parse(raw) {
+        let key = match names::parse_play(raw) {
             Ok(k) => k,
             Err(e) => {
                 self.ctx.stats.rejected_bad_name.fetch_add(1, Relaxed);
@@ -435,6 +435,10 @@ impl Session {
         self.accept(request_id)?;
         self.ctx.stats.plays.fetch_add(1, Relaxed);
         let live = hub.is_live();
+        if !live {
+            // Not here (yet): ask the mesh to find it while the player waits.
+            self.ctx.streams.want(&key.name);
+        }
         info!(stream = %key.name, live, "play started");
         self.playing = Some(Playing {
             name: key.name,

@@ -4,8 +4,10 @@
 //! can start decoding at once. The source is never blocked: every subscriber reads from one bounded ring, and
 //! one that falls behind skips ahead to the next keyframe (counted) instead of making memory grow.
 
+use crate::announce::Announcement;
 use crate::frame::{Frame, FrameKind};
 use bytes::Bytes;
+use libp2p::PeerId;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -71,6 +73,41 @@ impl SourceKind {
             SourceKind::Mesh => Continuity::SameOrigin,
         }
     }
+}
+
+/// Where a stream on this node comes from in the mesh: the origin's announcement and the path to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lineage {
+    /// The origin's signed announcement.
+    pub announcement: Announcement,
+    /// This node's distance from the origin (0 = this node is the origin).
+    pub hops: u8,
+    /// Peers from the origin to this node, inclusive.
+    pub path: Vec<PeerId>,
+    /// The peer this node receives the stream from (None at the origin).
+    pub upstream: Option<PeerId>,
+}
+
+/// Something happened to a hub that the mesh may act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A source attached.
+    SourceAttached {
+        /// Hub name.
+        name: String,
+        /// Kind of the source.
+        kind: SourceKind,
+    },
+    /// The source left (no new one yet).
+    SourceDetached {
+        /// Hub name.
+        name: String,
+    },
+    /// A local player wants a stream this node does not have live.
+    Wanted {
+        /// Hub name (may be `NAME@ORIGIN-PREFIX`).
+        name: String,
+    },
 }
 
 /// What kind of subscriber, for counting.
@@ -158,6 +195,10 @@ struct State {
     window_bytes: u64,
     last_frame_at: Option<Instant>,
     bitrate_bps: u64,
+    /// First emitted timestamp of the current source (for early bitrate estimates).
+    first_ts: Option<u32>,
+    /// Bytes pushed by the current source.
+    window_bytes_total: u64,
 }
 
 /// One live stream on this node. See the module docs.
@@ -168,6 +209,8 @@ pub struct Hub {
     tx: broadcast::Sender<Frame>,
     live: watch::Sender<bool>,
     counters: Counters,
+    lineage: Mutex<Option<Arc<Lineage>>>,
+    events: Option<broadcast::Sender<StreamEvent>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -179,6 +222,15 @@ impl std::fmt::Debug for Hub {
 impl Hub {
     /// Creates an empty hub (no source yet; subscribers may wait for one).
     pub fn new(name: impl Into<String>, config: HubConfig) -> Arc<Self> {
+        Self::with_events(name, config, None)
+    }
+
+    /// Like [`Hub::new`], reporting source changes on `events`.
+    pub fn with_events(
+        name: impl Into<String>,
+        config: HubConfig,
+        events: Option<broadcast::Sender<StreamEvent>>,
+    ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(config.ring_frames.max(2));
         let (live, _) = watch::channel(false);
         Arc::new(Hub {
@@ -204,12 +256,32 @@ impl Hub {
                 window_bytes: 0,
                 last_frame_at: None,
                 bitrate_bps: 0,
+                first_ts: None,
+                window_bytes_total: 0,
             }),
             config,
             tx,
             live,
             counters: Counters::default(),
+            lineage: Mutex::new(None),
+            events,
         })
+    }
+
+    /// Where the stream comes from in the mesh, once known.
+    pub fn lineage(&self) -> Option<Arc<Lineage>> {
+        self.lineage.lock().clone()
+    }
+
+    /// Sets the stream's lineage (the mesh does, when it signs or receives an announcement).
+    pub fn set_lineage(&self, lineage: Option<Arc<Lineage>>) {
+        *self.lineage.lock() = lineage;
+    }
+
+    fn emit(&self, event: StreamEvent) {
+        if let Some(tx) = &self.events {
+            let _ = tx.send(event);
+        }
     }
 
     /// The stream's name.
@@ -229,6 +301,8 @@ impl Hub {
         st.generation += 1;
         st.attached = true;
         st.kind = Some(kind);
+        st.first_ts = None;
+        st.window_bytes_total = 0;
         st.continuity = continuity;
         st.rebase = None;
         match continuity {
@@ -248,6 +322,10 @@ impl Hub {
         drop(st);
         self.counters.sources.fetch_add(1, Relaxed);
         self.live.send_replace(true);
+        self.emit(StreamEvent::SourceAttached {
+            name: self.name.clone(),
+            kind,
+        });
         Source {
             hub: self.clone(),
             generation,
@@ -306,6 +384,27 @@ impl Hub {
         }
     }
 
+    /// The incoming bitrate, usable from the first frames on: the measured rate once a full second has been
+    /// seen, before that the bytes so far over their media time (at least 200 ms, so a first keyframe does
+    /// not look like a huge rate).
+    pub fn bitrate_estimate_bps(&self) -> u64 {
+        let snap = self.snapshot();
+        let st = self.state.lock();
+        let declared = st
+            .metadata
+            .as_ref()
+            .map_or(0, |m| declared_bitrate_bps(m.payload()));
+        if snap.bitrate_bps > 0 {
+            return snap.bitrate_bps;
+        }
+        let (Some(first), Some(last)) = (st.first_ts, st.last_ts) else {
+            return declared;
+        };
+        let span_ms = u64::from(last.wrapping_sub(first)).clamp(200, 60_000);
+        // Early measurements are noisy: never estimate below what the encoder declared.
+        (st.window_bytes_total * 8 * 1000 / span_ms).max(declared)
+    }
+
     /// No source and nobody subscribed: the hub can be forgotten.
     pub fn is_idle(&self) -> bool {
         !self.is_live() && self.tx.receiver_count() == 0
@@ -348,6 +447,8 @@ impl Hub {
         };
         st.last_seq = Some(frame.seq());
         st.last_ts = Some(frame.timestamp());
+        st.first_ts.get_or_insert(frame.timestamp());
+        st.window_bytes_total += len;
         self.remember(&mut st, &frame);
         // Sent under the lock so that subscribe() sees either the cache with this frame or the ring with it.
         let _ = self.tx.send(frame);
@@ -442,8 +543,30 @@ impl Hub {
             st.attached = false;
             drop(st);
             self.live.send_replace(false);
+            self.emit(StreamEvent::SourceDetached {
+                name: self.name.clone(),
+            });
         }
     }
+}
+
+/// The bitrate an encoder declares in `onMetaData` (`videodatarate` + `audiodatarate`, in kbit/s), in bit/s.
+/// Reads the two AMF0 number properties directly from the payload; 0 when absent.
+fn declared_bitrate_bps(amf: &[u8]) -> u64 {
+    let number = |key: &[u8]| -> f64 {
+        let mut pat = Vec::with_capacity(key.len() + 3);
+        pat.extend_from_slice(&(key.len() as u16).to_be_bytes());
+        pat.extend_from_slice(key);
+        pat.push(0x00); // AMF0 number marker
+        amf.windows(pat.len())
+            .position(|w| w == pat.as_slice())
+            .and_then(|i| amf.get(i + pat.len()..i + pat.len() + 8))
+            .and_then(|b| b.try_into().ok())
+            .map(f64::from_be_bytes)
+            .filter(|v| v.is_finite() && *v > 0.0 && *v < 1_000_000.0)
+            .unwrap_or(0.0)
+    };
+    ((number(b"videodatarate") + number(b"audiodatarate")) * 1000.0) as u64
 }
 
 /// Timestamp distance between the last frame of one publisher and the first of the next.
@@ -891,6 +1014,49 @@ mod tests {
         src.push(inter(2000)).unwrap();
         src.push(key(2033)).unwrap();
         assert!(late.next().await.unwrap().is_keyframe());
+    }
+
+    #[test]
+    fn declared_bitrate_is_read_from_metadata() {
+        // "onMetaData", ECMA array with videodatarate = 600, audiodatarate = 62.5
+        let mut amf = vec![0x02, 0x00, 0x0a];
+        amf.extend_from_slice(b"onMetaData");
+        amf.extend_from_slice(&[0x08, 0, 0, 0, 2]);
+        for (k, v) in [
+            (&b"videodatarate"[..], 600.0f64),
+            (&b"audiodatarate"[..], 62.5),
+        ] {
+            amf.extend_from_slice(&(k.len() as u16).to_be_bytes());
+            amf.extend_from_slice(k);
+            amf.push(0x00);
+            amf.extend_from_slice(&v.to_be_bytes());
+        }
+        amf.extend_from_slice(&[0, 0, 9]);
+        assert_eq!(declared_bitrate_bps(&amf), 662_500);
+        assert_eq!(declared_bitrate_bps(b"garbage"), 0);
+        let hub = Hub::new("s", HubConfig::default());
+        let src = hub.attach(SourceKind::Publisher);
+        src.push_media(FrameKind::Data, 0, Bytes::from(amf))
+            .unwrap();
+        assert_eq!(hub.bitrate_estimate_bps(), 662_500);
+    }
+
+    #[test]
+    fn early_bitrate_estimate_uses_media_time() {
+        let hub = Hub::new("s", HubConfig::default());
+        assert_eq!(hub.bitrate_estimate_bps(), 0);
+        let src = hub.attach(SourceKind::Publisher);
+        // Half a second of media in a burst (a keyframe cache arriving at once): 50 KB over 500 ms.
+        for i in 0..=10u32 {
+            src.push_media(
+                FrameKind::Video,
+                i * 50,
+                Bytes::from(vec![0x27u8; 50_000 / 11]),
+            )
+            .unwrap();
+        }
+        let bps = hub.bitrate_estimate_bps();
+        assert!((700_000..=900_000).contains(&bps), "estimate {bps}");
     }
 
     #[test]

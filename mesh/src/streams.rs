@@ -1,16 +1,24 @@
 //! `Streams`: the node's directory of hubs by stream name. The RTMP edge and the mesh both find hubs here;
 //! a hub is created on first use (a publish, or a player that arrives first) and forgotten when idle.
 
-use crate::hub::{Hub, HubConfig, HubSnapshot};
+use crate::hub::{Hub, HubConfig, HubSnapshot, StreamEvent};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use tokio::sync::broadcast;
 
 /// The node's hubs. Cloning shares the directory.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Streams {
     inner: Arc<Mutex<BTreeMap<String, Arc<Hub>>>>,
     config: HubConfig,
+    events: broadcast::Sender<StreamEvent>,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self::new(HubConfig::default())
+    }
 }
 
 impl Streams {
@@ -19,7 +27,21 @@ impl Streams {
         Streams {
             inner: Arc::default(),
             config,
+            events: broadcast::channel(1024).0,
         }
+    }
+
+    /// Source changes and wanted streams, for the mesh. A receiver that falls behind sees `Lagged` and should
+    /// re-scan [`Streams::hubs`].
+    pub fn events(&self) -> broadcast::Receiver<StreamEvent> {
+        self.events.subscribe()
+    }
+
+    /// Tells the mesh that a local player wants `name`, which is not live here.
+    pub fn want(&self, name: &str) {
+        let _ = self.events.send(StreamEvent::Wanted {
+            name: name.to_string(),
+        });
     }
 
     /// The hub of `name`, created if missing.
@@ -27,7 +49,9 @@ impl Streams {
         let mut map = self.inner.lock();
         map.retain(|_, hub| !hub.is_idle() || Arc::strong_count(hub) > 1);
         map.entry(name.to_string())
-            .or_insert_with(|| Hub::new(name, self.config.clone()))
+            .or_insert_with(|| {
+                Hub::with_events(name, self.config.clone(), Some(self.events.clone()))
+            })
             .clone()
     }
 

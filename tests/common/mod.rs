@@ -145,6 +145,19 @@ impl TestNode {
             .cloned()
     }
 
+    /// The node's loopback QUIC multiaddr (with `/p2p/<id>`), for another node's `--bootstrap`.
+    pub fn mesh_addr(&self) -> String {
+        let s = self.status();
+        s["listen_addrs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str())
+            .find(|a| a.starts_with("/ip4/127.0.0.1/") && a.contains("quic-v1"))
+            .unwrap_or_else(|| panic!("no loopback QUIC address in {s}"))
+            .to_string()
+    }
+
     /// Resident memory of the node process in KiB.
     pub fn rss_kib(&self) -> u64 {
         let pid = self.child.id().expect("running");
@@ -154,6 +167,11 @@ impl TestNode {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Kills the node at once (SIGKILL), as a crash or a pulled plug would.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// True while the process runs.

@@ -23,8 +23,49 @@ pub struct Status {
     pub publish_key: Option<String>,
     /// Seconds since start.
     pub uptime_secs: u64,
+    /// Mesh addresses of this node, each ending in `/p2p/<peer_id>`: give one to a friend's node as
+    /// `--bootstrap`.
+    pub listen_addrs: Vec<String>,
+    /// Confirmed external (public) addresses.
+    pub external_addrs: Vec<String>,
+    /// Connected mesh peers.
+    pub peers: Vec<PeerStatus>,
     /// Streams on this node.
     pub streams: Vec<StreamStatus>,
+    /// Streams known in the mesh (from the catalog), playable here by name.
+    pub mesh_streams: Vec<MeshStream>,
+    /// Upload spent on downstream peers, kbit/s, and the cap (0 = none).
+    pub upload_kbps: u64,
+    /// The upload cap, kbit/s (0 = unlimited).
+    pub max_upload_kbps: u32,
+}
+
+/// A connected peer in [`Status`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PeerStatus {
+    /// Its node id.
+    pub peer_id: String,
+    /// "direct" or "relayed".
+    pub connection: String,
+    /// Last ping round trip, ms.
+    pub rtt_ms: Option<f64>,
+    /// Remote address of the connection in use.
+    pub addr: String,
+}
+
+/// A stream known in the mesh, in [`Status`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MeshStream {
+    /// Stream name.
+    pub name: String,
+    /// Origin node id.
+    pub origin: String,
+    /// Nodes known to provide it.
+    pub providers: usize,
+    /// Fewest hops from the origin among them.
+    pub min_hops: u8,
+    /// What to play to pick exactly this stream: `NAME@<first 12 characters of the origin id>`.
+    pub play_as: String,
 }
 
 /// One stream in [`Status`].
@@ -50,6 +91,14 @@ pub struct StreamStatus {
     pub bytes_out: u64,
     /// Frames slow subscribers skipped.
     pub dropped_frames: u64,
+    /// Origin node id (None until the stream has a mesh identity).
+    pub origin: Option<String>,
+    /// Peer this node receives the stream from (None at the origin).
+    pub upstream: Option<String>,
+    /// Distance from the origin in hops.
+    pub hops: Option<u8>,
+    /// Downstream mesh peers served now.
+    pub subscribers: u64,
 }
 
 /// What the web server needs from the node.

@@ -121,7 +121,13 @@ mod tests {
                 publish_key_required: true,
                 publish_key: local.then(|| "secret".into()),
                 uptime_secs: 1,
+                listen_addrs: vec![],
+                external_addrs: vec![],
+                peers: vec![],
                 streams: vec![],
+                mesh_streams: vec![],
+                upload_kbps: 0,
+                max_upload_kbps: 0,
             }
         }
         fn metrics(&self) -> String {

@@ -1,0 +1,113 @@
+//! The set of libp2p protocols every node runs.
+
+use libp2p::swarm::NetworkBehaviour;
+use libp2p::{StreamProtocol, dcutr, identify, identity::Keypair, kad, ping, relay};
+use std::time::Duration;
+
+/// Identify protocol version of streamr nodes.
+pub const IDENTIFY_PROTOCOL: &str = "/streamr/1.0.0";
+/// Kademlia protocol of the streamr mesh (a separate DHT from the public IPFS one).
+pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/kad/1.0.0");
+
+/// Limits of the relay service a public node offers. libp2p's defaults are for signalling (2 minutes and
+/// 128 KiB per circuit); relayed circuits here may carry video when no hole punch is possible, so these are
+/// set deliberately and metered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// Reservations held for NATed nodes at once.
+    pub max_reservations: usize,
+    /// Reservations per peer.
+    pub max_reservations_per_peer: usize,
+    /// How long a reservation lasts before it must be renewed.
+    pub reservation_duration: Duration,
+    /// Circuits relayed at once.
+    pub max_circuits: usize,
+    /// Circuits per source peer.
+    pub max_circuits_per_peer: usize,
+    /// Longest life of one circuit.
+    pub max_circuit_duration: Duration,
+    /// Most bytes one circuit may carry (both directions).
+    pub max_circuit_bytes: u64,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_reservations: 128,
+            max_reservations_per_peer: 4,
+            reservation_duration: Duration::from_secs(3600),
+            // A home node relaying a few friends' 2.5 Mbit/s streams for an evening.
+            max_circuits: 8,
+            max_circuits_per_peer: 4,
+            max_circuit_duration: Duration::from_secs(4 * 3600),
+            max_circuit_bytes: 8 << 30,
+        }
+    }
+}
+
+impl RelayLimits {
+    fn to_config(&self) -> relay::Config {
+        relay::Config {
+            max_reservations: self.max_reservations,
+            max_reservations_per_peer: self.max_reservations_per_peer,
+            reservation_duration: self.reservation_duration,
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuit_duration: self.max_circuit_duration,
+            max_circuit_bytes: self.max_circuit_bytes,
+            ..relay::Config::default()
+        }
+    }
+}
+
+/// Every protocol of a node.
+#[derive(NetworkBehaviour)]
+#[allow(missing_debug_implementations)] // the derived event type and most behaviours have no Debug
+pub struct Behaviour {
+    /// Learns peers' addresses and protocols, and our observed address.
+    pub identify: identify::Behaviour,
+    /// Liveness and round-trip time.
+    pub ping: ping::Behaviour,
+    /// Discovery: provider records per stream, peer routing.
+    pub kad: kad::Behaviour<kad::store::MemoryStore>,
+    /// Our own protocols (`/streamr/media/1`, `/streamr/catalog/1`) as plain streams.
+    pub stream: libp2p_stream::Behaviour,
+    /// Reservations on relays, for nodes behind NAT.
+    pub relay_client: relay::client::Behaviour,
+    /// Relay service for others (only advertised once we have a confirmed public address).
+    pub relay: relay::Behaviour,
+    /// Hole punching over relayed connections.
+    pub dcutr: dcutr::Behaviour,
+}
+
+impl Behaviour {
+    /// Builds the protocols for `key`.
+    pub fn new(
+        key: &Keypair,
+        relay_client: relay::client::Behaviour,
+        relay_limits: &RelayLimits,
+    ) -> Self {
+        let peer_id = key.public().to_peer_id();
+        let identify = identify::Behaviour::new(
+            identify::Config::new(IDENTIFY_PROTOCOL.into(), key.public())
+                .with_agent_version(format!("streamr-node/{}", env!("CARGO_PKG_VERSION")))
+                .with_push_listen_addr_updates(true),
+        );
+        let mut kad_cfg = kad::Config::new(KAD_PROTOCOL);
+        kad_cfg.set_query_timeout(Duration::from_secs(10));
+        kad_cfg.set_provider_record_ttl(Some(Duration::from_secs(600)));
+        kad_cfg.set_provider_publication_interval(Some(Duration::from_secs(300)));
+        let mut kad =
+            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+        kad.set_mode(Some(kad::Mode::Server));
+        Behaviour {
+            identify,
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+            kad,
+            stream: libp2p_stream::Behaviour::new(),
+            relay_client,
+            relay: relay::Behaviour::new(peer_id, relay_limits.to_config()),
+            dcutr: dcutr::Behaviour::new(peer_id),
+        }
+    }
+}

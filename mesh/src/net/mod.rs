@@ -1,0 +1,24 @@
+//! The libp2p side of the mesh: one swarm owned by one event-loop task, driven through a cloneable
+//! [`NetHandle`]. It keeps a snapshot of peers, connections and addresses that status pages read without
+//! waiting for the loop.
+
+mod behaviour;
+mod event_loop;
+
+pub use behaviour::{Behaviour, BehaviourEvent, RelayLimits};
+pub use event_loop::{
+    ConnInfo, NetCommand, NetConfig, NetError, NetHandle, NetSnapshot, NetStats, PeerInfo, start,
+};
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+
+/// True for addresses through a relay (`/p2p-circuit`).
+pub fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+/// True for QUIC addresses.
+pub fn is_quic(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::QuicV1))
+}

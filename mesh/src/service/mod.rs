@@ -1,0 +1,559 @@
+//! The mesh service: carries the node's streams to other nodes and fetches theirs. It listens to the hubs
+//! (a local publish is signed and announced; a local player's wish starts a fetch), gossips the catalog,
+//! serves `/streamr/media/1` to downstream peers within the upload cap, and keeps one upstream per fetched
+//! stream, replacing it when it dies or stalls.
+
+mod fetch;
+mod serve;
+mod stats;
+
+pub use stats::MeshStats;
+
+use crate::announce::{Announcement, StreamId};
+use crate::catalog::{self, Catalog, CatalogEntry, KnownStream, PeerView};
+use crate::hub::{Hub, Lineage, SourceKind, StreamEvent};
+use crate::net::{self, NetCommand, NetConfig, NetHandle, RelayLimits};
+use crate::streams::Streams;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId, kad};
+use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+pub use crate::net::NetError;
+
+/// Settings of the mesh.
+#[derive(Debug, Clone)]
+pub struct MeshConfig {
+    /// The node key (its PeerId is the node id).
+    pub key: Keypair,
+    /// UDP (QUIC) and TCP port.
+    pub port: u16,
+    /// Peers to join the mesh through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Upload this node spends on downstream peers, kbit/s (0 = unlimited).
+    pub max_upload_kbps: u32,
+    /// Relay service limits.
+    pub relay: RelayLimits,
+    /// How often the catalog is gossiped.
+    pub gossip_interval: Duration,
+    /// An upstream that sends nothing for this long is replaced.
+    pub stall_timeout: Duration,
+    /// Unacknowledged bytes allowed in flight to one downstream peer; beyond, it skips to a keyframe.
+    pub max_inflight: u64,
+}
+
+impl MeshConfig {
+    /// Defaults for `key` on `port`.
+    pub fn new(key: Keypair, port: u16) -> Self {
+        MeshConfig {
+            key,
+            port,
+            bootstrap: Vec::new(),
+            max_upload_kbps: 20_000,
+            relay: RelayLimits::default(),
+            gossip_interval: Duration::from_secs(2),
+            stall_timeout: Duration::from_secs(2),
+            max_inflight: 1 << 20,
+        }
+    }
+}
+
+/// One downstream subscription being served.
+#[derive(Debug, Clone)]
+struct Downstream {
+    /// Hub name it reads.
+    hub: String,
+}
+
+/// State shared by the mesh's tasks.
+struct Shared {
+    me: PeerId,
+    key: Keypair,
+    config: MeshConfig,
+    streams: Streams,
+    net: NetHandle,
+    catalog: Mutex<Catalog>,
+    stats: MeshStats,
+    /// Hubs with a running fetch task.
+    fetching: Mutex<HashSet<String>>,
+    /// Woken when the catalog learned something: fetches waiting for providers look again.
+    catalog_changed: tokio::sync::Notify,
+    /// When the last catalog-triggered gossip went out (they are spaced a little).
+    last_triggered_gossip: Mutex<Option<Instant>>,
+    /// Downstream subscriptions by (peer, serve id).
+    downstream: Mutex<HashMap<(PeerId, u64), Downstream>>,
+    /// Keys we announced in the DHT.
+    providing: Mutex<HashSet<String>>,
+    tasks: Mutex<JoinSet<()>>,
+    cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("me", &self.me).finish()
+    }
+}
+
+/// A handle to the running mesh.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    shared: Arc<Shared>,
+}
+
+/// A connected peer, for status pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStatus {
+    /// Node id.
+    pub peer_id: String,
+    /// "direct" or "relayed".
+    pub connection: &'static str,
+    /// Last ping round trip.
+    pub rtt_ms: Option<f64>,
+    /// Remote address of the preferred connection.
+    pub addr: String,
+}
+
+/// A stream on this node as the mesh sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMesh {
+    /// Origin node id.
+    pub origin: String,
+    /// Peer we receive it from.
+    pub upstream: Option<String>,
+    /// Distance from the origin.
+    pub hops: u8,
+}
+
+/// Everything the status page shows about the mesh.
+#[derive(Debug, Clone)]
+pub struct MeshStatus {
+    /// Our addresses with `/p2p/<id>`.
+    pub listen_addrs: Vec<String>,
+    /// Confirmed external addresses.
+    pub external_addrs: Vec<String>,
+    /// Connected peers.
+    pub peers: Vec<PeerStatus>,
+    /// Streams known in the mesh.
+    pub known: Vec<KnownStream>,
+    /// Upload in use for downstream peers, kbit/s.
+    pub upload_kbps: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The DHT key of a stream name.
+pub fn provider_key(name: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&format!("/streamr/stream/{name}"))
+}
+
+/// Splits a hub key `NAME` or `NAME@ORIGIN-PREFIX`.
+pub fn split_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once('@') {
+        Some((n, o)) => (n, Some(o)),
+        None => (key, None),
+    }
+}
+
+impl Mesh {
+    /// Starts the mesh: listens, joins through the bootstrap peers, and serves until `cancel`.
+    pub async fn start(
+        config: MeshConfig,
+        streams: Streams,
+        cancel: CancellationToken,
+    ) -> Result<Mesh, NetError> {
+        let (net, net_task) = net::start(
+            NetConfig {
+                key: config.key.clone(),
+                port: config.port,
+                bootstrap: config.bootstrap.clone(),
+                relay: config.relay.clone(),
+            },
+            cancel.clone(),
+        )
+        .await?;
+        let shared = Arc::new(Shared {
+            me: net.peer_id,
+            key: config.key.clone(),
+            config,
+            streams,
+            net,
+            catalog: Mutex::new(Catalog::default()),
+            stats: MeshStats::default(),
+            fetching: Mutex::new(HashSet::new()),
+            catalog_changed: tokio::sync::Notify::new(),
+            last_triggered_gossip: Mutex::new(None),
+            downstream: Mutex::new(HashMap::new()),
+            providing: Mutex::new(HashSet::new()),
+            tasks: Mutex::new(JoinSet::new()),
+            cancel: cancel.clone(),
+        });
+        {
+            let mut tasks = shared.tasks.lock();
+            tasks.spawn(async move {
+                let _ = net_task.await;
+            });
+            tasks.spawn(run_events(shared.clone()));
+            tasks.spawn(accept_media(shared.clone()));
+            tasks.spawn(accept_catalog(shared.clone()));
+        }
+        Ok(Mesh { shared })
+    }
+
+    /// This node's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.me
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &MeshStats {
+        &self.shared.stats
+    }
+
+    /// libp2p counters.
+    pub fn net_stats(&self) -> &net::NetStats {
+        self.shared.net.stats()
+    }
+
+    /// Waits until the mesh's tasks have stopped (after the cancel token fired).
+    pub async fn stopped(&self) {
+        self.shared.cancel.cancelled().await;
+        loop {
+            let next = {
+                let mut t = self.shared.tasks.lock();
+                if t.is_empty() {
+                    return;
+                }
+                t.try_join_next()
+            };
+            if next.is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// What the mesh knows about a hub.
+    pub fn stream(&self, hub: &Hub) -> Option<StreamMesh> {
+        let l = hub.lineage()?;
+        Some(StreamMesh {
+            origin: l.announcement.id.origin.to_string(),
+            upstream: l.upstream.map(|p| p.to_string()),
+            hops: l.hops,
+        })
+    }
+
+    /// The mesh's status.
+    pub fn status(&self) -> MeshStatus {
+        let snap = self.shared.net.snapshot();
+        let peers = snap
+            .peers
+            .iter()
+            .map(|(id, p)| {
+                let best = p
+                    .connections
+                    .iter()
+                    .find(|c| !c.relayed)
+                    .or_else(|| p.connections.first());
+                PeerStatus {
+                    peer_id: id.to_string(),
+                    connection: if p.is_direct() { "direct" } else { "relayed" },
+                    rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    addr: best.map(|c| c.remote.to_string()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        MeshStatus {
+            listen_addrs: snap.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            external_addrs: snap.external_addrs.iter().map(|a| a.to_string()).collect(),
+            peers,
+            known: self.shared.catalog.lock().streams(Instant::now()),
+            upload_kbps: self.shared.upload_kbps(),
+        }
+    }
+}
+
+impl Shared {
+    fn view(&self, peer: &PeerId) -> PeerView {
+        self.net.with_snapshot(|s| match s.peers.get(peer) {
+            Some(p) => PeerView {
+                connected: true,
+                direct: p.is_direct(),
+                rtt_ms: p.rtt.map(|d| d.as_millis() as u32),
+            },
+            None => PeerView::default(),
+        })
+    }
+
+    /// Upload in use for downstream peers: each served subscription at its stream's bitrate.
+    fn upload_kbps(&self) -> u64 {
+        self.upload_kbps_of(&self.downstream.lock())
+    }
+
+    fn upload_kbps_of(&self, downstream: &HashMap<(PeerId, u64), Downstream>) -> u64 {
+        downstream
+            .values()
+            .filter_map(|d| self.streams.get(&d.hub))
+            .map(|h| h.bitrate_estimate_bps() / 1000)
+            .sum()
+    }
+
+    fn spare_kbps(&self) -> u32 {
+        let cap = u64::from(self.config.max_upload_kbps);
+        if cap == 0 {
+            return u32::MAX;
+        }
+        cap.saturating_sub(self.upload_kbps()) as u32
+    }
+
+    /// Addresses others can dial us at: confirmed external ones, else our listen addresses.
+    fn my_addrs(&self) -> Vec<Multiaddr> {
+        self.net.with_snapshot(|s| {
+            let mut v: Vec<Multiaddr> = s.external_addrs.clone();
+            v.extend(s.listen_addrs.iter().cloned());
+            v.dedup();
+            v.truncate(16);
+            v
+        })
+    }
+
+    /// Our catalog entries: every live hub with a lineage.
+    fn refresh_local(&self) {
+        let addrs = self.my_addrs();
+        let spare = self.spare_kbps();
+        let mut entries = Vec::new();
+        let mut keys = HashSet::new();
+        for hub in self.streams.hubs() {
+            let Some(l) = hub.lineage() else { continue };
+            if !hub.is_live() {
+                continue;
+            }
+            keys.insert(l.announcement.id.name.clone());
+            entries.push(CatalogEntry {
+                announcement: l.announcement.clone(),
+                provider: self.me,
+                addrs: addrs.clone(),
+                hops: l.hops,
+                spare_kbps: spare,
+            });
+        }
+        self.catalog.lock().set_local(entries);
+        // Provider records in the DHT follow the same set.
+        let mut providing = self.providing.lock();
+        let start: Vec<String> = keys.difference(&providing).cloned().collect();
+        let stop: Vec<String> = providing.difference(&keys).cloned().collect();
+        *providing = keys;
+        drop(providing);
+        let net = self.net.clone();
+        if !start.is_empty() || !stop.is_empty() {
+            tokio::spawn(async move {
+                for k in start {
+                    net.send(NetCommand::StartProviding(provider_key(&k))).await;
+                }
+                for k in stop {
+                    net.send(NetCommand::StopProviding(provider_key(&k))).await;
+                }
+            });
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tasks.lock().spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+    }
+
+    /// Starts fetching hub `key` unless a fetch is running.
+    fn want(self: &Arc<Self>, key: &str) {
+        if !self.fetching.lock().insert(key.to_string()) {
+            return;
+        }
+        let me = self.clone();
+        let key = key.to_string();
+        self.spawn(async move {
+            fetch::fetch(me.clone(), key.clone()).await;
+            me.fetching.lock().remove(&key);
+        });
+    }
+
+    /// Signs and records the lineage of a stream published on this node.
+    fn originate(&self, hub: &Hub) {
+        match Announcement::sign(&self.key, hub.name(), now_ms()) {
+            Ok(a) => {
+                info!(stream = %hub.name(), origin = %self.me, "announcing stream to the mesh");
+                hub.set_lineage(Some(Arc::new(Lineage {
+                    announcement: a,
+                    hops: 0,
+                    path: vec![self.me],
+                    upstream: None,
+                })));
+            }
+            Err(e) => {
+                warn!(stream = %hub.name(), error = %e, "cannot sign the stream announcement")
+            }
+        }
+    }
+
+    /// Sends every connected peer the catalog meant for it.
+    fn gossip(self: &Arc<Self>) {
+        let now = Instant::now();
+        self.catalog.lock().expire(now);
+        let addrs = self.my_addrs();
+        let spare = self.spare_kbps();
+        let peers: Vec<PeerId> = self
+            .net
+            .with_snapshot(|s| s.peers.keys().copied().collect());
+        for peer in peers {
+            let entries = self
+                .catalog
+                .lock()
+                .gossip_for(&self.me, &peer, &addrs, spare, now);
+            let bytes = catalog::encode(&entries);
+            let mut control = self.net.control();
+            self.spawn(async move {
+                let send = async {
+                    let mut s = control.open_stream(peer, catalog::PROTOCOL).await.ok()?;
+                    s.write_all(&bytes).await.ok()?;
+                    s.close().await.ok()
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), send).await;
+            });
+        }
+    }
+}
+
+/// Reacts to hub events and runs the gossip timer.
+async fn run_events(shared: Arc<Shared>) {
+    let mut events = shared.streams.events();
+    let mut tick = tokio::time::interval(shared.config.gossip_interval);
+    loop {
+        tokio::select! {
+            _ = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {
+                shared.refresh_local();
+                shared.gossip();
+            }
+            ev = events.recv() => match ev {
+                Ok(StreamEvent::SourceAttached { name, kind }) => {
+                    if matches!(kind, SourceKind::Publisher | SourceKind::Pull)
+                        && let Some(hub) = shared.streams.get(&name)
+                    {
+                        shared.originate(&hub);
+                    }
+                    // Tell the mesh at once rather than at the next tick: viewers may be waiting.
+                    shared.refresh_local();
+                    shared.gossip();
+                }
+                Ok(StreamEvent::SourceDetached { name }) => {
+                    debug!(stream = %name, "source detached");
+                    shared.refresh_local();
+                }
+                Ok(StreamEvent::Wanted { name }) => shared.want(&name),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => shared.refresh_local(),
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Most `/streamr/media/1` streams served to one peer at once; more are dropped (a subscription flood).
+const MAX_SERVE_PER_PEER: usize = 16;
+/// Most served at once in total.
+const MAX_SERVE: usize = 512;
+
+async fn accept_media(shared: Arc<Shared>) {
+    let mut control = shared.net.control();
+    let Ok(mut incoming) = control.accept(crate::wire::PROTOCOL) else {
+        warn!("media protocol already registered");
+        return;
+    };
+    let mut next_id = 0u64;
+    // Keep this loop tight: libp2p-stream drops inbound streams if the accept loop falls behind.
+    while let Some((peer, stream)) = incoming.next().await {
+        let (per_peer, total) = {
+            let d = shared.downstream.lock();
+            (d.keys().filter(|(p, _)| *p == peer).count(), d.len())
+        };
+        if per_peer >= MAX_SERVE_PER_PEER || total >= MAX_SERVE {
+            shared.stats.subscriptions_flooded.fetch_add(1, Relaxed);
+            debug!(%peer, "too many subscriptions from this peer; stream dropped");
+            continue;
+        }
+        next_id += 1;
+        let id = next_id;
+        let s = shared.clone();
+        shared.spawn(async move {
+            if let Err(e) = serve::serve(s.clone(), peer, id, stream).await {
+                e.count(&s.stats);
+                debug!(%peer, error = %e, "served subscription ended");
+            }
+            s.downstream.lock().remove(&(peer, id));
+        });
+    }
+}
+
+async fn accept_catalog(shared: Arc<Shared>) {
+    let mut control = shared.net.control();
+    let Ok(mut incoming) = control.accept(catalog::PROTOCOL) else {
+        warn!("catalog protocol already registered");
+        return;
+    };
+    while let Some((peer, mut stream)) = incoming.next().await {
+        let s = shared.clone();
+        shared.spawn(async move {
+            let mut buf = Vec::new();
+            let mut limited = (&mut stream).take(catalog::MAX_MESSAGE as u64 + 1);
+            let read = limited.read_to_end(&mut buf);
+            if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
+                return;
+            }
+            match catalog::decode(&buf) {
+                Ok(entries) => {
+                    let merged = s.catalog.lock().merge(&peer, entries, Instant::now());
+                    for id in &merged.forged {
+                        s.stats.forged_announcements.fetch_add(1, Relaxed);
+                        warn!(%peer, stream = %id, "refused a forged stream announcement in a catalog");
+                    }
+                    if merged.changed {
+                        // Pass news on at once (a viewer may be waiting), but not more than 5 times a second.
+                        s.catalog_changed.notify_waiters();
+                        let due = {
+                            let mut last = s.last_triggered_gossip.lock();
+                            let due = last.is_none_or(|t| t.elapsed() > Duration::from_millis(200));
+                            if due {
+                                *last = Some(Instant::now());
+                            }
+                            due
+                        };
+                        if due {
+                            s.gossip();
+                        }
+                    }
+                }
+                Err(e) => {
+                    s.stats.protocol_violations.fetch_add(1, Relaxed);
+                    warn!(%peer, error = %e, "peer sent a malformed catalog");
+                }
+            }
+        });
+    }
+}
+
+/// The announcement a hub carries must be for this stream.
+fn matches_request(id: &StreamId, name: &str, origin_prefix: Option<&str>) -> bool {
+    id.name == name && origin_prefix.is_none_or(|p| id.origin.to_string().starts_with(p))
+}

@@ -1,0 +1,48 @@
+//! Counters of the mesh service.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Counters of the media and catalog protocols.
+#[derive(Debug, Default)]
+pub struct MeshStats {
+    /// Subscriptions we accepted (as a provider).
+    pub subscriptions_accepted: AtomicU64,
+    /// Subscriptions we redirected because our upload was full.
+    pub subscriptions_redirected: AtomicU64,
+    /// Subscriptions we refused (unknown stream, loop, full with nobody to redirect to).
+    pub subscriptions_rejected: AtomicU64,
+    /// Inbound streams dropped because a peer opened too many.
+    pub subscriptions_flooded: AtomicU64,
+    /// Times we subscribed again after losing an upstream.
+    pub resubscriptions: AtomicU64,
+    /// Sum of resubscription gaps (last frame from the old upstream to first from the new), ms.
+    pub resubscribe_gap_ms_sum: AtomicU64,
+    /// Longest resubscription gap, ms.
+    pub resubscribe_gap_ms_max: AtomicU64,
+    /// Last resubscription gap, ms.
+    pub resubscribe_gap_ms_last: AtomicU64,
+    /// Announcements that did not verify (forged or corrupted), from catalogs or providers.
+    pub forged_announcements: AtomicU64,
+    /// Peers that broke the media or catalog protocol (garbage, oversized lengths, wrong messages).
+    pub protocol_violations: AtomicU64,
+    /// Subscriptions refused or dropped because they would have formed a loop.
+    pub loops_prevented: AtomicU64,
+    /// Downstream peers that stopped acknowledging and were cut off.
+    pub stalled_downstreams: AtomicU64,
+    /// Upstreams that went quiet and were replaced.
+    pub stalled_upstreams: AtomicU64,
+    /// Frame bytes sent to downstream peers.
+    pub bytes_sent: AtomicU64,
+    /// Frame bytes received from upstream peers.
+    pub bytes_received: AtomicU64,
+}
+
+impl MeshStats {
+    /// Records one resubscription gap.
+    pub fn record_gap(&self, ms: u64) {
+        self.resubscriptions.fetch_add(1, Relaxed);
+        self.resubscribe_gap_ms_sum.fetch_add(ms, Relaxed);
+        self.resubscribe_gap_ms_max.fetch_max(ms, Relaxed);
+        self.resubscribe_gap_ms_last.store(ms, Relaxed);
+    }
+}

@@ -1,0 +1,209 @@
+//! The mesh end to end: real nodes on loopback, ffmpeg publishing on one node, ffprobe playing on others.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::time::Duration;
+
+async fn node_via(boot: &TestNode, extra: &[&str]) -> TestNode {
+    let addr = boot.mesh_addr();
+    let mut args = vec!["--bootstrap", addr.as_str()];
+    args.extend_from_slice(extra);
+    TestNode::start(&args).await
+}
+
+fn stream_field(node: &TestNode, name: &str, field: &str) -> Value {
+    node.stream(name)
+        .map(|s| s[field].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn chain_a_b_c_delivers_every_frame() {
+    if !have("ffmpeg", "publisher and player") {
+        return;
+    }
+    // A 5 s keyframe interval: while the path forms, the origin's keyframe cache still holds frame 0.
+    let clip = clip(10, 150);
+    let published = video_packets(&clip);
+    let a = TestNode::start(&[]).await;
+    let b = node_via(&a, &[]).await;
+    let c = node_via(&b, &[]).await;
+    let player = play(&c.url("alice"), 5, 60);
+    assert!(
+        wait_until(Duration::from_secs(10), || c
+            .stream("alice")
+            .is_some_and(|s| s["players"] == 1))
+        .await
+    );
+    let mut publisher = publish(&clip, &a.url("alice"));
+    // The stream reaches C through the mesh, and C names its origin.
+    assert!(
+        wait_until(Duration::from_secs(15), || stream_field(
+            &c, "alice", "live"
+        ) == true)
+        .await,
+        "C never got the stream; C:\n{}\nB:\n{}",
+        c.log_text(),
+        b.log_text()
+    );
+    assert_eq!(stream_field(&c, "alice", "origin"), a.peer_id.as_str());
+    assert!(stream_field(&c, "alice", "hops").as_u64() >= Some(1));
+    assert!(publisher.wait().await.unwrap().success());
+    let p = player.await.unwrap();
+    assert_eq!(p.sorted_codecs(), ["aac", "h264"], "{}", p.stderr);
+    assert!(
+        p.video() * 100 >= published * 95,
+        "C's player got {} of {published} frames",
+        p.video()
+    );
+    p.assert_monotonic();
+    // C knew only B, so the mesh (catalog, DHT) found the stream: C lists it with its origin.
+    let listed = c.status()["mesh_streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        listed
+            .iter()
+            .any(|s| s["name"] == "alice" && s["origin"] == a.peer_id.as_str()),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test]
+async fn upload_cap_builds_a_tree_of_depth_two_and_every_viewer_plays() {
+    if !have("ffmpeg", "publisher and players") {
+        return;
+    }
+    let clip = clip(12, 60);
+    let published = video_packets(&clip);
+    // The origin serves one downstream peer (the clip is ~0.7 Mbit/s); the others must relay.
+    let origin = TestNode::start(&["--max-upload-kbps", "800"]).await;
+    let mut viewers = Vec::new();
+    for _ in 0..6 {
+        viewers.push(node_via(&origin, &["--max-upload-kbps", "1600"]).await);
+    }
+    let players: Vec<_> = viewers
+        .iter()
+        .map(|v| play(&v.url("tree"), 6, 90))
+        .collect();
+    for v in &viewers {
+        assert!(
+            wait_until(Duration::from_secs(10), || v
+                .stream("tree")
+                .is_some_and(|s| s["players"] == 1))
+            .await
+        );
+    }
+    let mut publisher = publish(&clip, &origin.url("tree"));
+    // Wait for every viewer to be live, then look at the tree.
+    for v in &viewers {
+        assert!(
+            wait_until(Duration::from_secs(20), || stream_field(v, "tree", "live")
+                == true)
+            .await,
+            "a viewer never got the stream:\n{}",
+            v.log_text()
+        );
+    }
+    let hops: Vec<u64> = viewers
+        .iter()
+        .map(|v| stream_field(v, "tree", "hops").as_u64().unwrap_or(0))
+        .collect();
+    let origin_subs = stream_field(&origin, "tree", "subscribers")
+        .as_u64()
+        .unwrap_or(99);
+    assert!(
+        origin_subs <= 1,
+        "origin serves {origin_subs} peers despite its cap"
+    );
+    assert!(
+        hops.iter().any(|h| *h >= 2),
+        "tree depth must reach 2: hops {hops:?}"
+    );
+    assert!(publisher.wait().await.unwrap().success());
+    for (i, p) in players.into_iter().enumerate() {
+        let p = p.await.unwrap();
+        assert!(
+            p.video() * 100 >= published * 80,
+            "viewer {i} (hops {}) got {} of {published} frames: {}\n{}",
+            hops[i],
+            p.video(),
+            p.stderr,
+            viewers[i].log_text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn killing_the_middle_node_keeps_the_far_player_playing() {
+    if !have("ffmpeg", "publisher and player") {
+        return;
+    }
+    let clip = clip(24, 60);
+    // A serves one peer, so C's stream goes through B; when B dies, A has room for C.
+    let a = TestNode::start(&["--max-upload-kbps", "800"]).await;
+    let mut b = node_via(&a, &[]).await;
+    let c = node_via(&b, &[]).await;
+    let _publisher = publish(&clip, &a.url("live1"));
+    assert!(
+        wait_until(Duration::from_secs(10), || stream_field(
+            &a, "live1", "live"
+        ) == true)
+        .await
+    );
+    let b_player = play(&b.url("live1"), 5, 60);
+    assert!(
+        wait_until(Duration::from_secs(15), || stream_field(
+            &b, "live1", "live"
+        ) == true)
+        .await
+    );
+    let c_player = play(&c.url("live1"), 6, 90);
+    assert!(
+        wait_until(Duration::from_secs(15), || stream_field(
+            &c, "live1", "upstream"
+        ) == b.peer_id.as_str())
+        .await,
+        "C should first receive through B: {:?}",
+        c.stream("live1")
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = stream_field(&c, "live1", "frames").as_u64().unwrap();
+    b.kill().await;
+    drop(b_player);
+    // C resubscribes (to A) without its player noticing: frames keep coming, now from A.
+    assert!(
+        wait_until(Duration::from_secs(15), || stream_field(
+            &c, "live1", "upstream"
+        ) == a.peer_id.as_str())
+        .await,
+        "C did not fail over to A: {:?}\n{}",
+        c.stream("live1"),
+        c.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || stream_field(
+            &c, "live1", "frames"
+        )
+        .as_u64()
+            > Some(before + 60))
+        .await
+    );
+    assert_eq!(
+        stream_field(&c, "live1", "players"),
+        1,
+        "the player stayed connected"
+    );
+    let metrics = http_get(c.http, "/metrics").1;
+    assert!(
+        metrics.contains("streamr_mesh_resubscriptions_total 1")
+            || metrics.contains("streamr_mesh_resubscriptions_total 2"),
+        "{metrics}"
+    );
+    let p = c_player.await.unwrap();
+    p.assert_monotonic();
+    assert!(p.video() > 300, "far player got {} frames", p.video());
+}

@@ -474,6 +474,34 @@ async fn run_events(shared: Arc<Shared>) {
 const MAX_SERVE_PER_PEER: usize = 16;
 /// Most served at once in total.
 const MAX_SERVE: usize = 512;
+/// New subscriptions a peer may open in a burst, and per second after it.
+const SUBSCRIBE_BURST: f64 = 20.0;
+const SUBSCRIBE_RATE: f64 = 2.0;
+
+/// A token bucket per peer: a peer that opens subscriptions faster than any honest node would is refused.
+#[derive(Debug, Default)]
+struct RateLimit {
+    buckets: HashMap<PeerId, (f64, Instant)>,
+}
+
+impl RateLimit {
+    fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.buckets.len() > 4096 {
+            self.buckets
+                .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        let (tokens, last) = self.buckets.entry(peer).or_insert((SUBSCRIBE_BURST, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * SUBSCRIBE_RATE)
+            .min(SUBSCRIBE_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 async fn accept_media(shared: Arc<Shared>) {
     let mut control = shared.net.control();
@@ -482,13 +510,15 @@ async fn accept_media(shared: Arc<Shared>) {
         return;
     };
     let mut next_id = 0u64;
+    let mut rate = RateLimit::default();
     // Keep this loop tight: libp2p-stream drops inbound streams if the accept loop falls behind.
     while let Some((peer, stream)) = incoming.next().await {
         let (per_peer, total) = {
             let d = shared.downstream.lock();
             (d.keys().filter(|(p, _)| *p == peer).count(), d.len())
         };
-        if per_peer >= MAX_SERVE_PER_PEER || total >= MAX_SERVE {
+        if per_peer >= MAX_SERVE_PER_PEER || total >= MAX_SERVE || !rate.allow(peer, Instant::now())
+        {
             shared.stats.subscriptions_flooded.fetch_add(1, Relaxed);
             debug!(%peer, "too many subscriptions from this peer; stream dropped");
             continue;
@@ -550,6 +580,23 @@ async fn accept_catalog(shared: Arc<Shared>) {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_rate_limit_allows_a_burst_then_a_trickle() {
+        let mut r = RateLimit::default();
+        let p = PeerId::random();
+        let t = Instant::now();
+        let allowed = (0..60).filter(|_| r.allow(p, t)).count();
+        assert_eq!(allowed, SUBSCRIBE_BURST as usize);
+        assert!(r.allow(p, t + Duration::from_millis(600)));
+        assert!(!r.allow(p, t + Duration::from_millis(600)));
+        assert!(r.allow(PeerId::random(), t), "other peers are not affected");
     }
 }
 

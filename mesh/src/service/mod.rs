@@ -583,6 +583,11 @@ async fn accept_catalog(shared: Arc<Shared>) {
     }
 }
 
+/// The announcement a hub carries must be for this stream.
+fn matches_request(id: &StreamId, name: &str, origin_prefix: Option<&str>) -> bool {
+    id.name == name && origin_prefix.is_none_or(|p| id.origin.to_string().starts_with(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -598,9 +603,4 @@ mod tests {
         assert!(!r.allow(p, t + Duration::from_millis(600)));
         assert!(r.allow(PeerId::random(), t), "other peers are not affected");
     }
-}
-
-/// The announcement a hub carries must be for this stream.
-fn matches_request(id: &StreamId, name: &str, origin_prefix: Option<&str>) -> bool {
-    id.name == name && origin_prefix.is_none_or(|p| id.origin.to_string().starts_with(p))
 }

@@ -188,6 +188,12 @@ async fn hostile_peers_are_refused_counted_and_honest_viewers_keep_playing() {
         "the honest viewer got {} of {published} frames",
         p.video()
     );
+    // The flood's subscriptions never acknowledged: the victim cut them off instead of buffering for them.
+    assert!(
+        metric(&m(), "streamr_mesh_stalled_downstreams_total") >= 1,
+        "{}",
+        m()
+    );
     let mut victim = victim;
     assert!(victim.alive());
     drop(flood);

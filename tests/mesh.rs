@@ -207,3 +207,37 @@ async fn killing_the_middle_node_keeps_the_far_player_playing() {
     p.assert_monotonic();
     assert!(p.video() > 300, "far player got {} frames", p.video());
 }
+
+#[tokio::test]
+async fn same_name_from_two_origins_is_told_apart_by_origin_prefix() {
+    if !have("ffmpeg", "publishers and player") {
+        return;
+    }
+    let clip = clip(12, 60);
+    let a = TestNode::start(&[]).await;
+    let b = TestNode::start(&[]).await;
+    let c = TestNode::start(&["--bootstrap", &a.mesh_addr(), "--bootstrap", &b.mesh_addr()]).await;
+    let _pa = publish(&clip, &a.url("same"));
+    let _pb = publish(&clip, &b.url("same"));
+    // C lists both, each with the name to play to pick it.
+    let both = || {
+        c.status()["mesh_streams"]
+            .as_array()
+            .map(|v| v.iter().filter(|s| s["name"] == "same").count())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || both() == 2).await,
+        "{}",
+        c.status()
+    );
+    let pick_b = format!("same@{}", &b.peer_id[..12]);
+    let listed = c.status()["mesh_streams"].as_array().cloned().unwrap();
+    assert!(
+        listed.iter().any(|s| s["play_as"] == pick_b.as_str()),
+        "{listed:?}"
+    );
+    let p = play_with(&c.url(&pick_b), 5, 30, Some(60)).await.unwrap();
+    assert!(p.video() > 0, "{}", p.stderr);
+    assert_eq!(stream_field(&c, &pick_b, "origin"), b.peer_id.as_str());
+}

@@ -2,4 +2,5 @@
 //! baseline measured in the same run. They measure; they never assert on time.
 
 pub mod fanout;
+pub mod mesh;
 pub mod procstat;

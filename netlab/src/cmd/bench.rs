@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use streamr_netlab::bench::fanout::{self, FanoutOptions};
+use streamr_netlab::bench::mesh::{self, MeshOptions};
 
 /// Which benchmark.
 #[derive(Debug, Subcommand)]
@@ -13,6 +14,43 @@ pub enum Args {
     /// One publisher, N ffmpeg players: streamr-node against nginx-rtmp (CPU, RSS, frames, late joiner,
     /// startup).
     Fanout(FanoutArgs),
+    /// Chains of streamr-node on loopback: latency each mesh hop adds over the single-node path, frames
+    /// lost, time to first frame, CPU per node per relayed Mbps, RSS.
+    Mesh(MeshArgs),
+}
+
+/// Options of `bench mesh`.
+#[derive(Debug, clap::Args)]
+pub struct MeshArgs {
+    /// Chain lengths in hops, comma separated (a single node, 0 hops, is always measured too).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub hops: Vec<usize>,
+    /// Seconds from the players' start to the CPU window (mesh lookup, caches).
+    #[arg(long, default_value_t = 5)]
+    pub warmup: u64,
+    /// Seconds of the CPU window.
+    #[arg(long, default_value_t = 20)]
+    pub window: u64,
+    /// Bitrate of the probe stream in kbps.
+    #[arg(long, default_value_t = 2500)]
+    pub kbps: u32,
+    /// Video frames per second (keyframe every 2 s).
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// The streamr-node binary [default: next to netlab].
+    #[arg(long)]
+    pub node: Option<PathBuf>,
+    /// Only node 0 and the last node play, and no upload cap: the mesh may shortcut the chain. By default
+    /// every node plays (in chain order) and uploads at most 1.5x the stream, so the stream crosses every
+    /// hop.
+    #[arg(long)]
+    pub no_force_chain: bool,
+    /// Folder for the nodes' logs (one subfolder per chain).
+    #[arg(long, default_value = "/tmp/streamr-bench")]
+    pub work_dir: PathBuf,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Options of `bench fanout`.
@@ -67,6 +105,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let results = rt.block_on(fanout::run(&opts))?;
             println!("{}", fanout::table(&results).to_text());
+            if let Some(path) = a.json {
+                let text = serde_json::to_string_pretty(&results)?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Args::Mesh(a) => {
+            if a.hops.iter().any(|h| *h > 64) || a.window == 0 {
+                anyhow::bail!("--hops takes chain lengths up to 64 and --window at least 1 second");
+            }
+            let opts = MeshOptions {
+                hops: a.hops,
+                warmup: Duration::from_secs(a.warmup),
+                window: Duration::from_secs(a.window),
+                kbps: a.kbps.clamp(8, 100_000),
+                fps: a.fps.clamp(1, 240),
+                node: a.node.unwrap_or_else(sibling_node),
+                work_dir: a.work_dir.join("mesh"),
+                force_chain: !a.no_force_chain,
+            };
+            let results = rt.block_on(mesh::run(&opts))?;
+            println!("{}", mesh::table(&results).to_text());
+            println!("node logs: {}", opts.work_dir.display());
             if let Some(path) = a.json {
                 let text = serde_json::to_string_pretty(&results)?;
                 std::fs::write(&path, text)

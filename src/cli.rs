@@ -73,6 +73,21 @@ pub struct RunArgs {
     /// Upload this node may spend relaying streams to other nodes, in kbit/s; 0 = unlimited [default: 8000].
     #[arg(long, env = "STREAMR_MAX_UPLOAD_KBPS", value_name = "KBPS")]
     pub max_upload_kbps: Option<u32>,
+    /// Ask the home router to open the mesh port by UPnP [default: true].
+    #[arg(long, env = "STREAMR_UPNP", value_name = "true|false")]
+    pub upnp: Option<bool>,
+    /// Relay service (when this node is public): circuits relayed at once [default: 8].
+    #[arg(long, env = "STREAMR_RELAY_MAX_CIRCUITS", value_name = "N")]
+    pub relay_max_circuits: Option<usize>,
+    /// Relay service: circuits per source peer [default: 4].
+    #[arg(long, env = "STREAMR_RELAY_MAX_CIRCUITS_PER_PEER", value_name = "N")]
+    pub relay_max_circuits_per_peer: Option<usize>,
+    /// Relay service: longest life of one circuit, minutes [default: 240].
+    #[arg(long, env = "STREAMR_RELAY_MAX_CIRCUIT_MINUTES", value_name = "MIN")]
+    pub relay_max_circuit_minutes: Option<u64>,
+    /// Relay service: most data one circuit may carry, MiB [default: 8192].
+    #[arg(long, env = "STREAMR_RELAY_MAX_CIRCUIT_MIB", value_name = "MIB")]
+    pub relay_max_circuit_mib: Option<u64>,
     /// Pull an upstream RTMP stream into local stream NAME (repeatable): NAME=rtmp://HOST/APP/KEY.
     #[arg(
         long,
@@ -107,6 +122,11 @@ impl RunArgs {
             push,
             bootstrap,
             max_upload_kbps,
+            upnp,
+            relay_max_circuits,
+            relay_max_circuits_per_peer,
+            relay_max_circuit_minutes,
+            relay_max_circuit_mib,
         } = self;
         set(&mut c.rtmp_listen, rtmp_listen);
         set(&mut c.http_listen, http_listen);
@@ -125,5 +145,13 @@ impl RunArgs {
             c.bootstrap = bootstrap;
         }
         set(&mut c.max_upload_kbps, max_upload_kbps);
+        set(&mut c.upnp, upnp);
+        set(&mut c.relay_max_circuits, relay_max_circuits);
+        set(
+            &mut c.relay_max_circuits_per_peer,
+            relay_max_circuits_per_peer,
+        );
+        set(&mut c.relay_max_circuit_minutes, relay_max_circuit_minutes);
+        set(&mut c.relay_max_circuit_mib, relay_max_circuit_mib);
     }
 }

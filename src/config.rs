@@ -85,6 +85,16 @@ pub struct Config {
     pub bootstrap: Vec<String>,
     /// Upload this node spends relaying streams to other nodes, kbit/s (0 = unlimited).
     pub max_upload_kbps: u32,
+    /// Ask the home router to open the mesh port (UPnP IGD).
+    pub upnp: bool,
+    /// Relay service (public nodes): circuits relayed at once.
+    pub relay_max_circuits: usize,
+    /// Relay service: circuits per source peer.
+    pub relay_max_circuits_per_peer: usize,
+    /// Relay service: longest life of one circuit, minutes.
+    pub relay_max_circuit_minutes: u64,
+    /// Relay service: most data one circuit carries, MiB.
+    pub relay_max_circuit_mib: u64,
 }
 
 impl Config {
@@ -104,6 +114,26 @@ impl Config {
             bootstrap: Vec::new(),
             // A typical home uplink has 10-40 Mbit/s; this leaves room for the household.
             max_upload_kbps: 8_000,
+            upnp: true,
+            // Enough for friends to watch a 2.5 Mbit/s stream for an evening when no punch is possible;
+            // what a home connection bears next to its own use.
+            relay_max_circuits: 8,
+            relay_max_circuits_per_peer: 4,
+            relay_max_circuit_minutes: 240,
+            relay_max_circuit_mib: 8192,
+        }
+    }
+
+    /// The relay service limits.
+    pub fn relay_limits(&self) -> streamr_mesh::net::RelayLimits {
+        streamr_mesh::net::RelayLimits {
+            max_circuits: self.relay_max_circuits,
+            max_circuits_per_peer: self.relay_max_circuits_per_peer,
+            max_circuit_duration: std::time::Duration::from_secs(
+                self.relay_max_circuit_minutes * 60,
+            ),
+            max_circuit_bytes: self.relay_max_circuit_mib << 20,
+            ..Default::default()
         }
     }
 
@@ -130,6 +160,11 @@ impl Config {
             push,
             bootstrap,
             max_upload_kbps,
+            upnp,
+            relay_max_circuits,
+            relay_max_circuits_per_peer,
+            relay_max_circuit_minutes,
+            relay_max_circuit_mib,
         } = f;
         set(&mut self.rtmp_listen, rtmp_listen);
         set(&mut self.http_listen, http_listen);
@@ -142,6 +177,17 @@ impl Config {
         set(&mut self.push, push);
         set(&mut self.bootstrap, bootstrap);
         set(&mut self.max_upload_kbps, max_upload_kbps);
+        set(&mut self.upnp, upnp);
+        set(&mut self.relay_max_circuits, relay_max_circuits);
+        set(
+            &mut self.relay_max_circuits_per_peer,
+            relay_max_circuits_per_peer,
+        );
+        set(
+            &mut self.relay_max_circuit_minutes,
+            relay_max_circuit_minutes,
+        );
+        set(&mut self.relay_max_circuit_mib, relay_max_circuit_mib);
     }
 
     /// Checks values that parse but cannot work.
@@ -223,6 +269,16 @@ pub struct FileConfig {
     pub bootstrap: Option<Vec<String>>,
     /// See [`Config::max_upload_kbps`].
     pub max_upload_kbps: Option<u32>,
+    /// See [`Config::upnp`].
+    pub upnp: Option<bool>,
+    /// See [`Config::relay_max_circuits`].
+    pub relay_max_circuits: Option<usize>,
+    /// See [`Config::relay_max_circuits_per_peer`].
+    pub relay_max_circuits_per_peer: Option<usize>,
+    /// See [`Config::relay_max_circuit_minutes`].
+    pub relay_max_circuit_minutes: Option<u64>,
+    /// See [`Config::relay_max_circuit_mib`].
+    pub relay_max_circuit_mib: Option<u64>,
 }
 
 /// Reads `config.toml` from `data_dir`; a missing file is an empty config, a broken one an error naming it.

@@ -201,7 +201,116 @@ impl Collector for NodeCollector {
             "Outgoing mesh connection attempts that failed",
             l(&n.dial_failures),
         )?;
+        counter(
+            &mut e,
+            "streamr_mesh_relayed_bytes_sent",
+            "Media bytes sent to peers reached only through a relay",
+            l(&m.relayed_bytes_sent),
+        )?;
+        counter(
+            &mut e,
+            "streamr_mesh_relayed_bytes_received",
+            "Media bytes received from peers reached only through a relay",
+            l(&m.relayed_bytes_received),
+        )?;
+        counter(
+            &mut e,
+            "streamr_relay_reservations_accepted",
+            "Relay service: reservations accepted",
+            l(&n.relay_reservations_accepted),
+        )?;
+        counter(
+            &mut e,
+            "streamr_relay_reservations_denied",
+            "Relay service: reservations denied",
+            l(&n.relay_reservations_denied),
+        )?;
+        counter(
+            &mut e,
+            "streamr_relay_circuits_accepted",
+            "Relay service: circuits opened for others",
+            l(&n.relay_circuits_accepted),
+        )?;
+        counter(
+            &mut e,
+            "streamr_relay_circuits_denied",
+            "Relay service: circuits denied by limits",
+            l(&n.relay_circuits_denied),
+        )?;
+        counter(
+            &mut e,
+            "streamr_relay_circuits_closed",
+            "Relay service: circuits closed",
+            l(&n.relay_circuits_closed),
+        )?;
+        counter(
+            &mut e,
+            "streamr_relayed_connections_replaced",
+            "Relayed connections closed because a direct one exists",
+            l(&n.relayed_connections_replaced),
+        )?;
         let st = self.mesh.status();
+        let nat = &st.nat;
+        counter(
+            &mut e,
+            "streamr_hole_punch_attempts",
+            "Hole punches tried (DCUtR)",
+            nat.punch_attempts,
+        )?;
+        counter(
+            &mut e,
+            "streamr_hole_punch_successes",
+            "Hole punches that gave a direct connection",
+            nat.punch_successes,
+        )?;
+        {
+            let mut d = e.encode_descriptor(
+                "streamr_hole_punch_failures",
+                "Failed hole punches by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in &nat.punch_failures {
+                ConstCounter::new(*v).encode(d.encode_family(&[("reason", reason.as_str())])?)?;
+            }
+        }
+        if let Some((p50, max)) = nat.time_to_direct_ms {
+            gauge(
+                &mut e,
+                "streamr_time_to_direct_p50_ms",
+                "Median time from relayed to direct connection, ms",
+                p50 as i64,
+            )?;
+            gauge(
+                &mut e,
+                "streamr_time_to_direct_max_ms",
+                "Longest time from relayed to direct connection, ms",
+                max as i64,
+            )?;
+        }
+        let relayed_peers = st
+            .peers
+            .iter()
+            .filter(|p| p.connection == "relayed")
+            .count();
+        {
+            let mut d = e.encode_descriptor(
+                "streamr_mesh_peers_by_connection",
+                "Connected peers by connection type",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new((st.peers.len() - relayed_peers) as i64)
+                .encode(d.encode_family(&[("connection", "direct")])?)?;
+            ConstGauge::new(relayed_peers as i64)
+                .encode(d.encode_family(&[("connection", "relayed")])?)?;
+        }
+        gauge(
+            &mut e,
+            "streamr_nat_public",
+            "1 when this node is reachable from the internet",
+            i64::from(nat.reachability == "public"),
+        )?;
         gauge(
             &mut e,
             "streamr_mesh_peers",

@@ -9,10 +9,11 @@ use libp2p::PeerId;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
 use streamr_mesh::{HubConfig, Mesh, MeshConfig, SourceKind, Streams};
-use streamr_web::{MeshStream, NodeApi, PeerStatus, Status, StreamStatus, WebServer};
+use streamr_web::{MeshStream, NatStatus, NodeApi, PeerStatus, Status, StreamStatus, WebServer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -96,8 +97,27 @@ impl NodeApi for Api {
                 connection: p.connection.to_string(),
                 rtt_ms: p.rtt_ms,
                 addr: p.addr,
+                direct_after_ms: p.direct_after_ms,
             })
             .collect();
+        let n = &mesh.nat;
+        let ms = self.mesh.stats();
+        let nat = NatStatus {
+            reachability: n.reachability.to_string(),
+            external_addrs: n.public_addrs.iter().map(|a| a.to_string()).collect(),
+            relays: n.relays.iter().map(|p| p.to_string()).collect(),
+            upnp: n.upnp.clone(),
+            hint: n.hint.clone(),
+            relay_service: n.relay_service,
+            hole_punch_attempts: n.punch_attempts,
+            hole_punch_successes: n.punch_successes,
+            hole_punch_failures: n.punch_failures.clone(),
+            upgrades: n.upgrades,
+            time_to_direct_p50_ms: n.time_to_direct_ms.map(|x| x.0),
+            time_to_direct_max_ms: n.time_to_direct_ms.map(|x| x.1),
+            relayed_bytes_sent: ms.relayed_bytes_sent.load(Relaxed),
+            relayed_bytes_received: ms.relayed_bytes_received.load(Relaxed),
+        };
         Status {
             peer_id: self.peer_id.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -114,6 +134,7 @@ impl NodeApi for Api {
             mesh_streams,
             upload_kbps: mesh.upload_kbps,
             max_upload_kbps: self.max_upload_kbps,
+            nat,
         }
     }
 
@@ -160,6 +181,8 @@ impl Node {
         let mut mesh_cfg = MeshConfig::new(key.clone(), config.p2p_port);
         mesh_cfg.bootstrap = config.bootstrap_addrs()?;
         mesh_cfg.max_upload_kbps = config.max_upload_kbps;
+        mesh_cfg.upnp = config.upnp;
+        mesh_cfg.relay = config.relay_limits();
         let mesh = Mesh::start(mesh_cfg, streams.clone(), shutdown.child_token()).await?;
 
         let mut registry = Registry::default();

@@ -73,6 +73,7 @@ async fn hostile_peers_are_refused_counted_and_honest_viewers_keep_playing() {
             port: 0,
             bootstrap: vec![victim_addr.clone()],
             relay: RelayLimits::default(),
+            upnp: false,
         },
         cancel.clone(),
     )

@@ -21,6 +21,7 @@ fn stream_field(node: &TestNode, name: &str, field: &str) -> Value {
 
 #[tokio::test]
 async fn chain_a_b_c_delivers_every_frame() {
+    let _serial = serial().await;
     if !have("ffmpeg", "publisher and player") {
         return;
     }
@@ -74,6 +75,7 @@ async fn chain_a_b_c_delivers_every_frame() {
 
 #[tokio::test]
 async fn upload_cap_builds_a_tree_of_depth_two_and_every_viewer_plays() {
+    let _serial = serial().await;
     if !have("ffmpeg", "publisher and players") {
         return;
     }
@@ -126,11 +128,14 @@ async fn upload_cap_builds_a_tree_of_depth_two_and_every_viewer_plays() {
     assert!(publisher.wait().await.unwrap().success());
     for (i, p) in players.into_iter().enumerate() {
         let p = p.await.unwrap();
+        // Every viewer plays: it joined at a keyframe some time after the start (the tree takes a moment to
+        // form) and from then on lost nothing.
         assert!(
-            p.video() * 100 >= published * 80,
-            "viewer {i} (hops {}) got {} of {published} frames: {}\n{}",
+            p.video() * 100 >= published * 50 && p.video_continuity(30.0) >= 0.95,
+            "viewer {i} (hops {}) got {} of {published} frames, continuity {:.2}: {}\n{}",
             hops[i],
             p.video(),
+            p.video_continuity(30.0),
             p.stderr,
             viewers[i].log_text()
         );
@@ -139,6 +144,7 @@ async fn upload_cap_builds_a_tree_of_depth_two_and_every_viewer_plays() {
 
 #[tokio::test]
 async fn killing_the_middle_node_keeps_the_far_player_playing() {
+    let _serial = serial().await;
     if !have("ffmpeg", "publisher and player") {
         return;
     }
@@ -210,6 +216,7 @@ async fn killing_the_middle_node_keeps_the_far_player_playing() {
 
 #[tokio::test]
 async fn same_name_from_two_origins_is_told_apart_by_origin_prefix() {
+    let _serial = serial().await;
     if !have("ffmpeg", "publishers and player") {
         return;
     }

@@ -86,6 +86,8 @@ pub struct Lineage {
     pub path: Vec<PeerId>,
     /// The peer this node receives the stream from (None at the origin).
     pub upstream: Option<PeerId>,
+    /// Nodes above the upstream that hold the stream, to try if the upstream dies.
+    pub fallbacks: Vec<crate::wire::ProviderHint>,
 }
 
 /// Something happened to a hub that the mesh may act on.

@@ -62,6 +62,9 @@ pub enum Message {
         hops: u8,
         /// Peers from the origin to the provider, inclusive.
         path: Vec<PeerId>,
+        /// Nodes above the provider that hold the stream (its upstream, and theirs), with addresses: where
+        /// to go if the provider dies.
+        fallbacks: Vec<ProviderHint>,
     },
     /// Provider -> subscriber: full; try these.
     Redirect {
@@ -143,21 +146,18 @@ pub fn encode(msg: &Message) -> Bytes {
             announcement,
             hops,
             path,
+            fallbacks,
         } => {
             w.u8(T_ACCEPT);
             announcement.write(&mut w);
             w.u8(*hops);
             w.peers(path);
+            write_hints(&mut w, fallbacks);
         }
         Message::Redirect { reason, providers } => {
             w.u8(T_REDIRECT);
             w.str(reason);
-            let providers = &providers[..providers.len().min(32)];
-            w.u8(providers.len() as u8);
-            for p in providers {
-                w.peer(&p.peer);
-                w.addrs(&p.addrs);
-            }
+            write_hints(&mut w, providers);
         }
         Message::Reject { reason } => {
             w.u8(T_REJECT);
@@ -253,26 +253,12 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
             announcement: Announcement::read(&mut r)?,
             hops: r.u8()?,
             path: r.peers()?,
+            fallbacks: read_hints(&mut r)?,
         },
-        T_REDIRECT => {
-            let reason = r.str()?;
-            let n = r.u8()? as usize;
-            if n > 32 {
-                return Err(WireError::TooLong {
-                    what: "provider list",
-                    len: n as u64,
-                    max: 32,
-                });
-            }
-            let mut providers = Vec::with_capacity(n);
-            for _ in 0..n {
-                providers.push(ProviderHint {
-                    peer: r.peer()?,
-                    addrs: r.addrs()?,
-                });
-            }
-            Message::Redirect { reason, providers }
-        }
+        T_REDIRECT => Message::Redirect {
+            reason: r.str()?,
+            providers: read_hints(&mut r)?,
+        },
         T_REJECT => Message::Reject { reason: r.str()? },
         T_PATH => Message::Path {
             hops: r.u8()?,
@@ -287,6 +273,37 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
     };
     r.end()?;
     Ok(msg)
+}
+
+/// Most provider hints in one message.
+const MAX_HINTS: usize = 32;
+
+fn write_hints(w: &mut Writer, hints: &[ProviderHint]) {
+    let hints = &hints[..hints.len().min(MAX_HINTS)];
+    w.u8(hints.len() as u8);
+    for h in hints {
+        w.peer(&h.peer);
+        w.addrs(&h.addrs);
+    }
+}
+
+fn read_hints(r: &mut Reader<'_>) -> Result<Vec<ProviderHint>, WireError> {
+    let n = r.u8()? as usize;
+    if n > MAX_HINTS {
+        return Err(WireError::TooLong {
+            what: "provider list",
+            len: n as u64,
+            max: MAX_HINTS as u64,
+        });
+    }
+    (0..n)
+        .map(|_| {
+            Ok(ProviderHint {
+                peer: r.peer()?,
+                addrs: r.addrs()?,
+            })
+        })
+        .collect()
 }
 
 /// A decoding failure: bad bytes or a broken stream.
@@ -345,6 +362,10 @@ mod tests {
                 announcement: ann,
                 hops: 2,
                 path: vec![me, PeerId::random()],
+                fallbacks: vec![ProviderHint {
+                    peer: me,
+                    addrs: vec!["/ip4/198.51.100.1/tcp/4001".parse().unwrap()],
+                }],
             },
             Message::Redirect {
                 reason: "full".into(),

@@ -77,7 +77,12 @@ impl TestNode {
             .args(["--p2p-port", "0", "--log-format", "json"])
             .args(extra)
             .env_remove("RUST_LOG")
-            .env("STREAMR_LOG", "info,streamr_edge=debug")
+            // STREAMR_TEST_LOG raises the nodes' log level when debugging a test.
+            .env(
+                "STREAMR_LOG",
+                std::env::var("STREAMR_TEST_LOG")
+                    .unwrap_or_else(|_| "info,streamr_edge=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -340,6 +345,21 @@ impl Played {
     pub fn first_video(&self) -> Option<&Packet> {
         self.packets.iter().find(|p| p.kind == "video")
     }
+    /// Video frames received over the frames that the span of their timestamps should hold at `fps`: 1.0
+    /// when nothing was lost between the first and the last frame received.
+    pub fn video_continuity(&self, fps: f64) -> f64 {
+        let dts: Vec<i64> = self
+            .packets
+            .iter()
+            .filter(|p| p.kind == "video")
+            .map(|p| p.dts)
+            .collect();
+        let (Some(first), Some(last)) = (dts.iter().min(), dts.iter().max()) else {
+            return 0.0;
+        };
+        let expected = ((last - first) as f64 / 1000.0 * fps).round() + 1.0;
+        dts.len() as f64 / expected
+    }
     /// Checks that decode timestamps never go back within a track.
     pub fn assert_monotonic(&self) {
         for kind in ["video", "audio"] {
@@ -399,6 +419,13 @@ pub fn play_with(
             .expect("run ffprobe");
         parse_played(&out)
     })
+}
+
+/// Runs heavy multi-node tests of one binary one at a time: on two cores, several at once starve each
+/// other's nodes and measure the machine instead of the code.
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
 }
 
 /// Waits until `cond` holds, polling every 100 ms, up to `limit`.

@@ -38,6 +38,41 @@ pub struct Status {
     pub upload_kbps: u64,
     /// The upload cap, kbit/s (0 = unlimited).
     pub max_upload_kbps: u32,
+    /// How this node reaches and is reached through NATs.
+    pub nat: NatStatus,
+}
+
+/// NAT traversal in [`Status`].
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct NatStatus {
+    /// "public", "private" or "unknown".
+    pub reachability: String,
+    /// Confirmed external addresses that are not relayed.
+    pub external_addrs: Vec<String>,
+    /// Relays this node holds reservations on (node ids).
+    pub relays: Vec<String>,
+    /// UPnP port mapping state.
+    pub upnp: String,
+    /// What the person running the node should know, in plain words.
+    pub hint: String,
+    /// This node offers a relay to others.
+    pub relay_service: bool,
+    /// Hole punches tried.
+    pub hole_punch_attempts: u64,
+    /// Hole punches that gave a direct connection.
+    pub hole_punch_successes: u64,
+    /// Failed hole punches by reason.
+    pub hole_punch_failures: std::collections::BTreeMap<String, u64>,
+    /// Connections upgraded from relayed to direct.
+    pub upgrades: usize,
+    /// Median time from relayed to direct, ms.
+    pub time_to_direct_p50_ms: Option<u64>,
+    /// Longest time from relayed to direct, ms.
+    pub time_to_direct_max_ms: Option<u64>,
+    /// Media bytes sent to peers reached only through a relay.
+    pub relayed_bytes_sent: u64,
+    /// Media bytes received from peers reached only through a relay.
+    pub relayed_bytes_received: u64,
 }
 
 /// A connected peer in [`Status`].
@@ -51,6 +86,8 @@ pub struct PeerStatus {
     pub rtt_ms: Option<f64>,
     /// Remote address of the connection in use.
     pub addr: String,
+    /// Time from the first relayed to the first direct connection, if upgraded by hole punching.
+    pub direct_after_ms: Option<u64>,
 }
 
 /// A stream known in the mesh, in [`Status`].

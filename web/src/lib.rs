@@ -3,5 +3,5 @@
 mod api;
 mod server;
 
-pub use api::{MeshStream, NodeApi, PeerStatus, Status, StreamStatus};
+pub use api::{MeshStream, NatStatus, NodeApi, PeerStatus, Status, StreamStatus};
 pub use server::{BindError, WebServer};

@@ -128,6 +128,7 @@ mod tests {
                 mesh_streams: vec![],
                 upload_kbps: 0,
                 max_upload_kbps: 0,
+                nat: Default::default(),
             }
         }
         fn metrics(&self) -> String {

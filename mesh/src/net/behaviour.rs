@@ -1,7 +1,8 @@
 //! The set of libp2p protocols every node runs.
 
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{StreamProtocol, dcutr, identify, identity::Keypair, kad, ping, relay};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::{StreamProtocol, autonat, dcutr, identify, identity::Keypair, kad, ping, relay, upnp};
 use std::time::Duration;
 
 /// Identify protocol version of streamr nodes.
@@ -57,6 +58,8 @@ impl RelayLimits {
             max_circuit_bytes: self.max_circuit_bytes,
             ..relay::Config::default()
         }
+        // libp2p's default rate limits (one circuit per source peer every 2 minutes) are kept: a viewer needs
+        // one circuit per stream, and re-subscribing after a failure must not be refused for minutes.
     }
 }
 
@@ -78,6 +81,12 @@ pub struct Behaviour {
     pub relay: relay::Behaviour,
     /// Hole punching over relayed connections.
     pub dcutr: dcutr::Behaviour,
+    /// Asks other nodes to dial our candidate addresses back: are we reachable?
+    pub autonat_client: autonat::v2::client::Behaviour,
+    /// Dials other nodes' candidate addresses back for them.
+    pub autonat_server: autonat::v2::server::Behaviour,
+    /// Asks the home router (UPnP IGD) to open our port, where it offers that.
+    pub upnp: Toggle<upnp::tokio::Behaviour>,
 }
 
 impl Behaviour {
@@ -86,6 +95,7 @@ impl Behaviour {
         key: &Keypair,
         relay_client: relay::client::Behaviour,
         relay_limits: &RelayLimits,
+        use_upnp: bool,
     ) -> Self {
         let peer_id = key.public().to_peer_id();
         let identify = identify::Behaviour::new(
@@ -99,7 +109,8 @@ impl Behaviour {
         kad_cfg.set_provider_publication_interval(Some(Duration::from_secs(300)));
         let mut kad =
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
-        kad.set_mode(Some(kad::Mode::Server));
+        // Client until we know we are reachable (see nat.rs): a NATed node must not act as a DHT server.
+        kad.set_mode(Some(kad::Mode::Client));
         Behaviour {
             identify,
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
@@ -108,6 +119,10 @@ impl Behaviour {
             relay_client,
             relay: relay::Behaviour::new(peer_id, relay_limits.to_config()),
             dcutr: dcutr::Behaviour::new(peer_id),
+            // Probes a candidate address every 5 s (the default) until confirmed.
+            autonat_client: autonat::v2::client::Behaviour::default(),
+            autonat_server: autonat::v2::server::Behaviour::default(),
+            upnp: Toggle::from(use_upnp.then(upnp::tokio::Behaviour::default)),
         }
     }
 }

@@ -3,11 +3,16 @@
 
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, RelayLimits};
 use super::is_relayed;
+use super::nat::{NatState, Reachability, Reservation, Upnp};
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, Swarm, identify, identity::Keypair, kad, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, identity::Keypair, kad,
+    noise, ping, relay, tcp, upnp, yamux,
+};
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -28,7 +33,15 @@ pub struct NetConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Limits of the relay service this node offers.
     pub relay: RelayLimits,
+    /// Ask the home router to open our port (UPnP IGD).
+    pub upnp: bool,
 }
+
+/// The protocol a relay server offers.
+const HOP_PROTOCOL: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
+/// A relayed connection to a peer we also reach directly is closed after this, so media moves to the
+/// direct path (libp2p-stream may open streams on either connection).
+const RELAYED_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Why the mesh could not start.
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +75,8 @@ pub enum NetCommand {
     StopProviding(kad::RecordKey),
     /// Ask the DHT who provides this key.
     GetProviders(kad::RecordKey, oneshot::Sender<Vec<PeerId>>),
+    /// Be connected to a peer (dialing its known addresses and these); answers when connected or failed.
+    Connect(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<(), String>>),
 }
 
 /// One connection to a peer.
@@ -90,6 +105,10 @@ pub struct PeerInfo {
     pub agent: Option<String>,
     /// Addresses the peer listens on (from identify).
     pub listen_addrs: Vec<Multiaddr>,
+    /// The peer offers a relay service.
+    pub supports_hop: bool,
+    /// Time from the first relayed connection to the first direct one, if we upgraded.
+    pub direct_after: Option<Duration>,
 }
 
 impl PeerInfo {
@@ -108,6 +127,35 @@ pub struct NetSnapshot {
     pub external_addrs: Vec<Multiaddr>,
     /// Connected peers.
     pub peers: BTreeMap<PeerId, PeerInfo>,
+    /// NAT traversal state.
+    pub nat: NatSnapshot,
+}
+
+/// NAT traversal, for status pages.
+#[derive(Debug, Clone, Default)]
+pub struct NatSnapshot {
+    /// "public", "private" or "unknown".
+    pub reachability: &'static str,
+    /// Confirmed external addresses that are not relayed.
+    pub public_addrs: Vec<Multiaddr>,
+    /// Relays we hold (accepted) reservations on.
+    pub relays: Vec<PeerId>,
+    /// UPnP: "searching", "mapped", "no-gateway", "not-routable", "off".
+    pub upnp: String,
+    /// What the user should know.
+    pub hint: String,
+    /// Hole punches tried.
+    pub punch_attempts: u64,
+    /// Hole punches that succeeded.
+    pub punch_successes: u64,
+    /// Failed hole punches by reason.
+    pub punch_failures: BTreeMap<String, u64>,
+    /// Relayed-to-direct upgrades measured.
+    pub upgrades: usize,
+    /// Median and longest time from relayed to direct, ms.
+    pub time_to_direct_ms: Option<(u64, u64)>,
+    /// We serve as a relay (HOP advertised).
+    pub relay_service: bool,
 }
 
 /// Counters of the libp2p side.
@@ -119,6 +167,18 @@ pub struct NetStats {
     pub connections_closed: AtomicU64,
     /// Outgoing connection attempts that failed.
     pub dial_failures: AtomicU64,
+    /// Relay service: reservations accepted for NATed peers.
+    pub relay_reservations_accepted: AtomicU64,
+    /// Relay service: reservations denied (limits).
+    pub relay_reservations_denied: AtomicU64,
+    /// Relay service: circuits opened for others.
+    pub relay_circuits_accepted: AtomicU64,
+    /// Relay service: circuits denied (limits).
+    pub relay_circuits_denied: AtomicU64,
+    /// Relay service: circuits closed (ended or hit the byte/time limit).
+    pub relay_circuits_closed: AtomicU64,
+    /// Relayed connections closed because a direct one to the same peer exists.
+    pub relayed_connections_replaced: AtomicU64,
 }
 
 /// A cloneable handle to the event loop.
@@ -144,6 +204,22 @@ impl NetHandle {
     /// Sends a command (waits if the loop is busy; drops it if the loop is gone).
     pub async fn send(&self, cmd: NetCommand) {
         let _ = self.tx.send(cmd).await;
+    }
+
+    /// Connects to `peer` (known addresses plus `addrs`) unless connected; errors say why not.
+    pub async fn connect(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.send(NetCommand::Connect(peer, addrs, tx)).await;
+        match tokio::time::timeout(limit, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err("the mesh is shutting down".into()),
+            Err(_) => Err(format!("no connection within {limit:?}")),
+        }
     }
 
     /// The DHT's providers of `key` (empty on failure or timeout).
@@ -198,7 +274,7 @@ pub async fn start(
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| NetError::Transport(e.to_string()))?
-        .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, &relay_cfg))
+        .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, &relay_cfg, cfg.upnp))
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
@@ -268,6 +344,13 @@ pub async fn start(
         pending_providers: HashMap::new(),
         bootstrap: cfg.bootstrap,
         last_kad_bootstrap: None,
+        nat: NatState::default(),
+        reservation_listeners: HashMap::new(),
+        public: false,
+        upnp_enabled: cfg.upnp,
+        close_relayed_at: HashMap::new(),
+        address_book: HashMap::new(),
+        connect_waiters: HashMap::new(),
     };
     let task = tokio::spawn(async move { lp.run(cancel).await });
     Ok((handle, task))
@@ -328,17 +411,31 @@ struct EventLoop {
     pending_providers: HashMap<kad::QueryId, (Vec<PeerId>, oneshot::Sender<Vec<PeerId>>)>,
     bootstrap: Vec<Multiaddr>,
     last_kad_bootstrap: Option<Instant>,
+    nat: NatState,
+    /// The listener of each relay reservation.
+    reservation_listeners: HashMap<ListenerId, PeerId>,
+    /// Relay service and DHT server mode are on.
+    public: bool,
+    upnp_enabled: bool,
+    /// Peers whose relayed connections are closed at this time (a direct one exists).
+    close_relayed_at: HashMap<PeerId, Instant>,
+    /// Addresses we know peers by (from catalogs, redirects, identify), newest first.
+    address_book: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Callers waiting for a connection to a peer.
+    connect_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
 }
 
 impl EventLoop {
     async fn run(&mut self, cancel: CancellationToken) {
         let mut maintenance = tokio::time::interval(Duration::from_secs(30));
+        let mut nat_tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 Some(cmd) = self.rx.recv() => self.command(cmd),
                 ev = self.swarm.select_next_some() => self.event(ev),
                 _ = maintenance.tick() => self.maintain(),
+                _ = nat_tick.tick() => self.nat_maintain(),
             }
         }
         debug!("mesh event loop stopped");
@@ -358,6 +455,148 @@ impl EventLoop {
         }
     }
 
+    /// Reachability decides the relay service and the DHT mode; private nodes keep relay reservations;
+    /// relayed connections give way to direct ones.
+    fn nat_maintain(&mut self) {
+        let now = Instant::now();
+        let public = self.nat.reachability() == Reachability::Public;
+        if public != self.public {
+            self.public = public;
+            info!(
+                public,
+                "reachability changed: relay service and DHT server mode {}",
+                if public { "on" } else { "off" }
+            );
+            let b = self.swarm.behaviour_mut();
+            b.relay.set_status(Some(if public {
+                relay::Status::Enable
+            } else {
+                relay::Status::Disable
+            }));
+            b.kad.set_mode(Some(if public {
+                kad::Mode::Server
+            } else {
+                kad::Mode::Client
+            }));
+            if public {
+                // Reservations are no longer needed.
+                let ids: Vec<ListenerId> = self.reservation_listeners.keys().copied().collect();
+                for id in ids {
+                    self.swarm.remove_listener(id);
+                }
+            }
+        }
+        let candidates: Vec<(PeerId, Multiaddr)> = self
+            .snapshot
+            .read()
+            .peers
+            .iter()
+            .filter(|(_, p)| p.supports_hop)
+            .filter_map(|(id, p)| {
+                p.connections
+                    .iter()
+                    .find(|c| !c.relayed)
+                    .map(|c| (*id, strip_p2p(&c.remote)))
+            })
+            .collect();
+        let ids: Vec<PeerId> = candidates.iter().map(|(p, _)| *p).collect();
+        for relay in self.nat.relays_to_add(&ids) {
+            let Some((_, addr)) = candidates.iter().find(|(p, _)| *p == relay) else {
+                continue;
+            };
+            let circuit = addr
+                .clone()
+                .with(Protocol::P2p(relay))
+                .with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    info!(%relay, "asking a relay for a reservation");
+                    self.reservation_listeners.insert(id, relay);
+                    self.nat.reservations.insert(
+                        relay,
+                        Reservation {
+                            addr: circuit,
+                            accepted: false,
+                        },
+                    );
+                }
+                Err(e) => debug!(%relay, error = %e, "cannot listen through relay"),
+            }
+        }
+        // Close relayed connections to peers we now reach directly.
+        let mut due = Vec::new();
+        self.close_relayed_at.retain(|p, at| {
+            if *at <= now {
+                due.push(*p);
+                false
+            } else {
+                true
+            }
+        });
+        for peer in due {
+            let relayed: Vec<ConnectionId> = self
+                .snapshot
+                .read()
+                .peers
+                .get(&peer)
+                .map(|p| {
+                    if p.is_direct() {
+                        p.connections
+                            .iter()
+                            .filter(|c| c.relayed)
+                            .map(|c| c.id)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .unwrap_or_default();
+            for id in relayed {
+                if self.swarm.close_connection(id) {
+                    self.stats
+                        .relayed_connections_replaced
+                        .fetch_add(1, Relaxed);
+                    debug!(%peer, "closed a relayed connection: a direct one exists");
+                }
+            }
+        }
+        let nat = &self.nat;
+        let snap = NatSnapshot {
+            reachability: nat.reachability().as_str(),
+            public_addrs: nat.public_addrs().to_vec(),
+            relays: nat
+                .reservations
+                .iter()
+                .filter(|(_, r)| r.accepted)
+                .map(|(p, _)| *p)
+                .collect(),
+            upnp: if !self.upnp_enabled {
+                "off".into()
+            } else {
+                match &nat.upnp {
+                    Upnp::Searching => "searching".into(),
+                    Upnp::Mapped(a) => format!("mapped {a}"),
+                    Upnp::NoGateway => "no-gateway".into(),
+                    Upnp::NotRoutable => "not-routable".into(),
+                }
+            },
+            hint: nat.hint(now),
+            punch_attempts: nat.punch_attempts,
+            punch_successes: nat.punch_successes,
+            punch_failures: nat.punch_failures.clone(),
+            upgrades: nat.upgrades(),
+            time_to_direct_ms: nat.direct_percentiles(),
+            relay_service: self.public,
+        };
+        let mut s = self.snapshot.write();
+        for (peer, d) in &nat.direct_after {
+            if let Some(p) = s.peers.get_mut(peer) {
+                p.direct_after = Some(*d);
+            }
+        }
+        s.nat = snap;
+    }
+
     fn command(&mut self, cmd: NetCommand) {
         match cmd {
             NetCommand::Dial(addr) => {
@@ -365,9 +604,30 @@ impl EventLoop {
                     debug!(%addr, error = %e, "dial failed");
                 }
             }
-            NetCommand::AddAddresses(peer, addrs) => {
-                for a in addrs {
-                    self.swarm.add_peer_address(peer, strip_p2p(&a));
+            NetCommand::AddAddresses(peer, addrs) => self.learn(peer, addrs),
+            NetCommand::Connect(peer, addrs, reply) => {
+                self.learn(peer, addrs);
+                if self.swarm.is_connected(&peer) {
+                    let _ = reply.send(Ok(()));
+                    return;
+                }
+                let known = self.address_book.get(&peer).cloned().unwrap_or_default();
+                if known.is_empty() {
+                    let _ = reply.send(Err(format!("no address known for {peer}")));
+                    return;
+                }
+                let first = !self.connect_waiters.contains_key(&peer);
+                self.connect_waiters.entry(peer).or_default().push(reply);
+                if first {
+                    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                        .addresses(known)
+                        .condition(
+                            libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing,
+                        )
+                        .build();
+                    if let Err(e) = self.swarm.dial(opts) {
+                        self.answer_connect(&peer, Err(e.to_string()));
+                    }
                 }
             }
             NetCommand::StartProviding(key) => {
@@ -380,6 +640,32 @@ impl EventLoop {
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.pending_providers.insert(id, (Vec::new(), reply));
             }
+        }
+    }
+
+    /// Remembers addresses of a peer (bounded).
+    fn learn(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if addrs.is_empty() {
+            return;
+        }
+        let book = self.address_book.entry(peer).or_default();
+        for a in addrs.into_iter().rev() {
+            let a = strip_p2p(&a);
+            book.retain(|x| *x != a);
+            book.insert(0, a);
+        }
+        book.truncate(16);
+        if self.address_book.len() > 4096 {
+            // A crude bound: forget peers we are not connected to.
+            let connected: std::collections::HashSet<PeerId> =
+                self.swarm.connected_peers().copied().collect();
+            self.address_book.retain(|p, _| connected.contains(p));
+        }
+    }
+
+    fn answer_connect(&mut self, peer: &PeerId, result: Result<(), String>) {
+        for w in self.connect_waiters.remove(peer).unwrap_or_default() {
+            let _ = w.send(result.clone());
         }
     }
 
@@ -399,6 +685,7 @@ impl EventLoop {
             }
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 info!(%address, "external address confirmed");
+                self.nat.confirmed(&address);
                 let a = with_p2p(&address, me);
                 let mut s = self.snapshot.write();
                 if !s.external_addrs.contains(&a) {
@@ -406,6 +693,7 @@ impl EventLoop {
                 }
             }
             SwarmEvent::ExternalAddrExpired { address } => {
+                self.nat.expired(&address);
                 let a = with_p2p(&address, me);
                 self.snapshot.write().external_addrs.retain(|x| *x != a);
             }
@@ -416,6 +704,7 @@ impl EventLoop {
                 ..
             } => {
                 self.stats.connections_established.fetch_add(1, Relaxed);
+                self.answer_connect(&peer_id, Ok(()));
                 let (remote, dialer) = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
                     ConnectedPoint::Listener { send_back_addr, .. } => {
@@ -424,19 +713,24 @@ impl EventLoop {
                 };
                 let relayed = is_relayed(&remote);
                 debug!(%peer_id, %remote, relayed, "connected");
-                self.snapshot
-                    .write()
-                    .peers
-                    .entry(peer_id)
-                    .or_default()
-                    .connections
-                    .push(ConnInfo {
-                        id: connection_id,
-                        remote,
-                        relayed,
-                        dialer,
-                        established: Instant::now(),
-                    });
+                let mut snap = self.snapshot.write();
+                let info = snap.peers.entry(peer_id).or_default();
+                let already_direct = info.is_direct();
+                let has_relayed = info.connections.iter().any(|c| c.relayed);
+                self.nat
+                    .connection(peer_id, relayed, already_direct, Instant::now());
+                if !relayed && has_relayed {
+                    info!(%peer_id, "direct connection established; the relayed one will be closed");
+                    self.close_relayed_at
+                        .insert(peer_id, Instant::now() + RELAYED_CLOSE_GRACE);
+                }
+                info.connections.push(ConnInfo {
+                    id: connection_id,
+                    remote,
+                    relayed,
+                    dialer,
+                    established: Instant::now(),
+                });
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -449,11 +743,17 @@ impl EventLoop {
                     p.connections.retain(|c| c.id != connection_id);
                     if p.connections.is_empty() {
                         s.peers.remove(&peer_id);
+                        self.nat.disconnected(&peer_id);
                     }
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 self.stats.dial_failures.fetch_add(1, Relaxed);
+                if let Some(p) = peer_id
+                    && !self.swarm.is_connected(&p)
+                {
+                    self.answer_connect(&p, Err(error.to_string()));
+                }
                 debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
             }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
@@ -480,12 +780,93 @@ impl EventLoop {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                 }
+                self.learn(
+                    peer_id,
+                    info.listen_addrs
+                        .iter()
+                        .filter(|a| !is_relayed(a))
+                        .cloned()
+                        .collect(),
+                );
                 let mut s = self.snapshot.write();
                 if let Some(p) = s.peers.get_mut(&peer_id) {
+                    p.supports_hop = info.protocols.contains(&HOP_PROTOCOL);
                     p.agent = Some(info.agent_version);
                     p.listen_addrs = info.listen_addrs;
                 }
             }
+            SwarmEvent::ListenerClosed { listener_id, .. } => {
+                if let Some(relay) = self.reservation_listeners.remove(&listener_id) {
+                    info!(%relay, "relay reservation ended");
+                    self.nat.reservations.remove(&relay);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
+                relay::client::Event::ReservationReqAccepted {
+                    relay_peer_id,
+                    renewal,
+                    ..
+                },
+            )) => {
+                if !renewal {
+                    info!(relay = %relay_peer_id, "relay reservation accepted: reachable through it");
+                }
+                if let Some(r) = self.nat.reservations.get_mut(&relay_peer_id) {
+                    r.accepted = true;
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(ev)) => match ev {
+                relay::Event::ReservationReqAccepted { .. } => {
+                    self.stats.relay_reservations_accepted.fetch_add(1, Relaxed);
+                }
+                relay::Event::ReservationReqDenied { .. } => {
+                    self.stats.relay_reservations_denied.fetch_add(1, Relaxed);
+                }
+                relay::Event::CircuitReqAccepted {
+                    src_peer_id,
+                    dst_peer_id,
+                } => {
+                    self.stats.relay_circuits_accepted.fetch_add(1, Relaxed);
+                    debug!(%src_peer_id, %dst_peer_id, "relaying a circuit");
+                }
+                relay::Event::CircuitReqDenied { .. } => {
+                    self.stats.relay_circuits_denied.fetch_add(1, Relaxed);
+                }
+                relay::Event::CircuitClosed { .. } => {
+                    self.stats.relay_circuits_closed.fetch_add(1, Relaxed);
+                }
+                _ => {}
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => {
+                    info!(peer = %remote_peer_id, "hole punch succeeded: direct connection");
+                    self.nat.punch(Ok(()));
+                }
+                Err(e) => {
+                    info!(peer = %remote_peer_id, error = %e, "hole punch failed; staying on the relay");
+                    self.nat.punch(Err(e.to_string()));
+                }
+            },
+            SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(autonat::v2::client::Event {
+                tested_addr,
+                result,
+                ..
+            })) => {
+                debug!(%tested_addr, ok = result.is_ok(), "reachability probe");
+                self.nat.autonat_result(result.is_ok());
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Upnp(ev)) => match ev {
+                upnp::Event::NewExternalAddr { external_addr, .. } => {
+                    info!(%external_addr, "the router opened a port for us (UPnP)");
+                    self.nat.upnp = Upnp::Mapped(external_addr);
+                }
+                upnp::Event::ExpiredExternalAddr { .. } => self.nat.upnp = Upnp::Searching,
+                upnp::Event::GatewayNotFound => self.nat.upnp = Upnp::NoGateway,
+                upnp::Event::NonRoutableGateway => self.nat.upnp = Upnp::NotRoutable,
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,
                 result: Ok(rtt),

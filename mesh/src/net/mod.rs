@@ -4,10 +4,12 @@
 
 mod behaviour;
 mod event_loop;
+pub mod nat;
 
 pub use behaviour::{Behaviour, BehaviourEvent, RelayLimits};
 pub use event_loop::{
-    ConnInfo, NetCommand, NetConfig, NetError, NetHandle, NetSnapshot, NetStats, PeerInfo, start,
+    ConnInfo, NatSnapshot, NetCommand, NetConfig, NetError, NetHandle, NetSnapshot, NetStats,
+    PeerInfo, start,
 };
 
 use libp2p::Multiaddr;

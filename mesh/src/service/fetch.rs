@@ -176,6 +176,21 @@ async fn candidates(
         peer: e.provider,
         hops: e.hops,
     }));
+    // The nodes above our (lost) upstream, as it told us when it accepted us.
+    if let Some(l) = hub.lineage() {
+        for f in &l.fallbacks {
+            if usable(&f.peer) {
+                shared
+                    .net
+                    .send(NetCommand::AddAddresses(f.peer, f.addrs.clone()))
+                    .await;
+                out.push(Candidate {
+                    peer: f.peer,
+                    hops: u8::MAX,
+                });
+            }
+        }
+    }
     if out.is_empty() {
         for p in shared.net.providers(provider_key(name)).await {
             if usable(&p) {
@@ -198,6 +213,11 @@ async fn session(
     c: &Candidate,
     last_frame: &mut Option<Instant>,
 ) -> Outcome {
+    // Dial with the addresses we know (libp2p-stream would dial with none); on loopback and LANs the peer
+    // may be reachable although no behaviour has its address.
+    if let Err(e) = shared.net.connect(c.peer, Vec::new(), ANSWER_TIMEOUT).await {
+        return Outcome::Refused(format!("cannot connect: {e}"));
+    }
     let mut control = shared.net.control();
     let stream =
         match tokio::time::timeout(ANSWER_TIMEOUT, control.open_stream(c.peer, wire::PROTOCOL))
@@ -228,12 +248,13 @@ async fn session(
         Ok(None) => return Outcome::Refused("closed without an answer".into()),
         Err(_) => return Outcome::Refused("no answer".into()),
     };
-    let (announcement, hops, mut path) = match answer {
+    let (announcement, hops, mut path, fallbacks) = match answer {
         Message::Accept {
             announcement,
             hops,
             path,
-        } => (announcement, hops, path),
+            fallbacks,
+        } => (announcement, hops, path, fallbacks),
         Message::Redirect { providers, .. } => return Outcome::Redirected(providers),
         Message::Reject { reason } => return Outcome::Refused(reason),
         m => {
@@ -266,11 +287,16 @@ async fn session(
     let _ = c.hops;
     path.push(shared.me);
     let source = hub.attach(SourceKind::Mesh);
+    let fallbacks: Vec<ProviderHint> = fallbacks
+        .into_iter()
+        .filter(|h| h.peer != shared.me)
+        .collect();
     hub.set_lineage(Some(Arc::new(Lineage {
         announcement,
         hops: hops.saturating_add(1),
         path,
         upstream: Some(c.peer),
+        fallbacks,
     })));
     info!(stream = %hub.name(), provider = %c.peer, hops = hops.saturating_add(1), "subscribed");
 
@@ -332,6 +358,7 @@ async fn session(
                                 hops: hops.saturating_add(1),
                                 path,
                                 upstream: Some(c.peer),
+                                fallbacks: l.fallbacks.clone(),
                             })));
                         }
                     }
@@ -346,6 +373,9 @@ async fn session(
             }
             _ = ack.tick() => {
                 if bytes != acked_bytes {
+                    if !shared.view(&c.peer).direct {
+                        shared.stats.relayed_bytes_received.fetch_add(bytes - acked_bytes, Relaxed);
+                    }
                     acked_bytes = bytes;
                     let m = wire::encode(&Message::Ack { seq, bytes });
                     if let Err(e) = wr.write_all(&m).await {

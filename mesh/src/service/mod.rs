@@ -41,6 +41,8 @@ pub struct MeshConfig {
     pub max_upload_kbps: u32,
     /// Relay service limits.
     pub relay: RelayLimits,
+    /// Ask the home router to open our port (UPnP IGD).
+    pub upnp: bool,
     /// How often the catalog is gossiped.
     pub gossip_interval: Duration,
     /// An upstream that sends nothing for this long is replaced.
@@ -58,6 +60,7 @@ impl MeshConfig {
             bootstrap: Vec::new(),
             max_upload_kbps: 20_000,
             relay: RelayLimits::default(),
+            upnp: true,
             gossip_interval: Duration::from_secs(2),
             stall_timeout: Duration::from_secs(2),
             max_inflight: 1 << 20,
@@ -118,6 +121,8 @@ pub struct PeerStatus {
     pub rtt_ms: Option<f64>,
     /// Remote address of the preferred connection.
     pub addr: String,
+    /// Time from the first relayed to the first direct connection, if this peer was upgraded.
+    pub direct_after_ms: Option<u64>,
 }
 
 /// A stream on this node as the mesh sees it.
@@ -144,6 +149,8 @@ pub struct MeshStatus {
     pub known: Vec<KnownStream>,
     /// Upload in use for downstream peers, kbit/s.
     pub upload_kbps: u64,
+    /// NAT traversal.
+    pub nat: net::NatSnapshot,
 }
 
 fn now_ms() -> u64 {
@@ -151,6 +158,15 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// What a stream costs per downstream peer, kbit/s, for admission: its measured or declared bitrate, or a
+/// typical 2.5 Mbit/s before its first frames tell (subscribers often arrive before the first frame).
+pub(crate) fn stream_kbps(hub: &Hub) -> u64 {
+    match hub.bitrate_estimate_bps() / 1000 {
+        0 => 2500,
+        k => k,
+    }
 }
 
 /// The DHT key of a stream name.
@@ -179,6 +195,7 @@ impl Mesh {
                 port: config.port,
                 bootstrap: config.bootstrap.clone(),
                 relay: config.relay.clone(),
+                upnp: config.upnp,
             },
             cancel.clone(),
         )
@@ -270,6 +287,7 @@ impl Mesh {
                     connection: if p.is_direct() { "direct" } else { "relayed" },
                     rtt_ms: p.rtt.map(|d| d.as_secs_f64() * 1000.0),
                     addr: best.map(|c| c.remote.to_string()).unwrap_or_default(),
+                    direct_after_ms: p.direct_after.map(|d| d.as_millis() as u64),
                 }
             })
             .collect();
@@ -279,6 +297,7 @@ impl Mesh {
             peers,
             known: self.shared.catalog.lock().streams(Instant::now()),
             upload_kbps: self.shared.upload_kbps(),
+            nat: snap.nat.clone(),
         }
     }
 }
@@ -304,7 +323,7 @@ impl Shared {
         downstream
             .values()
             .filter_map(|d| self.streams.get(&d.hub))
-            .map(|h| h.bitrate_estimate_bps() / 1000)
+            .map(|h| stream_kbps(&h))
             .sum()
     }
 
@@ -400,6 +419,7 @@ impl Shared {
                     hops: 0,
                     path: vec![self.me],
                     upstream: None,
+                    fallbacks: Vec::new(),
                 })));
             }
             Err(e) => {

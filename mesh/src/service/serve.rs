@@ -16,8 +16,9 @@ use tokio_util::compat::FuturesAsyncReadCompatExt;
 
 /// Time a subscriber has to say what it wants.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
-/// A subscriber whose window stays full this long is cut off.
-const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// A subscriber that acknowledges nothing for this long while frames are outstanding is cut off (it
+/// acknowledges every 100 ms while it receives): a dead peer frees its upload slot quickly.
+const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Frames written per batch.
 const BATCH: usize = 32;
 
@@ -147,7 +148,7 @@ pub(crate) async fn serve(
     // The check and the reservation happen under one lock, so simultaneous subscribers cannot all slip in.
     // A node always serves at least one peer, or a stream could never leave it.
     let cap = u64::from(shared.config.max_upload_kbps);
-    let need = hub.bitrate_estimate_bps() / 1000;
+    let need = super::stream_kbps(&hub);
     let admitted = {
         let mut down = shared.downstream.lock();
         let ok = cap == 0 || down.is_empty() || shared.upload_kbps_of(&down) + need <= cap;
@@ -181,6 +182,7 @@ pub(crate) async fn serve(
         announcement: lineage.announcement.clone(),
         hops: lineage.hops,
         path: lineage.path.clone(),
+        fallbacks: fallbacks_for(&shared, &lineage, &peer),
     }))
     .await?;
     shared.stats.subscriptions_accepted.fetch_add(1, Relaxed);
@@ -188,7 +190,7 @@ pub(crate) async fn serve(
     let mut sub = hub.subscribe(SubscriberKind::Peer);
     let max_inflight = shared.config.max_inflight;
     let (mut sent, mut acked) = (0u64, 0u64);
-    let mut full_since: Option<tokio::time::Instant> = None;
+    let mut last_ack = tokio::time::Instant::now();
     let mut out: Vec<bytes::Bytes> = Vec::with_capacity(BATCH);
     loop {
         let room = sent.saturating_sub(acked) < max_inflight;
@@ -198,7 +200,7 @@ pub(crate) async fn serve(
             msg = rd.next() => match msg {
                 Some(Ok(Message::Ack { bytes, .. })) => {
                     acked = acked.max(bytes.min(sent));
-                    full_since = None;
+                    last_ack = tokio::time::Instant::now();
                 }
                 Some(Ok(m)) => return Err(ServeError::Protocol(format!("unexpected {m:?}"))),
                 Some(Err(e)) => return Err(e.into()),
@@ -241,16 +243,50 @@ pub(crate) async fn serve(
                 }
                 wr.flush().await?;
                 shared.stats.bytes_sent.fetch_add(total as u64, Relaxed);
-            }
-            _ = tokio::time::sleep(Duration::from_millis(500)), if !room => {
-                // Window full: the hub skips this subscriber ahead meanwhile; cut it off if it never acks.
-                let since = *full_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() > ACK_TIMEOUT {
-                    return Err(ServeError::Stalled);
+                if !shared.view(&peer).direct {
+                    shared.stats.relayed_bytes_sent.fetch_add(total as u64, Relaxed);
                 }
+            }
+            // While the window is full the hub skips this subscriber ahead; one that stops acknowledging
+            // altogether is gone.
+            _ = tokio::time::sleep_until(last_ack + ACK_TIMEOUT), if sent > acked => {
+                return Err(ServeError::Stalled);
             }
         }
     }
+}
+
+/// Where a subscriber should go if we die: our upstream (with the addresses we know it by), then the
+/// nodes above it that our own upstream named.
+fn fallbacks_for(
+    shared: &Shared,
+    lineage: &crate::hub::Lineage,
+    requester: &PeerId,
+) -> Vec<ProviderHint> {
+    let mut out = Vec::new();
+    if let Some(up) = lineage.upstream {
+        let addrs = shared.net.with_snapshot(|s| {
+            s.peers
+                .get(&up)
+                .map(|p| {
+                    let mut a: Vec<libp2p::Multiaddr> = p
+                        .connections
+                        .iter()
+                        .filter(|c| c.dialer && !crate::net::is_relayed(&c.remote))
+                        .map(|c| c.remote.clone())
+                        .collect();
+                    a.extend(p.listen_addrs.iter().cloned());
+                    a.truncate(8);
+                    a
+                })
+                .unwrap_or_default()
+        });
+        out.push(ProviderHint { peer: up, addrs });
+    }
+    out.extend(lineage.fallbacks.iter().cloned());
+    out.retain(|h| h.peer != *requester);
+    out.truncate(4);
+    out
 }
 
 /// Providers to redirect a subscriber to: our downstream peers of this stream, then catalog providers.

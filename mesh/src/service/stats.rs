@@ -35,6 +35,10 @@ pub struct MeshStats {
     pub bytes_sent: AtomicU64,
     /// Frame bytes received from upstream peers.
     pub bytes_received: AtomicU64,
+    /// Of `bytes_sent`, those to peers reached only through a relay.
+    pub relayed_bytes_sent: AtomicU64,
+    /// Of `bytes_received`, those from peers reached only through a relay.
+    pub relayed_bytes_received: AtomicU64,
 }
 
 impl MeshStats {

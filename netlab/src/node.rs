@@ -99,12 +99,19 @@ pub struct PeerStatus {
     pub direct_since_ms: Option<f64>,
     /// The node's own measure of how long the connection took to become direct, ms.
     pub time_to_direct_ms: Option<f64>,
+    /// From the first relayed to the first direct connection, when hole punching upgraded it, ms.
+    pub direct_after_ms: Option<f64>,
 }
 
 impl PeerStatus {
     /// True for a direct connection.
     pub fn is_direct(&self) -> bool {
         self.connection.as_deref() == Some("direct")
+    }
+
+    /// The node's own time from relayed to direct, under whichever name it reports it.
+    pub fn node_time_to_direct_ms(&self) -> Option<f64> {
+        self.time_to_direct_ms.or(self.direct_after_ms)
     }
 }
 
@@ -146,6 +153,18 @@ pub struct NatStatus {
     pub external_addrs: Vec<String>,
     /// A hint for the user.
     pub hint: Option<String>,
+    /// Relays it holds reservations on.
+    pub relays: Vec<String>,
+    /// UPnP port mapping state.
+    pub upnp: Option<String>,
+    /// Hole punches tried.
+    pub hole_punch_attempts: Option<u64>,
+    /// Hole punches that gave a direct connection.
+    pub hole_punch_successes: Option<u64>,
+    /// Connections upgraded from relayed to direct.
+    pub upgrades: Option<u64>,
+    /// Median time from relayed to direct, ms.
+    pub time_to_direct_p50_ms: Option<f64>,
 }
 
 /// The listen address another node should bootstrap from: one on `ip` (QUIC first, then TCP), or with
@@ -436,12 +455,14 @@ mod tests {
         assert_eq!(s.stream("probe").unwrap().frames, 9);
         assert!(s.peers.is_empty());
         let mesh = r#"{"peer_id":"B","listen_addrs":["/ip4/127.0.0.1/udp/4001/quic-v1/p2p/B"],
-            "peers":[{"peer_id":"A","connection":"direct","rtt_ms":50.5,"addr":"/ip4/1.2.3.4/udp/1/quic-v1","future":1}],
+            "peers":[{"peer_id":"A","connection":"direct","rtt_ms":50.5,"addr":"/ip4/1.2.3.4/udp/1/quic-v1","direct_after_ms":1200,"future":1}],
             "streams":[{"name":"probe","origin":"A","upstream":"A","hops":1,"subscribers":0}],
-            "nat":{"reachability":"private","external_addrs":[],"hint":"behind NAT"}}"#;
+            "nat":{"reachability":"private","external_addrs":[],"hint":"behind NAT","hole_punch_attempts":2,
+                   "hole_punch_successes":1,"hole_punch_failures":{"timeout":1},"upgrades":1,"upnp":"no-gateway"}}"#;
         let s: NodeStatus = serde_json::from_str(mesh).unwrap();
         assert!(s.has_mesh());
         assert!(s.peer("A").unwrap().is_direct());
+        assert_eq!(s.peer("A").unwrap().node_time_to_direct_ms(), Some(1200.0));
         assert_eq!(s.stream("probe").unwrap().hops, Some(1));
         assert_eq!(s.nat.unwrap().reachability.as_deref(), Some("private"));
     }

@@ -125,6 +125,10 @@ pub struct NodeReport {
     pub log: String,
     /// Why it did not run, if it did not.
     pub error: Option<String>,
+    /// Its NAT reachability at the end, as it reports it (`public`, `private`, `unknown`).
+    pub reachability: Option<String>,
+    /// Hole punches it tried, and of those succeeded, at the end.
+    pub hole_punches: Option<(u64, u64)>,
     /// Status polls that failed.
     pub status_errors: u64,
     /// The last status read, as the node sent it.
@@ -466,6 +470,43 @@ impl RunReport {
         t
     }
 
+    /// One row per node per trial.
+    pub fn node_table(&self) -> Table {
+        let mut t = Table::new([
+            "case",
+            "trial",
+            "node",
+            "NAT",
+            "address",
+            "ready ms",
+            "reachability",
+            "hole punches ok/tried",
+            "bootstrap",
+            "error",
+        ]);
+        for c in &self.cases {
+            for tr in &c.trials {
+                for n in &tr.nodes {
+                    t.push([
+                        c.label.clone(),
+                        tr.trial.to_string(),
+                        n.name.clone(),
+                        n.nat.clone(),
+                        n.addr.clone(),
+                        ms(n.ready_ms),
+                        n.reachability.clone().unwrap_or_else(|| "-".into()),
+                        n.hole_punches
+                            .map(|(tried, ok)| format!("{ok}/{tried}"))
+                            .unwrap_or_else(|| "-".into()),
+                        n.bootstrap.len().to_string(),
+                        n.error.clone().unwrap_or_default(),
+                    ]);
+                }
+            }
+        }
+        t
+    }
+
     /// The report for people.
     pub fn to_markdown(&self) -> String {
         let mut s = format!("# netlab run: {}\n\n", self.scenario);
@@ -496,6 +537,8 @@ impl RunReport {
         s.push_str(&self.summary_table().to_markdown());
         s.push_str("\n## Players\n\n");
         s.push_str(&self.trial_table().to_markdown());
+        s.push_str("\n## Nodes\n\n");
+        s.push_str(&self.node_table().to_markdown());
         s.push_str(
             "\nTime to direct is measured from the player's play request to the first status poll of its node \
              that shows a direct connection to the publisher's node. Latency is one-way (receive time minus the \

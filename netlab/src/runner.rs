@@ -542,6 +542,14 @@ async fn drive(
             bootstrap: o.bootstrap,
             log: dir.join(format!("{}.log", n.name)).display().to_string(),
             error: o.error,
+            reachability: h
+                .last()
+                .and_then(|s| s.nat.as_ref())
+                .and_then(|n| n.reachability.clone()),
+            hole_punches: h
+                .last()
+                .and_then(|s| s.nat.as_ref())
+                .and_then(|n| Some((n.hole_punch_attempts?, n.hole_punch_successes.unwrap_or(0)))),
             status_errors: h.errors,
             final_status: h.last_raw.clone(),
         });
@@ -589,7 +597,7 @@ async fn drive(
                         p.node_time_to_direct_ms = h
                             .last()
                             .and_then(|s| s.peer(peer))
-                            .and_then(|x| x.time_to_direct_ms);
+                            .and_then(|x| x.node_time_to_direct_ms());
                     }
                 }
                 p.play = Some(play);

@@ -508,6 +508,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             "the scenario has no [[node]] and no [[group]]".into(),
         ));
     }
+    if let Some(late) = nodes.iter().find(|n| n.start_at >= duration) {
+        return Err(err(
+            &format!("start of node {:?}", late.name),
+            format!(
+                "starts at {:.1} s, at or after the end of the trial (duration_s = {})",
+                late.start_at.as_secs_f64(),
+                f.duration_s
+            ),
+        ));
+    }
     let names: HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
     let exists = |key: &str, name: &str| {
         if names.contains(name) {
@@ -930,6 +940,10 @@ mod tests {
             (
                 SMALL.replace("join_s = 2", "join_s = 30"),
                 "at or after the end",
+            ),
+            (
+                SMALL.replace("link = { delay_ms = 25 }", "start_s = 20"),
+                "start of node \"alice\": starts at 20.0 s",
             ),
             (
                 SMALL.replace("name = \"relay\"", "name = \"Relay\""),

@@ -3,12 +3,11 @@
 //! coordinator. Every entry carries the origin's signed announcement; forged entries are refused and
 //! counted. Plain code with no sockets: time is a parameter.
 //!
-//! Gossip is first-hand, like a distance-vector protocol: a node only ever advertises itself, as a provider
-//! of the streams it holds (at its distance from the origin) and of the streams it can fetch from a
-//! neighbour (one hop further). So a viewer finds the stream at the neighbours it is already connected
-//! to, and a stream spreads along the mesh as a tree instead of every viewer dialing the origin. Split
-//! horizon (a stream learned from a peer is not offered back to it) and a hop limit stop counting to
-//! infinity; the media protocol's path check stops any loop that slips through.
+//! Gossip is transitive: a node passes on what it learned (with the provider's own addresses, which for a
+//! node behind NAT include its relay circuit addresses), so a viewer learns of the origin itself and can
+//! reach it through a relay and then directly by hole punching, instead of routing the stream through
+//! whichever node it happened to bootstrap from. Entries expire unless refreshed, and a hop limit bounds
+//! how far they travel.
 
 use crate::announce::{Announcement, StreamId};
 use crate::codec::{Reader, WireError, Writer};
@@ -113,6 +112,8 @@ pub struct Merged {
     pub forged: Vec<StreamId>,
     /// Something new was learned (a new stream or provider, or a shorter path): worth passing on now.
     pub changed: bool,
+    /// Providers whose entry is new or changed, with their addresses.
+    pub addresses: Vec<(PeerId, Vec<Multiaddr>)>,
 }
 
 /// A stream known in the mesh, for listings.
@@ -154,11 +155,11 @@ impl Catalog {
         &self.local
     }
 
-    /// Takes in entries gossiped by `from`; only entries in which `from` offers itself are taken.
-    pub fn merge(&mut self, from: &PeerId, entries: Vec<CatalogEntry>, now: Instant) -> Merged {
+    /// Takes in entries gossiped to `me` (entries naming `me` as provider are ignored).
+    pub fn merge(&mut self, me: &PeerId, entries: Vec<CatalogEntry>, now: Instant) -> Merged {
         let mut out = Merged::default();
         for e in entries {
-            if e.provider != *from || e.hops > MAX_GOSSIP_HOPS {
+            if e.provider == *me || e.hops > MAX_GOSSIP_HOPS {
                 continue;
             }
             if !self.is_verified(&e.announcement) {
@@ -182,8 +183,12 @@ impl Catalog {
             let changed = self.learned.get(&key).is_none_or(|old| {
                 old.entry.hops != e.hops
                     || old.entry.announcement.started_ms != e.announcement.started_ms
+                    || old.entry.addrs != e.addrs
             });
             out.changed |= changed;
+            if changed {
+                out.addresses.push((e.provider, e.addrs.clone()));
+            }
             self.learned.insert(
                 key,
                 Stored {
@@ -231,47 +236,17 @@ impl Catalog {
         self.learned.retain(|(_, p), _| p != provider);
     }
 
-    /// What to gossip to `peer`: our own streams, and the streams we can fetch from someone other than
-    /// `peer` (split horizon), one hop further than the nearest such provider, offered by us.
-    pub fn gossip_for(
-        &self,
-        me: &PeerId,
-        peer: &PeerId,
-        addrs: &[Multiaddr],
-        spare_kbps: u32,
-        now: Instant,
-    ) -> Vec<CatalogEntry> {
+    /// What to gossip to `peer`: our own entries and what we learned, except entries about `peer` itself.
+    pub fn gossip_for(&self, peer: &PeerId, now: Instant) -> Vec<CatalogEntry> {
         let mut out: Vec<CatalogEntry> = self.local.clone();
-        let held: std::collections::HashSet<&StreamId> =
-            self.local.iter().map(|e| &e.announcement.id).collect();
-        let mut relay: HashMap<StreamId, CatalogEntry> = HashMap::new();
-        for s in self.learned.values() {
-            let e = &s.entry;
-            if s.expires <= now || e.provider == *peer || held.contains(&e.announcement.id) {
-                continue;
-            }
-            let hops = e.hops.saturating_add(1);
-            if hops > MAX_GOSSIP_HOPS {
-                continue;
-            }
-            let better = relay.get(&e.announcement.id).is_none_or(|r| {
-                (hops, std::cmp::Reverse(e.announcement.started_ms))
-                    < (r.hops, std::cmp::Reverse(r.announcement.started_ms))
-            });
-            if better {
-                relay.insert(
-                    e.announcement.id.clone(),
-                    CatalogEntry {
-                        announcement: e.announcement.clone(),
-                        provider: *me,
-                        addrs: addrs.to_vec(),
-                        hops,
-                        spare_kbps,
-                    },
-                );
-            }
-        }
-        out.extend(relay.into_values());
+        out.extend(
+            self.learned
+                .values()
+                .filter(|s| {
+                    s.expires > now && s.entry.provider != *peer && s.entry.hops < MAX_GOSSIP_HOPS
+                })
+                .map(|s| s.entry.clone()),
+        );
         out.truncate(MAX_ENTRIES);
         out
     }
@@ -354,14 +329,16 @@ pub struct PeerView {
     pub rtt_ms: Option<u32>,
 }
 
-/// Orders candidates best first: direct before relayed, then fewer hops, then lower RTT, then more spare
-/// upload. Candidates whose path would form a loop must be removed by the caller.
+/// Orders candidates best first: providers we only reach through a relay come last (a hole punch has not
+/// worked for them); then fewer hops from the origin, lower RTT, more spare upload. A provider we are not
+/// connected to yet is not penalised: connecting to it (through a relay, then directly by hole punching)
+/// is how a viewer gets the stream straight from the publisher's home. Candidates whose path would form a
+/// loop must be removed by the caller.
 pub fn rank(candidates: &mut [CatalogEntry], view: impl Fn(&PeerId) -> PeerView) {
     candidates.sort_by_key(|e| {
         let v = view(&e.provider);
         (
-            // A relayed or unknown connection is only a fallback; a connected direct peer is best.
-            !(v.connected && v.direct),
+            v.connected && !v.direct,
             e.hops,
             v.rtt_ms.unwrap_or(u32::MAX / 2),
             std::cmp::Reverse(e.spare_kbps),
@@ -409,16 +386,17 @@ mod tests {
         let good = entry(&origin, "alice", 10, origin.public().to_peer_id(), 0);
         let mut forged = entry(&origin, "alice", 10, liar, 1);
         forged.announcement = forged.announcement.forged_with_start(11);
-        let m = c.merge(&origin.public().to_peer_id(), vec![good.clone()], t0);
+        let m = c.merge(&me, vec![good.clone(), forged], t0);
         assert_eq!(m.accepted, 1);
-        let m = c.merge(&liar, vec![forged], t0);
-        assert_eq!(m.accepted, 0);
+        assert!(m.changed);
         assert_eq!(m.forged, vec![good.announcement.id.clone()]);
         assert_eq!(c.providers("alice", None, t0), vec![good.clone()]);
         assert_eq!(c.streams(t0).len(), 1);
-        // A peer can only offer itself: entries naming others are ignored.
+        // The same again is not news.
+        assert!(!c.merge(&me, vec![good.clone()], t0).changed);
+        // Our own entries are not learned back.
         assert_eq!(
-            c.merge(&liar, vec![entry(&origin, "x", 1, me, 0)], t0)
+            c.merge(&me, vec![entry(&origin, "x", 1, me, 0)], t0)
                 .accepted,
             0
         );
@@ -436,15 +414,14 @@ mod tests {
         let b = Keypair::generate_ed25519();
         let mut c = Catalog::default();
         let t = Instant::now();
-        let _ = me;
         let (pa, pb, relay) = (
             a.public().to_peer_id(),
             b.public().to_peer_id(),
             PeerId::random(),
         );
-        c.merge(&pa, vec![entry(&a, "game", 1, pa, 0)], t);
-        c.merge(&relay, vec![entry(&a, "game", 2, relay, 1)], t);
-        c.merge(&pb, vec![entry(&b, "game", 5, pb, 0)], t);
+        c.merge(&me, vec![entry(&a, "game", 1, pa, 0)], t);
+        c.merge(&me, vec![entry(&a, "game", 2, relay, 1)], t);
+        c.merge(&me, vec![entry(&b, "game", 5, pb, 0)], t);
         let all = c.providers("game", None, t);
         assert_eq!(all.len(), 2, "one per origin, newest publish only");
         assert!(all.iter().all(|e| e.announcement.started_ms != 1));
@@ -455,7 +432,7 @@ mod tests {
     }
 
     #[test]
-    fn gossip_is_first_hand_with_split_horizon() {
+    fn gossip_passes_on_what_was_learned_with_a_hop_limit() {
         let (me, a, c) = (
             PeerId::random(),
             Keypair::generate_ed25519(),
@@ -464,31 +441,26 @@ mod tests {
         let pa = a.public().to_peer_id();
         let mut cat = Catalog::default();
         let t = Instant::now();
-        cat.merge(&pa, vec![entry(&a, "alice", 1, pa, 0)], t);
-        let addrs: Vec<Multiaddr> = vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()];
-        // To C we offer ourselves, one hop further than A.
-        let to_c = cat.gossip_for(&me, &c, &addrs, 500, t);
+        cat.merge(&me, vec![entry(&a, "alice", 1, pa, 0)], t);
+        // C hears of A's stream with A's own addresses, so it can go to A.
+        let to_c = cat.gossip_for(&c, t);
         assert_eq!(to_c.len(), 1);
-        assert_eq!(
-            (to_c[0].provider, to_c[0].hops, to_c[0].spare_kbps),
-            (me, 1, 500)
-        );
-        // To A we offer nothing back: it is where we learned it.
-        assert!(cat.gossip_for(&me, &pa, &addrs, 500, t).is_empty());
+        assert_eq!((to_c[0].provider, to_c[0].hops), (pa, 0));
+        // A is not told about itself.
+        assert!(cat.gossip_for(&pa, t).is_empty());
         assert!(cat.reachable("alice", None, &c, t));
         assert!(!cat.reachable("alice", None, &pa, t));
-        // Hop limit.
-        let far = entry(&a, "far", 1, c, MAX_GOSSIP_HOPS);
-        cat.merge(&c, vec![far], t);
+        // Entries at the hop limit are kept but not passed on.
+        cat.merge(&me, vec![entry(&a, "far", 1, c, MAX_GOSSIP_HOPS)], t);
         assert!(
-            cat.gossip_for(&me, &pa, &addrs, 1, t)
+            cat.gossip_for(&pa, t)
                 .iter()
                 .all(|e| e.announcement.id.name != "far")
         );
     }
 
     #[test]
-    fn ranking_prefers_direct_then_hops_then_rtt_then_spare() {
+    fn ranking_puts_relayed_only_last_then_hops_rtt_spare() {
         let k = Keypair::generate_ed25519();
         let (p1, p2, p3, p4) = (
             PeerId::random(),
@@ -509,5 +481,13 @@ mod tests {
         });
         let order: Vec<PeerId> = v.iter().map(|e| e.provider).collect();
         assert_eq!(order, vec![p4, p3, p2, p1]);
+        // A provider we are not connected to yet is tried before a farther one we reach directly.
+        let mut v = vec![entry(&k, "s", 1, p1, 1), entry(&k, "s", 1, p2, 0)];
+        rank(&mut v, |p| PeerView {
+            connected: *p == p1,
+            direct: *p == p1,
+            rtt_ms: None,
+        });
+        assert_eq!(v[0].provider, p2);
     }
 }

@@ -351,15 +351,20 @@ pub async fn start(
         close_relayed_at: HashMap::new(),
         address_book: HashMap::new(),
         connect_waiters: HashMap::new(),
+        pending_dials: HashMap::new(),
+        dialed_with: HashMap::new(),
     };
     let task = tokio::spawn(async move { lp.run(cancel).await });
     Ok((handle, task))
 }
 
+/// The address without a trailing `/p2p/<peer>` (a circuit address keeps its relay's `/p2p/<relay>`).
 fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
-    addr.iter()
-        .filter(|p| !matches!(p, Protocol::P2p(_)))
-        .collect()
+    let mut a = addr.clone();
+    if matches!(a.iter().last(), Some(Protocol::P2p(_))) {
+        a.pop();
+    }
+    a
 }
 
 fn with_p2p(addr: &Multiaddr, peer: PeerId) -> Multiaddr {
@@ -423,6 +428,10 @@ struct EventLoop {
     address_book: HashMap<PeerId, Vec<Multiaddr>>,
     /// Callers waiting for a connection to a peer.
     connect_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
+    /// Our own dials in flight.
+    pending_dials: HashMap<ConnectionId, PeerId>,
+    /// The addresses of our last dial per peer (a dial with the same ones is not repeated while it runs).
+    dialed_with: HashMap<PeerId, Vec<Multiaddr>>,
 }
 
 impl EventLoop {
@@ -604,9 +613,14 @@ impl EventLoop {
                     debug!(%addr, error = %e, "dial failed");
                 }
             }
-            NetCommand::AddAddresses(peer, addrs) => self.learn(peer, addrs),
+            NetCommand::AddAddresses(peer, addrs) => {
+                // Someone waits to connect to this peer and we just learned new addresses: try them now.
+                if self.learn(peer, addrs) && self.connect_waiters.contains_key(&peer) {
+                    self.dial_known(peer);
+                }
+            }
             NetCommand::Connect(peer, addrs, reply) => {
-                self.learn(peer, addrs);
+                let _ = self.learn(peer, addrs);
                 if self.swarm.is_connected(&peer) {
                     let _ = reply.send(Ok(()));
                     return;
@@ -616,19 +630,8 @@ impl EventLoop {
                     let _ = reply.send(Err(format!("no address known for {peer}")));
                     return;
                 }
-                let first = !self.connect_waiters.contains_key(&peer);
                 self.connect_waiters.entry(peer).or_default().push(reply);
-                if first {
-                    let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-                        .addresses(known)
-                        .condition(
-                            libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing,
-                        )
-                        .build();
-                    if let Err(e) = self.swarm.dial(opts) {
-                        self.answer_connect(&peer, Err(e.to_string()));
-                    }
-                }
+                self.dial_known(peer);
             }
             NetCommand::StartProviding(key) => {
                 if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
@@ -643,11 +646,37 @@ impl EventLoop {
         }
     }
 
-    /// Remembers addresses of a peer (bounded).
-    fn learn(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        if addrs.is_empty() {
+    /// Dials `peer` with every address we know, even if an older dial is still running: the addresses may
+    /// be new (a relay reservation), and an older dial on dead addresses can hang for seconds.
+    fn dial_known(&mut self, peer: PeerId) {
+        let known = self.address_book.get(&peer).cloned().unwrap_or_default();
+        if known.is_empty() || self.dialed_with.get(&peer) == Some(&known) {
             return;
         }
+        let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+            .addresses(known.clone())
+            .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
+            .build();
+        let id = opts.connection_id();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.pending_dials.insert(id, peer);
+                self.dialed_with.insert(peer, known);
+            }
+            Err(e) => {
+                if !self.pending_dials.values().any(|p| *p == peer) {
+                    self.answer_connect(&peer, Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// Remembers addresses of a peer (bounded). Returns whether anything was new.
+    fn learn(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
+        if addrs.is_empty() {
+            return false;
+        }
+        let before = self.address_book.get(&peer).cloned();
         let book = self.address_book.entry(peer).or_default();
         for a in addrs.into_iter().rev() {
             let a = strip_p2p(&a);
@@ -655,12 +684,14 @@ impl EventLoop {
             book.insert(0, a);
         }
         book.truncate(16);
+        let changed = before.as_ref() != Some(book);
         if self.address_book.len() > 4096 {
             // A crude bound: forget peers we are not connected to.
             let connected: std::collections::HashSet<PeerId> =
                 self.swarm.connected_peers().copied().collect();
             self.address_book.retain(|p, _| connected.contains(p));
         }
+        changed
     }
 
     fn answer_connect(&mut self, peer: &PeerId, result: Result<(), String>) {
@@ -704,6 +735,8 @@ impl EventLoop {
                 ..
             } => {
                 self.stats.connections_established.fetch_add(1, Relaxed);
+                self.pending_dials.remove(&connection_id);
+                self.dialed_with.remove(&peer_id);
                 self.answer_connect(&peer_id, Ok(()));
                 let (remote, dialer) = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
@@ -747,11 +780,19 @@ impl EventLoop {
                     }
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error,
+                connection_id,
+            } => {
                 self.stats.dial_failures.fetch_add(1, Relaxed);
+                self.pending_dials.remove(&connection_id);
+                // Answer waiters only when none of our dials to the peer is still running.
                 if let Some(p) = peer_id
                     && !self.swarm.is_connected(&p)
+                    && !self.pending_dials.values().any(|x| *x == p)
                 {
+                    self.dialed_with.remove(&p);
                     self.answer_connect(&p, Err(error.to_string()));
                 }
                 debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
@@ -780,7 +821,7 @@ impl EventLoop {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                 }
-                self.learn(
+                let _ = self.learn(
                     peer_id,
                     info.listen_addrs
                         .iter()
@@ -902,5 +943,28 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_p2p_keeps_the_relay_of_a_circuit_address() {
+        let relay = PeerId::random();
+        let me = PeerId::random();
+        let circuit: Multiaddr =
+            format!("/ip4/198.51.100.10/udp/4001/quic-v1/p2p/{relay}/p2p-circuit/p2p/{me}")
+                .parse()
+                .unwrap();
+        let stripped = strip_p2p(&circuit);
+        assert_eq!(
+            stripped.to_string(),
+            format!("/ip4/198.51.100.10/udp/4001/quic-v1/p2p/{relay}/p2p-circuit")
+        );
+        assert_eq!(with_p2p(&stripped, me), circuit);
+        let plain: Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+        assert_eq!(strip_p2p(&plain), plain);
     }
 }

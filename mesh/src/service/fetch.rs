@@ -20,6 +20,9 @@ use tracing::{debug, info, warn};
 
 /// Time to open a stream and get an answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to connect to a provider we are not connected to. Its addresses may change meanwhile (a relay
+/// reservation appears in the catalog), so an attempt that hangs on dead addresses ends early.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A fetch with nobody listening for this long stops.
 const UNWANTED_AFTER: Duration = Duration::from_secs(10);
 /// How often acknowledgements are sent.
@@ -31,6 +34,8 @@ enum Outcome {
     Redirected(Vec<ProviderHint>),
     /// This provider will not serve us; try another.
     Refused(String),
+    /// We could not connect to this provider.
+    Unreachable(String),
     /// We were receiving, then the stream ended, failed or stalled.
     Lost {
         reason: String,
@@ -84,10 +89,16 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
         )
         .await;
         if candidates.is_empty() {
-            // Wait for news in the catalog, or look again (the DHT) after a while.
+            // Wait for news in the catalog, a provider's cool-down to end, or look again (the DHT).
+            let wake = cooldown
+                .values()
+                .min()
+                .copied()
+                .unwrap_or(Instant::now() + backoff)
+                .min(Instant::now() + backoff);
             tokio::select! {
                 _ = shared.catalog_changed.notified() => {}
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep_until(wake) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));
             continue;
@@ -107,6 +118,11 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
                     hinted = hints;
                     break;
                 }
+                Outcome::Unreachable(reason) => {
+                    // Its addresses may change (a relay reservation); look again soon.
+                    debug!(stream = %key, provider = %c.peer, %reason, "provider unreachable");
+                    cooldown.insert(c.peer, Instant::now() + Duration::from_secs(1));
+                }
                 Outcome::Refused(reason) => {
                     debug!(stream = %key, provider = %c.peer, %reason, "provider refused");
                     cooldown.insert(c.peer, Instant::now() + Duration::from_secs(5));
@@ -116,7 +132,12 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
                     last_frame: lf,
                 } => {
                     info!(stream = %key, provider = %c.peer, %reason, "lost the upstream; resubscribing");
-                    cooldown.insert(c.peer, Instant::now() + Duration::from_secs(5));
+                    // Still connected (directly) after the stream broke: the relayed connection it ran on was
+                    // closed in favour of a direct one, so go straight back to the same provider.
+                    let moved = shared.view(&c.peer).direct && reason.starts_with("stream error");
+                    if !moved {
+                        cooldown.insert(c.peer, Instant::now() + Duration::from_secs(5));
+                    }
                     if lf.is_some() {
                         last_frame = lf;
                     }
@@ -215,8 +236,12 @@ async fn session(
 ) -> Outcome {
     // Dial with the addresses we know (libp2p-stream would dial with none); on loopback and LANs the peer
     // may be reachable although no behaviour has its address.
-    if let Err(e) = shared.net.connect(c.peer, Vec::new(), ANSWER_TIMEOUT).await {
-        return Outcome::Refused(format!("cannot connect: {e}"));
+    if let Err(e) = shared
+        .net
+        .connect(c.peer, Vec::new(), CONNECT_TIMEOUT)
+        .await
+    {
+        return Outcome::Unreachable(format!("cannot connect: {e}"));
     }
     let mut control = shared.net.control();
     let stream =

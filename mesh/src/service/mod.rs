@@ -432,16 +432,11 @@ impl Shared {
     fn gossip(self: &Arc<Self>) {
         let now = Instant::now();
         self.catalog.lock().expire(now);
-        let addrs = self.my_addrs();
-        let spare = self.spare_kbps();
         let peers: Vec<PeerId> = self
             .net
             .with_snapshot(|s| s.peers.keys().copied().collect());
         for peer in peers {
-            let entries = self
-                .catalog
-                .lock()
-                .gossip_for(&self.me, &peer, &addrs, spare, now);
+            let entries = self.catalog.lock().gossip_for(&peer, now);
             let bytes = catalog::encode(&entries);
             let mut control = self.net.control();
             self.spawn(async move {
@@ -573,12 +568,16 @@ async fn accept_catalog(shared: Arc<Shared>) {
             }
             match catalog::decode(&buf) {
                 Ok(entries) => {
-                    let merged = s.catalog.lock().merge(&peer, entries, Instant::now());
+                    let mut merged = s.catalog.lock().merge(&s.me, entries, Instant::now());
                     for id in &merged.forged {
                         s.stats.forged_announcements.fetch_add(1, Relaxed);
                         warn!(%peer, stream = %id, "refused a forged stream announcement in a catalog");
                     }
                     if merged.changed {
+                        // New addresses (a relay reservation) help a connection attempt under way.
+                        for (peer, addrs) in merged.addresses.drain(..) {
+                            s.net.send(NetCommand::AddAddresses(peer, addrs)).await;
+                        }
                         // Pass news on at once (a viewer may be waiting), but not more than 5 times a second.
                         s.catalog_changed.notify_waiters();
                         let due = {

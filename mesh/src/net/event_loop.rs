@@ -352,6 +352,7 @@ pub async fn start(
         address_book: HashMap::new(),
         connect_waiters: HashMap::new(),
         pending_dials: HashMap::new(),
+        autonat_dialed_back: HashMap::new(),
         dialed_with: HashMap::new(),
     };
     let task = tokio::spawn(async move { lp.run(cancel).await });
@@ -430,6 +431,8 @@ struct EventLoop {
     connect_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
     /// Our own dials in flight.
     pending_dials: HashMap<ConnectionId, PeerId>,
+    /// Peers we dialed back for AutoNAT, and when.
+    autonat_dialed_back: HashMap<PeerId, Instant>,
     /// The addresses of our last dial per peer (a dial with the same ones is not repeated while it runs).
     dialed_with: HashMap<PeerId, Vec<Multiaddr>>,
 }
@@ -495,6 +498,7 @@ impl EventLoop {
                 }
             }
         }
+        self.open_outbound_for_autonat(now);
         let candidates: Vec<(PeerId, Multiaddr)> = self
             .snapshot
             .read()
@@ -604,6 +608,50 @@ impl EventLoop {
             }
         }
         s.nat = snap;
+    }
+
+    /// AutoNAT v2 asks for dial-backs only over connections we dialed. A public node that only ever gets
+    /// dialed (a bootstrap node whose peers are all behind NAT) would never learn it is public, so it would
+    /// never offer its relay. Dial a couple of those peers back at the address their connection came from:
+    /// their NAT lets it through, since they just sent packets to us from there.
+    fn open_outbound_for_autonat(&mut self, now: Instant) {
+        if self.nat.reachability() == Reachability::Public {
+            return;
+        }
+        let targets: Vec<(PeerId, Multiaddr)> = {
+            let snap = self.snapshot.read();
+            if snap
+                .peers
+                .values()
+                .any(|p| p.connections.iter().any(|c| c.dialer && !c.relayed))
+            {
+                return;
+            }
+            snap.peers
+                .iter()
+                .filter(|(id, _)| {
+                    self.autonat_dialed_back
+                        .get(*id)
+                        .is_none_or(|t| now.duration_since(*t) > Duration::from_secs(60))
+                })
+                .filter_map(|(id, p)| {
+                    p.connections
+                        .iter()
+                        .find(|c| !c.dialer && !c.relayed)
+                        .map(|c| (*id, strip_p2p(&c.remote)))
+                })
+                .take(2)
+                .collect()
+        };
+        for (peer, addr) in targets {
+            self.autonat_dialed_back.insert(peer, now);
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                .addresses(vec![addr.clone()])
+                .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+                .build();
+            debug!(%peer, %addr, "dialing a peer back so AutoNAT can test our address");
+            let _ = self.swarm.dial(opts);
+        }
     }
 
     fn command(&mut self, cmd: NetCommand) {

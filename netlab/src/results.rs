@@ -97,6 +97,9 @@ pub struct TrialReport {
     pub error: Option<String>,
     /// Whether a node of this trial reported mesh listen addresses.
     pub mesh: bool,
+    /// How busy the whole machine was from time zero to the end, percent of all cores: near 100 the
+    /// figures measure an overloaded machine, not the nodes.
+    pub machine_busy_percent: Option<f64>,
     /// The nodes.
     pub nodes: Vec<NodeReport>,
     /// The probe publisher's report.
@@ -129,6 +132,10 @@ pub struct NodeReport {
     pub reachability: Option<String>,
     /// Hole punches it tried, and of those succeeded, at the end.
     pub hole_punches: Option<(u64, u64)>,
+    /// CPU seconds the node used in its life (read just before it was stopped).
+    pub cpu_s: Option<f64>,
+    /// Its RSS just before it was stopped, MiB.
+    pub rss_mib: Option<f64>,
     /// Status polls that failed.
     pub status_errors: u64,
     /// The last status read, as the node sent it.
@@ -214,6 +221,8 @@ pub struct CaseSummary {
     pub latency_p95_max_ms: Option<f64>,
     /// Frames lost over all players.
     pub frames_lost: u64,
+    /// Mean of the trials' machine load, percent of all cores.
+    pub machine_busy_percent: Option<f64>,
 }
 
 fn median(v: impl IntoIterator<Item = f64>) -> Option<f64> {
@@ -255,6 +264,13 @@ pub fn summarise(trials: &[TrialReport]) -> CaseSummary {
             .filter_map(|p| p.latency_p95_ms)
             .max_by(f64::total_cmp),
         frames_lost: players.iter().map(|p| p.frames_lost).sum(),
+        machine_busy_percent: {
+            let v: Vec<f64> = trials
+                .iter()
+                .filter_map(|t| t.machine_busy_percent)
+                .collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        },
     }
 }
 
@@ -380,6 +396,7 @@ impl RunReport {
             "latency p95 max ms",
             "frames lost",
             "errors",
+            "machine busy %",
         ]);
         for c in &self.cases {
             let s = &c.summary;
@@ -394,6 +411,7 @@ impl RunReport {
                 ms(s.latency_p95_max_ms),
                 s.frames_lost.to_string(),
                 s.errors.to_string(),
+                ms(s.machine_busy_percent),
             ]);
         }
         t
@@ -482,6 +500,8 @@ impl RunReport {
             "reachability",
             "hole punches ok/tried",
             "bootstrap",
+            "CPU s",
+            "RSS MiB",
             "error",
         ]);
         for c in &self.cases {
@@ -499,6 +519,12 @@ impl RunReport {
                             .map(|(tried, ok)| format!("{ok}/{tried}"))
                             .unwrap_or_else(|| "-".into()),
                         n.bootstrap.len().to_string(),
+                        n.cpu_s
+                            .map(|c| format!("{c:.1}"))
+                            .unwrap_or_else(|| "-".into()),
+                        n.rss_mib
+                            .map(|r| format!("{r:.1}"))
+                            .unwrap_or_else(|| "-".into()),
                         n.error.clone().unwrap_or_default(),
                     ]);
                 }

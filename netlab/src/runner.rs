@@ -19,6 +19,7 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 
+use crate::bench::procstat;
 use crate::lab::{Host, Lab, LabConfig, SiteSpec};
 use crate::node::{self, NodeArgs, NodeProcess, NodeStatus, Ready};
 use crate::probe::playback::PlayReport;
@@ -272,6 +273,7 @@ impl AgentProcess {
 
 /// A node of the trial, running.
 struct RunningNode {
+    name: String,
     process: NodeProcess,
     poller: Option<AgentProcess>,
     _data: tempfile::TempDir,
@@ -446,6 +448,7 @@ async fn drive(
     }
     let zero = TokioInstant::now();
     let end = zero + scenario.duration;
+    let machine_before = procstat::machine_ticks();
     let _ = zero_tx.send(Some(zero));
 
     let publisher = {
@@ -506,6 +509,14 @@ async fn drive(
             }
         }
     }
+    report.machine_busy_percent = match (machine_before, procstat::machine_ticks()) {
+        (Some(b), Some(a)) => procstat::busy_percent(b, a),
+        _ => None,
+    };
+    let usage: HashMap<String, (f64, u64)> = running
+        .iter()
+        .filter_map(|n| Some((n.name.clone(), n.process.usage()?)))
+        .collect();
     // Stop all at once: each node may take up to its grace period.
     let mut stops = tokio::task::JoinSet::new();
     for mut n in running {
@@ -550,6 +561,8 @@ async fn drive(
                 .last()
                 .and_then(|s| s.nat.as_ref())
                 .and_then(|n| Some((n.hole_punch_attempts?, n.hole_punch_successes.unwrap_or(0)))),
+            cpu_s: usage.get(&n.name).map(|u| u.0),
+            rss_mib: usage.get(&n.name).map(|u| u.1 as f64 / 1024.0),
             status_errors: h.errors,
             final_status: h.last_raw.clone(),
         });
@@ -678,9 +691,10 @@ async fn start_node(
         }
     }
     outcome.bootstrap = bootstrap.clone();
+    // Fresh per trial; inside the trial's folder so an interrupted run leaves nothing elsewhere.
     let data = tempfile::Builder::new()
-        .prefix(&format!("netlab-node-{}-", plan.name))
-        .tempdir()
+        .prefix(&format!("{}.data-", plan.name))
+        .tempdir_in(&state.dir)
         .context("cannot create a data dir")?;
     let args = NodeArgs {
         data_dir: data.path().to_path_buf(),
@@ -707,6 +721,7 @@ async fn start_node(
     let info = NodeInfo { ready, host };
     Ok((
         RunningNode {
+            name: plan.name.clone(),
             process,
             poller: Some(poller),
             _data: data,

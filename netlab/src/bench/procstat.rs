@@ -56,6 +56,32 @@ pub fn tree_rss_kib(pid: u32) -> u64 {
     tree(pid).into_iter().filter_map(rss_kib).sum()
 }
 
+/// Busy and total CPU ticks of the whole machine (all cores) so far, from the first line of /proc/stat;
+/// busy is everything but idle and iowait.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_ticks(stat.lines().next()?)
+}
+
+fn parse_machine_ticks(line: &str) -> Option<(u64, u64)> {
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.map_while(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Share of the whole machine (all cores) busy between two [`machine_ticks`] readings, percent.
+pub fn busy_percent(before: (u64, u64), after: (u64, u64)) -> Option<f64> {
+    let total = after.1.checked_sub(before.1)?;
+    let busy = after.0.checked_sub(before.0)?;
+    (total > 0).then(|| busy as f64 * 100.0 / total as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +98,15 @@ mod tests {
         assert!(rss_kib(me).unwrap() > 100);
         assert!(tree(me).contains(&me));
         assert_eq!(cpu_secs(u32::MAX), None);
+    }
+
+    #[test]
+    fn machine_ticks_from_proc_stat() {
+        let (busy, total) = parse_machine_ticks("cpu  100 5 50 800 20 3 2 0 0 0").unwrap();
+        assert_eq!((busy, total), (160, 980));
+        assert_eq!(parse_machine_ticks("cpu0 1 2 3 4"), None);
+        assert_eq!(busy_percent((100, 1000), (150, 1100)), Some(50.0));
+        assert_eq!(busy_percent((100, 1000), (100, 1000)), None);
+        assert!(machine_ticks().is_some());
     }
 }

@@ -1,6 +1,7 @@
 //! `/metrics`: Prometheus text built at scrape time from the counters the parts already keep (hub snapshots,
 //! edge counters), so there is one source of truth and no second set of numbers to keep in step.
 
+use crate::node::MeshSlot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -10,7 +11,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use streamr_edge::EdgeStats;
-use streamr_mesh::{Mesh, Streams};
+use streamr_mesh::Streams;
 
 /// Collects per-stream and edge metrics on each scrape.
 #[derive(Debug)]
@@ -20,7 +21,7 @@ pub struct NodeCollector {
     /// RTMP edge counters.
     pub edge: Arc<EdgeStats>,
     /// The mesh.
-    pub mesh: Mesh,
+    pub mesh: MeshSlot,
 }
 
 fn counter(
@@ -99,7 +100,8 @@ impl Collector for NodeCollector {
             l(&s.bytes_out),
         )?;
 
-        let m = self.mesh.stats();
+        let mesh = self.mesh.get();
+        let m = mesh.stats();
         {
             let mut d = e.encode_descriptor(
                 "streamr_mesh_subscriptions",
@@ -182,7 +184,7 @@ impl Collector for NodeCollector {
             "Frame bytes received from upstream peers",
             l(&m.bytes_received),
         )?;
-        let n = self.mesh.net_stats();
+        let n = mesh.net_stats();
         counter(
             &mut e,
             "streamr_mesh_connections_established",
@@ -249,7 +251,7 @@ impl Collector for NodeCollector {
             "Relayed connections closed because a direct one exists",
             l(&n.relayed_connections_replaced),
         )?;
-        let st = self.mesh.status();
+        let st = mesh.status();
         let nat = &st.nat;
         counter(
             &mut e,

@@ -35,6 +35,22 @@ pub struct Node {
     tasks: JoinSet<&'static str>,
 }
 
+/// The running mesh. If libp2p fails (a panic in one of its behaviours), the node starts a new mesh and
+/// puts it here; hubs, players and publishers are untouched meanwhile.
+#[derive(Debug, Clone)]
+pub struct MeshSlot(Arc<parking_lot::RwLock<Mesh>>);
+
+impl MeshSlot {
+    /// The mesh now.
+    pub fn get(&self) -> Mesh {
+        self.0.read().clone()
+    }
+
+    fn set(&self, mesh: Mesh) {
+        *self.0.write() = mesh;
+    }
+}
+
 /// What the web server reads.
 struct Api {
     peer_id: PeerId,
@@ -44,20 +60,21 @@ struct Api {
     publish_key_required: bool,
     started: Instant,
     streams: Streams,
-    mesh: Mesh,
+    mesh: MeshSlot,
     max_upload_kbps: u32,
     registry: Registry,
 }
 
 impl NodeApi for Api {
     fn status(&self, local: bool) -> Status {
-        let mesh = self.mesh.status();
+        let mesh_now = self.mesh.get();
+        let mesh = mesh_now.status();
         let streams = self
             .streams
             .hubs()
             .into_iter()
             .filter(|hub| !hub.is_idle())
-            .map(|hub| (hub.snapshot(), self.mesh.stream(&hub)))
+            .map(|hub| (hub.snapshot(), mesh_now.stream(&hub)))
             .map(|(h, m)| StreamStatus {
                 local_publisher: h.live && h.source == Some(SourceKind::Publisher),
                 live: h.live,
@@ -101,7 +118,7 @@ impl NodeApi for Api {
             })
             .collect();
         let n = &mesh.nat;
-        let ms = self.mesh.stats();
+        let ms = mesh_now.stats();
         let nat = NatStatus {
             reachability: n.reachability.to_string(),
             external_addrs: n.public_addrs.iter().map(|a| a.to_string()).collect(),
@@ -153,6 +170,42 @@ pub fn rtmp_url(addr: SocketAddr) -> String {
     format!("rtmp://{host}:{}/live", addr.port())
 }
 
+/// Restarts the mesh whenever it stops on its own, until the node shuts down.
+async fn supervise_mesh(
+    slot: MeshSlot,
+    cfg: MeshConfig,
+    streams: Streams,
+    token: CancellationToken,
+) {
+    loop {
+        let mesh = slot.get();
+        mesh.stopped().await;
+        if token.is_cancelled() {
+            return;
+        }
+        let why = mesh.failure().unwrap_or_else(|| "it stopped".into());
+        error!(reason = %why, "the mesh failed; restarting it (players and publishers stay connected)");
+        let mut delay = Duration::from_secs(1);
+        loop {
+            tokio::select! {
+                _ = token.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            match Mesh::start(cfg.clone(), streams.clone(), token.child_token()).await {
+                Ok(m) => {
+                    info!("mesh restarted");
+                    slot.set(m);
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot restart the mesh yet");
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+}
+
 impl Node {
     /// Binds every listener and starts every part. Returns once the node serves.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
@@ -183,7 +236,10 @@ impl Node {
         mesh_cfg.max_upload_kbps = config.max_upload_kbps;
         mesh_cfg.upnp = config.upnp;
         mesh_cfg.relay = config.relay_limits();
-        let mesh = Mesh::start(mesh_cfg, streams.clone(), shutdown.child_token()).await?;
+        let mesh_token = shutdown.child_token();
+        let mesh = MeshSlot(Arc::new(parking_lot::RwLock::new(
+            Mesh::start(mesh_cfg.clone(), streams.clone(), mesh_token.child_token()).await?,
+        )));
 
         let mut registry = Registry::default();
         registry.register_collector(Box::new(NodeCollector {
@@ -206,9 +262,9 @@ impl Node {
 
         let mut tasks = JoinSet::new();
         {
-            let mesh = mesh.clone();
+            let (slot, streams) = (mesh.clone(), streams.clone());
             tasks.spawn(async move {
-                mesh.stopped().await;
+                supervise_mesh(slot, mesh_cfg, streams, mesh_token).await;
                 "mesh"
             });
         }
@@ -240,7 +296,7 @@ impl Node {
                 "push relay"
             });
         }
-        let listen_addrs = mesh.status().listen_addrs.join(" ");
+        let listen_addrs = mesh.get().status().listen_addrs.join(" ");
         info!(
             %peer_id,
             listen_addrs,

@@ -490,13 +490,9 @@ impl EventLoop {
             } else {
                 kad::Mode::Client
             }));
-            if public {
-                // Reservations are no longer needed.
-                let ids: Vec<ListenerId> = self.reservation_listeners.keys().copied().collect();
-                for id in ids {
-                    self.swarm.remove_listener(id);
-                }
-            }
+            // Reservations held so far are kept even when public: removing their listeners while a renewal is
+            // in flight makes libp2p-relay 0.22 panic ("Relay connection exist", priv_client.rs), and they
+            // are cheap. No new ones are asked for (`wants_relays` is false for public nodes).
         }
         self.open_outbound_for_autonat(now);
         let candidates: Vec<(PeerId, Multiaddr)> = self

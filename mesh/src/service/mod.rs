@@ -96,6 +96,8 @@ struct Shared {
     providing: Mutex<HashSet<String>>,
     tasks: Mutex<JoinSet<()>>,
     cancel: CancellationToken,
+    /// Why the mesh stopped on its own (set when the libp2p task died).
+    failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -215,11 +217,25 @@ impl Mesh {
             providing: Mutex::new(HashSet::new()),
             tasks: Mutex::new(JoinSet::new()),
             cancel: cancel.clone(),
+            failure: Mutex::new(None),
         });
         {
             let mut tasks = shared.tasks.lock();
+            let watcher = shared.clone();
             tasks.spawn(async move {
-                let _ = net_task.await;
+                // The swarm's task ending before we were cancelled means libp2p failed (a panic in a
+                // behaviour): say so, and let the node restart the mesh.
+                let r = net_task.await;
+                if !watcher.cancel.is_cancelled() {
+                    let why = match r {
+                        Err(e) if e.is_panic() => "the libp2p event loop panicked".to_string(),
+                        Err(e) => format!("the libp2p event loop failed: {e}"),
+                        Ok(()) => "the libp2p event loop stopped".to_string(),
+                    };
+                    warn!("{why}; the mesh stops");
+                    *watcher.failure.lock() = Some(why);
+                    watcher.cancel.cancel();
+                }
             });
             tasks.spawn(run_events(shared.clone()));
             tasks.spawn(accept_media(shared.clone()));
@@ -243,7 +259,12 @@ impl Mesh {
         self.shared.net.stats()
     }
 
-    /// Waits until the mesh's tasks have stopped (after the cancel token fired).
+    /// Why the mesh stopped on its own, if it did (as opposed to being cancelled).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.lock().clone()
+    }
+
+    /// Waits until the mesh's tasks have stopped (after the cancel token fired, or a failure).
     pub async fn stopped(&self) {
         self.shared.cancel.cancelled().await;
         loop {

@@ -1,7 +1,7 @@
 //! Command line. Every flag also reads a `STREAMR_*` environment variable; flags win over the environment,
 //! which wins over `config.toml`, which wins over the defaults.
 
-use crate::config::{Config, LogFormat, PublishAuth, RelaySpec, set};
+use crate::config::{FileConfig, LogFormat, PublishAuth, RelaySpec};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,51 +107,81 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Applies the flags/environment layer.
-    pub fn apply(self, c: &mut Config) {
-        let RunArgs {
-            data_dir: _,
-            rtmp_listen,
-            http_listen,
-            p2p_port,
-            log_format,
-            log,
-            publish_auth,
-            rtmp_merge_ms,
-            pull,
-            push,
-            bootstrap,
-            max_upload_kbps,
-            upnp,
-            relay_max_circuits,
-            relay_max_circuits_per_peer,
-            relay_max_circuit_minutes,
-            relay_max_circuit_mib,
-        } = self;
-        set(&mut c.rtmp_listen, rtmp_listen);
-        set(&mut c.http_listen, http_listen);
-        set(&mut c.p2p_port, p2p_port);
-        set(&mut c.log_format, log_format);
-        set(&mut c.log, log);
-        set(&mut c.publish_auth, publish_auth);
-        set(&mut c.rtmp_merge_ms, rtmp_merge_ms);
-        if !pull.is_empty() {
-            c.pull = pull;
+    /// The flags/environment layer, in the same shape as a config file layer (empty lists mean unset).
+    pub fn into_layer(self) -> FileConfig {
+        FileConfig {
+            rtmp_listen: self.rtmp_listen,
+            http_listen: self.http_listen,
+            p2p_port: self.p2p_port,
+            log_format: self.log_format,
+            log: self.log,
+            publish_auth: self.publish_auth,
+            rtmp_merge_ms: self.rtmp_merge_ms,
+            pull: non_empty(self.pull),
+            push: non_empty(self.push),
+            bootstrap: non_empty(self.bootstrap),
+            max_upload_kbps: self.max_upload_kbps,
+            upnp: self.upnp,
+            relay_max_circuits: self.relay_max_circuits,
+            relay_max_circuits_per_peer: self.relay_max_circuits_per_peer,
+            relay_max_circuit_minutes: self.relay_max_circuit_minutes,
+            relay_max_circuit_mib: self.relay_max_circuit_mib,
         }
-        if !push.is_empty() {
-            c.push = push;
-        }
-        if !bootstrap.is_empty() {
-            c.bootstrap = bootstrap;
-        }
-        set(&mut c.max_upload_kbps, max_upload_kbps);
-        set(&mut c.upnp, upnp);
-        set(&mut c.relay_max_circuits, relay_max_circuits);
-        set(
-            &mut c.relay_max_circuits_per_peer,
-            relay_max_circuits_per_peer,
+    }
+}
+
+/// A repeatable flag given zero times leaves the lower layers alone.
+fn non_empty<T>(v: Vec<T>) -> Option<Vec<T>> {
+    (!v.is_empty()).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn flags_override_the_file_and_unset_flags_keep_it() {
+        let mut c = Config::defaults("/tmp/x".into());
+        let file: FileConfig = toml::from_str(
+            r#"
+            rtmp_listen = "0.0.0.0:1936"
+            max_upload_kbps = 1000
+            bootstrap = ["/ip4/198.51.100.1/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"]
+            "#,
+        )
+        .unwrap();
+        c.apply_file(file);
+        let cli = Cli::try_parse_from([
+            "streamr-node",
+            "--rtmp-listen",
+            "127.0.0.1:0",
+            "--upnp",
+            "false",
+        ])
+        .unwrap();
+        c.apply_file(cli.run.into_layer());
+        assert_eq!(c.rtmp_listen, "127.0.0.1:0".parse().unwrap());
+        assert!(!c.upnp);
+        assert_eq!(c.max_upload_kbps, 1000, "unset flags keep the file's value");
+        assert_eq!(c.bootstrap.len(), 1, "no --bootstrap keeps the file's list");
+    }
+
+    #[test]
+    fn run_is_the_default_command_and_bad_flags_are_errors() {
+        assert!(
+            Cli::try_parse_from(["streamr-node"])
+                .unwrap()
+                .command
+                .is_none()
         );
-        set(&mut c.relay_max_circuit_minutes, relay_max_circuit_minutes);
-        set(&mut c.relay_max_circuit_mib, relay_max_circuit_mib);
+        assert!(matches!(
+            Cli::try_parse_from(["streamr-node", "run", "--p2p-port", "5"])
+                .unwrap()
+                .command,
+            Some(Command::Run(_))
+        ));
+        assert!(Cli::try_parse_from(["streamr-node", "--p2p-port", "70000"]).is_err());
+        assert!(Cli::try_parse_from(["streamr-node", "--rtmp-listen", "nonsense"]).is_err());
     }
 }

@@ -146,7 +146,7 @@ impl Config {
         }
     }
 
-    /// Applies a config file's values.
+    /// Applies one layer's values (a config file, or the flags and environment).
     pub fn apply_file(&mut self, f: FileConfig) {
         let FileConfig {
             rtmp_listen,
@@ -237,7 +237,7 @@ impl Config {
 }
 
 /// Overwrites `slot` when a layer has a value.
-pub fn set<T>(slot: &mut T, v: Option<T>) {
+fn set<T>(slot: &mut T, v: Option<T>) {
     if let Some(v) = v {
         *slot = v;
     }

@@ -63,7 +63,7 @@ fn build_config(args: cli::RunArgs) -> anyhow::Result<config::Config> {
         .unwrap_or_else(config::default_data_dir);
     let mut c = config::Config::defaults(data_dir.clone());
     c.apply_file(config::read_file(&data_dir)?);
-    args.apply(&mut c);
+    c.apply_file(args.into_layer());
     c.validate()?;
     Ok(c)
 }

@@ -106,14 +106,6 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     .is_ok()
 }
 
-fn metric(text: &str, line_prefix: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn hostile_clients_end_only_their_own_sessions() {
     if !have("ffmpeg", "honest publisher and player") {

@@ -15,14 +15,6 @@ use streamr_mesh::net::{self, NetCommand, NetConfig, RelayLimits};
 use streamr_mesh::wire::{self, Message};
 use tokio_util::sync::CancellationToken;
 
-fn metric(text: &str, line_prefix: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Reads until the remote closes or `limit` passes; true if it closed.
 async fn closed_within(s: &mut libp2p::Stream, limit: Duration) -> bool {
     let mut buf = vec![0u8; 4096];

@@ -205,8 +205,7 @@ async fn killing_the_middle_node_keeps_the_far_player_playing() {
     );
     let metrics = http_get(c.http, "/metrics").1;
     assert!(
-        metrics.contains("streamr_mesh_resubscriptions_total 1")
-            || metrics.contains("streamr_mesh_resubscriptions_total 2"),
+        metric(&metrics, "streamr_mesh_resubscriptions_total") >= 1,
         "{metrics}"
     );
     let p = c_player.await.unwrap();

@@ -394,10 +394,23 @@ pub fn play_with(
     max_secs: u32,
     max_packets: Option<u32>,
 ) -> tokio::task::JoinHandle<Played> {
-    let url = url.to_string();
+    let mut extra = Vec::new();
+    if let Some(n) = max_packets {
+        extra = vec!["-read_intervals".to_string(), format!("%+#{n}")];
+    }
+    ffprobe_player(url.to_string(), extra, idle_secs, max_secs)
+}
+
+/// Runs ffprobe as a player of `url` (with `extra` options before the URL), under `timeout -k`.
+fn ffprobe_player(
+    url: String,
+    extra: Vec<String>,
+    idle_secs: u32,
+    max_secs: u32,
+) -> tokio::task::JoinHandle<Played> {
     tokio::spawn(async move {
-        let mut cmd = Command::new("timeout");
-        cmd.args(["-k", "2", &max_secs.to_string(), "ffprobe", "-v", "error"])
+        let out = Command::new("timeout")
+            .args(["-k", "2", &max_secs.to_string(), "ffprobe", "-v", "error"])
             .args([
                 "-rw_timeout",
                 &(u64::from(idle_secs) * 1_000_000).to_string(),
@@ -406,11 +419,8 @@ pub fn play_with(
                 "-show_entries",
                 "stream=codec_type,codec_name:packet=codec_type,dts,flags",
             ])
-            .args(["-of", "json"]);
-        if let Some(n) = max_packets {
-            cmd.args(["-read_intervals", &format!("%+#{n}")]);
-        }
-        let out = cmd
+            .args(["-of", "json"])
+            .args(&extra)
             .arg(&url)
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -440,6 +450,15 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     cond()
 }
 
+/// The value of the first metric line that starts with `line_prefix` (0 when absent).
+pub fn metric(text: &str, line_prefix: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// A free TCP port on loopback (bound and released; fine for tests that start a server on it at once).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -456,34 +475,7 @@ pub fn listen_and_play(
     max_secs: u32,
 ) -> tokio::task::JoinHandle<Played> {
     let url = format!("rtmp://127.0.0.1:{port}/live/dst");
-    tokio::spawn(async move {
-        let out = Command::new("timeout")
-            .args([
-                "-k",
-                "2",
-                &max_secs.to_string(),
-                "ffprobe",
-                "-v",
-                "error",
-                "-listen",
-                "1",
-            ])
-            .args([
-                "-rw_timeout",
-                &(u64::from(idle_secs) * 1_000_000).to_string(),
-            ])
-            .args([
-                "-show_entries",
-                "stream=codec_type,codec_name:packet=codec_type,dts,flags",
-            ])
-            .args(["-of", "json", &url])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .expect("run ffprobe");
-        parse_played(&out)
-    })
+    ffprobe_player(url, vec!["-listen".into(), "1".into()], idle_secs, max_secs)
 }
 
 fn parse_played(out: &std::process::Output) -> Played {

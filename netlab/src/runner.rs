@@ -137,7 +137,15 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
                 "netlab run: {} trial {k}/{} ...",
                 case.label, scenario.trials
             );
-            let t = run_trial(&scenario, case, k, &dir, opts, features).await;
+            let trial = Trial {
+                scenario: &scenario,
+                case,
+                number: k,
+                dir: &dir,
+                opts,
+                features,
+            };
+            let t = run_trial(&trial).await;
             eprintln!("netlab run: {} trial {k}: {}", case.label, one_line(&t));
             trials.push(t);
         }
@@ -304,21 +312,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-async fn run_trial(
-    scenario: &Scenario,
-    case: &Case,
-    trial: u32,
-    dir: &Path,
-    opts: &RunOptions,
+/// What one trial runs.
+struct Trial<'a> {
+    scenario: &'a Scenario,
+    case: &'a Case,
+    /// 1-based.
+    number: u32,
+    /// Its folder.
+    dir: &'a Path,
+    opts: &'a RunOptions,
     features: Features,
-) -> TrialReport {
+}
+
+async fn run_trial(t: &Trial<'_>) -> TrialReport {
     let mut report = TrialReport {
-        trial,
-        dir: dir.display().to_string(),
+        trial: t.number,
+        dir: t.dir.display().to_string(),
         ..TrialReport::default()
     };
-    let lab_config = opts.lab.clone();
-    let specs: Vec<SiteSpec> = case
+    let lab_config = t.opts.lab.clone();
+    let specs: Vec<SiteSpec> = t
+        .case
         .nodes
         .iter()
         .map(|n| SiteSpec {
@@ -354,18 +368,7 @@ async fn run_trial(
         .iter()
         .map(|s| (s.label.clone(), s.host.clone()))
         .collect();
-    if let Err(e) = drive(
-        scenario,
-        case,
-        &lab,
-        hosts,
-        dir,
-        opts,
-        features,
-        &mut report,
-    )
-    .await
-    {
+    if let Err(e) = drive(t, &lab, hosts, &mut report).await {
         report.error = Some(format!("{e:#}"));
     }
     shutdown(lab).await;
@@ -379,17 +382,20 @@ async fn shutdown(lab: Lab) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn drive(
-    scenario: &Scenario,
-    case: &Case,
+    t: &Trial<'_>,
     lab: &Lab,
     hosts: HashMap<String, Host>,
-    dir: &Path,
-    opts: &RunOptions,
-    features: Features,
     report: &mut TrialReport,
 ) -> anyhow::Result<()> {
+    let Trial {
+        scenario,
+        case,
+        dir,
+        opts,
+        features,
+        ..
+    } = *t;
     let mut ready_tx = HashMap::new();
     let mut ready_rx = HashMap::new();
     let mut histories = HashMap::new();

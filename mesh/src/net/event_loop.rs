@@ -492,7 +492,7 @@ impl EventLoop {
             }));
             // Reservations held so far are kept even when public: removing their listeners while a renewal is
             // in flight makes libp2p-relay 0.22 panic ("Relay connection exist", priv_client.rs), and they
-            // are cheap. No new ones are asked for (`wants_relays` is false for public nodes).
+            // are cheap. A public node keeps one (see `NatState::wanted_reservations`).
         }
         self.open_outbound_for_autonat(now);
         let candidates: Vec<(PeerId, Multiaddr)> = self

@@ -143,18 +143,19 @@ impl NatState {
         }
     }
 
-    /// Whether to hold relay reservations: always unless we are known to be public (a node that does not
-    /// know yet is better off reachable through a relay meanwhile).
-    pub fn wants_relays(&self) -> bool {
-        self.reachability() != Reachability::Public
+    /// Relay reservations to hold: two when not public, and still one when public. AutoNAT cannot tell a
+    /// restricted-cone NAT (address-dependent filtering) from a public address: the server that dials back
+    /// is one we already talked to, so the NAT lets it in, while anyone else is filtered. Measured in
+    /// netlab: a publisher behind such a NAT called itself public, held no reservation, and port-restricted
+    /// viewers could not reach it at all. One reservation keeps it reachable through a relay, from which
+    /// DCUtR then punches a direct path.
+    pub fn wanted_reservations(&self) -> usize {
+        if self.reachability() == Reachability::Public { 1 } else { WANTED_RESERVATIONS }
     }
 
     /// Relays to reserve on next, from connected relay-capable peers; none when we have enough.
     pub fn relays_to_add(&self, candidates: &[PeerId]) -> Vec<PeerId> {
-        if !self.wants_relays() {
-            return Vec::new();
-        }
-        let need = WANTED_RESERVATIONS.saturating_sub(self.reservations.len());
+        let need = self.wanted_reservations().saturating_sub(self.reservations.len());
         candidates
             .iter()
             .filter(|p| !self.reservations.contains_key(p))
@@ -256,14 +257,14 @@ mod tests {
     fn relay_addresses_never_make_a_node_public() {
         let mut n = NatState::default();
         assert_eq!(n.reachability(), Reachability::Unknown);
-        assert!(n.wants_relays());
+        assert_eq!(n.wanted_reservations(), 2);
         n.confirmed(&addr("/ip4/198.51.100.1/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"));
         assert_eq!(n.reachability(), Reachability::Unknown);
         n.autonat_result(false);
         assert_eq!(n.reachability(), Reachability::Private);
         n.confirmed(&addr("/ip4/203.0.113.9/udp/4001/quic-v1"));
         assert_eq!(n.reachability(), Reachability::Public);
-        assert!(!n.wants_relays());
+        assert_eq!(n.wanted_reservations(), 1);
         n.expired(&addr("/ip4/203.0.113.9/udp/4001/quic-v1"));
         assert_eq!(n.reachability(), Reachability::Private);
     }
@@ -284,7 +285,7 @@ mod tests {
         n.confirmed(&addr("/ip4/203.0.113.9/tcp/1"));
         assert!(
             n.relays_to_add(&[b, c]).is_empty(),
-            "public nodes need no relay"
+            "public nodes keep one reservation, and have it"
         );
     }
 

@@ -326,6 +326,12 @@ pub async fn start(
         }
     }
 
+    // We decide when to offer a relay (nat_maintain, from confirmed non-relayed addresses): left in its
+    // automatic mode, the relay service switches on as soon as our own relay circuit address is confirmed.
+    swarm
+        .behaviour_mut()
+        .relay
+        .set_status(Some(relay::Status::Disable));
     let (tx, rx) = mpsc::channel(256);
     let control = swarm.behaviour().stream.new_control();
     let stats = Arc::new(NetStats::default());

@@ -150,12 +150,18 @@ impl NatState {
     /// viewers could not reach it at all. One reservation keeps it reachable through a relay, from which
     /// DCUtR then punches a direct path.
     pub fn wanted_reservations(&self) -> usize {
-        if self.reachability() == Reachability::Public { 1 } else { WANTED_RESERVATIONS }
+        if self.reachability() == Reachability::Public {
+            1
+        } else {
+            WANTED_RESERVATIONS
+        }
     }
 
     /// Relays to reserve on next, from connected relay-capable peers; none when we have enough.
     pub fn relays_to_add(&self, candidates: &[PeerId]) -> Vec<PeerId> {
-        let need = self.wanted_reservations().saturating_sub(self.reservations.len());
+        let need = self
+            .wanted_reservations()
+            .saturating_sub(self.reservations.len());
         candidates
             .iter()
             .filter(|p| !self.reservations.contains_key(p))

@@ -78,6 +78,10 @@ pub struct PlayReport {
     /// Probe frames sent before this player asked to play: the node's keyframe cache. They have no live
     /// latency and are left out of [`PlayReport::latency_ms`].
     pub cached_frames: u64,
+    /// Probe frames sent after the play request but before the first frame arrived: the backlog of the
+    /// join (the node was finding the stream). Their delay is the join time, reported as
+    /// `first_frame_ms`; they are left out of [`PlayReport::latency_ms`], which is the steady-state latency.
+    pub catchup_frames: u64,
     /// Lowest and highest probe sequence number received.
     pub first_seq: Option<u64>,
     /// See `first_seq`.
@@ -124,6 +128,9 @@ pub struct Playback {
     headers: u64,
     metadata: u64,
     cached: u64,
+    catchup: u64,
+    /// When the first media frame arrived.
+    first_media_us: Option<u64>,
     /// Every probe sequence number received, in arrival order.
     seqs: Vec<u64>,
     /// Latencies of live probe frames, µs.
@@ -172,14 +179,15 @@ impl Playback {
             Received::Probe { stamp, keyframe } => {
                 self.probe += 1;
                 self.seqs.push(stamp.seq);
-                let live = self
-                    .play_requested_us
-                    .is_none_or(|t| stamp.sent_unix_us >= t);
-                if live {
+                let first_media = *self.first_media_us.get_or_insert(received_us);
+                let requested = self.play_requested_us.unwrap_or(0);
+                if stamp.sent_unix_us < requested {
+                    self.cached += 1;
+                } else if stamp.sent_unix_us < first_media {
+                    self.catchup += 1;
+                } else {
                     self.latencies_us
                         .push(received_us as i64 - stamp.sent_unix_us as i64);
-                } else {
-                    self.cached += 1;
                 }
                 keyframe
             }
@@ -209,6 +217,7 @@ impl Playback {
         report.header_frames = self.headers;
         report.metadata_frames = self.metadata;
         report.cached_frames = self.cached;
+        report.catchup_frames = self.catchup;
         report.first_frame_keyframe = self.first_video.map(|(_, k)| k);
         report.longest_gap_ms = self.longest_gap_us.map(|g| g as f64 / 1000.0);
         let mut reordered = 0;
@@ -265,6 +274,31 @@ mod tests {
         let p = Percentiles::of(&[3.0, f64::NAN, 1.0, 2.0]);
         assert_eq!((p.count, p.p50, p.max), (3, Some(2.0), Some(3.0)));
         assert_eq!(Percentiles::of(&[]), Percentiles::default());
+    }
+
+    #[test]
+    fn frames_sent_while_the_player_waited_are_catch_up_not_latency() {
+        let mut p = Playback::new();
+        p.play_requested(1_000_000);
+        // The node took 1.5 s to find the stream; frames sent meanwhile arrive in a burst.
+        for (seq, sent) in [(1, 1_100_000), (2, 1_200_000), (3, 2_400_000)] {
+            p.record(
+                FrameKind::Video,
+                &video_frame(seq == 1, stamp(seq, sent), 10),
+                2_500_000,
+            );
+        }
+        // Then live frames with 5 ms latency.
+        p.record(
+            FrameKind::Video,
+            &video_frame(false, stamp(4, 2_600_000), 10),
+            2_605_000,
+        );
+        let mut r = PlayReport::default();
+        p.fill(&mut r);
+        assert_eq!((r.cached_frames, r.catchup_frames), (0, 3));
+        assert_eq!(r.latency_ms.count, 1);
+        assert_eq!(r.latency_ms.p50, Some(5.0));
     }
 
     #[test]

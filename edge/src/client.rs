@@ -136,11 +136,10 @@ impl std::fmt::Debug for RtmpClient {
 /// Outbound chunk size we announce.
 const OUT_CHUNK_SIZE: u32 = 4096;
 
-/// A message received from the server.
+/// A message received from the server. Its message stream id is not kept: media is accepted on any.
 struct Received {
     type_id: u8,
     timestamp: u32,
-    stream_id: u32,
     data: Bytes,
 }
 
@@ -441,7 +440,6 @@ fn received(p: MessagePayload) -> Received {
     Received {
         type_id: p.type_id,
         timestamp: p.timestamp.value,
-        stream_id: p.message_stream_id,
         data: p.data,
     }
 }
@@ -454,7 +452,6 @@ fn to_media(m: &Received) -> Option<Media> {
         18 => FrameKind::Data,
         _ => return None,
     };
-    let _ = m.stream_id;
     if kind == FrameKind::Data {
         // Only metadata travels as data; a publisher's `@setDataFrame` wrapper is removed.
         let payload = strip_set_data_frame(&m.data)?;

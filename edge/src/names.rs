@@ -44,7 +44,8 @@ pub fn parse(raw: &str) -> Result<StreamKey, NameError> {
 /// Parses a play request: `NAME`, or `NAME@ORIGIN` where ORIGIN is a node id or its first characters (at
 /// least 6), which picks one stream when two nodes publish the same name.
 pub fn parse_play(raw: &str) -> Result<StreamKey, NameError> {
-    let (base, query) = raw.split_once('?').unwrap_or((raw, ""));
+    // A player never needs a key: any query is ignored.
+    let base = raw.split_once('?').map_or(raw, |(b, _)| b);
     let Some((name, origin)) = base.split_once('@') else {
         return parse(raw);
     };
@@ -52,7 +53,6 @@ pub fn parse_play(raw: &str) -> Result<StreamKey, NameError> {
     if origin.len() < 6 || origin.len() > 64 || !origin.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(NameError::BadCharacter(base.to_string()));
     }
-    let _ = query;
     Ok(StreamKey {
         name: base.to_string(),
         key: None,

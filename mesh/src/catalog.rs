@@ -251,19 +251,6 @@ impl Catalog {
         out
     }
 
-    /// True when a neighbour other than `except` offers `name` (of an origin matching `origin_prefix`).
-    pub fn reachable(
-        &self,
-        name: &str,
-        origin_prefix: Option<&str>,
-        except: &PeerId,
-        now: Instant,
-    ) -> bool {
-        self.providers(name, origin_prefix, now)
-            .iter()
-            .any(|e| e.provider != *except)
-    }
-
     /// Providers of `name` (optionally only of origins whose id starts with `origin_prefix`), newest publish
     /// only, in no particular order.
     pub fn providers(
@@ -448,8 +435,6 @@ mod tests {
         assert_eq!((to_c[0].provider, to_c[0].hops), (pa, 0));
         // A is not told about itself.
         assert!(cat.gossip_for(&pa, t).is_empty());
-        assert!(cat.reachable("alice", None, &c, t));
-        assert!(!cat.reachable("alice", None, &pa, t));
         // Entries at the hop limit are kept but not passed on.
         cat.merge(&me, vec![entry(&a, "far", 1, c, MAX_GOSSIP_HOPS)], t);
         assert!(

@@ -45,13 +45,6 @@ enum Outcome {
     Superseded,
 }
 
-/// A candidate provider.
-#[derive(Debug, Clone)]
-struct Candidate {
-    peer: PeerId,
-    hops: u8,
-}
-
 pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
     let (name, prefix) = split_key(&key);
     let (name, prefix) = (name.to_string(), prefix.map(str::to_string));
@@ -104,11 +97,20 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
             continue;
         }
         backoff = Duration::from_millis(250);
-        for c in candidates {
-            match session(&shared, &hub, &name, prefix.as_deref(), &c, &mut last_frame).await {
+        for peer in candidates {
+            match session(
+                &shared,
+                &hub,
+                &name,
+                prefix.as_deref(),
+                peer,
+                &mut last_frame,
+            )
+            .await
+            {
                 Outcome::Redirected(hints) => {
-                    debug!(stream = %key, provider = %c.peer, n = hints.len(), "redirected");
-                    cooldown.insert(c.peer, Instant::now() + Duration::from_secs(3));
+                    debug!(stream = %key, provider = %peer, n = hints.len(), "redirected");
+                    cooldown.insert(peer, Instant::now() + Duration::from_secs(3));
                     for h in &hints {
                         shared
                             .net
@@ -120,23 +122,23 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
                 }
                 Outcome::Unreachable(reason) => {
                     // Its addresses may change (a relay reservation); look again soon.
-                    debug!(stream = %key, provider = %c.peer, %reason, "provider unreachable");
-                    cooldown.insert(c.peer, Instant::now() + Duration::from_secs(1));
+                    debug!(stream = %key, provider = %peer, %reason, "provider unreachable");
+                    cooldown.insert(peer, Instant::now() + Duration::from_secs(1));
                 }
                 Outcome::Refused(reason) => {
-                    debug!(stream = %key, provider = %c.peer, %reason, "provider refused");
-                    cooldown.insert(c.peer, Instant::now() + Duration::from_secs(5));
+                    debug!(stream = %key, provider = %peer, %reason, "provider refused");
+                    cooldown.insert(peer, Instant::now() + Duration::from_secs(5));
                 }
                 Outcome::Lost {
                     reason,
                     last_frame: lf,
                 } => {
-                    info!(stream = %key, provider = %c.peer, %reason, "lost the upstream; resubscribing");
+                    info!(stream = %key, provider = %peer, %reason, "lost the upstream; resubscribing");
                     // Still connected (directly) after the stream broke: the relayed connection it ran on was
                     // closed in favour of a direct one, so go straight back to the same provider.
-                    let moved = shared.view(&c.peer).direct && reason.starts_with("stream error");
+                    let moved = shared.view(&peer).direct && reason.starts_with("stream error");
                     if !moved {
-                        cooldown.insert(c.peer, Instant::now() + Duration::from_secs(5));
+                        cooldown.insert(peer, Instant::now() + Duration::from_secs(5));
                     }
                     if lf.is_some() {
                         last_frame = lf;
@@ -157,15 +159,12 @@ async fn candidates(
     prefix: Option<&str>,
     hinted: &mut Vec<ProviderHint>,
     cooldown: &HashMap<PeerId, Instant>,
-) -> Vec<Candidate> {
+) -> Vec<PeerId> {
     let usable = |p: &PeerId| *p != shared.me && !cooldown.contains_key(p);
-    let mut out: Vec<Candidate> = hinted
+    let mut out: Vec<PeerId> = hinted
         .drain(..)
         .filter(|h| usable(&h.peer))
-        .map(|h| Candidate {
-            peer: h.peer,
-            hops: u8::MAX,
-        })
+        .map(|h| h.peer)
         .collect();
     // Stay with the origin this hub already plays, if any.
     let origin = hub.lineage().map(|l| l.announcement.id.origin.to_string());
@@ -193,10 +192,7 @@ async fn candidates(
             .send(NetCommand::AddAddresses(e.provider, e.addrs.clone()))
             .await;
     }
-    out.extend(entries.into_iter().map(|e| Candidate {
-        peer: e.provider,
-        hops: e.hops,
-    }));
+    out.extend(entries.into_iter().map(|e| e.provider));
     // The nodes above our (lost) upstream, as it told us when it accepted us.
     if let Some(l) = hub.lineage() {
         for f in &l.fallbacks {
@@ -205,24 +201,18 @@ async fn candidates(
                     .net
                     .send(NetCommand::AddAddresses(f.peer, f.addrs.clone()))
                     .await;
-                out.push(Candidate {
-                    peer: f.peer,
-                    hops: u8::MAX,
-                });
+                out.push(f.peer);
             }
         }
     }
     if out.is_empty() {
         for p in shared.net.providers(provider_key(name)).await {
             if usable(&p) {
-                out.push(Candidate {
-                    peer: p,
-                    hops: u8::MAX,
-                });
+                out.push(p);
             }
         }
     }
-    out.dedup_by_key(|c| c.peer);
+    out.dedup();
     out
 }
 
@@ -231,22 +221,17 @@ async fn session(
     hub: &Arc<Hub>,
     name: &str,
     prefix: Option<&str>,
-    c: &Candidate,
+    peer: PeerId,
     last_frame: &mut Option<Instant>,
 ) -> Outcome {
     // Dial with the addresses we know (libp2p-stream would dial with none); on loopback and LANs the peer
     // may be reachable although no behaviour has its address.
-    if let Err(e) = shared
-        .net
-        .connect(c.peer, Vec::new(), CONNECT_TIMEOUT)
-        .await
-    {
+    if let Err(e) = shared.net.connect(peer, Vec::new(), CONNECT_TIMEOUT).await {
         return Outcome::Unreachable(format!("cannot connect: {e}"));
     }
     let mut control = shared.net.control();
     let stream =
-        match tokio::time::timeout(ANSWER_TIMEOUT, control.open_stream(c.peer, wire::PROTOCOL))
-            .await
+        match tokio::time::timeout(ANSWER_TIMEOUT, control.open_stream(peer, wire::PROTOCOL)).await
         {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Outcome::Refused(format!("cannot open a stream: {e}")),
@@ -289,7 +274,7 @@ async fn session(
     };
     if let Err(e) = announcement.verify() {
         shared.stats.forged_announcements.fetch_add(1, Relaxed);
-        warn!(provider = %c.peer, error = %e, "provider sent a forged announcement; refusing it");
+        warn!(provider = %peer, error = %e, "provider sent a forged announcement; refusing it");
         return Outcome::Refused(e.to_string());
     }
     let wanted_origin = origin.map(|o| o.to_string());
@@ -302,14 +287,13 @@ async fn session(
     }
     if path.contains(&shared.me)
         || path.first() != Some(&announcement.id.origin)
-        || path.last() != Some(&c.peer)
+        || path.last() != Some(&peer)
     {
         shared.stats.loops_prevented.fetch_add(1, Relaxed);
         return Outcome::Refused(
             "the provider's path contains us or does not lead to the origin".into(),
         );
     }
-    let _ = c.hops;
     path.push(shared.me);
     let source = hub.attach(SourceKind::Mesh);
     let fallbacks: Vec<ProviderHint> = fallbacks
@@ -320,10 +304,10 @@ async fn session(
         announcement,
         hops: hops.saturating_add(1),
         path,
-        upstream: Some(c.peer),
+        upstream: Some(peer),
         fallbacks,
     })));
-    info!(stream = %hub.name(), provider = %c.peer, hops = hops.saturating_add(1), "subscribed");
+    info!(stream = %hub.name(), provider = %peer, hops = hops.saturating_add(1), "subscribed");
 
     let stall = shared.config.stall_timeout;
     let mut ack = tokio::time::interval(ACK_INTERVAL);
@@ -348,7 +332,7 @@ async fn session(
                     }
                     Some(Err(DecodeError::Wire(e))) => {
                         shared.stats.protocol_violations.fetch_add(1, Relaxed);
-                        warn!(provider = %c.peer, error = %e, "upstream broke the protocol; dropping it");
+                        warn!(provider = %peer, error = %e, "upstream broke the protocol; dropping it");
                         return Outcome::Lost { reason: e.to_string(), last_frame: mine_last };
                     }
                     Some(Ok(m)) => m,
@@ -382,7 +366,7 @@ async fn session(
                                 announcement: l.announcement.clone(),
                                 hops: hops.saturating_add(1),
                                 path,
-                                upstream: Some(c.peer),
+                                upstream: Some(peer),
                                 fallbacks: l.fallbacks.clone(),
                             })));
                         }
@@ -398,7 +382,7 @@ async fn session(
             }
             _ = ack.tick() => {
                 if bytes != acked_bytes {
-                    if !shared.view(&c.peer).direct {
+                    if !shared.view(&peer).direct {
                         shared.stats.relayed_bytes_received.fetch_add(bytes - acked_bytes, Relaxed);
                     }
                     acked_bytes = bytes;

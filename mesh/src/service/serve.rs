@@ -64,40 +64,6 @@ fn find_hub(shared: &Shared, name: &str, origin: Option<&PeerId>) -> Option<Arc<
     })
 }
 
-/// How long a subscriber waits while we fetch a stream for it.
-const RELAY_WAIT: Duration = Duration::from_secs(8);
-
-/// We offered a stream we do not hold (we can fetch it from a neighbour): fetch it now, for this subscriber.
-async fn relay_on_demand(
-    shared: &Arc<Shared>,
-    name: &str,
-    origin: Option<&PeerId>,
-    peer: &PeerId,
-) -> Option<Arc<Hub>> {
-    let prefix = origin.map(|o| o.to_string());
-    if !shared
-        .catalog
-        .lock()
-        .reachable(name, prefix.as_deref(), peer, std::time::Instant::now())
-    {
-        return None;
-    }
-    // Use the plain name unless that hub already carries another origin's stream.
-    let key = match (shared.streams.get(name).and_then(|h| h.lineage()), &prefix) {
-        (Some(l), Some(p)) if l.announcement.id.origin.to_string() != *p => format!("{name}@{p}"),
-        _ => name.to_string(),
-    };
-    shared.want(&key);
-    let deadline = tokio::time::Instant::now() + RELAY_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        if let Some(h) = find_hub(shared, name, origin) {
-            return Some(h);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
 pub(crate) async fn serve(
     shared: Arc<Shared>,
     peer: PeerId,
@@ -120,10 +86,7 @@ pub(crate) async fn serve(
         None => return Ok(()),
     };
     let refuse = |reason: String| Message::Reject { reason };
-    let hub = match find_hub(&shared, &name, origin.as_ref()) {
-        Some(h) => Some(h),
-        None => relay_on_demand(&shared, &name, origin.as_ref(), &peer).await,
-    };
+    let hub = find_hub(&shared, &name, origin.as_ref());
     let Some(hub) = hub else {
         shared.stats.subscriptions_rejected.fetch_add(1, Relaxed);
         let _ = wr

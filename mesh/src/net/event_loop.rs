@@ -41,7 +41,7 @@ pub struct NetConfig {
 const HOP_PROTOCOL: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
 /// A relayed connection to a peer we also reach directly is closed after this, so media moves to the
 /// direct path (libp2p-stream may open streams on either connection).
-const RELAYED_CLOSE_GRACE: Duration = Duration::from_secs(2);
+const RELAYED_CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// Why the mesh could not start.
 #[derive(Debug, thiserror::Error)]

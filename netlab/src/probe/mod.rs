@@ -2,7 +2,7 @@
 //! namespaces as hidden subcommands of the `netlab` binary (`netlab agent ...`).
 //!
 //! - [`stun`]: a STUN-like server with two addresses and two ports, and the client that measures a NAT's
-//!   mapping and filtering behaviour against it.
+//!   mapping and filtering behaviour against it; it also answers real STUN binding requests ([`rfc5389`]).
 //! - [`punch`]: a rendezvous that tells two peers each other's observed address, and the peer that punches.
 //! - [`echo`]: a UDP echo for round-trip time and loss of a link.
 //! - [`media`], [`playback`], [`rtmp`]: the probe publisher and probe player that drive `streamr-node`
@@ -20,6 +20,7 @@ pub mod media;
 pub mod playback;
 pub mod proto;
 pub mod punch;
+pub mod rfc5389;
 pub mod rtmp;
 pub mod stun;
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::RETRY_INTERVAL;
 use super::proto::Message;
+use super::rfc5389;
 use crate::nat::{Behaviour, Filtering, Mapping};
 
 /// How long a client tries one question before it concludes that no answer will come.
@@ -96,6 +97,16 @@ fn serve_socket(
     let mut buf = [0u8; 2048];
     loop {
         let (n, from) = sockets[i].recv_from(&mut buf)?;
+        if let (Some(req), std::net::SocketAddr::V4(from)) =
+            (rfc5389::decode_request(&buf[..n]), from)
+        {
+            let responder = addrs.responder(all[i], req.change_ip, req.change_port);
+            let j = all.iter().position(|a| *a == responder).unwrap_or(i);
+            let other = addrs.responder(all[i], true, true);
+            let reply = rfc5389::encode_response(&req, from, responder, other);
+            let _ = sockets[j].send_to(&reply, from);
+            continue;
+        }
         let (
             Some(Message::BindingRequest {
                 id,

@@ -33,7 +33,10 @@ use crate::addr::{self, PREFIX_LEN, SlotPool};
 use crate::error::{LabError, LabResult};
 use crate::link::{IMPAIRMENT_ENV, Impairment, ImpairmentChoice, LinkConditions, impairment_for};
 use crate::names;
-use crate::nat::{NatPreset, NatTimeouts, NatType, RouterPorts, router_ruleset};
+use crate::nat::{
+    NatPreset, NatTimeouts, NatType, RouterPorts, miniupnpd_args, router_ruleset, upnp_ruleset,
+};
+use crate::probe::stun::ServerAddrs;
 use crate::sys;
 use crate::wire;
 use crate::wiring::{self, LinkEnds};
@@ -122,6 +125,8 @@ pub struct Router {
     pub wan_addr: Ipv4Addr,
     /// Its address on its LAN (the LAN hosts' gateway).
     pub lan_addr: Ipv4Addr,
+    /// It runs miniupnpd ([`NatPreset::Upnp`]).
+    pub upnp: bool,
 }
 
 fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
@@ -315,6 +320,8 @@ struct LabInner {
     inflight: AtomicUsize,
     /// Serialises teardown (explicit, Drop and signal handler).
     teardown_lock: Mutex<Option<TeardownReport>>,
+    /// The STUN server that UPnP routers learn their public address from, created by the first of them.
+    stun: Mutex<Option<ServerAddrs>>,
 }
 
 /// A NAT laboratory. Cheap to clone; the last clone to drop tears the lab down.
@@ -376,6 +383,7 @@ impl Lab {
             closed: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             teardown_lock: Mutex::new(None),
+            stun: Mutex::new(None),
         });
         lock(&REGISTRY).retain(|w| w.strong_count() > 0);
         lock(&REGISTRY).push(Arc::downgrade(&inner));
@@ -534,6 +542,9 @@ impl Lab {
                 })
             }
             NatPreset::Single(nat) => self.add_router_site(label, preset, nat, None, link),
+            NatPreset::Upnp => {
+                self.add_router_site(label, preset, NatType::PortRestrictedCone, None, link)
+            }
             NatPreset::Double { carrier, home } => {
                 let c =
                     self.add_carrier(&format!("{label}-cgn"), carrier, LinkConditions::IDEAL)?;
@@ -613,6 +624,7 @@ impl Lab {
             nat,
             wan_addr: addr::router_wan_addr(slot),
             lan_addr: addr::carrier_addr(network, 1),
+            upnp: false,
         };
         let (port, id) = self.fresh_port('r');
         let uplink = Uplink::Internet { port, id };
@@ -712,6 +724,7 @@ impl Lab {
             nat,
             wan_addr,
             lan_addr: addr::lan_addr(slots.lans[0], 1),
+            upnp: preset == NatPreset::Upnp,
         };
         let built = self
             .build_router(&router, &uplink, link)
@@ -792,15 +805,20 @@ impl Lab {
             }
         }
         sys::ip_batch(Some(ns), &lines)?;
-        let ruleset = router_ruleset(
-            router.nat,
-            &RouterPorts {
-                wan_if: WAN_IF,
-                lan_if: LAN_IF,
-                wan_ip: router.wan_addr,
-            },
-            &self.inner.config.timeouts,
-        );
+        let ports = RouterPorts {
+            wan_if: WAN_IF,
+            lan_if: LAN_IF,
+            wan_ip: router.wan_addr,
+        };
+        let stun = if router.upnp {
+            Some(self.stun_server()?)
+        } else {
+            None
+        };
+        let ruleset = match &stun {
+            Some(stun) => upnp_ruleset(&ports, &self.inner.config.timeouts, stun),
+            None => router_ruleset(router.nat, &ports, &self.inner.config.timeouts),
+        };
         sys::nft_load(ns, &ruleset)?;
         // After nft: conntrack's per-namespace sysctls exist once NAT is in use there. The LAN bridge must
         // not send bridged frames through the netfilter hooks (the forward policy would drop LAN traffic).
@@ -811,7 +829,68 @@ impl Lab {
             ("net.bridge.bridge-nf-call-arptables", "0".into()),
         ]);
         settings.extend(self.inner.config.timeouts.sysctls());
-        sys::sysctl_in(ns, &settings)
+        sys::sysctl_in(ns, &settings)?;
+        if let Some(stun) = stun {
+            self.start_miniupnpd(ns, &stun)?;
+        }
+        Ok(())
+    }
+
+    /// The lab's STUN server (two public addresses, two ports), started by the first caller.
+    fn stun_server(&self) -> LabResult<ServerAddrs> {
+        let mut slot = lock(&self.inner.stun);
+        if let Some(addrs) = *slot {
+            return Ok(addrs);
+        }
+        let host = self.add_public_host(
+            "stun",
+            PublicHostOptions {
+                addresses: 2,
+                ..PublicHostOptions::default()
+            },
+        )?;
+        let addrs = ServerAddrs {
+            primary: std::net::SocketAddrV4::new(host.addrs[0], 3478),
+            alternate: std::net::SocketAddrV4::new(host.addrs[1], 3479),
+        };
+        self.start_agent(
+            &host.ns,
+            "stun server",
+            &crate::classify::server_args(&addrs),
+            Some(crate::probe::READY_LINE),
+        )?;
+        *slot = Some(addrs);
+        Ok(addrs)
+    }
+
+    /// Starts miniupnpd in router namespace `ns` and waits until it has learnt its public address from
+    /// the STUN server and listens; fails with its own words if it decided that it cannot forward ports.
+    fn start_miniupnpd(&self, ns: &str, stun: &ServerAddrs) -> LabResult<()> {
+        let pid_file = format!("/run/{ns}-miniupnpd.pid");
+        // miniupnpd logs to standard error with -d; the shell folds it into the output the lab reads.
+        let mut cmd = sys::command_in(ns, "sh");
+        cmd.args(["-c", "exec miniupnpd \"$@\" 2>&1", "miniupnpd"])
+            .args(miniupnpd_args(WAN_IF, LAN_IF, stun, &pid_file));
+        let seen = self.start_owned(
+            ns,
+            "miniupnpd",
+            cmd,
+            Some(&|line: &str| line.contains("Listening for NAT-PMP")),
+        )?;
+        let _ = std::fs::remove_file(&pid_file);
+        let refused = seen.iter().find(|l| {
+            l.contains("Port forwarding is impossible")
+                || l.contains("does not support port forwarding")
+                || l.contains("firewall filters incoming")
+                || l.contains("STUN failed")
+        });
+        match refused {
+            Some(line) => Err(LabError::agent(
+                format!("miniupnpd in {ns}"),
+                format!("it will not open ports: {}", line.trim()),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Creates host namespace `hns` on `router`'s LAN.
@@ -951,9 +1030,25 @@ impl Lab {
         args: &[String],
         ready: Option<&str>,
     ) -> LabResult<()> {
+        let cmd = self.agent_command(ns, args);
+        match ready {
+            Some(r) => self.start_owned(ns, what, cmd, Some(&|line: &str| line.trim() == r)),
+            None => self.start_owned(ns, what, cmd, None),
+        }
+        .map(drop)
+    }
+
+    /// Starts `cmd` in `ns`, owned by the lab, and waits until a line of its standard output satisfies
+    /// `ready` (without one it does not wait); returns the lines seen until then.
+    fn start_owned(
+        &self,
+        ns: &str,
+        what: &str,
+        mut cmd: Command,
+        ready: Option<&dyn Fn(&str) -> bool>,
+    ) -> LabResult<Vec<String>> {
         let _op = self.begin()?;
         self.ensure_open()?;
-        let mut cmd = self.agent_command(ns, args);
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -974,21 +1069,31 @@ impl Lab {
             child,
             stdin,
         };
+        let mut seen = Vec::new();
         if let Some(ready) = ready {
             let deadline = Instant::now() + READY_TIMEOUT;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
-                    Ok(line) if line.trim() == ready => break,
-                    Ok(_) => continue,
+                    Ok(line) if ready(&line) => {
+                        seen.push(line);
+                        break;
+                    }
+                    Ok(line) => seen.push(line),
                     Err(_) => {
                         let status = process.child.try_wait().ok().flatten();
                         process.stop();
                         return Err(LabError::agent(
                             format!("{what} in {ns}"),
                             match status {
-                                Some(s) => format!("exited before it was ready ({s})"),
-                                None => format!("not ready after {READY_TIMEOUT:?}"),
+                                Some(s) => format!(
+                                    "exited before it was ready ({s}); it said: {}",
+                                    seen.join(" | ")
+                                ),
+                                None => format!(
+                                    "not ready after {READY_TIMEOUT:?}; it said: {}",
+                                    seen.join(" | ")
+                                ),
                             },
                         ));
                     }
@@ -1002,7 +1107,7 @@ impl Lab {
             return Err(LabError::ShuttingDown);
         }
         st.processes.push(process);
-        Ok(())
+        Ok(seen)
     }
 
     /// Runs an agent in `ns` to completion and returns its standard output. It is killed after `timeout`.

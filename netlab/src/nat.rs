@@ -177,7 +177,7 @@ impl fmt::Display for NatType {
 /// A name that is not a NAT type or preset; the message lists the valid ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown NAT {0:?}: use one of none, full-cone, restricted, port-restricted, symmetric, double, double:CARRIER+HOME"
+    "unknown NAT {0:?}: use one of none, full-cone, restricted, port-restricted, symmetric, double, double:CARRIER+HOME, upnp"
 )]
 pub struct UnknownNat(pub String);
 
@@ -211,6 +211,10 @@ pub enum NatPreset {
         /// The customer's router, facing the carrier's network.
         home: NatType,
     },
+    /// A port-restricted cone home router that also runs miniupnpd (UPnP IGD, NAT-PMP, PCP), so a host
+    /// on its LAN can ask it to open a port. Without a request it behaves exactly like the port-restricted
+    /// preset (which is what `classify` and `punch` see).
+    Upnp,
 }
 
 impl NatPreset {
@@ -237,6 +241,7 @@ impl NatPreset {
             NatPreset::None => Behaviour::OPEN,
             NatPreset::Single(t) => t.behaviour(),
             NatPreset::Double { carrier, home } => home.behaviour().behind(carrier.behaviour()),
+            NatPreset::Upnp => NatType::PortRestrictedCone.behaviour(),
         }
     }
 
@@ -246,6 +251,7 @@ impl NatPreset {
             NatPreset::None => Vec::new(),
             NatPreset::Single(t) => vec![t],
             NatPreset::Double { carrier, home } => vec![carrier, home],
+            NatPreset::Upnp => vec![NatType::PortRestrictedCone],
         }
     }
 }
@@ -257,6 +263,7 @@ impl fmt::Display for NatPreset {
             NatPreset::Single(t) => f.write_str(t.name()),
             d if *d == NatPreset::DOUBLE => f.write_str("double"),
             NatPreset::Double { carrier, home } => write!(f, "double:{carrier}+{home}"),
+            NatPreset::Upnp => f.write_str("upnp"),
         }
     }
 }
@@ -269,6 +276,7 @@ impl FromStr for NatPreset {
         match lower.as_str() {
             "none" | "public" | "open" => return Ok(NatPreset::None),
             "double" | "double-nat" | "cgnat" => return Ok(NatPreset::DOUBLE),
+            "upnp" | "upnp-igd" | "miniupnpd" => return Ok(NatPreset::Upnp),
             _ => {}
         }
         if let Some(rest) = lower.strip_prefix("double:") {
@@ -451,6 +459,76 @@ pub fn router_ruleset(nat: NatType, ports: &RouterPorts<'_>, timeouts: &NatTimeo
     r
 }
 
+/// The extra rules of a [`NatPreset::Upnp`] router, appended to its port-restricted ruleset:
+///
+/// - the router's own `input` accepts the lab's STUN server (both addresses and ports): miniupnpd's
+///   start-up test needs all four answers, including those from the address and port it did not send to;
+///   nothing else gets through, so the hole-punch race the input drop prevents stays prevented;
+/// - the `inet filter` table with the chains miniupnpd's nftables backend adds its rules to (it creates
+///   none itself): a dnat chain hooked at `dstnat`, a filter chain in `forward`, and its postrouting chain.
+///   Packets it forwards are accepted by the main table's `ct status dnat` rule.
+pub fn upnp_ruleset(
+    ports: &RouterPorts<'_>,
+    timeouts: &NatTimeouts,
+    stun: &crate::probe::stun::ServerAddrs,
+) -> String {
+    let wan = ports.wan_if;
+    let base = router_ruleset(NatType::PortRestrictedCone, ports, timeouts);
+    let drop_line = format!("    iifname \"{wan}\" drop\n");
+    let accept = format!(
+        "    iifname \"{wan}\" ip saddr {{ {}, {} }} udp sport {{ {}, {} }} accept\n",
+        stun.primary.ip(),
+        stun.alternate.ip(),
+        stun.primary.port(),
+        stun.alternate.port()
+    );
+    let mut r = base.replacen(&drop_line, &format!("{accept}{drop_line}"), 1);
+    r.push_str(
+        "table inet filter {\n  \
+         chain forward { type filter hook forward priority filter; policy accept;\n    jump miniupnpd\n  }\n  \
+         chain miniupnpd {\n  }\n  \
+         chain prerouting { type nat hook prerouting priority dstnat - 1; policy accept;\n    jump prerouting_miniupnpd\n  }\n  \
+         chain prerouting_miniupnpd {\n  }\n  \
+         chain postrouting { type nat hook postrouting priority srcnat - 1; policy accept;\n    jump postrouting_miniupnpd\n  }\n  \
+         chain postrouting_miniupnpd {\n  }\n}\n",
+    );
+    r
+}
+
+/// The miniupnpd command line of a [`NatPreset::Upnp`] router: no config file, foreground, IPv4, the
+/// public address learnt from the lab's STUN server (miniupnpd refuses a WAN address in a reserved range
+/// otherwise, and the lab only has those), NAT-PMP/PCP on, secure mode (a host maps only to itself).
+pub fn miniupnpd_args(
+    wan_if: &str,
+    lan_if: &str,
+    stun: &crate::probe::stun::ServerAddrs,
+    pid_file: &str,
+) -> Vec<String> {
+    [
+        "-f",
+        "/dev/null",
+        "-d",
+        "-4",
+        "-i",
+        wan_if,
+        "-a",
+        lan_if,
+        "-o",
+        &format!("STUN:{}:{}", stun.primary.ip(), stun.primary.port()),
+        "-N",
+        "-S",
+        "-U",
+        "-P",
+        pid_file,
+        "-A",
+        "allow 1024-65535 0.0.0.0/0 1024-65535",
+        "-A",
+        "deny 0-65535 0.0.0.0/0 0-65535",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -511,6 +589,9 @@ mod tests {
             NatPreset::STANDARD[3]
         );
         assert!("tornado".parse::<NatPreset>().is_err());
+        assert_eq!("upnp".parse::<NatPreset>().unwrap(), NatPreset::Upnp);
+        assert_eq!(NatPreset::Upnp.to_string(), "upnp");
+        assert_eq!(NatPreset::Upnp.behaviour().to_string(), "EIM/APDF");
         assert!("double:symmetric".parse::<NatPreset>().is_err());
         assert_eq!(parse_preset_list("all").unwrap().len(), 6);
         assert_eq!(
@@ -581,6 +662,30 @@ mod tests {
             rc[refresh..]
                 .starts_with("chain refresh { type filter hook postrouting priority srcnat - 1;")
         );
+    }
+
+    #[test]
+    fn upnp_router_lets_only_the_stun_server_in_and_has_miniupnpds_chains() {
+        let stun = crate::probe::stun::ServerAddrs {
+            primary: "198.51.100.2:3478".parse().unwrap(),
+            alternate: "198.51.100.3:3479".parse().unwrap(),
+        };
+        let r = upnp_ruleset(&ports(), &NatTimeouts::default(), &stun);
+        let accept = r
+            .find("ip saddr { 198.51.100.2, 198.51.100.3 } udp sport { 3478, 3479 } accept")
+            .unwrap();
+        assert!(accept < r.find("iifname \"wan\" drop").unwrap());
+        for chain in ["miniupnpd", "prerouting_miniupnpd", "postrouting_miniupnpd"] {
+            assert!(r.contains(&format!("chain {chain} {{\n  }}")), "{chain}");
+        }
+        assert!(r.contains("table inet filter {"));
+        assert!(r.contains("oifname \"wan\" snat ip to 203.0.113.7"));
+        let args = miniupnpd_args("wan", "lan", &stun, "/run/x.pid").join(" ");
+        assert!(
+            args.contains("-i wan -a lan -o STUN:198.51.100.2:3478 -N -S"),
+            "{args}"
+        );
+        assert!(args.starts_with("-f /dev/null -d"));
     }
 
     #[test]

@@ -922,8 +922,8 @@ mod tests {
                 "unknown field `colour`",
             ),
             (
-                SMALL.replace("\"symmetric\"", "\"upnp\""),
-                "unknown NAT \"upnp\"",
+                SMALL.replace("\"symmetric\"", "\"tornado\""),
+                "unknown NAT \"tornado\"",
             ),
             (
                 SMALL.replace("node = \"alice\"", "node = \"carol\""),

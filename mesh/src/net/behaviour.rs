@@ -2,7 +2,9 @@
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, autonat, dcutr, identify, identity::Keypair, kad, ping, relay, upnp};
+use libp2p::{StreamProtocol, autonat, dcutr, identify, identity::Keypair, kad, ping, relay};
+
+use super::portmap;
 use std::time::Duration;
 
 /// Identify protocol version of streamr nodes.
@@ -86,7 +88,7 @@ pub struct Behaviour {
     /// Dials other nodes' candidate addresses back for them.
     pub autonat_server: autonat::v2::server::Behaviour,
     /// Asks the home router (UPnP IGD) to open our port, where it offers that.
-    pub upnp: Toggle<upnp::tokio::Behaviour>,
+    pub upnp: Toggle<portmap::Behaviour>,
 }
 
 impl Behaviour {
@@ -126,7 +128,7 @@ impl Behaviour {
                 autonat::v2::client::Config::default().with_probe_interval(Duration::from_secs(2)),
             ),
             autonat_server: autonat::v2::server::Behaviour::default(),
-            upnp: Toggle::from(use_upnp.then(upnp::tokio::Behaviour::default)),
+            upnp: Toggle::from(use_upnp.then(portmap::Behaviour::new)),
         }
     }
 }

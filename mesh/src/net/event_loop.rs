@@ -4,6 +4,7 @@
 use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, RelayLimits};
 use super::is_relayed;
 use super::nat::{NatState, Reachability, Reservation, Upnp};
+use super::portmap;
 use futures::StreamExt;
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
@@ -11,7 +12,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, identity::Keypair, kad,
-    noise, ping, relay, tcp, upnp, yamux,
+    noise, ping, relay, tcp, yamux,
 };
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
@@ -591,6 +592,8 @@ impl EventLoop {
                 match &nat.upnp {
                     Upnp::Searching => "searching".into(),
                     Upnp::Mapped(a) => format!("mapped {a}"),
+                    Upnp::Unverified(a) => format!("mapped-unverified {a}"),
+                    Upnp::Failed(_) => "failed".into(),
                     Upnp::NoGateway => "no-gateway".into(),
                     Upnp::NotRoutable => "not-routable".into(),
                 }
@@ -948,15 +951,41 @@ impl EventLoop {
             })) => {
                 debug!(%tested_addr, ok = result.is_ok(), "reachability probe");
                 self.nat.autonat_result(result.is_ok());
+                if let Upnp::Unverified(a) = &self.nat.upnp
+                    && *a == tested_addr
+                {
+                    self.nat.upnp = if result.is_ok() {
+                        Upnp::Mapped(tested_addr)
+                    } else {
+                        Upnp::NotRoutable
+                    };
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Upnp(ev)) => match ev {
-                upnp::Event::NewExternalAddr { external_addr, .. } => {
-                    info!(%external_addr, "the router opened a port for us (UPnP)");
-                    self.nat.upnp = Upnp::Mapped(external_addr);
+                portmap::Event::Mapped { addr, routable } => {
+                    info!(%addr, routable, "the router opened a port for us (UPnP)");
+                    // The status shows one mapping: QUIC's, our preferred transport, once there is one.
+                    let shown_quic = matches!(&self.nat.upnp,
+                        Upnp::Mapped(a) | Upnp::Unverified(a) if super::is_quic(a));
+                    if shown_quic && !super::is_quic(&addr) {
+                        return;
+                    }
+                    self.nat.upnp = if routable {
+                        Upnp::Mapped(addr)
+                    } else {
+                        // A peer's dial-back (AutoNAT v2) decides; see portmap.rs.
+                        Upnp::Unverified(addr)
+                    };
                 }
-                upnp::Event::ExpiredExternalAddr { .. } => self.nat.upnp = Upnp::Searching,
-                upnp::Event::GatewayNotFound => self.nat.upnp = Upnp::NoGateway,
-                upnp::Event::NonRoutableGateway => self.nat.upnp = Upnp::NotRoutable,
+                portmap::Event::NoGateway(_) => {
+                    if !matches!(self.nat.upnp, Upnp::Mapped(_)) {
+                        self.nat.upnp = Upnp::NoGateway;
+                    }
+                }
+                portmap::Event::Failed(reason) => {
+                    warn!(%reason, "the router did not open a port for us (UPnP)");
+                    self.nat.upnp = Upnp::Failed(reason);
+                }
             },
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer,

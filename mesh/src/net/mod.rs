@@ -5,6 +5,7 @@
 mod behaviour;
 mod event_loop;
 pub mod nat;
+pub mod portmap;
 
 pub use behaviour::{Behaviour, BehaviourEvent, RelayLimits};
 pub use event_loop::{

@@ -39,9 +39,14 @@ pub enum Upnp {
     Searching,
     /// The router mapped a port: this address reaches us.
     Mapped(Multiaddr),
+    /// The router mapped a port on an external address that is not globally routable (carrier-grade
+    /// NAT, or a lab); waiting for a peer's dial-back to tell whether it reaches us.
+    Unverified(Multiaddr),
+    /// The router refused or failed the mapping (the reason is logged).
+    Failed(String),
     /// No UPnP router on the LAN.
     NoGateway,
-    /// A UPnP router, but it is itself behind another NAT.
+    /// A UPnP router, but it is itself behind another NAT (the dial-back to the mapped port failed).
     NotRoutable,
 }
 

@@ -148,3 +148,82 @@ fn reduced_nat_matrix_goes_direct_where_punchable_and_relays_otherwise() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// True when `tool` is on the PATH; otherwise the skip rule: print why, or panic when skipping is forbidden.
+fn tool_available(tool: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if found {
+        return true;
+    }
+    let why = format!("{test} needs {tool} (Debian: apt install miniupnpd-nftables miniupnpd)");
+    if std::env::var(common::REQUIRE_EXTERNAL).as_deref() == Ok("1") {
+        panic!("{why} ({}=1 forbids skipping)", common::REQUIRE_EXTERNAL);
+    }
+    eprintln!("SKIP: {why}");
+    false
+}
+
+/// A publisher behind a UPnP router (miniupnpd) and a viewer behind a symmetric NAT: no hole punch can
+/// join them (port-restricted x symmetric), but the publisher's node asks the router to open its port,
+/// a dial-back confirms the mapped address, and the viewer reaches it directly.
+#[test]
+fn upnp_router_turns_an_unpunchable_pair_direct() {
+    if !common::lab_available("run nat-matrix upnp/symmetric")
+        || !tool_available("miniupnpd", "run nat-matrix upnp/symmetric")
+    {
+        return;
+    }
+    let Some(node) = node_binary() else { return };
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/nat-matrix.toml");
+    let out = common::temp_file("matrix-upnp");
+    let o = common::run(&[
+        "run",
+        scenario.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--node",
+        node.to_str().unwrap(),
+        "--trials",
+        "1",
+        "--duration",
+        "15",
+        "--only",
+        "upnp/symmetric",
+    ]);
+    let r = common::read_json(&out.join("result.json"));
+    let trial = &r["cases"][0]["trials"][0];
+    assert!(trial["error"].is_null(), "trial error: {}", trial["error"]);
+    let publisher = trial["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "publisher")
+        .expect("publisher node")
+        .clone();
+    let nat = &publisher["final_status"]["nat"];
+    assert!(
+        nat["upnp"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("mapped /ip4/"),
+        "the router did not map the publisher's port: {nat}"
+    );
+    assert_eq!(nat["reachability"], "public", "{nat}");
+    let viewer = trial["players"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "viewer")
+        .expect("viewer")
+        .clone();
+    assert_eq!(viewer["delivered"], true, "{viewer}");
+    assert_eq!(viewer["connection"], "direct", "{viewer}");
+    assert!(o.status.success(), "netlab run failed");
+    let prefix = trial["lab"].as_str().unwrap();
+    assert!(
+        common::namespaces_of(prefix).is_empty(),
+        "namespaces of {prefix} left behind"
+    );
+}

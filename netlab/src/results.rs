@@ -338,6 +338,73 @@ pub fn cell(s: &CaseSummary) -> GridCell {
 }
 
 impl RunReport {
+    /// One report from several runs of the same scenario with different cases (a full run and a later
+    /// `--only` run of the cases it lacked). Matrix labels keep the order of the report that has the most,
+    /// then any others in order of appearance; cases follow that order. A case in two reports is an error:
+    /// its trials would mix two samples.
+    pub fn merge(reports: Vec<RunReport>) -> Result<RunReport, String> {
+        let mut it = reports.into_iter();
+        let mut out = it.next().ok_or("no report to merge")?;
+        let mut nodes = vec![out.node.clone()];
+        let mut dirs = vec![out.out_dir.clone()];
+        for r in it {
+            if r.scenario != out.scenario {
+                return Err(format!(
+                    "scenario {:?} and {:?} do not merge: give runs of one scenario",
+                    out.scenario, r.scenario
+                ));
+            }
+            for case in r.cases {
+                if out.cases.iter().any(|c| c.label == case.label) {
+                    return Err(format!("case {} is in two reports", case.label));
+                }
+                out.cases.push(case);
+            }
+            out.mesh |= r.mesh;
+            out.node_has_bootstrap_flag &= r.node_has_bootstrap_flag;
+            out.elapsed_s += r.elapsed_s;
+            out.started_unix_ms = out.started_unix_ms.min(r.started_unix_ms);
+            if !nodes.contains(&r.node) {
+                nodes.push(r.node);
+            }
+            dirs.push(r.out_dir);
+            out.matrix = match (out.matrix.take(), r.matrix) {
+                (Some(a), Some(b)) => {
+                    let (mut big, small) =
+                        if b.rows.len() * b.columns.len() > a.rows.len() * a.columns.len() {
+                            (b, a)
+                        } else {
+                            (a, b)
+                        };
+                    for l in small.rows {
+                        if !big.rows.contains(&l) {
+                            big.rows.push(l);
+                        }
+                    }
+                    for l in small.columns {
+                        if !big.columns.contains(&l) {
+                            big.columns.push(l);
+                        }
+                    }
+                    Some(big)
+                }
+                (a, b) => a.or(b),
+            };
+        }
+        out.node = nodes.join(" + ");
+        out.out_dir = dirs.join(" + ");
+        if let Some(m) = &out.matrix {
+            let pos = |l: &Option<String>, labels: &[String]| {
+                l.as_ref()
+                    .and_then(|l| labels.iter().position(|x| x == l))
+                    .unwrap_or(usize::MAX)
+            };
+            out.cases
+                .sort_by_key(|c| (pos(&c.row, &m.rows), pos(&c.column, &m.columns)));
+        }
+        Ok(out)
+    }
+
     /// The matrix grid, for a matrix run.
     pub fn grid(&self) -> Option<Grid> {
         let m = self.matrix.as_ref()?;
@@ -647,6 +714,62 @@ mod tests {
             players,
             ..TrialReport::default()
         }
+    }
+
+    #[test]
+    fn runs_of_one_matrix_merge_into_one_grid() {
+        let case = |row: &str, col: &str| CaseReport {
+            label: format!("{row}/{col}"),
+            row: Some(row.into()),
+            column: Some(col.into()),
+            ..CaseReport::default()
+        };
+        let axes = |labels: &[&str]| MatrixAxes {
+            row_node: "publisher".into(),
+            column_node: "viewer".into(),
+            rows: labels.iter().map(|s| s.to_string()).collect(),
+            columns: labels.iter().map(|s| s.to_string()).collect(),
+        };
+        let full = RunReport {
+            scenario: "m".into(),
+            node: "a".into(),
+            matrix: Some(axes(&["x", "y"])),
+            cases: vec![
+                case("x", "x"),
+                case("x", "y"),
+                case("y", "x"),
+                case("y", "y"),
+            ],
+            elapsed_s: 10.0,
+            ..RunReport::default()
+        };
+        let extra = RunReport {
+            scenario: "m".into(),
+            node: "b".into(),
+            matrix: Some(axes(&["x", "y", "z"])),
+            cases: vec![case("z", "x"), case("x", "z")],
+            elapsed_s: 5.0,
+            ..RunReport::default()
+        };
+        let m = RunReport::merge(vec![full.clone(), extra.clone()]).unwrap();
+        let labels: Vec<&str> = m.cases.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["x/x", "x/y", "x/z", "y/x", "y/y", "z/x"]);
+        assert_eq!(m.matrix.as_ref().unwrap().rows, ["x", "y", "z"]);
+        assert_eq!(m.node, "a + b");
+        assert_eq!(m.elapsed_s, 15.0);
+        let g = m.grid().unwrap();
+        assert_eq!((g.rows.len(), g.columns.len()), (3, 3));
+        assert!(
+            RunReport::merge(vec![full.clone(), full.clone()])
+                .unwrap_err()
+                .contains("x/x")
+        );
+        let other = RunReport {
+            scenario: "n".into(),
+            ..extra
+        };
+        assert!(RunReport::merge(vec![full, other]).is_err());
+        assert!(RunReport::merge(Vec::new()).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod classify;
 mod clean;
 mod link;
 mod punch;
+mod report;
 mod run;
 mod scale;
 mod wire;
@@ -41,6 +42,8 @@ enum Command {
     Link(link::Args),
     /// Run a scenario file: streamr-node in the lab, probe publisher and players; JSON, Markdown, SVG.
     Run(run::Args),
+    /// Rebuild the Markdown and SVG of `netlab run` results; several result.json of one scenario merge.
+    Report(report::Args),
     /// Benchmarks against a baseline measured in the same run (e.g. `bench fanout` against nginx-rtmp).
     #[command(subcommand)]
     Bench(bench::Args),
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Scale(a) => with_lab_teardown(move || scale::run(a)),
         Command::Link(a) => with_lab_teardown(move || link::run(a)),
         Command::Run(a) => with_lab_teardown(move || run::run(a)),
+        Command::Report(a) => report(report::run(a)),
         Command::Clean(a) => report(clean::run(a)),
         Command::Bench(a) => report(bench::run(a)),
     }

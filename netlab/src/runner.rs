@@ -782,6 +782,7 @@ fn start_poller(
         let mut file = tokio::fs::File::create(&path).await.ok();
         let mut lines = BufReader::new(stdout).lines();
         while let Ok(Some(line)) = lines.next_line().await {
+            let line = redact_publish_key(line);
             if let Some(f) = file.as_mut() {
                 let _ = f.write_all(line.as_bytes()).await;
                 let _ = f.write_all(b"\n").await;
@@ -790,6 +791,21 @@ fn start_poller(
         }
     });
     Ok(poller)
+}
+
+/// The status API shows the node's publish key to loopback callers, which the poller is; reports and
+/// logs are shared, so the key is replaced before anything is written.
+fn redact_publish_key(line: String) -> String {
+    let Ok(mut v) = serde_json::from_str::<serde_json::Value>(&line) else {
+        return line;
+    };
+    match v.pointer_mut("/status/publish_key") {
+        Some(key) if key.is_string() => {
+            *key = serde_json::Value::String("(redacted by netlab)".into());
+            v.to_string()
+        }
+        _ => line,
+    }
 }
 
 /// Adds one line of the status poller to a history.
@@ -911,6 +927,21 @@ async fn player_task(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_publish_key_never_reaches_a_report() {
+        let line =
+            r#"{"at_unix_ms":5,"status":{"peer_id":"p","publish_key":"sk_secret"}}"#.to_string();
+        let out = redact_publish_key(line);
+        assert!(!out.contains("sk_secret"), "{out}");
+        assert!(
+            out.contains("redacted") && out.contains(r#""peer_id":"p""#),
+            "{out}"
+        );
+        let other = r#"{"at_unix_ms":5,"error":"connection refused"}"#.to_string();
+        assert_eq!(redact_publish_key(other.clone()), other);
+        assert_eq!(redact_publish_key("not json".into()), "not json");
+    }
 
     #[test]
     fn polls_become_history() {

@@ -25,6 +25,11 @@ pub const MAX_ENTRIES: usize = 256;
 pub const ENTRY_TTL: Duration = Duration::from_secs(12);
 /// Entries more hops from the origin than this are not passed on (bounds gossip in large meshes).
 pub const MAX_GOSSIP_HOPS: u8 = 16;
+/// Most providers of one stream passed on in a gossip message: the closest to the origin with the most spare
+/// upload. A subscriber needs a few candidates, and a full provider's redirect names more; passing every
+/// provider on made each message grow with the audience (in netlab's 50-node run, tens of KiB every 2 s to
+/// every peer, cut off by the send timeout on loaded relays, so late viewers never learned the stream).
+pub const GOSSIP_PROVIDERS_PER_STREAM: usize = 8;
 
 /// One provider of one stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,17 +241,37 @@ impl Catalog {
         self.learned.retain(|(_, p), _| p != provider);
     }
 
-    /// What to gossip to `peer`: our own entries and what we learned, except entries about `peer` itself.
+    /// What to gossip to `peer`: our own entries and what we learned, except entries about `peer` itself;
+    /// per stream at most [`GOSSIP_PROVIDERS_PER_STREAM`], ours first, then fewest hops, most spare upload.
     pub fn gossip_for(&self, peer: &PeerId, now: Instant) -> Vec<CatalogEntry> {
         let mut out: Vec<CatalogEntry> = self.local.clone();
-        out.extend(
-            self.learned
-                .values()
-                .filter(|s| {
-                    s.expires > now && s.entry.provider != *peer && s.entry.hops < MAX_GOSSIP_HOPS
-                })
-                .map(|s| s.entry.clone()),
-        );
+        let mut per_stream: HashMap<&StreamId, usize> = HashMap::new();
+        for e in &self.local {
+            *per_stream.entry(&e.announcement.id).or_default() += 1;
+        }
+        let mut learned: Vec<&CatalogEntry> = self
+            .learned
+            .values()
+            .filter(|s| {
+                s.expires > now && s.entry.provider != *peer && s.entry.hops < MAX_GOSSIP_HOPS
+            })
+            .map(|s| &s.entry)
+            .collect();
+        learned.sort_by_cached_key(|e| {
+            (
+                e.announcement.id.clone(),
+                e.hops,
+                std::cmp::Reverse(e.spare_kbps),
+                e.provider,
+            )
+        });
+        for e in learned {
+            let n = per_stream.entry(&e.announcement.id).or_default();
+            if *n < GOSSIP_PROVIDERS_PER_STREAM {
+                *n += 1;
+                out.push(e.clone());
+            }
+        }
         out.truncate(MAX_ENTRIES);
         out
     }
@@ -441,6 +466,41 @@ mod tests {
             cat.gossip_for(&pa, t)
                 .iter()
                 .all(|e| e.announcement.id.name != "far")
+        );
+    }
+
+    #[test]
+    fn gossip_passes_on_a_bounded_number_of_the_best_providers_per_stream() {
+        let me = PeerId::random();
+        let (a, b) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let to = PeerId::random();
+        let mut cat = Catalog::default();
+        let t = Instant::now();
+        // 30 providers of A's stream at 1..=30 hops (one with more spare at 5 hops), 2 of B's.
+        let mut many: Vec<CatalogEntry> = (1..=30u8)
+            .map(|h| entry(&a, "big", 1, PeerId::random(), h))
+            .collect();
+        let mut rich = entry(&a, "big", 1, PeerId::random(), 5);
+        rich.spare_kbps = 9000;
+        many.push(rich.clone());
+        many.push(entry(&b, "small", 1, PeerId::random(), 1));
+        many.push(entry(&b, "small", 1, PeerId::random(), 2));
+        cat.merge(&me, many, t);
+        let out = cat.gossip_for(&to, t);
+        let big: Vec<&CatalogEntry> = out
+            .iter()
+            .filter(|e| e.announcement.id.name == "big")
+            .collect();
+        assert_eq!(big.len(), GOSSIP_PROVIDERS_PER_STREAM);
+        let hops: Vec<u8> = big.iter().map(|e| e.hops).collect();
+        assert_eq!(hops, [1, 2, 3, 4, 5, 5, 6, 7]);
+        // Same hops: more spare upload first.
+        assert_eq!(big[4].provider, rich.provider);
+        assert_eq!(
+            out.iter()
+                .filter(|e| e.announcement.id.name == "small")
+                .count(),
+            2
         );
     }
 

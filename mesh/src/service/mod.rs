@@ -90,6 +90,9 @@ struct Shared {
     catalog_changed: tokio::sync::Notify,
     /// When the last catalog-triggered gossip went out (they are spaced a little).
     last_triggered_gossip: Mutex<Option<Instant>>,
+    /// What each peer was last sent (a hash of the message) and when: an unchanged catalog is sent again
+    /// only every [`GOSSIP_REPEAT`], well inside the receiver's entry lifetime.
+    last_sent: Mutex<HashMap<PeerId, (u64, Instant)>>,
     /// Downstream subscriptions by (peer, serve id).
     downstream: Mutex<HashMap<(PeerId, u64), Downstream>>,
     /// Keys we announced in the DHT.
@@ -213,6 +216,7 @@ impl Mesh {
             fetching: Mutex::new(HashSet::new()),
             catalog_changed: tokio::sync::Notify::new(),
             last_triggered_gossip: Mutex::new(None),
+            last_sent: Mutex::new(HashMap::new()),
             downstream: Mutex::new(HashMap::new()),
             providing: Mutex::new(HashSet::new()),
             tasks: Mutex::new(JoinSet::new()),
@@ -356,13 +360,20 @@ impl Shared {
         cap.saturating_sub(self.upload_kbps()) as u32
     }
 
-    /// Addresses others can dial us at: confirmed external ones, else our listen addresses.
+    /// Addresses others can dial us at: confirmed external ones, then our listen addresses; loopback ones
+    /// only when there is nothing else (nodes on one machine), since elsewhere they lead back to the dialer.
     fn my_addrs(&self) -> Vec<Multiaddr> {
         self.net.with_snapshot(|s| {
-            let mut v: Vec<Multiaddr> = s.external_addrs.clone();
-            v.extend(s.listen_addrs.iter().cloned());
-            v.dedup();
-            v.truncate(16);
+            let mut v: Vec<Multiaddr> = Vec::new();
+            for a in s.external_addrs.iter().chain(s.listen_addrs.iter()) {
+                if !v.contains(a) {
+                    v.push(a.clone());
+                }
+            }
+            if v.iter().any(|a| !is_loopback(a)) {
+                v.retain(|a| !is_loopback(a));
+            }
+            v.truncate(MAX_GOSSIP_ADDRS);
             v
         })
     }
@@ -456,9 +467,26 @@ impl Shared {
         let peers: Vec<PeerId> = self
             .net
             .with_snapshot(|s| s.peers.keys().copied().collect());
+        self.last_sent.lock().retain(|p, _| peers.contains(p));
         for peer in peers {
             let entries = self.catalog.lock().gossip_for(&peer, now);
             let bytes = catalog::encode(&entries);
+            let digest = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                h.finish()
+            };
+            {
+                let mut sent = self.last_sent.lock();
+                if sent
+                    .get(&peer)
+                    .is_some_and(|(d, at)| *d == digest && now.duration_since(*at) < GOSSIP_REPEAT)
+                {
+                    continue;
+                }
+                sent.insert(peer, (digest, now));
+            }
             let mut control = self.net.control();
             self.spawn(async move {
                 let send = async {
@@ -503,6 +531,21 @@ async fn run_events(shared: Arc<Shared>) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }
         }
+    }
+}
+
+/// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).
+const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
+/// Most of our addresses in a catalog entry.
+const MAX_GOSSIP_ADDRS: usize = 8;
+
+/// True for 127.0.0.0/8 and ::1 addresses.
+fn is_loopback(a: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match a.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
     }
 }
 

@@ -536,6 +536,8 @@ async fn run_events(shared: Arc<Shared>) {
 
 /// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).
 const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
+/// Least time between two gossips triggered by news (the timer gossips every `gossip_interval` anyway).
+const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
 /// Most of our addresses in a catalog entry.
 const MAX_GOSSIP_ADDRS: usize = 8;
 
@@ -627,8 +629,18 @@ async fn accept_catalog(shared: Arc<Shared>) {
             let mut buf = Vec::new();
             let mut limited = (&mut stream).take(catalog::MAX_MESSAGE as u64 + 1);
             let read = limited.read_to_end(&mut buf);
-            if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
-                return;
+            match tokio::time::timeout(Duration::from_secs(5), read).await {
+                Ok(Ok(_)) => {}
+                // A transfer that broke off (the sender gave up, the connection closed) is not the peer
+                // lying: drop it quietly, the next gossip brings the catalog again.
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "catalog transfer broke off");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%peer, "catalog transfer too slow; dropped");
+                    return;
+                }
             }
             match catalog::decode(&buf) {
                 Ok(entries) => {
@@ -642,11 +654,12 @@ async fn accept_catalog(shared: Arc<Shared>) {
                         for (peer, addrs) in merged.addresses.drain(..) {
                             s.net.send(NetCommand::AddAddresses(peer, addrs)).await;
                         }
-                        // Pass news on at once (a viewer may be waiting), but not more than 5 times a second.
+                        // Pass news on soon (a viewer may be waiting), but at most once a second: in a
+                        // large mesh something changes all the time, and every gossip goes to every peer.
                         s.catalog_changed.notify_waiters();
                         let due = {
                             let mut last = s.last_triggered_gossip.lock();
-                            let due = last.is_none_or(|t| t.elapsed() > Duration::from_millis(200));
+                            let due = last.is_none_or(|t| t.elapsed() > TRIGGERED_GOSSIP_SPACING);
                             if due {
                                 *last = Some(Instant::now());
                             }

@@ -92,6 +92,8 @@ struct Playing {
     sub: Subscription,
     live: bool,
     deadline: Instant,
+    /// When the play request came: a stream the mesh has found may take up to [`MESH_PLAY_WAIT`] from here.
+    requested: Instant,
     /// Merged writes: frames that arrive before this instant are written together with later ones.
     hold_until: Option<Instant>,
 }
@@ -230,13 +232,23 @@ impl Session {
                             p.live = true;
                         }
                     }
+                    PlayEvent::StillConnecting => continue,
                     PlayEvent::NotFound => {
                         let name = self.playing.as_ref().map(|p| p.name.clone()).unwrap_or_default();
                         self.ctx.stats.not_found.fetch_add(1, Relaxed);
-                        let msg = format!(
-                            "no stream named {name:?} is being published here or in the mesh; check the name \
-                             or start the publisher first"
-                        );
+                        let found = self.playing.as_ref().is_some_and(|p| p.sub.hub().is_found_in_mesh());
+                        let msg = if found {
+                            format!(
+                                "stream {name:?} is in the mesh but no node delivered it within {} s (providers \
+                                 full or unreachable); try again in a moment",
+                                MESH_PLAY_WAIT.as_secs()
+                            )
+                        } else {
+                            format!(
+                                "no stream named {name:?} is being published here or in the mesh; check the \
+                                 name or start the publisher first"
+                            )
+                        };
                         self.queue_status("error", "NetStream.Play.StreamNotFound", &msg);
                         self.playing = None;
                         self.pending_close = Some(SessionError::NotFound(name));
@@ -446,6 +458,7 @@ impl Session {
             sub,
             live,
             deadline: Instant::now() + self.ctx.config.play_wait,
+            requested: Instant::now(),
             hold_until: None,
         });
         Ok(())
@@ -512,8 +525,14 @@ enum PlayEvent {
     Frame(Frame),
     Ended(streamr_mesh::Ended),
     Live,
+    /// Not live by the deadline, but the mesh has found providers and is connecting: wait on.
+    StillConnecting,
     NotFound,
 }
+
+/// How long a player waits for a stream that the mesh has found (providers known, subscription under way):
+/// in a large or busy mesh the first providers tried may be full or unreachable.
+const MESH_PLAY_WAIT: Duration = Duration::from_secs(45);
 
 /// What the play side of a session waits for: the stream to go live (until the deadline), then frames.
 async fn play_event(p: Option<&mut Playing>) -> PlayEvent {
@@ -535,6 +554,9 @@ async fn play_event(p: Option<&mut Playing>) -> PlayEvent {
         .await
     {
         PlayEvent::Live
+    } else if p.sub.hub().is_found_in_mesh() && p.requested.elapsed() < MESH_PLAY_WAIT {
+        p.deadline = Instant::now() + Duration::from_secs(1);
+        PlayEvent::StillConnecting
     } else {
         PlayEvent::NotFound
     }

@@ -213,6 +213,8 @@ pub struct Hub {
     counters: Counters,
     lineage: Mutex<Option<Arc<Lineage>>>,
     events: Option<broadcast::Sender<StreamEvent>>,
+    /// The mesh knows providers of this stream and is connecting to them (set by the mesh's fetch).
+    found_in_mesh: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -267,7 +269,21 @@ impl Hub {
             counters: Counters::default(),
             lineage: Mutex::new(None),
             events,
+            found_in_mesh: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// True while the mesh knows providers of this stream and is subscribing: a waiting player should
+    /// keep waiting rather than be told the stream does not exist.
+    pub fn is_found_in_mesh(&self) -> bool {
+        self.found_in_mesh
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Set by the mesh's fetch (see [`Hub::is_found_in_mesh`]).
+    pub fn set_found_in_mesh(&self, found: bool) {
+        self.found_in_mesh
+            .store(found, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Where the stream comes from in the mesh, once known.

@@ -50,6 +50,14 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
     let (name, prefix) = (name.to_string(), prefix.map(str::to_string));
     let hub = shared.streams.get_or_create(&key);
     info!(stream = %key, "looking for the stream in the mesh");
+    // However the fetch ends, players stop being told that the mesh is connecting.
+    struct ClearFound(Arc<Hub>);
+    impl Drop for ClearFound {
+        fn drop(&mut self) {
+            self.0.set_found_in_mesh(false);
+        }
+    }
+    let _clear = ClearFound(hub.clone());
     let mut cooldown: HashMap<PeerId, Instant> = HashMap::new();
     let mut hinted: Vec<ProviderHint> = Vec::new();
     let mut last_frame: Option<Instant> = None;
@@ -81,6 +89,7 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
             &cooldown,
         )
         .await;
+        hub.set_found_in_mesh(!candidates.is_empty() || !cooldown.is_empty());
         if candidates.is_empty() {
             // Wait for news in the catalog, a provider's cool-down to end, or look again (the DHT).
             let wake = cooldown

@@ -508,6 +508,19 @@ pub struct Nginx {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Nginx {
+    /// nginx runs a master and a worker; killing the master alone leaves the worker behind, so nginx gets
+    /// its own process group and the whole group is stopped.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// Where Debian installs the RTMP module.
 pub const NGINX_RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
@@ -542,6 +555,7 @@ impl Nginx {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .expect("spawn nginx");
         let up = wait_until(Duration::from_secs(10), || {

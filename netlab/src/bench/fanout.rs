@@ -225,6 +225,19 @@ struct Running {
     _dir: tempfile::TempDir,
 }
 
+impl Drop for Running {
+    /// nginx runs a master and a worker: killing the master alone leaves the worker running, so the
+    /// server gets its own process group and the whole group is stopped.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 async fn start_server(
     server: Server,
     node: &Path,
@@ -273,6 +286,7 @@ async fn start_server(
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        .process_group(0)
         .spawn()
         .with_context(|| format!("cannot start {}", server.name()))?;
     let url = RtmpUrl::parse(&format!("rtmp://127.0.0.1:{port}/live/probe"))?;
@@ -398,7 +412,7 @@ async fn measure(
         frames.push(progress_frames(&progress));
     }
     let _ = publisher.kill().await;
-    let _ = srv.child.kill().await;
+    drop(srv);
 
     let mut ttff: Vec<f64> = late
         .iter()

@@ -1,23 +1,18 @@
 //! `netlab classify`: proves each NAT preset has the behaviour it is named for, by measuring it from a
 //! host behind it with the STUN-like probe ([`crate::probe::stun`]).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::error::{LabError, LabResult};
-use crate::lab::{Lab, PublicHostOptions, SiteSpec};
+use crate::lab::{Lab, SiteSpec};
 use crate::link::LinkConditions;
 use crate::nat::{Behaviour, NatPreset};
-use crate::probe::READY_LINE;
 use crate::probe::stun::{ClientReport, Observation, ServerAddrs};
 use crate::report::Table;
 
-/// The server's first port (the STUN port).
-const PRIMARY_PORT: u16 = 3478;
-/// The server's second port.
-const ALTERNATE_PORT: u16 = 3479;
 /// Longest a client may take (its questions time out in well under this).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -68,23 +63,7 @@ pub fn client_args(bind: Ipv4Addr, addrs: &ServerAddrs) -> Vec<String> {
 
 /// Builds one site per preset in `lab`, probes them all in parallel, and compares with the definitions.
 pub fn run(lab: &Lab, presets: &[NatPreset]) -> LabResult<Vec<ClassifyRow>> {
-    let server = lab.add_public_host(
-        "stun",
-        PublicHostOptions {
-            addresses: 2,
-            ..PublicHostOptions::default()
-        },
-    )?;
-    let addrs = ServerAddrs {
-        primary: SocketAddrV4::new(server.addrs[0], PRIMARY_PORT),
-        alternate: SocketAddrV4::new(server.addrs[1], ALTERNATE_PORT),
-    };
-    lab.start_agent(
-        &server.ns,
-        "stun server",
-        &server_args(&addrs),
-        Some(READY_LINE),
-    )?;
+    let addrs = lab.stun_server()?;
     let specs: Vec<SiteSpec> = presets
         .iter()
         .map(|&preset| SiteSpec {

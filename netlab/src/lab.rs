@@ -836,8 +836,9 @@ impl Lab {
         Ok(())
     }
 
-    /// The lab's STUN server (two public addresses, two ports), started by the first caller.
-    fn stun_server(&self) -> LabResult<ServerAddrs> {
+    /// The lab's STUN server (two public addresses, ports 3478 and 3479), started by the first caller:
+    /// `classify` measures against it and UPnP routers learn their public address from it.
+    pub fn stun_server(&self) -> LabResult<ServerAddrs> {
         let mut slot = lock(&self.inner.stun);
         if let Some(addrs) = *slot {
             return Ok(addrs);

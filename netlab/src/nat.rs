@@ -381,6 +381,16 @@ pub const ROUTER_TABLE: &str = "netlab";
 /// Only UDP gets cone behaviour (the maps are keyed on UDP ports); TCP through any preset is
 /// port-restricted, which is what the hole-punching tests need and what most home routers do.
 pub fn router_ruleset(nat: NatType, ports: &RouterPorts<'_>, timeouts: &NatTimeouts) -> String {
+    ruleset(nat, ports, timeouts, None)
+}
+
+/// [`router_ruleset`], with `input_allow` (an nft rule) accepted from the WAN before the input drop.
+fn ruleset(
+    nat: NatType,
+    ports: &RouterPorts<'_>,
+    timeouts: &NatTimeouts,
+    input_allow: Option<&str>,
+) -> String {
     let RouterPorts {
         wan_if: wan,
         lan_if: lan,
@@ -405,9 +415,12 @@ pub fn router_ruleset(nat: NatType, ports: &RouterPorts<'_>, timeouts: &NatTimeo
     }
     // The input drop keeps an early probe from a peer from creating an unreplied conntrack entry that the
     // host's own first packet would then collide with (and get a different port).
+    let allow = input_allow
+        .map(|rule| format!("    iifname \"{wan}\" {rule}\n"))
+        .unwrap_or_default();
     r.push_str(&format!(
         "  chain input {{ type filter hook input priority filter; policy accept;\n    \
-         iifname \"{wan}\" ct state established,related accept\n    \
+         iifname \"{wan}\" ct state established,related accept\n{allow}    \
          iifname \"{wan}\" drop\n  }}\n"
     ));
     r.push_str(&format!(
@@ -472,17 +485,14 @@ pub fn upnp_ruleset(
     timeouts: &NatTimeouts,
     stun: &crate::probe::stun::ServerAddrs,
 ) -> String {
-    let wan = ports.wan_if;
-    let base = router_ruleset(NatType::PortRestrictedCone, ports, timeouts);
-    let drop_line = format!("    iifname \"{wan}\" drop\n");
-    let accept = format!(
-        "    iifname \"{wan}\" ip saddr {{ {}, {} }} udp sport {{ {}, {} }} accept\n",
+    let stun_in = format!(
+        "ip saddr {{ {}, {} }} udp sport {{ {}, {} }} accept",
         stun.primary.ip(),
         stun.alternate.ip(),
         stun.primary.port(),
         stun.alternate.port()
     );
-    let mut r = base.replacen(&drop_line, &format!("{accept}{drop_line}"), 1);
+    let mut r = ruleset(NatType::PortRestrictedCone, ports, timeouts, Some(&stun_in));
     r.push_str(
         "table inet filter {\n  \
          chain forward { type filter hook forward priority filter; policy accept;\n    jump miniupnpd\n  }\n  \

@@ -13,14 +13,10 @@ fn node_binary() -> Option<PathBuf> {
     if node.exists() {
         return Some(node);
     }
-    let why = format!(
+    common::skip(&format!(
         "{} not found: build it with `cargo build -p streamr-node`",
         node.display()
-    );
-    if std::env::var(common::REQUIRE_EXTERNAL).as_deref() == Ok("1") {
-        panic!("{why} ({}=1 forbids skipping)", common::REQUIRE_EXTERNAL);
-    }
-    eprintln!("SKIP: {why}");
+    ));
     None
 }
 
@@ -92,18 +88,15 @@ fn smoke_scenario_delivers_the_stream() {
     eprintln!("smoke scenario took {took:?}");
 }
 
-/// One trial each of representative pairs of `scenarios/nat-matrix.toml`: two that hole punching must turn
-/// direct (port-restricted on both sides; full cone against symmetric, which works because the cone side
-/// answers the address it saw) and one that cannot be punched (symmetric on both sides) and must be
-/// delivered through the relay.
-#[test]
-fn reduced_nat_matrix_goes_direct_where_punchable_and_relays_otherwise() {
-    if !common::lab_available("run nat-matrix (reduced)") {
-        return;
-    }
-    let Some(node) = node_binary() else { return };
+/// One 15 s trial of each `ROW/COLUMN` cell in `only` of `scenarios/nat-matrix.toml`; the output and
+/// the parsed `result.json`.
+fn run_matrix_cells(
+    node: &std::path::Path,
+    out_name: &str,
+    only: &str,
+) -> (std::process::Output, serde_json::Value) {
     let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/nat-matrix.toml");
-    let out = common::temp_file("matrix-run");
+    let out = common::temp_file(out_name);
     let o = common::run(&[
         "run",
         scenario.to_str().unwrap(),
@@ -116,9 +109,27 @@ fn reduced_nat_matrix_goes_direct_where_punchable_and_relays_otherwise() {
         "--duration",
         "15",
         "--only",
-        "port-restricted/port-restricted,full-cone/symmetric,symmetric/symmetric",
+        only,
     ]);
     let r = common::read_json(&out.join("result.json"));
+    (o, r)
+}
+
+/// One trial each of representative pairs of `scenarios/nat-matrix.toml`: two that hole punching must turn
+/// direct (port-restricted on both sides; full cone against symmetric, which works because the cone side
+/// answers the address it saw) and one that cannot be punched (symmetric on both sides) and must be
+/// delivered through the relay.
+#[test]
+fn reduced_nat_matrix_goes_direct_where_punchable_and_relays_otherwise() {
+    if !common::lab_available("run nat-matrix (reduced)") {
+        return;
+    }
+    let Some(node) = node_binary() else { return };
+    let (o, r) = run_matrix_cells(
+        &node,
+        "matrix-run",
+        "port-restricted/port-restricted,full-cone/symmetric,symmetric/symmetric",
+    );
     let cases = r["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 3, "{r}");
     for case in cases {
@@ -149,20 +160,16 @@ fn reduced_nat_matrix_goes_direct_where_punchable_and_relays_otherwise() {
     );
 }
 
-/// True when `tool` is on the PATH; otherwise the skip rule: print why, or panic when skipping is forbidden.
-fn tool_available(tool: &str, test: &str) -> bool {
+/// True when miniupnpd is on the PATH; otherwise the skip rule.
+fn miniupnpd_available(test: &str) -> bool {
     let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if found {
-        return true;
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("miniupnpd").is_file()));
+    if !found {
+        common::skip(&format!(
+            "{test} needs miniupnpd (Debian: apt install miniupnpd-nftables miniupnpd)"
+        ));
     }
-    let why = format!("{test} needs {tool} (Debian: apt install miniupnpd-nftables miniupnpd)");
-    if std::env::var(common::REQUIRE_EXTERNAL).as_deref() == Ok("1") {
-        panic!("{why} ({}=1 forbids skipping)", common::REQUIRE_EXTERNAL);
-    }
-    eprintln!("SKIP: {why}");
-    false
+    found
 }
 
 /// A publisher behind a UPnP router (miniupnpd) and a viewer behind a symmetric NAT: no hole punch can
@@ -171,28 +178,12 @@ fn tool_available(tool: &str, test: &str) -> bool {
 #[test]
 fn upnp_router_turns_an_unpunchable_pair_direct() {
     if !common::lab_available("run nat-matrix upnp/symmetric")
-        || !tool_available("miniupnpd", "run nat-matrix upnp/symmetric")
+        || !miniupnpd_available("run nat-matrix upnp/symmetric")
     {
         return;
     }
     let Some(node) = node_binary() else { return };
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/nat-matrix.toml");
-    let out = common::temp_file("matrix-upnp");
-    let o = common::run(&[
-        "run",
-        scenario.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--node",
-        node.to_str().unwrap(),
-        "--trials",
-        "1",
-        "--duration",
-        "15",
-        "--only",
-        "upnp/symmetric",
-    ]);
-    let r = common::read_json(&out.join("result.json"));
+    let (o, r) = run_matrix_cells(&node, "matrix-upnp", "upnp/symmetric");
     let trial = &r["cases"][0]["trials"][0];
     assert!(trial["error"].is_null(), "trial error: {}", trial["error"]);
     let publisher = trial["nodes"]

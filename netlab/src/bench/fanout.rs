@@ -313,7 +313,7 @@ async fn measure(
     opts: &FanoutOptions,
 ) -> anyhow::Result<FanoutResult> {
     let port = free_port()?;
-    let (mut srv, startup) = start_server(server, &opts.node, port).await?;
+    let (srv, startup) = start_server(server, &opts.node, port).await?;
     let pid = srv.child.id().context("server exited at once")?;
     let url = format!("rtmp://127.0.0.1:{port}/live/bench");
     let scratch = tempfile::tempdir_in(&opts.work_dir)?;

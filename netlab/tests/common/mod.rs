@@ -14,14 +14,19 @@ pub fn lab_available(test: &str) -> bool {
     match streamr_netlab::sys::check_privileges() {
         Ok(()) => true,
         Err(e) => {
-            let why = format!("{test} needs root, ip and nft: {e}");
-            if std::env::var(REQUIRE_EXTERNAL).as_deref() == Ok("1") {
-                panic!("{why} ({REQUIRE_EXTERNAL}=1 forbids skipping)");
-            }
-            eprintln!("SKIP: {why}");
+            skip(&format!("{test} needs root, ip and nft: {e}"));
             false
         }
     }
+}
+
+/// The skip rule's verdict on a missing tool: prints why the test is skipped, or panics when
+/// `STREAMR_REQUIRE_EXTERNAL=1` forbids skipping.
+pub fn skip(why: &str) {
+    if std::env::var(REQUIRE_EXTERNAL).as_deref() == Ok("1") {
+        panic!("{why} ({REQUIRE_EXTERNAL}=1 forbids skipping)");
+    }
+    eprintln!("SKIP: {why}");
 }
 
 /// The `netlab` binary built for these tests.

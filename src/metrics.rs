@@ -11,7 +11,7 @@ use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use streamr_edge::EdgeStats;
-use streamr_mesh::Streams;
+use streamr_media::Streams;
 
 /// Collects per-stream and edge metrics on each scrape.
 #[derive(Debug)]
@@ -327,7 +327,7 @@ impl Collector for NodeCollector {
         )?;
 
         let snaps = self.streams.snapshots();
-        type Field = fn(&streamr_mesh::HubSnapshot) -> u64;
+        type Field = fn(&streamr_media::HubSnapshot) -> u64;
         let per_stream: [(&str, &str, MetricType, Field); 8] = [
             (
                 "streamr_stream_frames_in",

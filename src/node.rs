@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
-use streamr_mesh::{HubConfig, Mesh, MeshConfig, SourceKind, Streams};
+use streamr_media::{HubConfig, SourceKind, Streams};
+use streamr_mesh::{Mesh, MeshConfig};
 use streamr_web::{MeshStream, NatStatus, NodeApi, PeerStatus, Status, StreamStatus, WebServer};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -194,6 +195,7 @@ async fn supervise_mesh(
             match Mesh::start(cfg.clone(), streams.clone(), token.child_token()).await {
                 Ok(m) => {
                     info!("mesh restarted");
+                    streams.set_finder(Some(m.finder()));
                     slot.set(m);
                     break;
                 }
@@ -237,9 +239,10 @@ impl Node {
         mesh_cfg.upnp = config.upnp;
         mesh_cfg.relay = config.relay_limits();
         let mesh_token = shutdown.child_token();
-        let mesh = MeshSlot(Arc::new(parking_lot::RwLock::new(
-            Mesh::start(mesh_cfg.clone(), streams.clone(), mesh_token.child_token()).await?,
-        )));
+        let first_mesh =
+            Mesh::start(mesh_cfg.clone(), streams.clone(), mesh_token.child_token()).await?;
+        streams.set_finder(Some(first_mesh.finder()));
+        let mesh = MeshSlot(Arc::new(parking_lot::RwLock::new(first_mesh)));
 
         let mut registry = Registry::default();
         registry.register_collector(Box::new(NodeCollector {

@@ -6,7 +6,7 @@
 //! message stream id.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use streamr_mesh::{Frame, FrameKind};
+use streamr_media::{Frame, FrameKind};
 
 /// Outbound chunk size that every server session announces (rml_rtmp's `ServerSessionConfig::chunk_size`).
 pub const CHUNK_SIZE: usize = 4096;

@@ -16,7 +16,7 @@ use rml_rtmp::time::RtmpTimestamp;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
-use streamr_mesh::FrameKind;
+use streamr_media::FrameKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;

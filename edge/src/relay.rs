@@ -3,7 +3,7 @@
 
 use crate::client::{ClientError, RtmpClient, RtmpUrl};
 use std::time::Duration;
-use streamr_mesh::{SourceKind, Streams, SubscriberKind};
+use streamr_media::{SourceKind, Streams, SubscriberKind};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};

@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use streamr_mesh::Streams;
+use streamr_media::Streams;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +24,6 @@ pub struct EdgeConfig {
     pub app: String,
     /// When set, a publish must carry `?key=` with this value.
     pub publish_key: Option<String>,
-    /// How long a player that arrives before the publisher waits before `NetStream.Play.StreamNotFound`.
-    pub play_wait: Duration,
     /// Time allowed for the RTMP handshake.
     pub handshake_timeout: Duration,
     /// A session that is not playing and sends nothing for this long is closed.
@@ -48,7 +46,6 @@ impl EdgeConfig {
             listen,
             app: "live".into(),
             publish_key: None,
-            play_wait: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(15),

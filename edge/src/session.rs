@@ -17,8 +17,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use streamr_mesh::{
-    EncodingSlot, Frame, FrameKind, Source, SourceKind, SubscriberKind, Subscription,
+use streamr_media::{
+    EncodingSlot, Frame, FrameKind, Lookup, NotFound, Source, SourceKind, SubscriberKind,
+    Subscription,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -91,9 +92,8 @@ struct Playing {
     stream_id: u32,
     sub: Subscription,
     live: bool,
-    deadline: Instant,
-    /// When the play request came: a stream the mesh has found may take up to [`MESH_PLAY_WAIT`] from here.
-    requested: Instant,
+    /// The wait for a stream that is not live yet (the mesh may be looking for it).
+    lookup: Lookup,
     /// Merged writes: frames that arrive before this instant are written together with later ones.
     hold_until: Option<Instant>,
 }
@@ -232,24 +232,10 @@ impl Session {
                             p.live = true;
                         }
                     }
-                    PlayEvent::StillConnecting => continue,
-                    PlayEvent::NotFound => {
+                    PlayEvent::NotFound(why) => {
                         let name = self.playing.as_ref().map(|p| p.name.clone()).unwrap_or_default();
                         self.ctx.stats.not_found.fetch_add(1, Relaxed);
-                        let found = self.playing.as_ref().is_some_and(|p| p.sub.hub().is_found_in_mesh());
-                        let msg = if found {
-                            format!(
-                                "stream {name:?} is in the mesh but no node delivered it within {} s (providers \
-                                 full or unreachable); try again in a moment",
-                                MESH_PLAY_WAIT.as_secs()
-                            )
-                        } else {
-                            format!(
-                                "no stream named {name:?} is being published here or in the mesh; check the \
-                                 name or start the publisher first"
-                            )
-                        };
-                        self.queue_status("error", "NetStream.Play.StreamNotFound", &msg);
+                        self.queue_status("error", "NetStream.Play.StreamNotFound", &why.to_string());
                         self.playing = None;
                         self.pending_close = Some(SessionError::NotFound(name));
                         continue;
@@ -446,19 +432,16 @@ impl Session {
         let sub = hub.subscribe(SubscriberKind::Player);
         self.accept(request_id)?;
         self.ctx.stats.plays.fetch_add(1, Relaxed);
+        // Not live here (yet): the lookup asks the mesh to find it while the player waits.
+        let lookup = self.ctx.streams.request(&hub);
         let live = hub.is_live();
-        if !live {
-            // Not here (yet): ask the mesh to find it while the player waits.
-            self.ctx.streams.want(&key.name);
-        }
         info!(stream = %key.name, live, "play started");
         self.playing = Some(Playing {
             name: key.name,
             stream_id,
             sub,
             live,
-            deadline: Instant::now() + self.ctx.config.play_wait,
-            requested: Instant::now(),
+            lookup,
             hold_until: None,
         });
         Ok(())
@@ -523,18 +506,13 @@ fn is_play_data_noise(packet: &[u8]) -> bool {
 
 enum PlayEvent {
     Frame(Frame),
-    Ended(streamr_mesh::Ended),
+    Ended(streamr_media::Ended),
     Live,
-    /// Not live by the deadline, but the mesh has found providers and is connecting: wait on.
-    StillConnecting,
-    NotFound,
+    NotFound(NotFound),
 }
 
-/// How long a player waits for a stream that the mesh has found (providers known, subscription under way):
-/// in a large or busy mesh the first providers tried may be full or unreachable.
-const MESH_PLAY_WAIT: Duration = Duration::from_secs(45);
-
-/// What the play side of a session waits for: the stream to go live (until the deadline), then frames.
+/// What the play side of a session waits for: the stream to go live (as long as its lookup allows), then
+/// frames.
 async fn play_event(p: Option<&mut Playing>) -> PlayEvent {
     let Some(p) = p else {
         return std::future::pending().await;
@@ -548,17 +526,11 @@ async fn play_event(p: Option<&mut Playing>) -> PlayEvent {
             Ok(f) => PlayEvent::Frame(f),
             Err(e) => PlayEvent::Ended(e),
         }
-    } else if p
-        .sub
-        .wait_live(p.deadline.saturating_duration_since(Instant::now()))
-        .await
-    {
-        PlayEvent::Live
-    } else if p.sub.hub().is_found_in_mesh() && p.requested.elapsed() < MESH_PLAY_WAIT {
-        p.deadline = Instant::now() + Duration::from_secs(1);
-        PlayEvent::StillConnecting
     } else {
-        PlayEvent::NotFound
+        match p.lookup.settled().await {
+            Ok(()) => PlayEvent::Live,
+            Err(why) => PlayEvent::NotFound(why),
+        }
     }
 }
 

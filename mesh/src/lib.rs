@@ -1,20 +1,14 @@
-//! streamr-mesh: the media model every part of the node shares (`Frame`, `Hub`, `Streams`) and the libp2p
-//! mesh that carries streams between nodes.
+//! streamr-mesh: the libp2p mesh that carries streams between nodes: reachability (AutoNAT, relays, DCUtR,
+//! UPnP), discovery (catalog gossip, Kademlia), the `/streamr/media/1` protocol, the tree and failover. Media
+//! arrives and leaves through `streamr-media` hubs.
 
 pub mod announce;
 pub mod catalog;
 pub mod codec;
-pub mod frame;
-pub mod hub;
 pub mod net;
+pub mod routes;
 pub mod service;
-pub mod streams;
 pub mod wire;
 
-pub use frame::{EncodingSlot, Frame, FrameKind};
-pub use hub::{
-    Continuity, Ended, Hub, HubConfig, HubSnapshot, Lineage, Replaced, Source, SourceKind,
-    StreamEvent, SubscriberKind, Subscription,
-};
+pub use routes::Lineage;
 pub use service::{Mesh, MeshConfig, MeshStats, MeshStatus, PeerStatus, StreamMesh};
-pub use streams::Streams;

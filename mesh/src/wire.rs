@@ -9,9 +9,9 @@
 
 use crate::announce::Announcement;
 use crate::codec::{Reader, WireError, Writer};
-use crate::frame::{Frame, FrameKind};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
+use streamr_media::{Frame, FrameKind};
 
 /// The protocol name.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/media/1");
@@ -105,7 +105,7 @@ fn flags(frame: &Frame) -> u8 {
     (frame.is_keyframe() as u8) | ((frame.is_sequence_header() as u8) << 1)
 }
 
-/// Encodes a frame message (what [`crate::EncodingSlot::Wire`] caches).
+/// Encodes a frame message (what [`streamr_media::EncodingSlot::Wire`] caches).
 pub fn encode_frame(frame: &Frame) -> Bytes {
     let mut b = BytesMut::with_capacity(FRAME_HEADER + frame.len());
     b.put_u32((FRAME_HEADER - 4 + frame.len()) as u32);

@@ -4,8 +4,8 @@
 
 use super::{Shared, matches_request, provider_key, split_key};
 use crate::catalog::{CatalogEntry, rank};
-use crate::hub::{Hub, Lineage, SourceKind};
 use crate::net::NetCommand;
+use crate::routes::Lineage;
 use crate::wire::{self, DecodeError, Message, ProviderHint};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+use streamr_media::{Hub, LookupState, SourceKind};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -45,19 +46,10 @@ enum Outcome {
     Superseded,
 }
 
-pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
+pub(crate) async fn fetch(shared: Arc<Shared>, hub: Arc<Hub>, key: String) {
     let (name, prefix) = split_key(&key);
     let (name, prefix) = (name.to_string(), prefix.map(str::to_string));
-    let hub = shared.streams.get_or_create(&key);
     info!(stream = %key, "looking for the stream in the mesh");
-    // However the fetch ends, players stop being told that the mesh is connecting.
-    struct ClearFound(Arc<Hub>);
-    impl Drop for ClearFound {
-        fn drop(&mut self) {
-            self.0.set_found_in_mesh(false);
-        }
-    }
-    let _clear = ClearFound(hub.clone());
     let mut cooldown: HashMap<PeerId, Instant> = HashMap::new();
     let mut hinted: Vec<ProviderHint> = Vec::new();
     let mut last_frame: Option<Instant> = None;
@@ -65,8 +57,7 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
     let mut backoff = Duration::from_millis(250);
     loop {
         // Stop when nobody here wants the stream any more, or a local source owns the name.
-        let snap = hub.snapshot();
-        if snap.players + snap.peers + snap.relays == 0 {
+        if hub.subscribers() == 0 {
             let since = *unwanted_since.get_or_insert_with(Instant::now);
             if since.elapsed() > UNWANTED_AFTER {
                 debug!(stream = %key, "nobody wants the stream any more; fetch stops");
@@ -75,7 +66,7 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
         } else {
             unwanted_since = None;
         }
-        if hub.is_live() && snap.source != Some(SourceKind::Mesh) {
+        if hub.is_live() && hub.snapshot().source != Some(SourceKind::Mesh) {
             return;
         }
         let now = Instant::now();
@@ -89,7 +80,15 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
             &cooldown,
         )
         .await;
-        hub.set_found_in_mesh(!candidates.is_empty() || !cooldown.is_empty());
+        let found = !candidates.is_empty() || !cooldown.is_empty();
+        shared.routes.set_fetch_state(
+            &key,
+            if found {
+                LookupState::Connecting
+            } else {
+                LookupState::Searching
+            },
+        );
         if candidates.is_empty() {
             // Wait for news in the catalog, a provider's cool-down to end, or look again (the DHT).
             let wake = cooldown
@@ -163,7 +162,7 @@ pub(crate) async fn fetch(shared: Arc<Shared>, key: String) {
 /// Providers to try, best first: hints from a redirect, then the catalog, then the DHT.
 async fn candidates(
     shared: &Arc<Shared>,
-    hub: &Hub,
+    hub: &Arc<Hub>,
     name: &str,
     prefix: Option<&str>,
     hinted: &mut Vec<ProviderHint>,
@@ -176,7 +175,10 @@ async fn candidates(
         .map(|h| h.peer)
         .collect();
     // Stay with the origin this hub already plays, if any.
-    let origin = hub.lineage().map(|l| l.announcement.id.origin.to_string());
+    let lineage = shared.routes.lineage(hub);
+    let origin = lineage
+        .as_ref()
+        .map(|l| l.announcement.id.origin.to_string());
     let prefix = origin.as_deref().or(prefix);
     let mut entries: Vec<CatalogEntry> = shared
         .catalog
@@ -203,7 +205,7 @@ async fn candidates(
     }
     out.extend(entries.into_iter().map(|e| e.provider));
     // The nodes above our (lost) upstream, as it told us when it accepted us.
-    if let Some(l) = hub.lineage() {
+    if let Some(l) = lineage {
         for f in &l.fallbacks {
             if usable(&f.peer) {
                 shared
@@ -249,7 +251,7 @@ async fn session(
     let (rd, mut wr) = stream.split();
     let mut rd = FramedRead::new(rd.compat(), wire::Decoder);
     let have_seq = hub.position().map_or(0, |(s, _)| s);
-    let origin = hub.lineage().map(|l| l.announcement.id.origin);
+    let origin = shared.routes.lineage(hub).map(|l| l.announcement.id.origin);
     let subscribe = Message::Subscribe {
         name: name.to_string(),
         origin,
@@ -309,13 +311,16 @@ async fn session(
         .into_iter()
         .filter(|h| h.peer != shared.me)
         .collect();
-    hub.set_lineage(Some(Arc::new(Lineage {
-        announcement,
-        hops: hops.saturating_add(1),
-        path,
-        upstream: Some(peer),
-        fallbacks,
-    })));
+    shared.routes.set_lineage(
+        hub,
+        Arc::new(Lineage {
+            announcement,
+            hops: hops.saturating_add(1),
+            path,
+            upstream: Some(peer),
+            fallbacks,
+        }),
+    );
     info!(stream = %hub.name(), provider = %peer, hops = hops.saturating_add(1), "subscribed");
 
     let stall = shared.config.stall_timeout;
@@ -370,14 +375,14 @@ async fn session(
                             return Outcome::Lost { reason: "upstream's new path runs through us".into(), last_frame: mine_last };
                         }
                         path.push(shared.me);
-                        if let Some(l) = hub.lineage() {
-                            hub.set_lineage(Some(Arc::new(Lineage {
+                        if let Some(l) = shared.routes.lineage(hub) {
+                            shared.routes.set_lineage(hub, Arc::new(Lineage {
                                 announcement: l.announcement.clone(),
                                 hops: hops.saturating_add(1),
                                 path,
                                 upstream: Some(peer),
                                 fallbacks: l.fallbacks.clone(),
-                            })));
+                            }));
                         }
                     }
                     Message::End { reason } => {

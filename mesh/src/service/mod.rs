@@ -11,9 +11,8 @@ pub use stats::MeshStats;
 
 use crate::announce::{Announcement, StreamId};
 use crate::catalog::{self, Catalog, CatalogEntry, KnownStream, PeerView};
-use crate::hub::{Hub, Lineage, SourceKind, StreamEvent};
 use crate::net::{self, NetCommand, NetConfig, NetHandle, RelayLimits};
-use crate::streams::Streams;
+use crate::routes::{Lineage, Routes};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, kad};
@@ -22,6 +21,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use streamr_media::{Finder, Hub, LookupState, StreamEvent, Streams};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -84,8 +85,8 @@ struct Shared {
     net: NetHandle,
     catalog: Mutex<Catalog>,
     stats: MeshStats,
-    /// Hubs with a running fetch task.
-    fetching: Mutex<HashSet<String>>,
+    /// Where each stream on this node comes from, and the fetches under way.
+    routes: Routes,
     /// Woken when the catalog learned something: fetches waiting for providers look again.
     catalog_changed: tokio::sync::Notify,
     /// When the last catalog-triggered gossip went out (they are spaced a little).
@@ -213,7 +214,7 @@ impl Mesh {
             net,
             catalog: Mutex::new(Catalog::default()),
             stats: MeshStats::default(),
-            fetching: Mutex::new(HashSet::new()),
+            routes: Routes::default(),
             catalog_changed: tokio::sync::Notify::new(),
             last_triggered_gossip: Mutex::new(None),
             last_sent: Mutex::new(HashMap::new()),
@@ -245,7 +246,19 @@ impl Mesh {
             tasks.spawn(accept_media(shared.clone()));
             tasks.spawn(accept_catalog(shared.clone()));
         }
+        // Players may be waiting for streams this mesh's predecessor was fetching (it failed and the node
+        // restarted it): look for them again.
+        for hub in shared.streams.hubs() {
+            if !hub.is_live() && hub.subscribers() > 0 {
+                shared.want(hub.name());
+            }
+        }
         Ok(Mesh { shared })
+    }
+
+    /// What looks for streams on behalf of local players: give it to [`Streams::set_finder`].
+    pub fn finder(&self) -> Arc<dyn Finder> {
+        Arc::new(MeshFinder(Arc::downgrade(&self.shared)))
     }
 
     /// This node's id.
@@ -286,8 +299,8 @@ impl Mesh {
     }
 
     /// What the mesh knows about a hub.
-    pub fn stream(&self, hub: &Hub) -> Option<StreamMesh> {
-        let l = hub.lineage()?;
+    pub fn stream(&self, hub: &Arc<Hub>) -> Option<StreamMesh> {
+        let l = self.shared.routes.lineage(hub)?;
         Some(StreamMesh {
             origin: l.announcement.id.origin.to_string(),
             upstream: l.upstream.map(|p| p.to_string()),
@@ -384,11 +397,8 @@ impl Shared {
         let spare = self.spare_kbps();
         let mut entries = Vec::new();
         let mut keys = HashSet::new();
-        for hub in self.streams.hubs() {
-            let Some(l) = hub.lineage() else { continue };
-            if !hub.is_live() {
-                continue;
-            }
+        self.routes.prune();
+        for (_, l) in self.routes.provided() {
             keys.insert(l.announcement.id.name.clone());
             entries.push(CatalogEntry {
                 announcement: l.announcement.clone(),
@@ -428,31 +438,43 @@ impl Shared {
         });
     }
 
-    /// Starts fetching hub `key` unless a fetch is running.
-    fn want(self: &Arc<Self>, key: &str) {
-        if !self.fetching.lock().insert(key.to_string()) {
-            return;
+    /// Starts fetching hub `key` unless a fetch is running; returns the fetch's progress for a player.
+    fn want(self: &Arc<Self>, key: &str) -> watch::Receiver<LookupState> {
+        let hub = self.streams.get_or_create(key);
+        let (started, state) = self.routes.start_fetch(&hub);
+        if started {
+            let me = self.clone();
+            let key = key.to_string();
+            self.spawn(async move {
+                // However the fetch ends, waiting players stop following it.
+                struct EndFetch(Arc<Shared>, String);
+                impl Drop for EndFetch {
+                    fn drop(&mut self) {
+                        self.0.routes.end_fetch(&self.1);
+                    }
+                }
+                let _end = EndFetch(me.clone(), key.clone());
+                fetch::fetch(me, hub, key).await;
+            });
         }
-        let me = self.clone();
-        let key = key.to_string();
-        self.spawn(async move {
-            fetch::fetch(me.clone(), key.clone()).await;
-            me.fetching.lock().remove(&key);
-        });
+        state
     }
 
     /// Signs and records the lineage of a stream published on this node.
-    fn originate(&self, hub: &Hub) {
+    fn originate(&self, hub: &Arc<Hub>) {
         match Announcement::sign(&self.key, hub.name(), now_ms()) {
             Ok(a) => {
                 info!(stream = %hub.name(), origin = %self.me, "announcing stream to the mesh");
-                hub.set_lineage(Some(Arc::new(Lineage {
-                    announcement: a,
-                    hops: 0,
-                    path: vec![self.me],
-                    upstream: None,
-                    fallbacks: Vec::new(),
-                })));
+                self.routes.set_lineage(
+                    hub,
+                    Arc::new(Lineage {
+                        announcement: a,
+                        hops: 0,
+                        path: vec![self.me],
+                        upstream: None,
+                        fallbacks: Vec::new(),
+                    }),
+                );
             }
             Err(e) => {
                 warn!(stream = %hub.name(), error = %e, "cannot sign the stream announcement")
@@ -500,6 +522,20 @@ impl Shared {
     }
 }
 
+/// The mesh as the node's [`Finder`]. Weak: a mesh that stopped answers "not found" instead of living on.
+#[derive(Debug)]
+struct MeshFinder(std::sync::Weak<Shared>);
+
+impl Finder for MeshFinder {
+    fn find(&self, name: &str) -> watch::Receiver<LookupState> {
+        match self.0.upgrade() {
+            Some(shared) if !shared.cancel.is_cancelled() => shared.want(name),
+            // A closed channel: the player's lookup goes on by the clock alone.
+            _ => watch::channel(LookupState::Searching).1,
+        }
+    }
+}
+
 /// Reacts to hub events and runs the gossip timer.
 async fn run_events(shared: Arc<Shared>) {
     let mut events = shared.streams.events();
@@ -513,7 +549,7 @@ async fn run_events(shared: Arc<Shared>) {
             }
             ev = events.recv() => match ev {
                 Ok(StreamEvent::SourceAttached { name, kind }) => {
-                    if matches!(kind, SourceKind::Publisher | SourceKind::Pull)
+                    if kind.is_local()
                         && let Some(hub) = shared.streams.get(&name)
                     {
                         shared.originate(&hub);
@@ -526,7 +562,6 @@ async fn run_events(shared: Arc<Shared>) {
                     debug!(stream = %name, "source detached");
                     shared.refresh_local();
                 }
-                Ok(StreamEvent::Wanted { name }) => shared.want(&name),
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => shared.refresh_local(),
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             }

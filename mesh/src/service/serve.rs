@@ -2,8 +2,7 @@
 //! in flight with the subscriber's acknowledgements.
 
 use super::{Downstream, Shared, matches_request};
-use crate::EncodingSlot;
-use crate::hub::{Ended, Hub, SubscriberKind};
+use crate::routes::Lineage;
 use crate::service::MeshStats;
 use crate::wire::{self, DecodeError, Message, ProviderHint};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -11,6 +10,7 @@ use libp2p::PeerId;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+use streamr_media::{EncodingSlot, Ended, Hub, SubscriberKind};
 use tokio_util::codec::FramedRead;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
 
@@ -55,13 +55,17 @@ impl From<DecodeError> for ServeError {
 }
 
 /// Finds the live hub that carries stream `name` (of an origin matching `origin`).
-fn find_hub(shared: &Shared, name: &str, origin: Option<&PeerId>) -> Option<Arc<Hub>> {
+fn find_hub(
+    shared: &Shared,
+    name: &str,
+    origin: Option<&PeerId>,
+) -> Option<(Arc<Hub>, Arc<Lineage>)> {
     let prefix = origin.map(|o| o.to_string());
-    shared.streams.hubs().into_iter().find(|h| {
-        h.is_live()
-            && h.lineage()
-                .is_some_and(|l| matches_request(&l.announcement.id, name, prefix.as_deref()))
-    })
+    shared
+        .routes
+        .provided()
+        .into_iter()
+        .find(|(_, l)| matches_request(&l.announcement.id, name, prefix.as_deref()))
 }
 
 pub(crate) async fn serve(
@@ -87,15 +91,12 @@ pub(crate) async fn serve(
     };
     let refuse = |reason: String| Message::Reject { reason };
     let hub = find_hub(&shared, &name, origin.as_ref());
-    let Some(hub) = hub else {
+    let Some((hub, mut lineage)) = hub else {
         shared.stats.subscriptions_rejected.fetch_add(1, Relaxed);
         let _ = wr
             .write_all(&wire::encode(&refuse(format!("{name:?} is not live here"))))
             .await;
         return Err(ServeError::Refused(format!("{name:?} not live here")));
-    };
-    let Some(mut lineage) = hub.lineage() else {
-        return Err(ServeError::Refused("no lineage".into()));
     };
     if lineage.path.contains(&peer) {
         shared.stats.loops_prevented.fetch_add(1, Relaxed);
@@ -179,7 +180,7 @@ pub(crate) async fn serve(
                     }
                 };
                 // Our own upstream changed: tell the subscriber before the frames that follow.
-                if let Some(l) = hub.lineage()
+                if let Some(l) = shared.routes.lineage(&hub)
                     && !Arc::ptr_eq(&l, &lineage)
                 {
                     if l.path.contains(&peer) {
@@ -221,11 +222,7 @@ pub(crate) async fn serve(
 
 /// Where a subscriber should go if we die: our upstream (with the addresses we know it by), then the
 /// nodes above it that our own upstream named.
-fn fallbacks_for(
-    shared: &Shared,
-    lineage: &crate::hub::Lineage,
-    requester: &PeerId,
-) -> Vec<ProviderHint> {
+fn fallbacks_for(shared: &Shared, lineage: &Lineage, requester: &PeerId) -> Vec<ProviderHint> {
     let mut out = Vec::new();
     if let Some(up) = lineage.upstream {
         let addrs = shared.net.with_snapshot(|s| {
@@ -253,7 +250,12 @@ fn fallbacks_for(
 }
 
 /// Providers to redirect a subscriber to: our downstream peers of this stream, then catalog providers.
-fn redirect_hints(shared: &Shared, hub: &Hub, name: &str, requester: &PeerId) -> Vec<ProviderHint> {
+fn redirect_hints(
+    shared: &Shared,
+    hub: &Arc<Hub>,
+    name: &str,
+    requester: &PeerId,
+) -> Vec<ProviderHint> {
     let mine: Vec<PeerId> = shared
         .downstream
         .lock()
@@ -275,7 +277,10 @@ fn redirect_hints(shared: &Shared, hub: &Hub, name: &str, requester: &PeerId) ->
             .collect()
     });
     let now = std::time::Instant::now();
-    let origin = hub.lineage().map(|l| l.announcement.id.origin.to_string());
+    let origin = shared
+        .routes
+        .lineage(hub)
+        .map(|l| l.announcement.id.origin.to_string());
     for e in shared
         .catalog
         .lock()

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use streamr_edge::client::{RtmpClient, RtmpUrl};
-use streamr_mesh::FrameKind;
+use streamr_media::FrameKind;
 use tokio::process::{Child, Command};
 
 /// Options of the fan-out bench.

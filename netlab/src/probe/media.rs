@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rml_rtmp::sessions::StreamMetadata;
-use streamr_mesh::FrameKind;
+use streamr_media::FrameKind;
 
 /// Marks a probe payload.
 pub const MAGIC: &[u8; 4] = b"SRPB";

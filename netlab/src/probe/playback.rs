@@ -3,7 +3,7 @@
 //! tested without a network or a clock.
 
 use serde::{Deserialize, Serialize};
-use streamr_mesh::FrameKind;
+use streamr_media::FrameKind;
 
 use super::media::{self, Received};
 

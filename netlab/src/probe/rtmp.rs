@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use streamr_edge::client::{ClientError, RtmpClient, RtmpUrl};
-use streamr_mesh::FrameKind;
+use streamr_media::FrameKind;
 use tokio::time::{Instant as TokioInstant, sleep_until, timeout};
 
 use super::media::{self, Due, FrameSizes, Schedule, Stamp};

@@ -1,15 +1,28 @@
-//! `Hub`: the meeting point of one live stream on this node. One source (a local RTMP publisher or an
-//! upstream mesh peer) pushes frames in; any number of subscribers (local players, downstream peers) take
-//! them out. A new subscriber first gets metadata, codec headers and the frames since the last keyframe, so it
-//! can start decoding at once. The source is never blocked: every subscriber reads from one bounded ring, and
-//! one that falls behind skips ahead to the next keyframe (counted) instead of making memory grow.
+//! `Hub`: the meeting point of one live stream on this node. One source (a local RTMP publisher, a pull relay
+//! or an upstream mesh peer) pushes frames in; any number of subscribers (local players, downstream peers,
+//! push relays) take them out. A new subscriber first gets metadata, codec headers and the frames since the
+//! last keyframe, so it can start decoding at once. The source is never blocked: every subscriber reads from
+//! one bounded ring, and one that falls behind skips ahead to the next keyframe (counted) instead of making
+//! memory grow.
+//!
+//! The hub is the frame path only. Its parts: [`Restamper`](restamp) (which frames are emitted, with which
+//! timestamps), [`KeyframeCache`](keyframes) (the start bundle), [`BitrateMeter`](meter). Where a stream
+//! comes from in the mesh is the mesh's business, not the hub's.
 
-use crate::announce::Announcement;
+mod keyframes;
+mod meter;
+mod restamp;
+mod subscription;
+
+pub use restamp::Continuity;
+pub use subscription::{Ended, Subscription};
+
 use crate::frame::{Frame, FrameKind};
 use bytes::Bytes;
-use libp2p::PeerId;
+use keyframes::KeyframeCache;
+use meter::{BitrateMeter, declared_bitrate_bps};
 use parking_lot::Mutex;
-use std::collections::VecDeque;
+use restamp::{Admit, Restamper};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::{broadcast, watch};
@@ -43,17 +56,6 @@ impl Default for HubConfig {
     }
 }
 
-/// How a source's frames relate to what the hub already emitted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Continuity {
-    /// A new encoder session (an RTMP publisher): its timestamps start anywhere, so the hub shifts them to
-    /// continue after the last emitted frame, and numbers the frames itself.
-    Rebase,
-    /// The same origin's frames through another path (a mesh upstream): timestamps and sequence numbers are
-    /// the origin's; frames already emitted are dropped, and a gap is bridged at the next keyframe.
-    SameOrigin,
-}
-
 /// Where a hub's frames come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
@@ -73,24 +75,14 @@ impl SourceKind {
             SourceKind::Mesh => Continuity::SameOrigin,
         }
     }
+
+    /// True for sources that make this node a stream's origin (a local encoder or a pulled RTMP stream).
+    pub fn is_local(self) -> bool {
+        matches!(self, SourceKind::Publisher | SourceKind::Pull)
+    }
 }
 
-/// Where a stream on this node comes from in the mesh: the origin's announcement and the path to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lineage {
-    /// The origin's signed announcement.
-    pub announcement: Announcement,
-    /// This node's distance from the origin (0 = this node is the origin).
-    pub hops: u8,
-    /// Peers from the origin to this node, inclusive.
-    pub path: Vec<PeerId>,
-    /// The peer this node receives the stream from (None at the origin).
-    pub upstream: Option<PeerId>,
-    /// Nodes above the upstream that hold the stream, to try if the upstream dies.
-    pub fallbacks: Vec<crate::wire::ProviderHint>,
-}
-
-/// Something happened to a hub that the mesh may act on.
+/// A hub's source changed; the mesh listens to announce or withdraw streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamEvent {
     /// A source attached.
@@ -105,17 +97,12 @@ pub enum StreamEvent {
         /// Hub name.
         name: String,
     },
-    /// A local player wants a stream this node does not have live.
-    Wanted {
-        /// Hub name (may be `NAME@ORIGIN-PREFIX`).
-        name: String,
-    },
 }
 
 /// What kind of subscriber, for counting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriberKind {
-    /// A local player on the RTMP edge.
+    /// A local player on the RTMP edge (or HTTP-FLV).
     Player,
     /// A downstream mesh peer.
     Peer,
@@ -173,34 +160,16 @@ pub struct HubSnapshot {
     pub bitrate_bps: u64,
 }
 
+/// Everything behind the hub's lock: the source and the three parts it feeds.
+#[derive(Debug)]
 struct State {
     /// Generation of the attached source; frames from older generations are refused.
     generation: u64,
     attached: bool,
     kind: Option<SourceKind>,
-    continuity: Continuity,
-    /// First timestamp of the current Rebase source, and what it maps to.
-    rebase: Option<(u32, u32)>,
-    /// Waiting for a keyframe after a source switch whose frames do not join up with ours.
-    await_keyframe: bool,
-    next_seq: u64,
-    last_seq: Option<u64>,
-    last_ts: Option<u32>,
-    metadata: Option<Frame>,
-    video_header: Option<Frame>,
-    audio_header: Option<Frame>,
-    gop: Vec<Frame>,
-    gop_bytes: usize,
-    gop_valid: bool,
-    has_video: bool,
-    window_start: Instant,
-    window_bytes: u64,
-    last_frame_at: Option<Instant>,
-    bitrate_bps: u64,
-    /// First emitted timestamp of the current source (for early bitrate estimates).
-    first_ts: Option<u32>,
-    /// Bytes pushed by the current source.
-    window_bytes_total: u64,
+    restamp: Restamper,
+    cache: KeyframeCache,
+    meter: BitrateMeter,
 }
 
 /// One live stream on this node. See the module docs.
@@ -211,10 +180,7 @@ pub struct Hub {
     tx: broadcast::Sender<Frame>,
     live: watch::Sender<bool>,
     counters: Counters,
-    lineage: Mutex<Option<Arc<Lineage>>>,
     events: Option<broadcast::Sender<StreamEvent>>,
-    /// The mesh knows providers of this stream and is connecting to them (set by the mesh's fetch).
-    found_in_mesh: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -243,57 +209,16 @@ impl Hub {
                 generation: 0,
                 attached: false,
                 kind: None,
-                continuity: Continuity::Rebase,
-                rebase: None,
-                await_keyframe: false,
-                next_seq: 1,
-                last_seq: None,
-                last_ts: None,
-                metadata: None,
-                video_header: None,
-                audio_header: None,
-                gop: Vec::new(),
-                gop_bytes: 0,
-                gop_valid: false,
-                has_video: false,
-                window_start: Instant::now(),
-                window_bytes: 0,
-                last_frame_at: None,
-                bitrate_bps: 0,
-                first_ts: None,
-                window_bytes_total: 0,
+                restamp: Restamper::new(),
+                cache: KeyframeCache::new(config.gop_max_frames, config.gop_max_bytes),
+                meter: BitrateMeter::new(Instant::now()),
             }),
             config,
             tx,
             live,
             counters: Counters::default(),
-            lineage: Mutex::new(None),
             events,
-            found_in_mesh: std::sync::atomic::AtomicBool::new(false),
         })
-    }
-
-    /// True while the mesh knows providers of this stream and is subscribing: a waiting player should
-    /// keep waiting rather than be told the stream does not exist.
-    pub fn is_found_in_mesh(&self) -> bool {
-        self.found_in_mesh
-            .load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// Set by the mesh's fetch (see [`Hub::is_found_in_mesh`]).
-    pub fn set_found_in_mesh(&self, found: bool) {
-        self.found_in_mesh
-            .store(found, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Where the stream comes from in the mesh, once known.
-    pub fn lineage(&self) -> Option<Arc<Lineage>> {
-        self.lineage.lock().clone()
-    }
-
-    /// Sets the stream's lineage (the mesh does, when it signs or receives an announcement).
-    pub fn set_lineage(&self, lineage: Option<Arc<Lineage>>) {
-        *self.lineage.lock() = lineage;
     }
 
     fn emit(&self, event: StreamEvent) {
@@ -312,6 +237,11 @@ impl Hub {
         *self.live.borrow()
     }
 
+    /// Follows [`Hub::is_live`].
+    pub fn watch_live(&self) -> watch::Receiver<bool> {
+        self.live.subscribe()
+    }
+
     /// Attaches a new source; a previous one is cut off (its next push fails with [`Replaced`]).
     pub fn attach(self: &Arc<Self>, kind: SourceKind) -> Source {
         let continuity = kind.continuity();
@@ -319,22 +249,11 @@ impl Hub {
         st.generation += 1;
         st.attached = true;
         st.kind = Some(kind);
-        st.first_ts = None;
-        st.window_bytes_total = 0;
-        st.continuity = continuity;
-        st.rebase = None;
-        match continuity {
-            Continuity::Rebase => {
-                // A new encoder session: old keyframes do not decode with its headers.
-                st.gop.clear();
-                st.gop_bytes = 0;
-                st.gop_valid = false;
-                st.await_keyframe = false;
-            }
-            Continuity::SameOrigin => {
-                // Frames after our last one join up seamlessly; anything else waits for a keyframe.
-                st.await_keyframe = false;
-            }
+        st.meter.restart_source();
+        st.restamp.start(continuity);
+        if continuity == Continuity::Rebase {
+            // A new encoder session: old keyframes do not decode with its headers.
+            st.cache.reset_gop();
         }
         let generation = st.generation;
         drop(st);
@@ -352,37 +271,29 @@ impl Hub {
 
     /// Subscribes: the returned subscription yields metadata, headers and the keyframe cache, then live frames.
     pub fn subscribe(self: &Arc<Self>, kind: SubscriberKind) -> Subscription {
+        // Under the lock: the subscriber gets either the cache with a frame or the ring with it, never both
+        // and never neither.
         let st = self.state.lock();
         let rx = self.tx.subscribe();
-        let mut start = VecDeque::with_capacity(st.gop.len() + 3);
-        start.extend(st.metadata.iter().cloned());
-        start.extend(st.video_header.iter().cloned());
-        start.extend(st.audio_header.iter().cloned());
-        if st.gop_valid {
-            start.extend(st.gop.iter().cloned());
-        }
-        let skipping = st.has_video && !st.gop_valid;
+        let start = st.cache.start_bundle();
+        let skipping = !st.cache.joinable();
         drop(st);
         self.kind_counter(kind).fetch_add(1, Relaxed);
-        Subscription {
-            hub: self.clone(),
+        Subscription::new(
+            self.clone(),
             kind,
             start,
             rx,
-            live: self.live.subscribe(),
+            self.live.subscribe(),
             skipping,
-            dropped: 0,
-        }
+        )
     }
 
     /// Counters and state for status pages.
     pub fn snapshot(&self) -> HubSnapshot {
         let c = &self.counters;
         let st = self.state.lock();
-        let fresh = st
-            .last_frame_at
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(2));
-        let bitrate_bps = if fresh { st.bitrate_bps } else { 0 };
+        let bitrate_bps = st.meter.current(Instant::now());
         let source = st.kind;
         drop(st);
         HubSnapshot {
@@ -402,25 +313,14 @@ impl Hub {
         }
     }
 
-    /// The incoming bitrate, usable from the first frames on: the measured rate once a full second has been
-    /// seen, before that the bytes so far over their media time (at least 200 ms, so a first keyframe does
-    /// not look like a huge rate).
+    /// The incoming bitrate, usable from the first frames on (see `BitrateMeter::estimate`).
     pub fn bitrate_estimate_bps(&self) -> u64 {
-        let snap = self.snapshot();
         let st = self.state.lock();
         let declared = st
-            .metadata
-            .as_ref()
+            .cache
+            .metadata()
             .map_or(0, |m| declared_bitrate_bps(m.payload()));
-        if snap.bitrate_bps > 0 {
-            return snap.bitrate_bps;
-        }
-        let (Some(first), Some(last)) = (st.first_ts, st.last_ts) else {
-            return declared;
-        };
-        let span_ms = u64::from(last.wrapping_sub(first)).clamp(200, 60_000);
-        // Early measurements are noisy: never estimate below what the encoder declared.
-        (st.window_bytes_total * 8 * 1000 / span_ms).max(declared)
+        st.meter.estimate(Instant::now(), declared)
     }
 
     /// No source and nobody subscribed: the hub can be forgotten.
@@ -428,10 +328,15 @@ impl Hub {
         !self.is_live() && self.tx.receiver_count() == 0
     }
 
+    /// Subscribers now (players, peers and relays).
+    pub fn subscribers(&self) -> u64 {
+        let c = &self.counters;
+        c.players.load(Relaxed) + c.peers.load(Relaxed) + c.relays.load(Relaxed)
+    }
+
     /// The last frame's sequence number and timestamp, if any was emitted.
     pub fn position(&self) -> Option<(u64, u32)> {
-        let st = self.state.lock();
-        Some((st.last_seq?, st.last_ts?))
+        self.state.lock().restamp.position()
     }
 
     fn kind_counter(&self, kind: SubscriberKind) -> &AtomicU64 {
@@ -450,109 +355,21 @@ impl Hub {
         let len = frame.len() as u64;
         self.counters.frames_in.fetch_add(1, Relaxed);
         self.counters.bytes_in.fetch_add(len, Relaxed);
-        let now = Instant::now();
-        st.last_frame_at = Some(now);
-        st.window_bytes += len;
-        let elapsed = now.duration_since(st.window_start);
-        if elapsed >= Duration::from_secs(1) {
-            st.bitrate_bps = st.window_bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
-            st.window_bytes = 0;
-            st.window_start = now;
-        }
-
-        let Some(frame) = self.admit(&mut st, frame) else {
-            return Ok(());
+        st.meter.arrived(len, Instant::now());
+        let has_video = st.cache.has_video();
+        let frame = match st.restamp.admit(frame, has_video) {
+            Admit::Emit(f) => f,
+            Admit::Duplicate => return Ok(()),
+            Admit::Gap => {
+                self.counters.dropped.fetch_add(1, Relaxed);
+                return Ok(());
+            }
         };
-        st.last_seq = Some(frame.seq());
-        st.last_ts = Some(frame.timestamp());
-        st.first_ts.get_or_insert(frame.timestamp());
-        st.window_bytes_total += len;
-        self.remember(&mut st, &frame);
+        st.meter.emitted(frame.timestamp(), len);
+        st.cache.remember(&frame);
         // Sent under the lock so that subscribe() sees either the cache with this frame or the ring with it.
         let _ = self.tx.send(frame);
         Ok(())
-    }
-
-    /// Decides whether a frame is emitted, and with which timestamp and sequence number.
-    fn admit(&self, st: &mut State, frame: Frame) -> Option<Frame> {
-        match st.continuity {
-            Continuity::Rebase => {
-                let ts = match st.rebase {
-                    Some((first_in, first_out)) => {
-                        first_out.wrapping_add(frame.timestamp().wrapping_sub(first_in))
-                    }
-                    None => {
-                        // The first source keeps its own clock (latency probes rely on it); a later one
-                        // continues a little after the last frame so players see time go forward.
-                        let out = match st.last_ts {
-                            Some(last) => last.wrapping_add(REBASE_GAP_MS),
-                            None => frame.timestamp(),
-                        };
-                        st.rebase = Some((frame.timestamp(), out));
-                        out
-                    }
-                };
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                Some(frame.restamped(ts, seq))
-            }
-            Continuity::SameOrigin => {
-                if let Some(last) = st.last_seq {
-                    if frame.seq() <= last {
-                        return None; // already emitted through the previous path
-                    }
-                    let media = frame.kind() != FrameKind::Data && !frame.is_sequence_header();
-                    if frame.seq() != last + 1 && media && !frame.is_keyframe() && st.has_video {
-                        st.await_keyframe = true;
-                    }
-                }
-                if st.await_keyframe {
-                    if frame.is_keyframe() {
-                        st.await_keyframe = false;
-                    } else if frame.kind() != FrameKind::Data && !frame.is_sequence_header() {
-                        self.counters.dropped.fetch_add(1, Relaxed);
-                        return None;
-                    }
-                }
-                st.next_seq = st.next_seq.max(frame.seq() + 1);
-                Some(frame)
-            }
-        }
-    }
-
-    /// Updates metadata, headers and the keyframe cache with an emitted frame.
-    fn remember(&self, st: &mut State, frame: &Frame) {
-        if frame.kind() == FrameKind::Data {
-            st.metadata = Some(frame.clone());
-            return;
-        }
-        if frame.kind() == FrameKind::Video {
-            st.has_video = true;
-        }
-        if frame.is_sequence_header() {
-            match frame.kind() {
-                FrameKind::Video => st.video_header = Some(frame.clone()),
-                _ => st.audio_header = Some(frame.clone()),
-            }
-            return;
-        }
-        if frame.is_keyframe() {
-            st.gop.clear();
-            st.gop_bytes = 0;
-            st.gop_valid = true;
-        }
-        if st.gop_valid {
-            if st.gop.len() >= self.config.gop_max_frames
-                || st.gop_bytes + frame.len() > self.config.gop_max_bytes
-            {
-                st.gop.clear();
-                st.gop_bytes = 0;
-                st.gop_valid = false;
-                return;
-            }
-            st.gop_bytes += frame.len();
-            st.gop.push(frame.clone());
-        }
     }
 
     fn detach(&self, generation: u64) {
@@ -566,29 +383,27 @@ impl Hub {
             });
         }
     }
-}
 
-/// The bitrate an encoder declares in `onMetaData` (`videodatarate` + `audiodatarate`, in kbit/s), in bit/s.
-/// Reads the two AMF0 number properties directly from the payload; 0 when absent.
-fn declared_bitrate_bps(amf: &[u8]) -> u64 {
-    let number = |key: &[u8]| -> f64 {
-        let mut pat = Vec::with_capacity(key.len() + 3);
-        pat.extend_from_slice(&(key.len() as u16).to_be_bytes());
-        pat.extend_from_slice(key);
-        pat.push(0x00); // AMF0 number marker
-        amf.windows(pat.len())
-            .position(|w| w == pat.as_slice())
-            .and_then(|i| amf.get(i + pat.len()..i + pat.len() + 8))
-            .and_then(|b| b.try_into().ok())
-            .map(f64::from_be_bytes)
-            .filter(|v| v.is_finite() && *v > 0.0 && *v < 1_000_000.0)
-            .unwrap_or(0.0)
-    };
-    ((number(b"videodatarate") + number(b"audiodatarate")) * 1000.0) as u64
-}
+    /// True when the stream carries video (a subscriber that skips must wait for a keyframe).
+    fn has_video(&self) -> bool {
+        self.state.lock().cache.has_video()
+    }
 
-/// Timestamp distance between the last frame of one publisher and the first of the next.
-const REBASE_GAP_MS: u32 = 40;
+    fn count_out(&self, frame: &Frame) {
+        self.counters.frames_out.fetch_add(1, Relaxed);
+        self.counters
+            .bytes_out
+            .fetch_add(frame.len() as u64, Relaxed);
+    }
+
+    fn count_dropped(&self, n: u64) {
+        self.counters.dropped.fetch_add(n, Relaxed);
+    }
+
+    fn unsubscribed(&self, kind: SubscriberKind) {
+        self.kind_counter(kind).fetch_sub(1, Relaxed);
+    }
+}
 
 /// The right to push frames into a hub. Dropping it detaches the source (subscribers wait for another).
 #[derive(Debug)]
@@ -629,150 +444,6 @@ impl Source {
 impl Drop for Source {
     fn drop(&mut self) {
         self.hub.detach(self.generation);
-    }
-}
-
-/// Why a subscription stopped yielding frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum Ended {
-    /// The source left and none came back within the grace period.
-    #[error("the stream's source left and did not come back")]
-    SourceGone,
-    /// The hub was dropped.
-    #[error("the stream was closed")]
-    Closed,
-}
-
-/// One subscriber's view of a hub. See [`Hub::subscribe`].
-#[derive(Debug)]
-pub struct Subscription {
-    hub: Arc<Hub>,
-    kind: SubscriberKind,
-    start: VecDeque<Frame>,
-    rx: broadcast::Receiver<Frame>,
-    live: watch::Receiver<bool>,
-    skipping: bool,
-    dropped: u64,
-}
-
-impl Subscription {
-    /// The hub subscribed to.
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
-    }
-
-    /// Frames this subscriber skipped because it fell behind.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
-    }
-
-    /// Waits until the hub has a source, or the timeout passes. Returns whether it is live.
-    pub async fn wait_live(&mut self, timeout: Duration) -> bool {
-        tokio::time::timeout(timeout, self.live.wait_for(|live| *live))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-
-    /// The next frame. Cancel-safe.
-    pub async fn next(&mut self) -> Result<Frame, Ended> {
-        loop {
-            if let Some(frame) = self.try_next_inner()? {
-                return Ok(frame);
-            }
-            let grace = self.hub.config.source_grace;
-            tokio::select! {
-                r = self.rx.recv() => {
-                    if let Some(f) = self.filter(r)? {
-                        return Ok(f);
-                    }
-                }
-                _ = async {
-                    // Sleep the grace period only while no source is attached.
-                    let _ = self.live.wait_for(|live| !*live).await;
-                    tokio::time::sleep(grace).await;
-                } => {
-                    if !*self.live.borrow() {
-                        return Err(Ended::SourceGone);
-                    }
-                }
-            }
-        }
-    }
-
-    /// The next frame if one is ready now, without waiting.
-    pub fn try_next(&mut self) -> Result<Option<Frame>, Ended> {
-        self.try_next_inner()
-    }
-
-    fn try_next_inner(&mut self) -> Result<Option<Frame>, Ended> {
-        if let Some(frame) = self.start.pop_front() {
-            return Ok(Some(self.count(frame)));
-        }
-        loop {
-            match self.rx.try_recv() {
-                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
-                r => {
-                    let r = r.map_err(|e| match e {
-                        broadcast::error::TryRecvError::Lagged(n) => {
-                            broadcast::error::RecvError::Lagged(n)
-                        }
-                        _ => broadcast::error::RecvError::Closed,
-                    });
-                    if let Some(f) = self.filter(r)? {
-                        return Ok(Some(f));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Applies lag handling to one receive result: `Ok(None)` means "skipped, try again".
-    fn filter(
-        &mut self,
-        r: Result<Frame, broadcast::error::RecvError>,
-    ) -> Result<Option<Frame>, Ended> {
-        let frame = match r {
-            Ok(f) => f,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                self.skip(n);
-                return Ok(None);
-            }
-            Err(broadcast::error::RecvError::Closed) => return Err(Ended::Closed),
-        };
-        if !self.skipping && self.rx.len() > self.hub.config.max_lag_frames {
-            self.skip(0);
-        }
-        if self.skipping {
-            let passes = frame.kind() == FrameKind::Data || frame.is_sequence_header();
-            if frame.is_keyframe() || !self.hub.state.lock().has_video {
-                self.skipping = false;
-            } else if !passes {
-                self.skip(1);
-                return Ok(None);
-            }
-        }
-        Ok(Some(self.count(frame)))
-    }
-
-    fn skip(&mut self, n: u64) {
-        self.skipping = true;
-        self.dropped += n;
-        self.hub.counters.dropped.fetch_add(n, Relaxed);
-    }
-
-    fn count(&self, frame: Frame) -> Frame {
-        self.hub.counters.frames_out.fetch_add(1, Relaxed);
-        self.hub
-            .counters
-            .bytes_out
-            .fetch_add(frame.len() as u64, Relaxed);
-        frame
-    }
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.hub.kind_counter(self.kind).fetch_sub(1, Relaxed);
     }
 }
 
@@ -1024,8 +695,11 @@ mod tests {
         }
         {
             let st = hub.state.lock();
-            assert!(st.gop.len() <= 10);
-            assert!(!st.gop_valid, "an over-long GOP is dropped, not grown");
+            assert!(st.cache.gop_len() <= 10);
+            assert!(
+                !st.cache.gop_valid(),
+                "an over-long GOP is dropped, not grown"
+            );
         }
         // A subscriber joining now has no keyframe to start from and waits for the next one.
         let mut late = hub.subscribe(SubscriberKind::Player);

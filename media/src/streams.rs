@@ -1,8 +1,10 @@
 //! `Streams`: the node's directory of hubs by stream name. The RTMP edge and the mesh both find hubs here;
-//! a hub is created on first use (a publish, or a player that arrives first) and forgotten when idle.
+//! a hub is created on first use (a publish, or a player that arrives first) and forgotten when idle. A player
+//! of a stream that is not live here gets a [`Lookup`] that the node's [`Finder`] (the mesh) works on.
 
 use crate::hub::{Hub, HubConfig, HubSnapshot, StreamEvent};
-use parking_lot::Mutex;
+use crate::lookup::{Finder, Lookup, LookupConfig};
+use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -12,7 +14,11 @@ use tokio::sync::broadcast;
 pub struct Streams {
     inner: Arc<Mutex<BTreeMap<String, Arc<Hub>>>>,
     config: HubConfig,
+    lookup: LookupConfig,
     events: broadcast::Sender<StreamEvent>,
+    /// Who looks for streams that are not live here (the mesh, once it runs; it may be replaced when the
+    /// mesh restarts).
+    finder: Arc<RwLock<Option<Arc<dyn Finder>>>>,
 }
 
 impl Default for Streams {
@@ -24,24 +30,41 @@ impl Default for Streams {
 impl Streams {
     /// An empty directory whose hubs use `config`.
     pub fn new(config: HubConfig) -> Self {
+        Self::with_lookup(config, LookupConfig::default())
+    }
+
+    /// An empty directory whose hubs use `config` and whose players wait as `lookup` says.
+    pub fn with_lookup(config: HubConfig, lookup: LookupConfig) -> Self {
         Streams {
             inner: Arc::default(),
             config,
+            lookup,
             events: broadcast::channel(1024).0,
+            finder: Arc::default(),
         }
     }
 
-    /// Source changes and wanted streams, for the mesh. A receiver that falls behind sees `Lagged` and should
-    /// re-scan [`Streams::hubs`].
+    /// Source changes, for the mesh. A receiver that falls behind sees `Lagged` and should re-scan
+    /// [`Streams::hubs`].
     pub fn events(&self) -> broadcast::Receiver<StreamEvent> {
         self.events.subscribe()
     }
 
-    /// Tells the mesh that a local player wants `name`, which is not live here.
-    pub fn want(&self, name: &str) {
-        let _ = self.events.send(StreamEvent::Wanted {
-            name: name.to_string(),
-        });
+    /// Sets (or replaces) who looks for streams that are not live here.
+    pub fn set_finder(&self, finder: Option<Arc<dyn Finder>>) {
+        *self.finder.write() = finder;
+    }
+
+    /// A player wants `name`: the lookup settles when the stream is live here, or when the finder gives up
+    /// (see [`crate::lookup`]). A stream that is live already settles at once, without asking the finder.
+    pub fn request(&self, hub: &Arc<Hub>) -> Lookup {
+        let state = if hub.is_live() {
+            None
+        } else {
+            let finder = self.finder.read().clone();
+            finder.map(|f| f.find(hub.name()))
+        };
+        Lookup::new(hub.clone(), state, self.lookup.clone())
     }
 
     /// The hub of `name`, created if missing.

@@ -1,11 +1,10 @@
 //! The node's configuration: one model, four layers. Defaults < `config.toml` in the data dir <
 //! environment `STREAMR_*` (and a `.env` file in the working directory) < command-line flags.
-//! Every option, its default, its variable and its flag are documented in [`crate::cli::RunArgs`] and in
-//! `docs/configuration.md`.
+//! Every setting is defined once in [`crate::settings`]; this module adds what the node derives from them and
+//! reads the file layer.
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Name of the config file inside the data dir.
@@ -58,83 +57,33 @@ pub enum PublishAuth {
     Never,
 }
 
-/// The effective configuration of a node.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Config {
-    /// Where the node keeps its identity, publish key and config file.
-    pub data_dir: PathBuf,
-    /// RTMP edge address.
-    pub rtmp_listen: SocketAddr,
-    /// Dashboard/API address.
-    pub http_listen: SocketAddr,
-    /// UDP (QUIC) and TCP port of the mesh.
-    pub p2p_port: u16,
-    /// Log format.
-    pub log_format: LogFormat,
-    /// Log filter, `RUST_LOG` syntax.
-    pub log: String,
-    /// When publishing needs the key.
-    pub publish_auth: PublishAuth,
-    /// Merged writes to RTMP players, in milliseconds (0 = write every message at once).
-    pub rtmp_merge_ms: u64,
-    /// Streams pulled from upstream RTMP servers.
-    pub pull: Vec<RelaySpec>,
-    /// Streams pushed to upstream RTMP servers.
-    pub push: Vec<RelaySpec>,
-    /// Mesh peers to join through (multiaddrs ending in `/p2p/<peer id>`).
-    pub bootstrap: Vec<String>,
-    /// Upload this node spends relaying streams to other nodes, kbit/s (0 = unlimited).
-    pub max_upload_kbps: u32,
-    /// Ask the home router to open the mesh port (UPnP IGD).
-    pub upnp: bool,
-    /// Relay service (public nodes): circuits relayed at once.
-    pub relay_max_circuits: usize,
-    /// Relay service: circuits per source peer.
-    pub relay_max_circuits_per_peer: usize,
-    /// Relay service: longest life of one circuit, minutes.
-    pub relay_max_circuit_minutes: u64,
-    /// Relay service: most data one circuit carries, MiB.
-    pub relay_max_circuit_mib: u64,
-}
+pub use crate::settings::{Config, FileConfig};
 
 impl Config {
-    /// Defaults with `data_dir`.
-    pub fn defaults(data_dir: PathBuf) -> Self {
-        Config {
-            data_dir,
-            rtmp_listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            p2p_port: 4001,
-            log_format: LogFormat::Text,
-            log: "info".into(),
-            publish_auth: PublishAuth::Auto,
-            rtmp_merge_ms: 40,
-            pull: Vec::new(),
-            push: Vec::new(),
-            bootstrap: Vec::new(),
-            // A typical home uplink has 10-40 Mbit/s; this leaves room for the household.
-            max_upload_kbps: 8_000,
-            upnp: true,
-            // Enough for friends to watch a 2.5 Mbit/s stream for an evening when no punch is possible;
-            // what a home connection bears next to its own use.
-            relay_max_circuits: 8,
-            relay_max_circuits_per_peer: 4,
-            relay_max_circuit_minutes: 240,
-            relay_max_circuit_mib: 8192,
-        }
-    }
-
     /// The relay service limits.
     pub fn relay_limits(&self) -> streamr_mesh::net::RelayLimits {
-        streamr_mesh::net::RelayLimits {
-            max_circuits: self.relay_max_circuits,
-            max_circuits_per_peer: self.relay_max_circuits_per_peer,
-            max_circuit_duration: std::time::Duration::from_secs(
-                self.relay_max_circuit_minutes * 60,
-            ),
-            max_circuit_bytes: self.relay_max_circuit_mib << 20,
-            ..Default::default()
-        }
+        streamr_mesh::net::RelayLimits::new(
+            self.relay_max_circuits,
+            self.relay_max_circuits_per_peer,
+            std::time::Duration::from_secs(self.relay_max_circuit_minutes * 60),
+            self.relay_max_circuit_mib << 20,
+        )
+    }
+
+    /// The mesh's settings, with the node key.
+    pub fn mesh_config(
+        &self,
+        key: libp2p::identity::Keypair,
+    ) -> anyhow::Result<streamr_mesh::MeshConfig> {
+        Ok(streamr_mesh::MeshConfig {
+            key,
+            port: self.p2p_port,
+            bootstrap: self.bootstrap_addrs()?,
+            max_upload_kbps: self.max_upload_kbps,
+            relay: self.relay_limits(),
+            upnp: self.upnp,
+            tuning: streamr_mesh::MeshTuning::default(),
+        })
     }
 
     /// Whether a publish must carry the key.
@@ -144,50 +93,6 @@ impl Config {
             PublishAuth::Never => false,
             PublishAuth::Auto => !self.rtmp_listen.ip().is_loopback(),
         }
-    }
-
-    /// Applies one layer's values (a config file, or the flags and environment).
-    pub fn apply_file(&mut self, f: FileConfig) {
-        let FileConfig {
-            rtmp_listen,
-            http_listen,
-            p2p_port,
-            log_format,
-            log,
-            publish_auth,
-            rtmp_merge_ms,
-            pull,
-            push,
-            bootstrap,
-            max_upload_kbps,
-            upnp,
-            relay_max_circuits,
-            relay_max_circuits_per_peer,
-            relay_max_circuit_minutes,
-            relay_max_circuit_mib,
-        } = f;
-        set(&mut self.rtmp_listen, rtmp_listen);
-        set(&mut self.http_listen, http_listen);
-        set(&mut self.p2p_port, p2p_port);
-        set(&mut self.log_format, log_format);
-        set(&mut self.log, log);
-        set(&mut self.publish_auth, publish_auth);
-        set(&mut self.rtmp_merge_ms, rtmp_merge_ms);
-        set(&mut self.pull, pull);
-        set(&mut self.push, push);
-        set(&mut self.bootstrap, bootstrap);
-        set(&mut self.max_upload_kbps, max_upload_kbps);
-        set(&mut self.upnp, upnp);
-        set(&mut self.relay_max_circuits, relay_max_circuits);
-        set(
-            &mut self.relay_max_circuits_per_peer,
-            relay_max_circuits_per_peer,
-        );
-        set(
-            &mut self.relay_max_circuit_minutes,
-            relay_max_circuit_minutes,
-        );
-        set(&mut self.relay_max_circuit_mib, relay_max_circuit_mib);
     }
 
     /// Checks values that parse but cannot work.
@@ -234,51 +139,6 @@ impl Config {
             })
             .collect()
     }
-}
-
-/// Overwrites `slot` when a layer has a value.
-fn set<T>(slot: &mut T, v: Option<T>) {
-    if let Some(v) = v {
-        *slot = v;
-    }
-}
-
-/// `config.toml`: every key optional; unknown keys are an error (a typo should not be silently ignored).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// See [`Config::rtmp_listen`].
-    pub rtmp_listen: Option<SocketAddr>,
-    /// See [`Config::http_listen`].
-    pub http_listen: Option<SocketAddr>,
-    /// See [`Config::p2p_port`].
-    pub p2p_port: Option<u16>,
-    /// See [`Config::log_format`].
-    pub log_format: Option<LogFormat>,
-    /// See [`Config::log`].
-    pub log: Option<String>,
-    /// See [`Config::publish_auth`].
-    pub publish_auth: Option<PublishAuth>,
-    /// See [`Config::rtmp_merge_ms`].
-    pub rtmp_merge_ms: Option<u64>,
-    /// See [`Config::pull`].
-    pub pull: Option<Vec<RelaySpec>>,
-    /// See [`Config::push`].
-    pub push: Option<Vec<RelaySpec>>,
-    /// See [`Config::bootstrap`].
-    pub bootstrap: Option<Vec<String>>,
-    /// See [`Config::max_upload_kbps`].
-    pub max_upload_kbps: Option<u32>,
-    /// See [`Config::upnp`].
-    pub upnp: Option<bool>,
-    /// See [`Config::relay_max_circuits`].
-    pub relay_max_circuits: Option<usize>,
-    /// See [`Config::relay_max_circuits_per_peer`].
-    pub relay_max_circuits_per_peer: Option<usize>,
-    /// See [`Config::relay_max_circuit_minutes`].
-    pub relay_max_circuit_minutes: Option<u64>,
-    /// See [`Config::relay_max_circuit_mib`].
-    pub relay_max_circuit_mib: Option<u64>,
 }
 
 /// Reads `config.toml` from `data_dir`; a missing file is an empty config, a broken one an error naming it.

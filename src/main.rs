@@ -6,6 +6,7 @@ mod identity;
 mod logging;
 mod metrics;
 mod node;
+mod settings;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -20,7 +21,11 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let (print_config, args) = match cli.command {
         Some(cli::Command::Run(a)) => (false, a),
-        Some(cli::Command::Config(a)) => (true, a),
+        Some(cli::Command::Config(a)) if a.markdown => {
+            print!("{}", settings::markdown_table());
+            return ExitCode::SUCCESS;
+        }
+        Some(cli::Command::Config(a)) => (true, a.run),
         None => (false, cli.run),
     };
     let config = match build_config(args) {

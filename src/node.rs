@@ -233,11 +233,7 @@ impl Node {
         let http_addr = web.local_addr();
 
         let shutdown = CancellationToken::new();
-        let mut mesh_cfg = MeshConfig::new(key.clone(), config.p2p_port);
-        mesh_cfg.bootstrap = config.bootstrap_addrs()?;
-        mesh_cfg.max_upload_kbps = config.max_upload_kbps;
-        mesh_cfg.upnp = config.upnp;
-        mesh_cfg.relay = config.relay_limits();
+        let mesh_cfg = config.mesh_config(key.clone())?;
         let mesh_token = shutdown.child_token();
         let first_mesh =
             Mesh::start(mesh_cfg.clone(), streams.clone(), mesh_token.child_token()).await?;

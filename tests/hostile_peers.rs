@@ -64,7 +64,7 @@ async fn hostile_peers_are_refused_counted_and_honest_viewers_keep_playing() {
             key: key.clone(),
             port: 0,
             bootstrap: vec![victim_addr.clone()],
-            relay: RelayLimits::default(),
+            relay: RelayLimits::new(8, 4, Duration::from_secs(3600), 1 << 30),
             upnp: false,
         },
         cancel.clone(),

@@ -11,4 +11,4 @@ pub mod service;
 pub mod wire;
 
 pub use routes::Lineage;
-pub use service::{Mesh, MeshConfig, MeshStats, MeshStatus, PeerStatus, StreamMesh};
+pub use service::{Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh};

@@ -33,22 +33,26 @@ pub struct RelayLimits {
     pub max_circuit_bytes: u64,
 }
 
-impl Default for RelayLimits {
-    fn default() -> Self {
+impl RelayLimits {
+    /// The operator's circuit limits (the node's settings say them; see docs/configuration.md), with the
+    /// reservation limits every node uses.
+    pub fn new(
+        max_circuits: usize,
+        max_circuits_per_peer: usize,
+        max_circuit_duration: Duration,
+        max_circuit_bytes: u64,
+    ) -> Self {
         RelayLimits {
             max_reservations: 128,
             max_reservations_per_peer: 4,
             reservation_duration: Duration::from_secs(3600),
-            // A home node relaying a few friends' 2.5 Mbit/s streams for an evening.
-            max_circuits: 8,
-            max_circuits_per_peer: 4,
-            max_circuit_duration: Duration::from_secs(4 * 3600),
-            max_circuit_bytes: 8 << 30,
+            max_circuits,
+            max_circuits_per_peer,
+            max_circuit_duration,
+            max_circuit_bytes,
         }
     }
-}
 
-impl RelayLimits {
     fn to_config(&self) -> relay::Config {
         relay::Config {
             max_reservations: self.max_reservations,

@@ -323,7 +323,7 @@ async fn session(
     );
     info!(stream = %hub.name(), provider = %peer, hops = hops.saturating_add(1), "subscribed");
 
-    let stall = shared.config.stall_timeout;
+    let stall = shared.config.tuning.stall_timeout;
     let mut ack = tokio::time::interval(ACK_INTERVAL);
     let (mut bytes, mut seq) = (0u64, 0u64);
     let mut acked_bytes = 0u64;

@@ -29,7 +29,8 @@ use tracing::{debug, info, warn};
 
 pub use crate::net::NetError;
 
-/// Settings of the mesh.
+/// Settings of the mesh. The node fills the user's settings in from its configuration (they are defined
+/// once, in the node's settings); [`MeshTuning`] holds the protocol's own constants.
 #[derive(Debug, Clone)]
 pub struct MeshConfig {
     /// The node key (its PeerId is the node id).
@@ -44,6 +45,13 @@ pub struct MeshConfig {
     pub relay: RelayLimits,
     /// Ask the home router to open our port (UPnP IGD).
     pub upnp: bool,
+    /// Timers and windows of the protocols.
+    pub tuning: MeshTuning,
+}
+
+/// Timers and windows of the mesh's protocols.
+#[derive(Debug, Clone)]
+pub struct MeshTuning {
     /// How often the catalog is gossiped.
     pub gossip_interval: Duration,
     /// An upstream that sends nothing for this long is replaced.
@@ -52,16 +60,9 @@ pub struct MeshConfig {
     pub max_inflight: u64,
 }
 
-impl MeshConfig {
-    /// Defaults for `key` on `port`.
-    pub fn new(key: Keypair, port: u16) -> Self {
-        MeshConfig {
-            key,
-            port,
-            bootstrap: Vec::new(),
-            max_upload_kbps: 20_000,
-            relay: RelayLimits::default(),
-            upnp: true,
+impl Default for MeshTuning {
+    fn default() -> Self {
+        MeshTuning {
             gossip_interval: Duration::from_secs(2),
             stall_timeout: Duration::from_secs(2),
             max_inflight: 1 << 20,
@@ -539,7 +540,7 @@ impl Finder for MeshFinder {
 /// Reacts to hub events and runs the gossip timer.
 async fn run_events(shared: Arc<Shared>) {
     let mut events = shared.streams.events();
-    let mut tick = tokio::time::interval(shared.config.gossip_interval);
+    let mut tick = tokio::time::interval(shared.config.tuning.gossip_interval);
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => return,

@@ -152,7 +152,7 @@ pub(crate) async fn serve(
     shared.stats.subscriptions_accepted.fetch_add(1, Relaxed);
     tracing::info!(%peer, stream = %name, "serving a downstream peer");
     let mut sub = hub.subscribe(SubscriberKind::Peer);
-    let max_inflight = shared.config.max_inflight;
+    let max_inflight = shared.config.tuning.max_inflight;
     let (mut sent, mut acked) = (0u64, 0u64);
     let mut last_ack = tokio::time::Instant::now();
     let mut out: Vec<bytes::Bytes> = Vec::with_capacity(BATCH);

@@ -1,0 +1,237 @@
+//! Every setting of a node, defined once. From the one list below come: the effective [`Config`] with its
+//! defaults, the `config.toml` layer ([`FileConfig`]), the command-line flags and their `STREAMR_*`
+//! environment variables ([`SettingArgs`]), and the reference table of `docs/configuration.md`
+//! ([`markdown_table`], checked by a test). A setting cannot disagree with itself across those places.
+//!
+//! Each entry: doc lines (the flag's help and the docs' meaning), `name: Type = default`, the environment
+//! variable, the value's name in `--help`, and optional extra clap arguments (`value_delimiter` for lists).
+
+use crate::config::{LogFormat, PublishAuth, RelaySpec};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// One setting, as documented.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingDoc {
+    /// Key in `config.toml` (and field name).
+    pub key: &'static str,
+    /// The command-line flag.
+    pub flag: String,
+    /// The environment variable.
+    pub env: &'static str,
+    /// The value's name in `--help`.
+    pub value: &'static str,
+    /// The default, as it would be written in `config.toml`.
+    pub default: String,
+    /// What it does.
+    pub doc: String,
+}
+
+/// A default as `config.toml` would spell it: `none` for an empty list.
+fn shown<T: Serialize>(v: &T) -> String {
+    match toml::Value::try_from(v) {
+        Ok(toml::Value::String(s)) => s,
+        Ok(toml::Value::Array(a)) if a.is_empty() => "none".into(),
+        Ok(v) => v.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// The flag's help: its doc and its default.
+fn help<T: Serialize>(doc: &str, default: &T) -> String {
+    let doc: Vec<&str> = doc.split_whitespace().collect();
+    format!("{} [default: {}]", doc.join(" "), shown(default))
+}
+
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident : $ty:ty = $default:expr ; env $env:literal ; value $value:literal
+        $(; arg($($extra:tt)*))? ;
+    )*) => {
+        /// The effective configuration of a node (all layers applied).
+        #[derive(Debug, Clone, PartialEq, Serialize)]
+        pub struct Config {
+            /// Where the node keeps its identity, keys, friends and `config.toml` (a flag or environment
+            /// variable only: the config file lives in it).
+            #[serde(skip)]
+            pub data_dir: std::path::PathBuf,
+            $( $(#[doc = $doc])+ pub $name: $ty, )*
+        }
+
+        impl Config {
+            /// The built-in defaults, with `data_dir`.
+            pub fn defaults(data_dir: std::path::PathBuf) -> Self {
+                Config { data_dir, $( $name: $default, )* }
+            }
+
+            /// Applies one layer (a config file, or the flags and environment): what it sets wins.
+            pub fn apply_file(&mut self, layer: FileConfig) {
+                $( if let Some(v) = layer.$name { self.$name = v; } )*
+            }
+        }
+
+        /// `config.toml`: every key optional; an unknown key is an error (a typo must not be ignored).
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $( $(#[doc = $doc])+ #[serde(skip_serializing_if = "Option::is_none")] pub $name: Option<$ty>, )*
+        }
+
+        /// The settings as flags; each also reads its `STREAMR_*` environment variable. A flag that is
+        /// absent leaves the lower layers alone.
+        #[derive(Debug, Clone, Default, clap::Args)]
+        pub struct SettingArgs {
+            $(
+                #[arg(long, env = $env, value_name = $value,
+                      help = help(concat!($($doc, " "),+), &{ let d: $ty = $default; d }) $(, $($extra)*)?)]
+                pub $name: Option<$ty>,
+            )*
+        }
+
+        impl SettingArgs {
+            /// The flags/environment layer, in the shape of a config file layer.
+            pub fn into_layer(self) -> FileConfig {
+                FileConfig { $( $name: self.$name, )* }
+            }
+        }
+
+        /// Every setting with its documentation, in definition order.
+        pub fn docs() -> Vec<SettingDoc> {
+            vec![$(
+                SettingDoc {
+                    key: stringify!($name),
+                    flag: format!("--{}", stringify!($name).replace('_', "-")),
+                    env: $env,
+                    value: $value,
+                    default: shown(&{ let d: $ty = $default; d }),
+                    doc: concat!($($doc, " "),+).split_whitespace().collect::<Vec<_>>().join(" "),
+                },
+            )*]
+        }
+    };
+}
+
+settings! {
+    /// Address of the RTMP edge for OBS and players; port 0 picks a free port.
+    rtmp_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 1935));
+        env "STREAMR_RTMP_LISTEN"; value "ADDR";
+    /// Address of the dashboard and API.
+    http_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        env "STREAMR_HTTP_LISTEN"; value "ADDR";
+    /// Mesh port, UDP (QUIC) and TCP; 0 picks a free one.
+    p2p_port: u16 = 4001;
+        env "STREAMR_P2P_PORT"; value "PORT";
+    /// Log lines for people (text) or machines (json).
+    log_format: LogFormat = LogFormat::Text;
+        env "STREAMR_LOG_FORMAT"; value "text|json";
+    /// Log filter in RUST_LOG syntax, e.g. `info,streamr_edge=debug` (RUST_LOG also works and wins).
+    log: String = "info".to_string();
+        env "STREAMR_LOG"; value "FILTER";
+    /// When a publish needs `?key=` with the node's publish key: `auto` = only when the RTMP edge listens
+    /// beyond loopback, `always`, `never`.
+    publish_auth: PublishAuth = PublishAuth::Auto;
+        env "STREAMR_PUBLISH_AUTH"; value "auto|always|never";
+    /// Merged writes to RTMP players in milliseconds: frames are written in groups, which saves CPU with
+    /// many players (at the cost of this much latency at the edge); 0 writes every message at once.
+    rtmp_merge_ms: u64 = 40;
+        env "STREAMR_RTMP_MERGE_MS"; value "MS";
+    /// Mesh peers to join through (repeatable): a multiaddr ending in `/p2p/<peer id>`, as the other node's
+    /// status shows under `listen_addrs`.
+    bootstrap: Vec<String> = Vec::new();
+        env "STREAMR_BOOTSTRAP"; value "MULTIADDR"; arg(value_delimiter = ',');
+    /// Upload this node spends relaying streams to other nodes, in kbit/s; when full, new subscribers are
+    /// redirected; 0 = unlimited. A typical home uplink has 10-40 Mbit/s: the default leaves room for the
+    /// household.
+    max_upload_kbps: u32 = 8_000;
+        env "STREAMR_MAX_UPLOAD_KBPS"; value "KBPS";
+    /// Ask the home router to open the mesh port (UPnP IGD).
+    upnp: bool = true;
+        env "STREAMR_UPNP"; value "true|false";
+    /// Relay service of a public node: circuits relayed at once. Enough for friends to watch a 2.5 Mbit/s
+    /// stream for an evening when no hole punch is possible.
+    relay_max_circuits: usize = 8;
+        env "STREAMR_RELAY_MAX_CIRCUITS"; value "N";
+    /// Relay service: circuits per source peer.
+    relay_max_circuits_per_peer: usize = 4;
+        env "STREAMR_RELAY_MAX_CIRCUITS_PER_PEER"; value "N";
+    /// Relay service: longest life of one circuit, minutes.
+    relay_max_circuit_minutes: u64 = 240;
+        env "STREAMR_RELAY_MAX_CIRCUIT_MINUTES"; value "MIN";
+    /// Relay service: most data one circuit carries, MiB.
+    relay_max_circuit_mib: u64 = 8192;
+        env "STREAMR_RELAY_MAX_CIRCUIT_MIB"; value "MIB";
+    /// Pull an upstream RTMP stream into local stream NAME (repeatable): `NAME=rtmp://HOST/APP/KEY`; in
+    /// `config.toml` a list of `[[pull]]` tables with `name` and `url`.
+    pull: Vec<RelaySpec> = Vec::new();
+        env "STREAMR_PULL"; value "NAME=URL"; arg(value_delimiter = ',');
+    /// Push local stream NAME to an upstream RTMP server (repeatable): `NAME=rtmp://HOST/APP/KEY`; in
+    /// `config.toml` a list of `[[push]]` tables.
+    push: Vec<RelaySpec> = Vec::new();
+        env "STREAMR_PUSH"; value "NAME=URL"; arg(value_delimiter = ',');
+}
+
+/// The reference table of `docs/configuration.md`.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| setting (`config.toml`) | flag | environment | default | meaning |\n|---|---|---|---|---|\n",
+    );
+    for d in docs() {
+        out.push_str(&format!(
+            "| `{}` | `{} {}` | `{}` | `{}` | {} |\n",
+            d.key,
+            d.flag,
+            d.value.replace('|', "\\|"),
+            d.env,
+            d.default,
+            d.doc.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_reads_the_environment_variable_its_name_says() {
+        for d in docs() {
+            assert_eq!(
+                d.env,
+                format!("STREAMR_{}", d.key.to_uppercase()),
+                "{}",
+                d.key
+            );
+        }
+    }
+
+    #[test]
+    fn the_docs_table_is_the_one_the_settings_generate() {
+        let doc = include_str!("../docs/configuration.md");
+        let (begin, end) = ("<!-- settings:begin -->\n", "<!-- settings:end -->");
+        let start = doc
+            .find(begin)
+            .expect("docs/configuration.md lacks the settings markers")
+            + begin.len();
+        let stop = doc
+            .find(end)
+            .expect("docs/configuration.md lacks the end marker");
+        assert_eq!(
+            &doc[start..stop],
+            markdown_table(),
+            "docs/configuration.md is out of date: run `cargo run -- config --markdown` and paste the table"
+        );
+    }
+
+    #[test]
+    fn defaults_are_shown_as_config_toml_spells_them() {
+        let docs = docs();
+        let get = |k: &str| docs.iter().find(|d| d.key == k).unwrap().default.clone();
+        assert_eq!(get("rtmp_listen"), "127.0.0.1:1935");
+        assert_eq!(get("log_format"), "text");
+        assert_eq!(get("max_upload_kbps"), "8000");
+        assert_eq!(get("bootstrap"), "none");
+        assert_eq!(get("upnp"), "true");
+    }
+}

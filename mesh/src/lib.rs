@@ -8,6 +8,7 @@ pub mod codec;
 pub mod net;
 pub mod routes;
 pub mod service;
+pub mod session;
 pub mod wire;
 
 pub use routes::Lineage;

@@ -1,31 +1,40 @@
-//! The mesh service: carries the node's streams to other nodes and fetches theirs. It listens to the hubs
-//! (a local publish is signed and announced; a local player's wish starts a fetch), gossips the catalog,
-//! serves `/streamr/media/1` to downstream peers within the upload cap, and keeps one upstream per fetched
-//! stream, replacing it when it dies or stalls.
+//! The mesh service: carries the node's streams to other nodes and fetches theirs. One actor
+//! ([`actor`]) owns the service's tables (the catalog, the routing table, the subscriptions served, the DHT
+//! records, gossip bookkeeping) and supervises every task of the service: fetches (the subscriber side,
+//! [`fetch`]), served subscriptions ([`serve`]), catalog transfers ([`gossip`]) and the accept loops. A task
+//! that panics is seen, logged, counted, and restarted where that makes sense; the tasks talk to the actor
+//! through a [`Client`] (commands, some with a reply). Frames never pass through the actor: they go from
+//! the wire into a hub and from a hub onto the wire inside the tasks.
+//!
+//! Where a peer's request goes: a `/streamr/media/1` stream arrives at the accept loop, which hands it to the
+//! actor; the actor applies the flood limits and starts a `serve` task; that task reads the `Subscribe` and
+//! asks the actor to admit it (stream, loops, upload cap: one place decides, so simultaneous subscribers
+//! cannot all slip in); then it sends frames from the hub under the flow control of
+//! [`crate::session::Downstream`]. A catalog stream goes the same way to a `gossip` reader, whose entries
+//! the actor merges.
 
+mod actor;
 mod fetch;
+mod gossip;
 mod serve;
 mod stats;
 
 pub use stats::MeshStats;
 
-use crate::announce::{Announcement, StreamId};
-use crate::catalog::{self, Catalog, CatalogEntry, KnownStream, PeerView};
-use crate::net::{self, NetCommand, NetConfig, NetHandle, RelayLimits};
-use crate::routes::{Lineage, Routes};
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use crate::announce::StreamId;
+use crate::catalog::KnownStream;
+use crate::net::{self, NetConfig, RelayLimits};
+use actor::{Actor, Client, Command};
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId, kad};
-use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use parking_lot::RwLock;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use streamr_media::{Finder, Hub, LookupState, StreamEvent, Streams};
+use std::time::Duration;
+use streamr_media::{Finder, Hub, LookupState, Streams};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 pub use crate::net::NetError;
 
@@ -68,53 +77,6 @@ impl Default for MeshTuning {
             max_inflight: 1 << 20,
         }
     }
-}
-
-/// One downstream subscription being served.
-#[derive(Debug, Clone)]
-struct Downstream {
-    /// Hub name it reads.
-    hub: String,
-}
-
-/// State shared by the mesh's tasks.
-struct Shared {
-    me: PeerId,
-    key: Keypair,
-    config: MeshConfig,
-    streams: Streams,
-    net: NetHandle,
-    catalog: Mutex<Catalog>,
-    stats: MeshStats,
-    /// Where each stream on this node comes from, and the fetches under way.
-    routes: Routes,
-    /// Woken when the catalog learned something: fetches waiting for providers look again.
-    catalog_changed: tokio::sync::Notify,
-    /// When the last catalog-triggered gossip went out (they are spaced a little).
-    last_triggered_gossip: Mutex<Option<Instant>>,
-    /// What each peer was last sent (a hash of the message) and when: an unchanged catalog is sent again
-    /// only every [`GOSSIP_REPEAT`], well inside the receiver's entry lifetime.
-    last_sent: Mutex<HashMap<PeerId, (u64, Instant)>>,
-    /// Downstream subscriptions by (peer, serve id).
-    downstream: Mutex<HashMap<(PeerId, u64), Downstream>>,
-    /// Keys we announced in the DHT.
-    providing: Mutex<HashSet<String>>,
-    tasks: Mutex<JoinSet<()>>,
-    cancel: CancellationToken,
-    /// Why the mesh stopped on its own (set when the libp2p task died).
-    failure: Mutex<Option<String>>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("me", &self.me).finish()
-    }
-}
-
-/// A handle to the running mesh.
-#[derive(Debug, Clone)]
-pub struct Mesh {
-    shared: Arc<Shared>,
 }
 
 /// A connected peer, for status pages.
@@ -160,11 +122,29 @@ pub struct MeshStatus {
     pub nat: net::NatSnapshot,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// What the actor publishes for status pages after each change, so that they never wait for it.
+#[derive(Debug, Default)]
+struct View {
+    /// Streams known in the mesh.
+    known: Vec<KnownStream>,
+    /// Upload in use for downstream peers, kbit/s.
+    upload_kbps: u64,
+    /// Streams on this node with a lineage, by hub name, with the hub they describe.
+    streams: HashMap<String, (std::sync::Weak<Hub>, StreamMesh)>,
+}
+
+/// A handle to the running mesh.
+#[derive(Debug, Clone)]
+pub struct Mesh {
+    me: PeerId,
+    client: Client,
+    net: net::NetHandle,
+    stats: Arc<MeshStats>,
+    view: Arc<RwLock<View>>,
+    cancel: CancellationToken,
+    /// Set when the service stopped on its own (the libp2p task or the actor died); `Some(None)` after a
+    /// normal stop.
+    done: watch::Receiver<Option<Option<String>>>,
 }
 
 /// What a stream costs per downstream peer, kbit/s, for admission: its measured or declared bitrate, or a
@@ -181,12 +161,9 @@ pub fn provider_key(name: &str) -> kad::RecordKey {
     kad::RecordKey::new(&format!("/streamr/stream/{name}"))
 }
 
-/// Splits a hub key `NAME` or `NAME@ORIGIN-PREFIX`.
-pub fn split_key(key: &str) -> (&str, Option<&str>) {
-    match key.split_once('@') {
-        Some((n, o)) => (n, Some(o)),
-        None => (key, None),
-    }
+/// The announcement a hub carries must be for this stream.
+fn matches_request(id: &StreamId, name: &str, origin_prefix: Option<&str>) -> bool {
+    id.name == name && origin_prefix.is_none_or(|p| id.origin.to_string().starts_with(p))
 }
 
 impl Mesh {
@@ -207,111 +184,98 @@ impl Mesh {
             cancel.clone(),
         )
         .await?;
-        let shared = Arc::new(Shared {
-            me: net.peer_id,
-            key: config.key.clone(),
+        let stats = Arc::new(MeshStats::default());
+        let view = Arc::new(RwLock::new(View::default()));
+        let (actor, client) = Actor::new(
             config,
             streams,
-            net,
-            catalog: Mutex::new(Catalog::default()),
-            stats: MeshStats::default(),
-            routes: Routes::default(),
-            catalog_changed: tokio::sync::Notify::new(),
-            last_triggered_gossip: Mutex::new(None),
-            last_sent: Mutex::new(HashMap::new()),
-            downstream: Mutex::new(HashMap::new()),
-            providing: Mutex::new(HashSet::new()),
-            tasks: Mutex::new(JoinSet::new()),
-            cancel: cancel.clone(),
-            failure: Mutex::new(None),
-        });
-        {
-            let mut tasks = shared.tasks.lock();
-            let watcher = shared.clone();
-            tasks.spawn(async move {
-                // The swarm's task ending before we were cancelled means libp2p failed (a panic in a
-                // behaviour): say so, and let the node restart the mesh.
-                let r = net_task.await;
-                if !watcher.cancel.is_cancelled() {
-                    let why = match r {
-                        Err(e) if e.is_panic() => "the libp2p event loop panicked".to_string(),
-                        Err(e) => format!("the libp2p event loop failed: {e}"),
-                        Ok(()) => "the libp2p event loop stopped".to_string(),
-                    };
-                    warn!("{why}; the mesh stops");
-                    *watcher.failure.lock() = Some(why);
-                    watcher.cancel.cancel();
-                }
-            });
-            tasks.spawn(run_events(shared.clone()));
-            tasks.spawn(accept_media(shared.clone()));
-            tasks.spawn(accept_catalog(shared.clone()));
-        }
-        // Players may be waiting for streams this mesh's predecessor was fetching (it failed and the node
-        // restarted it): look for them again.
-        for hub in shared.streams.hubs() {
-            if !hub.is_live() && hub.subscribers() > 0 {
-                shared.want(hub.name());
+            net.clone(),
+            stats.clone(),
+            view.clone(),
+            cancel.clone(),
+        );
+        let (done_tx, done) = watch::channel(None);
+        let me = net.peer_id;
+        let watch_cancel = cancel.clone();
+        tokio::spawn(async move {
+            let actor_task = tokio::spawn(actor.run());
+            // Whichever ends first: libp2p's task ending before we were cancelled means it failed (a panic
+            // in a behaviour); the actor ending before means it panicked. Either way the service stops and
+            // the node starts a new one.
+            let why = tokio::select! {
+                r = net_task => match r {
+                    Err(e) if e.is_panic() => Some("the libp2p event loop panicked".to_string()),
+                    Err(e) => Some(format!("the libp2p event loop failed: {e}")),
+                    Ok(()) => Some("the libp2p event loop stopped".to_string()),
+                },
+                r = actor_task => match r {
+                    Err(e) if e.is_panic() => Some(format!("the mesh service panicked: {}", panic_text(e))),
+                    Err(e) => Some(format!("the mesh service failed: {e}")),
+                    Ok(()) => None,
+                },
+            };
+            let why = why.filter(|_| !watch_cancel.is_cancelled());
+            if let Some(w) = &why {
+                warn!("{w}; the mesh stops");
             }
-        }
-        Ok(Mesh { shared })
+            watch_cancel.cancel();
+            let _ = done_tx.send(Some(why));
+        });
+        Ok(Mesh {
+            me,
+            client,
+            net,
+            stats,
+            view,
+            cancel,
+            done,
+        })
     }
 
     /// What looks for streams on behalf of local players: give it to [`Streams::set_finder`].
     pub fn finder(&self) -> Arc<dyn Finder> {
-        Arc::new(MeshFinder(Arc::downgrade(&self.shared)))
+        Arc::new(MeshFinder {
+            client: self.client.clone(),
+            cancel: self.cancel.clone(),
+        })
     }
 
     /// This node's id.
     pub fn peer_id(&self) -> PeerId {
-        self.shared.me
+        self.me
     }
 
     /// Counters.
     pub fn stats(&self) -> &MeshStats {
-        &self.shared.stats
+        &self.stats
     }
 
     /// libp2p counters.
     pub fn net_stats(&self) -> &net::NetStats {
-        self.shared.net.stats()
+        self.net.stats()
     }
 
     /// Why the mesh stopped on its own, if it did (as opposed to being cancelled).
     pub fn failure(&self) -> Option<String> {
-        self.shared.failure.lock().clone()
+        self.done.borrow().clone().flatten()
     }
 
-    /// Waits until the mesh's tasks have stopped (after the cancel token fired, or a failure).
+    /// Waits until the mesh has stopped (after the cancel token fired, or a failure).
     pub async fn stopped(&self) {
-        self.shared.cancel.cancelled().await;
-        loop {
-            let next = {
-                let mut t = self.shared.tasks.lock();
-                if t.is_empty() {
-                    return;
-                }
-                t.try_join_next()
-            };
-            if next.is_none() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
+        let mut done = self.done.clone();
+        let _ = done.wait_for(|d| d.is_some()).await;
     }
 
     /// What the mesh knows about a hub.
     pub fn stream(&self, hub: &Arc<Hub>) -> Option<StreamMesh> {
-        let l = self.shared.routes.lineage(hub)?;
-        Some(StreamMesh {
-            origin: l.announcement.id.origin.to_string(),
-            upstream: l.upstream.map(|p| p.to_string()),
-            hops: l.hops,
-        })
+        let view = self.view.read();
+        let (weak, s) = view.streams.get(hub.name())?;
+        std::ptr::eq(weak.as_ptr(), Arc::as_ptr(hub)).then(|| s.clone())
     }
 
     /// The mesh's status.
     pub fn status(&self) -> MeshStatus {
-        let snap = self.shared.net.snapshot();
+        let snap = self.net.snapshot();
         let peers = snap
             .peers
             .iter()
@@ -330,409 +294,43 @@ impl Mesh {
                 }
             })
             .collect();
+        let view = self.view.read();
         MeshStatus {
             listen_addrs: snap.listen_addrs.iter().map(|a| a.to_string()).collect(),
             external_addrs: snap.external_addrs.iter().map(|a| a.to_string()).collect(),
             peers,
-            known: self.shared.catalog.lock().streams(Instant::now()),
-            upload_kbps: self.shared.upload_kbps(),
+            known: view.known.clone(),
+            upload_kbps: view.upload_kbps,
             nat: snap.nat.clone(),
         }
     }
 }
 
-impl Shared {
-    fn view(&self, peer: &PeerId) -> PeerView {
-        self.net.with_snapshot(|s| match s.peers.get(peer) {
-            Some(p) => PeerView {
-                connected: true,
-                direct: p.is_direct(),
-                rtt_ms: p.rtt.map(|d| d.as_millis() as u32),
-            },
-            None => PeerView::default(),
-        })
-    }
-
-    /// Upload in use for downstream peers: each served subscription at its stream's bitrate.
-    fn upload_kbps(&self) -> u64 {
-        self.upload_kbps_of(&self.downstream.lock())
-    }
-
-    fn upload_kbps_of(&self, downstream: &HashMap<(PeerId, u64), Downstream>) -> u64 {
-        downstream
-            .values()
-            .filter_map(|d| self.streams.get(&d.hub))
-            .map(|h| stream_kbps(&h))
-            .sum()
-    }
-
-    fn spare_kbps(&self) -> u32 {
-        let cap = u64::from(self.config.max_upload_kbps);
-        if cap == 0 {
-            return u32::MAX;
-        }
-        cap.saturating_sub(self.upload_kbps()) as u32
-    }
-
-    /// Addresses others can dial us at: confirmed external ones, then our listen addresses; loopback ones
-    /// only when there is nothing else (nodes on one machine), since elsewhere they lead back to the dialer.
-    fn my_addrs(&self) -> Vec<Multiaddr> {
-        self.net.with_snapshot(|s| {
-            let mut v: Vec<Multiaddr> = Vec::new();
-            for a in s.external_addrs.iter().chain(s.listen_addrs.iter()) {
-                if !v.contains(a) {
-                    v.push(a.clone());
-                }
-            }
-            if v.iter().any(|a| !is_loopback(a)) {
-                v.retain(|a| !is_loopback(a));
-            }
-            v.truncate(MAX_GOSSIP_ADDRS);
-            v
-        })
-    }
-
-    /// Our catalog entries: every live hub with a lineage.
-    fn refresh_local(&self) {
-        let addrs = self.my_addrs();
-        let spare = self.spare_kbps();
-        let mut entries = Vec::new();
-        let mut keys = HashSet::new();
-        self.routes.prune();
-        for (_, l) in self.routes.provided() {
-            keys.insert(l.announcement.id.name.clone());
-            entries.push(CatalogEntry {
-                announcement: l.announcement.clone(),
-                provider: self.me,
-                addrs: addrs.clone(),
-                hops: l.hops,
-                spare_kbps: spare,
-            });
-        }
-        self.catalog.lock().set_local(entries);
-        // Provider records in the DHT follow the same set.
-        let mut providing = self.providing.lock();
-        let start: Vec<String> = keys.difference(&providing).cloned().collect();
-        let stop: Vec<String> = providing.difference(&keys).cloned().collect();
-        *providing = keys;
-        drop(providing);
-        let net = self.net.clone();
-        if !start.is_empty() || !stop.is_empty() {
-            tokio::spawn(async move {
-                for k in start {
-                    net.send(NetCommand::StartProviding(provider_key(&k))).await;
-                }
-                for k in stop {
-                    net.send(NetCommand::StopProviding(provider_key(&k))).await;
-                }
-            });
-        }
-    }
-
-    fn spawn(self: &Arc<Self>, fut: impl std::future::Future<Output = ()> + Send + 'static) {
-        let cancel = self.cancel.clone();
-        self.tasks.lock().spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = fut => {}
-            }
-        });
-    }
-
-    /// Starts fetching hub `key` unless a fetch is running; returns the fetch's progress for a player.
-    fn want(self: &Arc<Self>, key: &str) -> watch::Receiver<LookupState> {
-        let hub = self.streams.get_or_create(key);
-        let (started, state) = self.routes.start_fetch(&hub);
-        if started {
-            let me = self.clone();
-            let key = key.to_string();
-            self.spawn(async move {
-                // However the fetch ends, waiting players stop following it.
-                struct EndFetch(Arc<Shared>, String);
-                impl Drop for EndFetch {
-                    fn drop(&mut self) {
-                        self.0.routes.end_fetch(&self.1);
-                    }
-                }
-                let _end = EndFetch(me.clone(), key.clone());
-                fetch::fetch(me, hub, key).await;
-            });
-        }
-        state
-    }
-
-    /// Signs and records the lineage of a stream published on this node.
-    fn originate(&self, hub: &Arc<Hub>) {
-        match Announcement::sign(&self.key, hub.name(), now_ms()) {
-            Ok(a) => {
-                info!(stream = %hub.name(), origin = %self.me, "announcing stream to the mesh");
-                self.routes.set_lineage(
-                    hub,
-                    Arc::new(Lineage {
-                        announcement: a,
-                        hops: 0,
-                        path: vec![self.me],
-                        upstream: None,
-                        fallbacks: Vec::new(),
-                    }),
-                );
-            }
-            Err(e) => {
-                warn!(stream = %hub.name(), error = %e, "cannot sign the stream announcement")
-            }
-        }
-    }
-
-    /// Sends every connected peer the catalog meant for it.
-    fn gossip(self: &Arc<Self>) {
-        let now = Instant::now();
-        self.catalog.lock().expire(now);
-        let peers: Vec<PeerId> = self
-            .net
-            .with_snapshot(|s| s.peers.keys().copied().collect());
-        self.last_sent.lock().retain(|p, _| peers.contains(p));
-        for peer in peers {
-            let entries = self.catalog.lock().gossip_for(&peer, now);
-            let bytes = catalog::encode(&entries);
-            let digest = {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                bytes.hash(&mut h);
-                h.finish()
-            };
-            {
-                let mut sent = self.last_sent.lock();
-                if sent
-                    .get(&peer)
-                    .is_some_and(|(d, at)| *d == digest && now.duration_since(*at) < GOSSIP_REPEAT)
-                {
-                    continue;
-                }
-                sent.insert(peer, (digest, now));
-            }
-            let mut control = self.net.control();
-            self.spawn(async move {
-                let send = async {
-                    let mut s = control.open_stream(peer, catalog::PROTOCOL).await.ok()?;
-                    s.write_all(&bytes).await.ok()?;
-                    s.close().await.ok()
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(5), send).await;
-            });
-        }
-    }
+/// The text of a panic payload.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    let p = e.into_panic();
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// The mesh as the node's [`Finder`]. Weak: a mesh that stopped answers "not found" instead of living on.
+/// The mesh as the node's [`Finder`]: a player's wish becomes a fetch in the actor.
 #[derive(Debug)]
-struct MeshFinder(std::sync::Weak<Shared>);
+struct MeshFinder {
+    client: Client,
+    cancel: CancellationToken,
+}
 
 impl Finder for MeshFinder {
     fn find(&self, name: &str) -> watch::Receiver<LookupState> {
-        match self.0.upgrade() {
-            Some(shared) if !shared.cancel.is_cancelled() => shared.want(name),
-            // A closed channel: the player's lookup goes on by the clock alone.
-            _ => watch::channel(LookupState::Searching).1,
+        let (tx, rx) = watch::channel(LookupState::Searching);
+        if !self.cancel.is_cancelled() {
+            self.client.try_send(Command::Want {
+                key: name.to_string(),
+                reply: tx,
+            });
         }
-    }
-}
-
-/// Reacts to hub events and runs the gossip timer.
-async fn run_events(shared: Arc<Shared>) {
-    let mut events = shared.streams.events();
-    let mut tick = tokio::time::interval(shared.config.tuning.gossip_interval);
-    loop {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            _ = tick.tick() => {
-                shared.refresh_local();
-                shared.gossip();
-            }
-            ev = events.recv() => match ev {
-                Ok(StreamEvent::SourceAttached { name, kind }) => {
-                    if kind.is_local()
-                        && let Some(hub) = shared.streams.get(&name)
-                    {
-                        shared.originate(&hub);
-                    }
-                    // Tell the mesh at once rather than at the next tick: viewers may be waiting.
-                    shared.refresh_local();
-                    shared.gossip();
-                }
-                Ok(StreamEvent::SourceDetached { name }) => {
-                    debug!(stream = %name, "source detached");
-                    shared.refresh_local();
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => shared.refresh_local(),
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-}
-
-/// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).
-const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
-/// Least time between two gossips triggered by news (the timer gossips every `gossip_interval` anyway).
-const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
-/// Most of our addresses in a catalog entry.
-const MAX_GOSSIP_ADDRS: usize = 8;
-
-/// True for 127.0.0.0/8 and ::1 addresses.
-fn is_loopback(a: &Multiaddr) -> bool {
-    use libp2p::multiaddr::Protocol;
-    match a.iter().next() {
-        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
-        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
-        _ => false,
-    }
-}
-
-/// Most `/streamr/media/1` streams served to one peer at once; more are dropped (a subscription flood).
-const MAX_SERVE_PER_PEER: usize = 16;
-/// Most served at once in total.
-const MAX_SERVE: usize = 512;
-/// New subscriptions a peer may open in a burst, and per second after it.
-const SUBSCRIBE_BURST: f64 = 20.0;
-const SUBSCRIBE_RATE: f64 = 2.0;
-
-/// A token bucket per peer: a peer that opens subscriptions faster than any honest node would is refused.
-#[derive(Debug, Default)]
-struct RateLimit {
-    buckets: HashMap<PeerId, (f64, Instant)>,
-}
-
-impl RateLimit {
-    fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
-        if self.buckets.len() > 4096 {
-            self.buckets
-                .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
-        }
-        let (tokens, last) = self.buckets.entry(peer).or_insert((SUBSCRIBE_BURST, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * SUBSCRIBE_RATE)
-            .min(SUBSCRIBE_BURST);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-async fn accept_media(shared: Arc<Shared>) {
-    let mut control = shared.net.control();
-    let Ok(mut incoming) = control.accept(crate::wire::PROTOCOL) else {
-        warn!("media protocol already registered");
-        return;
-    };
-    let mut next_id = 0u64;
-    let mut rate = RateLimit::default();
-    // Keep this loop tight: libp2p-stream drops inbound streams if the accept loop falls behind.
-    while let Some((peer, stream)) = incoming.next().await {
-        let (per_peer, total) = {
-            let d = shared.downstream.lock();
-            (d.keys().filter(|(p, _)| *p == peer).count(), d.len())
-        };
-        if per_peer >= MAX_SERVE_PER_PEER || total >= MAX_SERVE || !rate.allow(peer, Instant::now())
-        {
-            shared.stats.subscriptions_flooded.fetch_add(1, Relaxed);
-            debug!(%peer, "too many subscriptions from this peer; stream dropped");
-            continue;
-        }
-        next_id += 1;
-        let id = next_id;
-        let s = shared.clone();
-        shared.spawn(async move {
-            if let Err(e) = serve::serve(s.clone(), peer, id, stream).await {
-                e.count(&s.stats);
-                debug!(%peer, error = %e, "served subscription ended");
-            }
-            s.downstream.lock().remove(&(peer, id));
-        });
-    }
-}
-
-async fn accept_catalog(shared: Arc<Shared>) {
-    let mut control = shared.net.control();
-    let Ok(mut incoming) = control.accept(catalog::PROTOCOL) else {
-        warn!("catalog protocol already registered");
-        return;
-    };
-    while let Some((peer, mut stream)) = incoming.next().await {
-        let s = shared.clone();
-        shared.spawn(async move {
-            let mut buf = Vec::new();
-            let mut limited = (&mut stream).take(catalog::MAX_MESSAGE as u64 + 1);
-            let read = limited.read_to_end(&mut buf);
-            match tokio::time::timeout(Duration::from_secs(5), read).await {
-                Ok(Ok(_)) => {}
-                // A transfer that broke off (the sender gave up, the connection closed) is not the peer
-                // lying: drop it quietly, the next gossip brings the catalog again.
-                Ok(Err(e)) => {
-                    debug!(%peer, error = %e, "catalog transfer broke off");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "catalog transfer too slow; dropped");
-                    return;
-                }
-            }
-            match catalog::decode(&buf) {
-                Ok(entries) => {
-                    let mut merged = s.catalog.lock().merge(&s.me, entries, Instant::now());
-                    for id in &merged.forged {
-                        s.stats.forged_announcements.fetch_add(1, Relaxed);
-                        warn!(%peer, stream = %id, "refused a forged stream announcement in a catalog");
-                    }
-                    if merged.changed {
-                        // New addresses (a relay reservation) help a connection attempt under way.
-                        for (peer, addrs) in merged.addresses.drain(..) {
-                            s.net.send(NetCommand::AddAddresses(peer, addrs)).await;
-                        }
-                        // Pass news on soon (a viewer may be waiting), but at most once a second: in a
-                        // large mesh something changes all the time, and every gossip goes to every peer.
-                        s.catalog_changed.notify_waiters();
-                        let due = {
-                            let mut last = s.last_triggered_gossip.lock();
-                            let due = last.is_none_or(|t| t.elapsed() > TRIGGERED_GOSSIP_SPACING);
-                            if due {
-                                *last = Some(Instant::now());
-                            }
-                            due
-                        };
-                        if due {
-                            s.gossip();
-                        }
-                    }
-                }
-                Err(e) => {
-                    s.stats.protocol_violations.fetch_add(1, Relaxed);
-                    warn!(%peer, error = %e, "peer sent a malformed catalog");
-                }
-            }
-        });
-    }
-}
-
-/// The announcement a hub carries must be for this stream.
-fn matches_request(id: &StreamId, name: &str, origin_prefix: Option<&str>) -> bool {
-    id.name == name && origin_prefix.is_none_or(|p| id.origin.to_string().starts_with(p))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn subscription_rate_limit_allows_a_burst_then_a_trickle() {
-        let mut r = RateLimit::default();
-        let p = PeerId::random();
-        let t = Instant::now();
-        let allowed = (0..60).filter(|_| r.allow(p, t)).count();
-        assert_eq!(allowed, SUBSCRIBE_BURST as usize);
-        assert!(r.allow(p, t + Duration::from_millis(600)));
-        assert!(!r.allow(p, t + Duration::from_millis(600)));
-        assert!(r.allow(PeerId::random(), t), "other peers are not affected");
+        rx
     }
 }

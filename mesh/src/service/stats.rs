@@ -39,6 +39,9 @@ pub struct MeshStats {
     pub relayed_bytes_sent: AtomicU64,
     /// Of `bytes_received`, those from peers reached only through a relay.
     pub relayed_bytes_received: AtomicU64,
+    /// Tasks of the mesh service that panicked (each is logged; the service goes on without it, and
+    /// restarts fetches and accept loops).
+    pub task_panics: AtomicU64,
 }
 
 impl MeshStats {

@@ -1,0 +1,865 @@
+//! The mesh service's actor: the one task that owns the service's tables and supervises its other tasks.
+//! Everything that decides something about more than one session happens here, one command at a time:
+//! admitting a subscriber within the upload cap, merging a catalog, choosing what to gossip, starting and
+//! restarting fetches. Tasks ask through a [`Client`]; status pages read the [`View`] the actor publishes.
+
+use super::{
+    MeshConfig, MeshStats, StreamMesh, View, fetch, gossip, matches_request, provider_key, serve,
+    stream_kbps,
+};
+use crate::announce::Announcement;
+use crate::catalog::{self, Catalog, CatalogEntry};
+use crate::net::{NetCommand, NetHandle};
+use crate::routes::{Lineage, Routes};
+use crate::session::downstream::{admits, fallbacks, redirect_hints};
+use crate::wire::{Message, ProviderHint};
+use futures::StreamExt;
+use libp2p::{Multiaddr, PeerId};
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use streamr_media::{Hub, LookupState, StreamEvent, Streams};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::task::{JoinError, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+/// Commands waiting for the actor; tasks wait when it is full.
+const INBOX: usize = 1024;
+/// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).
+const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
+/// Least time between two gossips triggered by news (the timer gossips every `gossip_interval` anyway).
+const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
+/// Most of our addresses in a catalog entry.
+const MAX_GOSSIP_ADDRS: usize = 8;
+/// Most `/streamr/media/1` streams served to one peer at once (including ones not yet subscribed); more
+/// are dropped (a subscription flood).
+const MAX_SERVE_PER_PEER: usize = 16;
+/// Most served at once in total.
+const MAX_SERVE: usize = 512;
+/// Most catalog transfers read from one peer at once (an honest peer sends one every few seconds).
+const MAX_CATALOG_READS_PER_PEER: usize = 4;
+/// New subscriptions a peer may open in a burst, and per second after it.
+const SUBSCRIBE_BURST: f64 = 20.0;
+const SUBSCRIBE_RATE: f64 = 2.0;
+
+/// What a task asks of the actor.
+#[derive(Debug)]
+pub(super) enum Command {
+    /// A local player wants hub `key` (`NAME` or `NAME@ORIGIN-PREFIX`); `reply` follows the fetch.
+    Want {
+        key: String,
+        reply: watch::Sender<LookupState>,
+    },
+    /// A fetch reports where it stands, for waiting players.
+    FetchState { key: String, state: LookupState },
+    /// What a fetch needs to choose providers.
+    Known {
+        hub: Arc<Hub>,
+        name: String,
+        reply: oneshot::Sender<Known>,
+    },
+    /// A fetch subscribed, or its upstream's path changed.
+    SetLineage {
+        hub: Arc<Hub>,
+        lineage: Arc<Lineage>,
+    },
+    /// A subscriber asks to be served.
+    Admit {
+        peer: PeerId,
+        id: u64,
+        name: String,
+        origin: Option<PeerId>,
+        reply: oneshot::Sender<Admission>,
+    },
+    /// A stream of one of our protocols arrived.
+    Inbound {
+        peer: PeerId,
+        stream: libp2p::Stream,
+        protocol: Inbound,
+    },
+    /// A peer's catalog arrived.
+    Merge {
+        peer: PeerId,
+        entries: Vec<CatalogEntry>,
+    },
+}
+
+/// Which protocol an inbound stream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Inbound {
+    Media,
+    Catalog,
+}
+
+/// The answer to [`Command::Known`].
+#[derive(Debug, Default)]
+pub(super) struct Known {
+    /// Catalog providers of the stream name (every origin, newest publish of each).
+    pub entries: Vec<CatalogEntry>,
+    /// The origin this hub already plays, if any.
+    pub origin: Option<PeerId>,
+    /// The nodes above our (lost) upstream.
+    pub fallbacks: Vec<ProviderHint>,
+}
+
+/// The answer to [`Command::Admit`].
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// Serve: send `accept`, then frames of `hub`; follow `lineage` for path changes.
+    Accepted {
+        hub: Arc<Hub>,
+        accept: Box<Message>,
+        first: Arc<Lineage>,
+        lineage: watch::Receiver<Option<Arc<Lineage>>>,
+    },
+    /// Full: send this redirect (or reject when there is nobody to redirect to).
+    Full(Vec<ProviderHint>),
+    /// The stream is not live here.
+    NotHere,
+    /// The subscriber is upstream of us.
+    Loop,
+}
+
+/// The actor's address, for tasks (cloneable).
+#[derive(Debug, Clone)]
+pub(super) struct Client {
+    tx: mpsc::Sender<Command>,
+}
+
+impl Client {
+    /// Sends a command (waits while the inbox is full; dropped if the actor is gone).
+    pub async fn send(&self, cmd: Command) {
+        let _ = self.tx.send(cmd).await;
+    }
+
+    /// Sends a command without waiting; dropped when the inbox is full or the actor gone.
+    pub fn try_send(&self, cmd: Command) {
+        let _ = self.tx.try_send(cmd);
+    }
+
+    /// Sends a command made around a reply channel and waits for the reply (None if the actor is gone).
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await;
+        rx.await.ok()
+    }
+}
+
+/// What every task of the service shares (immutable, or atomics).
+#[derive(Debug)]
+pub(super) struct Ctx {
+    pub me: PeerId,
+    pub config: MeshConfig,
+    pub streams: Streams,
+    pub net: NetHandle,
+    pub stats: Arc<MeshStats>,
+    pub client: Client,
+    pub cancel: CancellationToken,
+    /// Woken when the catalog learned something: fetches waiting for providers look again.
+    pub catalog_changed: Notify,
+}
+
+impl Ctx {
+    /// How this node sees `peer` now.
+    pub fn view(&self, peer: &PeerId) -> catalog::PeerView {
+        self.net.with_snapshot(|s| match s.peers.get(peer) {
+            Some(p) => catalog::PeerView {
+                connected: true,
+                direct: p.is_direct(),
+                rtt_ms: p.rtt.map(|d| d.as_millis() as u32),
+            },
+            None => catalog::PeerView::default(),
+        })
+    }
+}
+
+/// What a supervised task is, so that its end can be acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Task {
+    AcceptMedia,
+    AcceptCatalog,
+    Fetch { key: String },
+    Serve { peer: PeerId, id: u64 },
+    CatalogRead { peer: PeerId },
+    GossipSend,
+    Dht,
+}
+
+/// A token bucket per peer: a peer that opens subscriptions faster than any honest node would is refused.
+#[derive(Debug, Default)]
+struct RateLimit {
+    buckets: HashMap<PeerId, (f64, Instant)>,
+}
+
+impl RateLimit {
+    fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.buckets.len() > 4096 {
+            self.buckets
+                .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
+        }
+        let (tokens, last) = self.buckets.entry(peer).or_insert((SUBSCRIBE_BURST, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * SUBSCRIBE_RATE)
+            .min(SUBSCRIBE_BURST);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The actor. See the module docs.
+pub(super) struct Actor {
+    ctx: Arc<Ctx>,
+    inbox: mpsc::Receiver<Command>,
+    key: libp2p::identity::Keypair,
+    catalog: Catalog,
+    routes: Routes,
+    /// Subscriptions admitted, by (peer, serve id): the hub name they read.
+    serving: HashMap<(PeerId, u64), String>,
+    /// DHT keys we provide.
+    providing: HashSet<String>,
+    /// What each peer was last sent (a hash of the message) and when.
+    last_sent: HashMap<PeerId, (u64, Instant)>,
+    last_triggered_gossip: Option<Instant>,
+    rate: RateLimit,
+    next_serve_id: u64,
+    tasks: JoinSet<()>,
+    kinds: HashMap<tokio::task::Id, Task>,
+    view: Arc<RwLock<View>>,
+    /// The view needs publishing.
+    dirty: bool,
+}
+
+impl std::fmt::Debug for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Actor").field("me", &self.ctx.me).finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// True for 127.0.0.0/8 and ::1 addresses.
+fn is_loopback(a: &Multiaddr) -> bool {
+    use libp2p::multiaddr::Protocol;
+    match a.iter().next() {
+        Some(Protocol::Ip4(ip)) => ip.is_loopback(),
+        Some(Protocol::Ip6(ip)) => ip.is_loopback(),
+        _ => false,
+    }
+}
+
+impl Actor {
+    pub(super) fn new(
+        config: MeshConfig,
+        streams: Streams,
+        net: NetHandle,
+        stats: Arc<MeshStats>,
+        view: Arc<RwLock<View>>,
+        cancel: CancellationToken,
+    ) -> (Actor, Client) {
+        let (tx, inbox) = mpsc::channel(INBOX);
+        let client = Client { tx };
+        let key = config.key.clone();
+        let ctx = Arc::new(Ctx {
+            me: net.peer_id,
+            config,
+            streams,
+            net,
+            stats,
+            client: client.clone(),
+            cancel,
+            catalog_changed: Notify::new(),
+        });
+        let actor = Actor {
+            ctx,
+            inbox,
+            key,
+            catalog: Catalog::default(),
+            routes: Routes::default(),
+            serving: HashMap::new(),
+            providing: HashSet::new(),
+            last_sent: HashMap::new(),
+            last_triggered_gossip: None,
+            rate: RateLimit::default(),
+            next_serve_id: 0,
+            tasks: JoinSet::new(),
+            kinds: HashMap::new(),
+            view,
+            dirty: true,
+        };
+        (actor, client)
+    }
+
+    /// Runs until cancelled; then stops every task.
+    pub(super) async fn run(mut self) {
+        let mut events = self.ctx.streams.events();
+        let mut tick = tokio::time::interval(self.ctx.config.tuning.gossip_interval);
+        self.spawn(Task::AcceptMedia);
+        self.spawn(Task::AcceptCatalog);
+        // Players may be waiting for streams this mesh's predecessor was fetching (it failed and the node
+        // restarted it): look for them again.
+        for hub in self.ctx.streams.hubs() {
+            if !hub.is_live() && hub.subscribers() > 0 {
+                self.want(
+                    hub.name().to_string(),
+                    watch::channel(LookupState::Searching).0,
+                );
+            }
+        }
+        let cancel = self.ctx.cancel.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(r) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.task_ended(r),
+                Some(cmd) = self.inbox.recv() => self.command(cmd),
+                ev = events.recv() => match ev {
+                    Ok(ev) => self.stream_event(ev),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.refresh_local(),
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                _ = tick.tick() => {
+                    self.refresh_local();
+                    self.gossip();
+                }
+            }
+            if self.dirty {
+                self.publish_view();
+            }
+        }
+        self.tasks.shutdown().await;
+    }
+
+    fn spawn(&mut self, task: Task) {
+        let ctx = self.ctx.clone();
+        let handle = match task.clone() {
+            Task::AcceptMedia => self.tasks.spawn(accept(ctx, Inbound::Media)),
+            Task::AcceptCatalog => self.tasks.spawn(accept(ctx, Inbound::Catalog)),
+            _ => unreachable!("tasks with inputs are spawned with spawn_with"),
+        };
+        self.kinds.insert(handle.id(), task);
+    }
+
+    fn spawn_with(
+        &mut self,
+        task: Task,
+        fut: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let cancel = self.ctx.cancel.clone();
+        let handle = self.tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = fut => {}
+            }
+        });
+        self.kinds.insert(handle.id(), task);
+    }
+
+    /// A supervised task ended: clean up after it, and restart what should run.
+    fn task_ended(&mut self, r: Result<(tokio::task::Id, ()), JoinError>) {
+        let (id, panicked) = match r {
+            Ok((id, ())) => (id, None),
+            Err(e) => {
+                let id = e.id();
+                (id, e.is_panic().then(|| super::panic_text(e)))
+            }
+        };
+        let Some(task) = self.kinds.remove(&id) else {
+            return;
+        };
+        if let Some(p) = &panicked {
+            self.ctx.stats.task_panics.fetch_add(1, Relaxed);
+            error!(task = ?task, panic = %p, "a mesh task panicked; the mesh goes on without it");
+        }
+        let stopping = self.ctx.cancel.is_cancelled();
+        match task {
+            Task::Fetch { key } => {
+                let still_wanted = self
+                    .ctx
+                    .streams
+                    .get(&key)
+                    .is_some_and(|h| h.subscribers() > 0 && !h.is_live());
+                if panicked.is_some() && still_wanted && !stopping {
+                    // Keep the waiting players: the route's fetch goes on with a new task.
+                    warn!(stream = %key, "restarting the fetch");
+                    self.spawn_fetch(key);
+                } else {
+                    self.routes.end_fetch(&key);
+                }
+            }
+            Task::Serve { peer, id } => {
+                self.dirty |= self.serving.remove(&(peer, id)).is_some();
+            }
+            Task::AcceptMedia | Task::AcceptCatalog if panicked.is_some() && !stopping => {
+                self.spawn(task);
+            }
+            Task::AcceptMedia | Task::AcceptCatalog if !stopping => {
+                warn!(task = ?task, "an accept loop ended; that protocol is no longer served");
+            }
+            _ => {}
+        }
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Want { key, reply } => self.want(key, reply),
+            Command::FetchState { key, state } => self.routes.set_fetch_state(&key, state),
+            Command::Known { hub, name, reply } => {
+                let lineage = self.routes.lineage(&hub);
+                let _ = reply.send(Known {
+                    entries: self.catalog.providers(&name, None, Instant::now()),
+                    origin: lineage.as_ref().map(|l| l.announcement.id.origin),
+                    fallbacks: lineage.map(|l| l.fallbacks.clone()).unwrap_or_default(),
+                });
+            }
+            Command::SetLineage { hub, lineage } => {
+                self.routes.set_lineage(&hub, lineage);
+                self.dirty = true;
+                self.refresh_local();
+            }
+            Command::Admit {
+                peer,
+                id,
+                name,
+                origin,
+                reply,
+            } => {
+                let a = self.admit(peer, id, &name, origin);
+                let _ = reply.send(a);
+            }
+            Command::Inbound {
+                peer,
+                stream,
+                protocol,
+            } => self.inbound(peer, stream, protocol),
+            Command::Merge { peer, entries } => self.merge(peer, entries),
+        }
+    }
+
+    /// Starts fetching hub `key` unless a fetch is running; `reply` follows it.
+    fn want(&mut self, key: String, reply: watch::Sender<LookupState>) {
+        let hub = self.ctx.streams.get_or_create(&key);
+        if self.routes.start_fetch(&hub, reply) {
+            self.spawn_fetch(key);
+        }
+    }
+
+    fn spawn_fetch(&mut self, key: String) {
+        let hub = self.ctx.streams.get_or_create(&key);
+        let ctx = self.ctx.clone();
+        self.spawn_with(
+            Task::Fetch { key: key.clone() },
+            fetch::fetch(ctx, hub, key),
+        );
+    }
+
+    fn stream_event(&mut self, ev: StreamEvent) {
+        match ev {
+            StreamEvent::SourceAttached { name, kind } => {
+                if kind.is_local()
+                    && let Some(hub) = self.ctx.streams.get(&name)
+                {
+                    self.originate(&hub);
+                }
+                // Tell the mesh at once rather than at the next tick: viewers may be waiting.
+                self.refresh_local();
+                self.gossip();
+            }
+            StreamEvent::SourceDetached { name } => {
+                debug!(stream = %name, "source detached");
+                self.refresh_local();
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Signs and records the lineage of a stream published on this node.
+    fn originate(&mut self, hub: &Arc<Hub>) {
+        match Announcement::sign(&self.key, hub.name(), now_ms()) {
+            Ok(a) => {
+                info!(stream = %hub.name(), origin = %self.ctx.me, "announcing stream to the mesh");
+                self.routes.set_lineage(
+                    hub,
+                    Arc::new(Lineage {
+                        announcement: a,
+                        hops: 0,
+                        path: vec![self.ctx.me],
+                        upstream: None,
+                        fallbacks: Vec::new(),
+                    }),
+                );
+            }
+            Err(e) => {
+                warn!(stream = %hub.name(), error = %e, "cannot sign the stream announcement")
+            }
+        }
+    }
+
+    /// Upload in use for downstream peers: each served subscription at its stream's bitrate.
+    fn upload_kbps(&self) -> u64 {
+        self.serving
+            .values()
+            .filter_map(|h| self.ctx.streams.get(h))
+            .map(|h| stream_kbps(&h))
+            .sum()
+    }
+
+    fn spare_kbps(&self) -> u32 {
+        let cap = u64::from(self.ctx.config.max_upload_kbps);
+        if cap == 0 {
+            return u32::MAX;
+        }
+        cap.saturating_sub(self.upload_kbps()) as u32
+    }
+
+    /// Addresses others can dial us at: confirmed external ones, then our listen addresses; loopback ones
+    /// only when there is nothing else (nodes on one machine), since elsewhere they lead back to the dialer.
+    fn my_addrs(&self) -> Vec<Multiaddr> {
+        self.ctx.net.with_snapshot(|s| {
+            let mut v: Vec<Multiaddr> = Vec::new();
+            for a in s.external_addrs.iter().chain(s.listen_addrs.iter()) {
+                if !v.contains(a) {
+                    v.push(a.clone());
+                }
+            }
+            if v.iter().any(|a| !is_loopback(a)) {
+                v.retain(|a| !is_loopback(a));
+            }
+            v.truncate(MAX_GOSSIP_ADDRS);
+            v
+        })
+    }
+
+    /// Our catalog entries (every live hub with a lineage) and the DHT records that follow them.
+    fn refresh_local(&mut self) {
+        self.routes.prune();
+        let addrs = self.my_addrs();
+        let spare = self.spare_kbps();
+        let mut entries = Vec::new();
+        let mut keys = HashSet::new();
+        for (_, l) in self.routes.provided() {
+            keys.insert(l.announcement.id.name.clone());
+            entries.push(CatalogEntry {
+                announcement: l.announcement.clone(),
+                provider: self.ctx.me,
+                addrs: addrs.clone(),
+                hops: l.hops,
+                spare_kbps: spare,
+            });
+        }
+        self.catalog.set_local(entries);
+        let start: Vec<String> = keys.difference(&self.providing).cloned().collect();
+        let stop: Vec<String> = self.providing.difference(&keys).cloned().collect();
+        self.providing = keys;
+        if !start.is_empty() || !stop.is_empty() {
+            let net = self.ctx.net.clone();
+            self.spawn_with(Task::Dht, async move {
+                for k in start {
+                    net.send(NetCommand::StartProviding(provider_key(&k))).await;
+                }
+                for k in stop {
+                    net.send(NetCommand::StopProviding(provider_key(&k))).await;
+                }
+            });
+        }
+        self.dirty = true;
+    }
+
+    /// Sends every connected peer the catalog meant for it (an unchanged one only every
+    /// [`GOSSIP_REPEAT`]).
+    fn gossip(&mut self) {
+        let now = Instant::now();
+        self.catalog.expire(now);
+        let peers: Vec<PeerId> = self
+            .ctx
+            .net
+            .with_snapshot(|s| s.peers.keys().copied().collect());
+        self.last_sent.retain(|p, _| peers.contains(p));
+        for peer in peers {
+            let entries = self.catalog.gossip_for(&peer, now);
+            let bytes = catalog::encode(&entries);
+            let digest = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                h.finish()
+            };
+            if self
+                .last_sent
+                .get(&peer)
+                .is_some_and(|(d, at)| *d == digest && now.duration_since(*at) < GOSSIP_REPEAT)
+            {
+                continue;
+            }
+            self.last_sent.insert(peer, (digest, now));
+            let ctx = self.ctx.clone();
+            self.spawn_with(Task::GossipSend, gossip::send(ctx, peer, bytes));
+        }
+    }
+
+    fn inbound(&mut self, peer: PeerId, stream: libp2p::Stream, protocol: Inbound) {
+        match protocol {
+            Inbound::Media => {
+                let serving = |p: Option<PeerId>| {
+                    self.kinds
+                        .values()
+                        .filter(|t| matches!(t, Task::Serve { peer: q, .. } if p.is_none_or(|p| p == *q)))
+                        .count()
+                };
+                if serving(Some(peer)) >= MAX_SERVE_PER_PEER
+                    || serving(None) >= MAX_SERVE
+                    || !self.rate.allow(peer, Instant::now())
+                {
+                    self.ctx.stats.subscriptions_flooded.fetch_add(1, Relaxed);
+                    debug!(%peer, "too many subscriptions from this peer; stream dropped");
+                    return;
+                }
+                self.next_serve_id += 1;
+                let id = self.next_serve_id;
+                let ctx = self.ctx.clone();
+                self.spawn_with(
+                    Task::Serve { peer, id },
+                    serve::serve(ctx, peer, id, stream),
+                );
+            }
+            Inbound::Catalog => {
+                let reads = self
+                    .kinds
+                    .values()
+                    .filter(|t| matches!(t, Task::CatalogRead { peer: q } if *q == peer))
+                    .count();
+                if reads >= MAX_CATALOG_READS_PER_PEER {
+                    debug!(%peer, "too many catalog transfers from this peer at once; stream dropped");
+                    return;
+                }
+                let ctx = self.ctx.clone();
+                self.spawn_with(
+                    Task::CatalogRead { peer },
+                    gossip::receive(ctx, peer, stream),
+                );
+            }
+        }
+    }
+
+    /// Admission: the stream, loops and the upload cap, decided in one place.
+    fn admit(&mut self, peer: PeerId, id: u64, name: &str, origin: Option<PeerId>) -> Admission {
+        let stats = &self.ctx.stats;
+        let prefix = origin.map(|o| o.to_string());
+        let Some((hub, lineage)) = self
+            .routes
+            .provided()
+            .into_iter()
+            .find(|(_, l)| matches_request(&l.announcement.id, name, prefix.as_deref()))
+        else {
+            stats.subscriptions_rejected.fetch_add(1, Relaxed);
+            return Admission::NotHere;
+        };
+        if lineage.path.contains(&peer) {
+            stats.loops_prevented.fetch_add(1, Relaxed);
+            stats.subscriptions_rejected.fetch_add(1, Relaxed);
+            return Admission::Loop;
+        }
+        let cap = u64::from(self.ctx.config.max_upload_kbps);
+        if !admits(
+            cap,
+            self.upload_kbps(),
+            stream_kbps(&hub),
+            self.serving.len(),
+        ) {
+            let hints = redirect_hints(
+                self.own_downstreams(hub.name(), &peer),
+                self.catalog.providers(
+                    name,
+                    Some(&lineage.announcement.id.origin.to_string()),
+                    Instant::now(),
+                ),
+                &peer,
+                &self.ctx.me,
+            );
+            if hints.is_empty() {
+                stats.subscriptions_rejected.fetch_add(1, Relaxed);
+            } else {
+                stats.subscriptions_redirected.fetch_add(1, Relaxed);
+            }
+            return Admission::Full(hints);
+        }
+        self.serving.insert((peer, id), hub.name().to_string());
+        self.dirty = true;
+        stats.subscriptions_accepted.fetch_add(1, Relaxed);
+        let upstream = lineage.upstream.map(|up| ProviderHint {
+            peer: up,
+            addrs: self.addrs_of(&up),
+        });
+        let accept = Message::Accept {
+            announcement: lineage.announcement.clone(),
+            hops: lineage.hops,
+            path: lineage.path.clone(),
+            fallbacks: fallbacks(&lineage, upstream, &peer),
+        };
+        Admission::Accepted {
+            lineage: self.routes.watch_lineage(&hub),
+            hub,
+            accept: Box::new(accept),
+            first: lineage,
+        }
+    }
+
+    /// Our downstream peers of hub `name` (they hold the stream), with the addresses they listen on.
+    fn own_downstreams(&self, name: &str, requester: &PeerId) -> Vec<ProviderHint> {
+        let mine: Vec<PeerId> = self
+            .serving
+            .iter()
+            .filter(|(_, h)| h.as_str() == name)
+            .map(|((p, _), _)| *p)
+            .filter(|p| p != requester)
+            .collect();
+        self.ctx.net.with_snapshot(|s| {
+            mine.iter()
+                .map(|p| ProviderHint {
+                    peer: *p,
+                    addrs: s
+                        .peers
+                        .get(p)
+                        .map(|i| i.listen_addrs.clone())
+                        .unwrap_or_default(),
+                })
+                .collect()
+        })
+    }
+
+    /// The addresses we reach `peer` at directly (the ones we dialed, then its listen addresses).
+    fn addrs_of(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        self.ctx.net.with_snapshot(|s| {
+            s.peers
+                .get(peer)
+                .map(|p| {
+                    let mut a: Vec<Multiaddr> = p
+                        .connections
+                        .iter()
+                        .filter(|c| c.dialer && !crate::net::is_relayed(&c.remote))
+                        .map(|c| c.remote.clone())
+                        .collect();
+                    a.extend(p.listen_addrs.iter().cloned());
+                    a.truncate(8);
+                    a
+                })
+                .unwrap_or_default()
+        })
+    }
+
+    fn merge(&mut self, peer: PeerId, entries: Vec<CatalogEntry>) {
+        let mut merged = self.catalog.merge(&self.ctx.me, entries, Instant::now());
+        for id in &merged.forged {
+            self.ctx.stats.forged_announcements.fetch_add(1, Relaxed);
+            warn!(%peer, stream = %id, "refused a forged stream announcement in a catalog");
+        }
+        if !merged.changed {
+            return;
+        }
+        self.dirty = true;
+        // New addresses (a relay reservation) help a connection attempt under way.
+        let addresses = std::mem::take(&mut merged.addresses);
+        if !addresses.is_empty() {
+            let net = self.ctx.net.clone();
+            self.spawn_with(Task::Dht, async move {
+                for (peer, addrs) in addresses {
+                    net.send(NetCommand::AddAddresses(peer, addrs)).await;
+                }
+            });
+        }
+        self.ctx.catalog_changed.notify_waiters();
+        // Pass news on soon (a viewer may be waiting), but at most once a second: in a large mesh
+        // something changes all the time, and every gossip goes to every peer.
+        let due = self
+            .last_triggered_gossip
+            .is_none_or(|t| t.elapsed() > TRIGGERED_GOSSIP_SPACING);
+        if due {
+            self.last_triggered_gossip = Some(Instant::now());
+            self.gossip();
+        }
+    }
+
+    fn publish_view(&mut self) {
+        self.dirty = false;
+        let streams = self
+            .routes
+            .all()
+            .into_iter()
+            .map(|(hub, l)| {
+                (
+                    hub.name().to_string(),
+                    (
+                        Arc::downgrade(&hub),
+                        StreamMesh {
+                            origin: l.announcement.id.origin.to_string(),
+                            upstream: l.upstream.map(|p| p.to_string()),
+                            hops: l.hops,
+                        },
+                    ),
+                )
+            })
+            .collect();
+        let view = View {
+            known: self.catalog.streams(Instant::now()),
+            upload_kbps: self.upload_kbps(),
+            streams,
+        };
+        *self.view.write() = view;
+    }
+}
+
+/// Accepts streams of one protocol and hands them to the actor. Kept tight: libp2p-stream drops inbound
+/// streams if the accept loop falls behind.
+async fn accept(ctx: Arc<Ctx>, protocol: Inbound) {
+    let mut control = ctx.net.control();
+    let name = match protocol {
+        Inbound::Media => crate::wire::PROTOCOL,
+        Inbound::Catalog => catalog::PROTOCOL,
+    };
+    let mut incoming = match control.accept(name.clone()) {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(protocol = %name, error = %e, "cannot accept streams of this protocol");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = ctx.cancel.cancelled() => return,
+            next = incoming.next() => match next {
+                Some((peer, stream)) => {
+                    ctx.client.send(Command::Inbound { peer, stream, protocol }).await;
+                }
+                None => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_rate_limit_allows_a_burst_then_a_trickle() {
+        let mut r = RateLimit::default();
+        let p = PeerId::random();
+        let t = Instant::now();
+        let allowed = (0..60).filter(|_| r.allow(p, t)).count();
+        assert_eq!(allowed, SUBSCRIBE_BURST as usize);
+        assert!(r.allow(p, t + Duration::from_millis(600)));
+        assert!(!r.allow(p, t + Duration::from_millis(600)));
+        assert!(r.allow(PeerId::random(), t), "other peers are not affected");
+    }
+}

@@ -1,0 +1,270 @@
+//! The provider's side of one `/streamr/media/1` subscription, as plain code with no I/O: whether to admit
+//! a subscriber within the upload cap, what to answer, where to redirect it, and the flow control that
+//! bounds unacknowledged bytes in flight and cuts off a subscriber that stops acknowledging. The shell in
+//! `service/serve.rs` moves the bytes.
+
+use crate::catalog::CatalogEntry;
+use crate::routes::Lineage;
+use crate::wire::{Message, ProviderHint};
+use libp2p::PeerId;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A subscriber that acknowledges nothing for this long while frames are outstanding is cut off (it
+/// acknowledges every 100 ms while it receives): a dead peer frees its upload slot quickly.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Most providers named in one redirect.
+pub const MAX_REDIRECT_HINTS: usize = 16;
+/// Most fallbacks named in an accept.
+pub const MAX_FALLBACKS: usize = 4;
+
+/// Why serving a subscriber ended abnormally.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServeError {
+    /// The subscriber broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The stream under the subscription failed.
+    #[error("stream error: {0}")]
+    Io(String),
+    /// It stopped acknowledging.
+    #[error("subscriber stopped acknowledging")]
+    Stalled,
+    /// We would not (or could no longer) serve it.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Whether one more subscriber needing `need_kbps` fits: the cap (0 = none) minus what the `serving`
+/// subscriptions use. A node always serves at least one peer, or a stream could never leave it.
+pub fn admits(cap_kbps: u64, in_use_kbps: u64, need_kbps: u64, serving: usize) -> bool {
+    cap_kbps == 0 || serving == 0 || in_use_kbps + need_kbps <= cap_kbps
+}
+
+/// Providers to redirect a full node's subscriber to: our own downstream peers of the stream first (they
+/// hold it and are close to the origin), then providers from the catalog; never the subscriber or us.
+pub fn redirect_hints(
+    own_downstreams: Vec<ProviderHint>,
+    catalog: Vec<CatalogEntry>,
+    requester: &PeerId,
+    me: &PeerId,
+) -> Vec<ProviderHint> {
+    let mut hints: Vec<ProviderHint> = own_downstreams
+        .into_iter()
+        .filter(|h| h.peer != *requester)
+        .collect();
+    for e in catalog {
+        if e.provider != *requester
+            && e.provider != *me
+            && !hints.iter().any(|h| h.peer == e.provider)
+        {
+            hints.push(ProviderHint {
+                peer: e.provider,
+                addrs: e.addrs,
+            });
+        }
+    }
+    hints.dedup_by_key(|h| h.peer);
+    hints.truncate(MAX_REDIRECT_HINTS);
+    hints
+}
+
+/// Where a subscriber should go if we die: our upstream (with the addresses we know it by), then the
+/// nodes above it that our own upstream named.
+pub fn fallbacks(
+    lineage: &Lineage,
+    upstream: Option<ProviderHint>,
+    requester: &PeerId,
+) -> Vec<ProviderHint> {
+    let mut out: Vec<ProviderHint> = upstream.into_iter().collect();
+    out.extend(lineage.fallbacks.iter().cloned());
+    out.retain(|h| h.peer != *requester);
+    out.truncate(MAX_FALLBACKS);
+    out
+}
+
+/// One subscription being served: flow control and the path we told the subscriber.
+#[derive(Debug)]
+pub struct Downstream {
+    peer: PeerId,
+    lineage: Arc<Lineage>,
+    max_inflight: u64,
+    sent: u64,
+    acked: u64,
+    last_ack: Instant,
+}
+
+impl Downstream {
+    /// Serving `peer`, which was told `lineage` in our accept.
+    pub fn new(peer: PeerId, lineage: Arc<Lineage>, max_inflight: u64, now: Instant) -> Self {
+        Downstream {
+            peer,
+            lineage,
+            max_inflight,
+            sent: 0,
+            acked: 0,
+            last_ack: now,
+        }
+    }
+
+    /// True while more frames may be sent (unacknowledged bytes below the window). While the window is
+    /// full the hub skips this subscriber ahead to the next keyframe.
+    pub fn has_room(&self) -> bool {
+        self.sent.saturating_sub(self.acked) < self.max_inflight
+    }
+
+    /// `bytes` of frames were written.
+    pub fn on_sent(&mut self, bytes: u64) {
+        self.sent += bytes;
+    }
+
+    /// A message from the subscriber.
+    pub fn on_message(&mut self, msg: Message, now: Instant) -> Result<(), ServeError> {
+        match msg {
+            Message::Ack { bytes, .. } => {
+                self.acked = self.acked.max(bytes.min(self.sent));
+                self.last_ack = now;
+                Ok(())
+            }
+            m => Err(ServeError::Protocol(format!("unexpected {m:?}"))),
+        }
+    }
+
+    /// When the subscriber is cut off unless it acknowledges: only while bytes are outstanding.
+    pub fn deadline(&self) -> Option<Instant> {
+        (self.sent > self.acked).then_some(self.last_ack + ACK_TIMEOUT)
+    }
+
+    /// The clock reached [`Downstream::deadline`].
+    pub fn on_timeout(&self, now: Instant) -> Result<(), ServeError> {
+        match self.deadline() {
+            Some(d) if now >= d => Err(ServeError::Stalled),
+            _ => Ok(()),
+        }
+    }
+
+    /// Our own lineage may have changed (our upstream moved): a `Path` to send before the next frames, or
+    /// an error when the new path runs through the subscriber (serving it would make a loop).
+    pub fn on_lineage(&mut self, now: &Arc<Lineage>) -> Result<Option<Message>, ServeError> {
+        if Arc::ptr_eq(now, &self.lineage) {
+            return Ok(None);
+        }
+        if now.path.contains(&self.peer) {
+            return Err(ServeError::Refused(
+                "our new upstream path contains the subscriber".into(),
+            ));
+        }
+        self.lineage = now.clone();
+        Ok(Some(Message::Path {
+            hops: now.hops,
+            path: now.path.clone(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::announce::Announcement;
+    use libp2p::identity::Keypair;
+
+    fn lineage(path: Vec<PeerId>) -> Arc<Lineage> {
+        let k = Keypair::generate_ed25519();
+        Arc::new(Lineage {
+            announcement: Announcement::sign(&k, "s", 1).unwrap(),
+            hops: (path.len() - 1) as u8,
+            path,
+            upstream: None,
+            fallbacks: vec![],
+        })
+    }
+
+    #[test]
+    fn admission_respects_the_cap_but_always_serves_one() {
+        assert!(admits(8000, 0, 2500, 0));
+        assert!(admits(8000, 5000, 2500, 2));
+        assert!(!admits(8000, 7500, 2500, 3));
+        assert!(admits(1000, 0, 2500, 0), "the first subscriber always fits");
+        assert!(admits(0, 1 << 40, 2500, 100), "0 = unlimited");
+    }
+
+    #[test]
+    fn the_window_bounds_bytes_in_flight_and_silence_cuts_off() {
+        let t0 = Instant::now();
+        let mut d = Downstream::new(PeerId::random(), lineage(vec![PeerId::random()]), 1000, t0);
+        assert!(d.has_room());
+        assert_eq!(d.deadline(), None, "nothing outstanding: no deadline");
+        d.on_sent(1200);
+        assert!(!d.has_room());
+        assert_eq!(d.deadline(), Some(t0 + ACK_TIMEOUT));
+        d.on_message(
+            Message::Ack { seq: 1, bytes: 600 },
+            t0 + Duration::from_millis(100),
+        )
+        .unwrap();
+        assert!(d.has_room());
+        // An ack for more than was sent counts only what was sent.
+        d.on_message(
+            Message::Ack {
+                seq: 2,
+                bytes: 99_999,
+            },
+            t0 + Duration::from_millis(200),
+        )
+        .unwrap();
+        assert_eq!(d.deadline(), None);
+        d.on_sent(10);
+        let late = t0 + Duration::from_millis(200) + ACK_TIMEOUT;
+        assert_eq!(d.on_timeout(late), Err(ServeError::Stalled));
+        assert!(
+            d.on_message(Message::End { reason: "x".into() }, late)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_changed_path_is_announced_unless_it_runs_through_the_subscriber() {
+        let t0 = Instant::now();
+        let (origin, sub) = (PeerId::random(), PeerId::random());
+        let first = lineage(vec![origin]);
+        let mut d = Downstream::new(sub, first.clone(), 1000, t0);
+        assert_eq!(d.on_lineage(&first), Ok(None));
+        let moved = lineage(vec![origin, PeerId::random()]);
+        assert!(matches!(
+            d.on_lineage(&moved),
+            Ok(Some(Message::Path { hops: 1, .. }))
+        ));
+        let through_sub = lineage(vec![origin, sub]);
+        assert!(d.on_lineage(&through_sub).is_err());
+    }
+
+    #[test]
+    fn redirects_name_our_downstreams_first_and_never_the_requester() {
+        let (me, req, a, b) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let k = Keypair::generate_ed25519();
+        let entry = |p: PeerId| CatalogEntry {
+            announcement: Announcement::sign(&k, "s", 1).unwrap(),
+            provider: p,
+            addrs: vec![],
+            hops: 1,
+            spare_kbps: 0,
+        };
+        let hint = |p: PeerId| ProviderHint {
+            peer: p,
+            addrs: vec![],
+        };
+        let hints = redirect_hints(
+            vec![hint(a), hint(req)],
+            vec![entry(b), entry(a), entry(me), entry(req)],
+            &req,
+            &me,
+        );
+        let peers: Vec<PeerId> = hints.iter().map(|h| h.peer).collect();
+        assert_eq!(peers, vec![a, b]);
+    }
+}

@@ -1,0 +1,378 @@
+//! The policy of one fetch (getting a wanted stream from the mesh and keeping it), with no I/O: which
+//! providers to try and in what order, how long to rest a provider that redirected, refused or failed,
+//! how long to wait when nobody is known, when to stop. The shell in `service/fetch.rs` asks the catalog
+//! and the DHT, runs [`super::Upstream`] sessions and reports their [`Outcome`]s here; the simulator
+//! (`streamr_mesh::sim`) drives the same code with virtual time.
+
+use super::upstream::{Loss, Outcome};
+use crate::catalog::{CatalogEntry, PeerView, rank};
+use crate::wire::ProviderHint;
+use libp2p::PeerId;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use streamr_media::LookupState;
+
+/// A fetch with nobody listening for this long stops.
+pub const UNWANTED_AFTER: Duration = Duration::from_secs(10);
+/// Rest after a redirect (the provider is full), a refusal, an unreachable provider, a lost upstream.
+pub const REST_REDIRECTED: Duration = Duration::from_secs(3);
+/// See [`REST_REDIRECTED`].
+pub const REST_REFUSED: Duration = Duration::from_secs(5);
+/// See [`REST_REDIRECTED`]: short, since its addresses may change (a relay reservation appears).
+pub const REST_UNREACHABLE: Duration = Duration::from_secs(1);
+/// See [`REST_REDIRECTED`].
+pub const REST_LOST: Duration = Duration::from_secs(5);
+/// First and longest wait when no provider is known (doubling in between).
+pub const IDLE_WAIT_MIN: Duration = Duration::from_millis(250);
+/// See [`IDLE_WAIT_MIN`].
+pub const IDLE_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// Why a fetch stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Nobody on this node wants the stream any more.
+    Unwanted,
+    /// A local source (publisher, pull relay) owns the name now.
+    LocalSource,
+}
+
+/// After an outcome: go on down the candidate list, or look for candidates again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Try the next candidate of this round.
+    NextCandidate,
+    /// Build a new candidate list (news: hints, a lost upstream).
+    NewRound,
+    /// Stop fetching.
+    Stop,
+}
+
+/// One fetch's policy state. See the module docs.
+#[derive(Debug)]
+pub struct Fetcher {
+    me: PeerId,
+    /// Stream name.
+    name: String,
+    /// `NAME@PREFIX`: only origins whose id starts with this.
+    prefix: Option<String>,
+    /// Providers resting until an instant.
+    cooldown: HashMap<PeerId, Instant>,
+    /// Providers a redirect named: tried first in the next round.
+    hinted: Vec<ProviderHint>,
+    /// When the last upstream's last frame arrived (to measure the failover gap).
+    last_frame: Option<Instant>,
+    unwanted_since: Option<Instant>,
+    idle_wait: Duration,
+}
+
+impl Fetcher {
+    /// A fetch of `key` (`NAME` or `NAME@ORIGIN-PREFIX`) by node `me`.
+    pub fn new(me: PeerId, key: &str) -> Self {
+        let (name, prefix) = split_key(key);
+        Fetcher {
+            me,
+            name: name.to_string(),
+            prefix: prefix.map(str::to_string),
+            cooldown: HashMap::new(),
+            hinted: Vec::new(),
+            last_frame: None,
+            unwanted_since: None,
+            idle_wait: IDLE_WAIT_MIN,
+        }
+    }
+
+    /// The stream name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The origin prefix asked for, if any.
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
+    }
+
+    /// When the last upstream's last frame arrived.
+    pub fn last_frame(&self) -> Option<Instant> {
+        self.last_frame
+    }
+
+    /// Whether to go on, given who wants the stream and whether a local source owns it.
+    pub fn check(&mut self, now: Instant, subscribers: u64, local_source: bool) -> Option<Stop> {
+        if local_source {
+            return Some(Stop::LocalSource);
+        }
+        if subscribers > 0 {
+            self.unwanted_since = None;
+            return None;
+        }
+        let since = *self.unwanted_since.get_or_insert(now);
+        (now.duration_since(since) > UNWANTED_AFTER).then_some(Stop::Unwanted)
+    }
+
+    fn usable(&self, p: &PeerId) -> bool {
+        *p != self.me && !self.cooldown.contains_key(p)
+    }
+
+    /// Providers to try, best first: those a redirect named, then the catalog's (of one origin: the one
+    /// this node already plays, else the one asked for, else the nearest and earliest), then the nodes
+    /// above a lost upstream. `view` says how this node sees a peer (connected, direct, RTT).
+    pub fn candidates(
+        &mut self,
+        now: Instant,
+        catalog: Vec<CatalogEntry>,
+        playing_origin: Option<PeerId>,
+        fallbacks: &[ProviderHint],
+        view: impl Fn(&PeerId) -> PeerView,
+    ) -> Vec<PeerId> {
+        self.cooldown.retain(|_, until| *until > now);
+        let hinted = std::mem::take(&mut self.hinted);
+        let mut out: Vec<PeerId> = hinted
+            .into_iter()
+            .filter(|h| self.usable(&h.peer))
+            .map(|h| h.peer)
+            .collect();
+        let origin = playing_origin.map(|o| o.to_string());
+        let prefix = origin.as_deref().or(self.prefix.as_deref());
+        let mut entries: Vec<CatalogEntry> = catalog
+            .into_iter()
+            .filter(|e| e.announcement.id.name == self.name)
+            .filter(|e| prefix.is_none_or(|p| e.announcement.id.origin.to_string().starts_with(p)))
+            .filter(|e| self.usable(&e.provider) && e.announcement.id.origin != self.me)
+            .collect();
+        if prefix.is_none()
+            && let Some(best) = entries
+                .iter()
+                .min_by_key(|e| (e.hops, e.announcement.started_ms))
+                .map(|e| e.announcement.id.clone())
+        {
+            entries.retain(|e| e.announcement.id == best);
+        }
+        rank(&mut entries, view);
+        out.extend(entries.into_iter().map(|e| e.provider));
+        out.extend(fallbacks.iter().map(|f| f.peer).filter(|p| self.usable(p)));
+        dedup_keep_order(&mut out);
+        out
+    }
+
+    /// Providers the DHT named, when nothing else is known.
+    pub fn from_dht(&self, peers: impl IntoIterator<Item = PeerId>) -> Vec<PeerId> {
+        let mut out: Vec<PeerId> = peers.into_iter().filter(|p| self.usable(p)).collect();
+        dedup_keep_order(&mut out);
+        out
+    }
+
+    /// What a waiting player should be told: connecting while providers are known (to try now, or
+    /// resting), searching otherwise.
+    pub fn lookup_state(&self, candidates: &[PeerId]) -> LookupState {
+        if candidates.is_empty() && self.cooldown.is_empty() {
+            LookupState::Searching
+        } else {
+            LookupState::Connecting
+        }
+    }
+
+    /// No candidate now: when to look again (unless the catalog learns something first). The wait grows
+    /// while nothing turns up.
+    pub fn idle_until(&mut self, now: Instant) -> Instant {
+        let backoff = now + self.idle_wait;
+        self.idle_wait = (self.idle_wait * 2).min(IDLE_WAIT_MAX);
+        self.cooldown
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(backoff)
+            .min(backoff)
+    }
+
+    /// A round with candidates began.
+    pub fn round_started(&mut self) {
+        self.idle_wait = IDLE_WAIT_MIN;
+    }
+
+    /// How a session with `peer` ended; `direct_now` says whether we still hold a direct connection to it.
+    pub fn on_outcome(
+        &mut self,
+        peer: PeerId,
+        outcome: &Outcome,
+        now: Instant,
+        direct_now: bool,
+    ) -> Next {
+        match outcome {
+            Outcome::Redirected(hints) => {
+                self.cooldown.insert(peer, now + REST_REDIRECTED);
+                self.hinted = hints.clone();
+                Next::NewRound
+            }
+            Outcome::Unreachable(_) => {
+                self.cooldown.insert(peer, now + REST_UNREACHABLE);
+                Next::NextCandidate
+            }
+            Outcome::Refused(_) => {
+                self.cooldown.insert(peer, now + REST_REFUSED);
+                Next::NextCandidate
+            }
+            Outcome::Lost { loss, last_frame } => {
+                // The stream broke but we are still connected directly: the relayed connection it ran on
+                // was closed in favour of a direct one, so go straight back to the same provider.
+                let moved = direct_now && matches!(loss, Loss::Broken(_));
+                if !moved {
+                    self.cooldown.insert(peer, now + REST_LOST);
+                }
+                if last_frame.is_some() {
+                    self.last_frame = *last_frame;
+                }
+                Next::NewRound
+            }
+            Outcome::Superseded => Next::Stop,
+        }
+    }
+}
+
+/// Splits a hub key `NAME` or `NAME@ORIGIN-PREFIX`.
+pub fn split_key(key: &str) -> (&str, Option<&str>) {
+    match key.split_once('@') {
+        Some((n, o)) => (n, Some(o)),
+        None => (key, None),
+    }
+}
+
+fn dedup_keep_order(v: &mut Vec<PeerId>) {
+    let mut seen = std::collections::HashSet::new();
+    v.retain(|p| seen.insert(*p));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::announce::Announcement;
+    use crate::session::upstream::Refusal;
+    use libp2p::identity::Keypair;
+
+    fn entry(origin: &Keypair, started: u64, provider: PeerId, hops: u8) -> CatalogEntry {
+        CatalogEntry {
+            announcement: Announcement::sign(origin, "s", started).unwrap(),
+            provider,
+            addrs: vec![],
+            hops,
+            spare_kbps: 1000,
+        }
+    }
+
+    #[test]
+    fn hints_come_first_then_one_origin_ranked_then_fallbacks() {
+        let me = PeerId::random();
+        let (o1, o2) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (near, far, other, hint, fb) = (
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+            PeerId::random(),
+        );
+        let mut f = Fetcher::new(me, "s");
+        let t0 = Instant::now();
+        f.on_outcome(
+            PeerId::random(),
+            &Outcome::Redirected(vec![ProviderHint {
+                peer: hint,
+                addrs: vec![],
+            }]),
+            t0,
+            false,
+        );
+        let catalog = vec![
+            entry(&o1, 10, far, 3),
+            entry(&o1, 10, near, 1),
+            // Another origin publishing the same name, farther away: not mixed in.
+            entry(&o2, 5, other, 2),
+        ];
+        let got = f.candidates(
+            t0,
+            catalog,
+            None,
+            &[ProviderHint {
+                peer: fb,
+                addrs: vec![],
+            }],
+            |_| PeerView::default(),
+        );
+        assert_eq!(got, vec![hint, near, far, fb]);
+        assert_eq!(f.lookup_state(&got), LookupState::Connecting);
+    }
+
+    #[test]
+    fn resting_providers_are_skipped_until_their_rest_ends() {
+        let me = PeerId::random();
+        let o = Keypair::generate_ed25519();
+        let p = PeerId::random();
+        let mut f = Fetcher::new(me, "s");
+        let t0 = Instant::now();
+        let refused = Outcome::Refused(Refusal::Rejected("full".into()));
+        assert_eq!(f.on_outcome(p, &refused, t0, false), Next::NextCandidate);
+        let cat = || vec![entry(&o, 1, p, 0)];
+        assert!(
+            f.candidates(t0, cat(), None, &[], |_| PeerView::default())
+                .is_empty()
+        );
+        // Resting providers still count as found: players keep waiting.
+        assert_eq!(f.lookup_state(&[]), LookupState::Connecting);
+        assert_eq!(f.idle_until(t0), t0 + IDLE_WAIT_MIN);
+        let later = t0 + REST_REFUSED + Duration::from_millis(1);
+        assert_eq!(
+            f.candidates(later, cat(), None, &[], |_| PeerView::default()),
+            vec![p]
+        );
+    }
+
+    #[test]
+    fn a_relayed_stream_that_moved_to_a_direct_connection_goes_straight_back() {
+        let me = PeerId::random();
+        let p = PeerId::random();
+        let o = Keypair::generate_ed25519();
+        let t0 = Instant::now();
+        let mut f = Fetcher::new(me, "s");
+        let broken = Outcome::Lost {
+            loss: Loss::Broken("connection closed".into()),
+            last_frame: Some(t0),
+        };
+        assert_eq!(f.on_outcome(p, &broken, t0, true), Next::NewRound);
+        assert_eq!(f.last_frame(), Some(t0));
+        assert_eq!(
+            f.candidates(t0, vec![entry(&o, 1, p, 0)], None, &[], |_| {
+                PeerView::default()
+            }),
+            vec![p]
+        );
+        // A stall is a real loss: the provider rests.
+        let stalled = Outcome::Lost {
+            loss: Loss::Stalled(Duration::from_secs(2)),
+            last_frame: None,
+        };
+        f.on_outcome(p, &stalled, t0, true);
+        assert!(
+            f.candidates(t0, vec![entry(&o, 1, p, 0)], None, &[], |_| {
+                PeerView::default()
+            })
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn stops_when_unwanted_for_a_while_or_when_a_local_source_takes_over() {
+        let mut f = Fetcher::new(PeerId::random(), "s@12D3");
+        assert_eq!(f.prefix(), Some("12D3"));
+        let t0 = Instant::now();
+        assert_eq!(f.check(t0, 0, false), None);
+        assert_eq!(f.check(t0 + UNWANTED_AFTER, 0, false), None);
+        assert_eq!(
+            f.check(t0 + UNWANTED_AFTER + Duration::from_millis(1), 0, false),
+            Some(Stop::Unwanted)
+        );
+        assert_eq!(f.check(t0, 1, true), Some(Stop::LocalSource));
+        let mut g = Fetcher::new(PeerId::random(), "s");
+        assert_eq!(g.idle_until(t0), t0 + IDLE_WAIT_MIN);
+        assert_eq!(g.idle_until(t0), t0 + IDLE_WAIT_MIN * 2);
+        g.round_started();
+        assert_eq!(g.idle_until(t0), t0 + IDLE_WAIT_MIN);
+    }
+}

@@ -591,7 +591,9 @@ pub enum ValueError {
     #[error("RTMP URL is invalid: {0}")]
     RtmpUrl(String),
     /// A multiaddr that is too long or not a multiaddr.
-    #[error("address {0:?} is invalid: a multiaddr of at most {MAX_ADDR} characters starting with '/'")]
+    #[error(
+        "address {0:?} is invalid: a multiaddr of at most {MAX_ADDR} characters starting with '/'"
+    )]
     Addr(String),
     /// A label (nickname, version, OS) too long or with control characters.
     #[error("{0} is invalid: at most {MAX_LABEL} characters, no control characters")]
@@ -655,9 +657,7 @@ pub fn validate_rtmp_url(raw: &str) -> Result<(), ValueError> {
 
 /// Checks a multiaddr string (shape only: the node parses it with libp2p).
 pub fn validate_addr(addr: &str) -> Result<(), ValueError> {
-    if addr.starts_with('/')
-        && addr.len() <= MAX_ADDR
-        && addr.bytes().all(|b| b.is_ascii_graphic())
+    if addr.starts_with('/') && addr.len() <= MAX_ADDR && addr.bytes().all(|b| b.is_ascii_graphic())
     {
         Ok(())
     } else {

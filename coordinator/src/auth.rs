@@ -54,7 +54,9 @@ pub enum AuthError {
     #[error("signature does not match the request and the peer id")]
     BadSignature,
     /// The timestamp is too far from the server's clock.
-    #[error("timestamp is {skew_ms} ms away from the coordinator's clock (more than 5 minutes): fix this machine's clock")]
+    #[error(
+        "timestamp is {skew_ms} ms away from the coordinator's clock (more than 5 minutes): fix this machine's clock"
+    )]
     ClockSkew {
         /// Signed timestamp minus server time.
         skew_ms: i64,
@@ -125,7 +127,11 @@ impl SignedHeaders {
         let timestamp_ms: i64 = timestamp
             .parse()
             .map_err(|_| malformed(HEADER_TIMESTAMP, "not Unix milliseconds"))?;
-        if nonce.len() != 32 || !nonce.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if nonce.len() != 32
+            || !nonce
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(malformed(HEADER_NONCE, "not 32 lowercase hex characters"));
         }
         if signature.len() > 128 {
@@ -212,13 +218,7 @@ pub fn verify_request(
         return Err(AuthError::ClockSkew { skew_ms });
     }
     let key = public_key_of(&headers.peer_id).ok_or(AuthError::NotEd25519)?;
-    let payload = signing_payload(
-        method,
-        path,
-        headers.timestamp_ms,
-        &headers.nonce,
-        body,
-    );
+    let payload = signing_payload(method, path, headers.timestamp_ms, &headers.nonce, body);
     if key.verify(&payload, &headers.signature) {
         Ok(())
     } else {
@@ -301,7 +301,13 @@ mod tests {
     #[test]
     fn malformed_headers_say_which() {
         let err = SignedHeaders::parse(Some("x"), Some("1"), Some("n"), Some("s")).unwrap_err();
-        assert!(matches!(err, AuthError::Malformed { header: HEADER_PEER_ID, .. }));
+        assert!(matches!(
+            err,
+            AuthError::Malformed {
+                header: HEADER_PEER_ID,
+                ..
+            }
+        ));
         let err = SignedHeaders::parse(None, Some("1"), Some("n"), Some("s")).unwrap_err();
         assert_eq!(err, AuthError::MissingHeader(HEADER_PEER_ID));
     }

@@ -113,9 +113,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
     let nodes = config.nodes.max(2);
     let instances = config.instances.max(1);
     let tmp = tempfile::tempdir()?;
-    let database_url = config.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", tmp.path().join("bench.db").display())
-    });
+    let database_url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", tmp.path().join("bench.db").display()));
     let exe = std::env::current_exe()?;
     let pinned = config.server_cpus.clone().filter(|_| {
         Command::new("taskset")
@@ -212,7 +213,10 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
             }))
         })
         .collect();
-    println!("keys: {nodes} Ed25519 keys in {:.2} s", t.elapsed().as_secs_f64());
+    println!(
+        "keys: {nodes} Ed25519 keys in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let mut register_lat = Vec::with_capacity(nodes);
     let mut set = JoinSet::new();
@@ -348,7 +352,9 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
                     Err(e) => {
                         let kind = match &e {
                             ClientError::Refused { code, .. } => format!("refused:{code}"),
-                            ClientError::Unavailable { status, .. } => format!("unavailable:{status}"),
+                            ClientError::Unavailable { status, .. } => {
+                                format!("unavailable:{status}")
+                            }
                             ClientError::Timeout(_) => "timeout".into(),
                             _ => "other".into(),
                         };

@@ -35,7 +35,11 @@ struct ServeArgs {
     #[arg(long, env = "STREAMR_COORDINATOR_DATABASE_URL", default_value = server::DEFAULT_DATABASE_URL)]
     database_url: String,
     /// Bearer token for /api/v1/operator/* (rates, assignments, version); unset = operator endpoints off.
-    #[arg(long, env = "STREAMR_COORDINATOR_OPERATOR_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "STREAMR_COORDINATOR_OPERATOR_TOKEN",
+        hide_env_values = true
+    )]
     operator_token: Option<String>,
     /// Heartbeat interval told to nodes; a node is offline after 3 intervals without one.
     #[arg(long, env = "STREAMR_COORDINATOR_HEARTBEAT_INTERVAL_SECS", default_value_t = server::DEFAULT_HEARTBEAT_INTERVAL_SECS)]
@@ -80,8 +84,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -135,13 +138,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

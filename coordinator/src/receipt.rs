@@ -312,7 +312,9 @@ impl ReceiptMeter {
 
     /// The next receipt, when [`RECEIPT_INTERVAL_MS`] passed since the last one and new bytes arrived.
     pub fn issue_if_due(&mut self, now_ms: i64) -> Option<Receipt> {
-        if now_ms - self.last_issued_ms < RECEIPT_INTERVAL_MS || self.bytes == self.last_issued_bytes {
+        if now_ms - self.last_issued_ms < RECEIPT_INTERVAL_MS
+            || self.bytes == self.last_issued_bytes
+        {
             return None;
         }
         Some(self.issue(now_ms))
@@ -376,7 +378,10 @@ mod tests {
         // Same fields, same bytes, whoever builds them: nothing depends on map or JSON order.
         let receiver = Keypair::ed25519_from_bytes([7u8; 32]).unwrap();
         let provider = Keypair::ed25519_from_bytes([9u8; 32]).unwrap();
-        let r = receipt(provider.public().to_peer_id(), receiver.public().to_peer_id());
+        let r = receipt(
+            provider.public().to_peer_id(),
+            receiver.public().to_peer_id(),
+        );
         let a = r.encode_unsigned();
         let b = r.clone().encode_unsigned();
         assert_eq!(a, b);
@@ -391,7 +396,10 @@ mod tests {
     fn tampering_or_the_wrong_signer_fails_verification() {
         let receiver = Keypair::generate_ed25519();
         let provider = Keypair::generate_ed25519();
-        let r = receipt(provider.public().to_peer_id(), receiver.public().to_peer_id());
+        let r = receipt(
+            provider.public().to_peer_id(),
+            receiver.public().to_peer_id(),
+        );
         let mut signed = r.sign(&receiver);
         signed.receipt.bytes += 1;
         assert_eq!(signed.verify(), Err(ReceiptError::BadSignature));
@@ -409,7 +417,10 @@ mod tests {
         );
         let bytes = r.sign(&receiver).encode();
         for n in 0..bytes.len() {
-            assert!(SignedReceipt::decode(&bytes[..n]).is_err(), "prefix {n} decoded");
+            assert!(
+                SignedReceipt::decode(&bytes[..n]).is_err(),
+                "prefix {n} decoded"
+            );
         }
         let mut padded = bytes.clone();
         padded.push(0);

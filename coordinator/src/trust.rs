@@ -58,7 +58,11 @@ pub fn score(i: &TrustInputs) -> TrustSnapshot {
         reasons.push(format!(
             "online {:.0}% of the last {} (-{:.0})",
             uptime_share * 100.0,
-            if window >= WINDOW_MS { "7 days".to_string() } else { format!("{:.1} hours since registration", window as f64 / 3.6e6) },
+            if window >= WINDOW_MS {
+                "7 days".to_string()
+            } else {
+                format!("{:.1} hours since registration", window as f64 / 3.6e6)
+            },
             35.0 - uptime
         ));
     }
@@ -102,7 +106,8 @@ pub fn score(i: &TrustInputs) -> TrustSnapshot {
             10.0 - age
         ));
     }
-    let conduct_share = 1.0 - (i.rejected.min(REJECTIONS_FOR_ZERO) as f64 / REJECTIONS_FOR_ZERO as f64);
+    let conduct_share =
+        1.0 - (i.rejected.min(REJECTIONS_FOR_ZERO) as f64 / REJECTIONS_FOR_ZERO as f64);
     let conduct = 10.0 * conduct_share;
     if i.rejected > 0 {
         reasons.push(format!(
@@ -155,7 +160,11 @@ mod tests {
         i.verified_bytes = 1_000_000_000;
         let s = score(&i);
         assert_eq!(s.score, 100 - 24);
-        assert!(s.reasons.iter().any(|r| r.contains("20%")), "{:?}", s.reasons);
+        assert!(
+            s.reasons.iter().any(|r| r.contains("20%")),
+            "{:?}",
+            s.reasons
+        );
     }
 
     #[test]

@@ -30,7 +30,15 @@ async fn two_instances_share_one_postgres() {
     let body = serde_json::to_vec(&HeartbeatRequest::default()).unwrap();
     let (ts, nonce) = (now_ms(), new_nonce());
     let path = "/api/v1/nodes/heartbeat";
-    let first = raw(&ua, "POST", path, &body, Some((&provider, ts, nonce.clone())), &[]).await;
+    let first = raw(
+        &ua,
+        "POST",
+        path,
+        &body,
+        Some((&provider, ts, nonce.clone())),
+        &[],
+    )
+    .await;
     assert_eq!(first.status, 200);
     let replay = raw(&ub, "POST", path, &body, Some((&provider, ts, nonce)), &[]).await;
     assert_eq!((replay.status, replay.code()), (401, "replayed_nonce"));
@@ -56,34 +64,87 @@ async fn two_instances_share_one_postgres() {
             receipts: vec![r],
             ..Default::default()
         };
-        let (x, y) = tokio::join!(heartbeat(&ua, &provider, &req), heartbeat(&ub, &provider, &req));
+        let (x, y) = tokio::join!(
+            heartbeat(&ua, &provider, &req),
+            heartbeat(&ub, &provider, &req)
+        );
         let x: HeartbeatResponse = x.parse();
         let y: HeartbeatResponse = y.parse();
         assert_eq!(x.receipts.accepted + y.receipts.accepted, 1, "{x:?} {y:?}");
     }
     assert_eq!(node_info(&ua, &provider).await.verified_bytes, expected);
     assert_eq!(node_info(&ub, &provider).await.verified_bytes, expected);
-    let dup_a = metric(&ua, "coordinator_rejected_receipts_total{reason=\"duplicate\"}").await;
-    let dup_b = metric(&ub, "coordinator_rejected_receipts_total{reason=\"duplicate\"}").await;
+    let dup_a = metric(
+        &ua,
+        "coordinator_rejected_receipts_total{reason=\"duplicate\"}",
+    )
+    .await;
+    let dup_b = metric(
+        &ub,
+        "coordinator_rejected_receipts_total{reason=\"duplicate\"}",
+    )
+    .await;
     assert_eq!(dup_a + dup_b, 10);
 
     // An invite stored through A is read through B; the hourly limit counts across both.
-    let created: InviteCreated = signed(&ua, "POST", "/api/v1/invites", &provider, &InviteRequest { invite: "hello".into() }).await.parse();
-    let got: Invite = raw(&ub, "GET", &format!("/api/v1/invites/{}", created.code), b"", None, &[]).await.parse();
+    let created: InviteCreated = signed(
+        &ua,
+        "POST",
+        "/api/v1/invites",
+        &provider,
+        &InviteRequest {
+            invite: "hello".into(),
+        },
+    )
+    .await
+    .parse();
+    let got: Invite = raw(
+        &ub,
+        "GET",
+        &format!("/api/v1/invites/{}", created.code),
+        b"",
+        None,
+        &[],
+    )
+    .await
+    .parse();
     assert_eq!(got.invite, "hello");
     let mut last = 0;
     for i in 0..20 {
         let base = if i % 2 == 0 { &ua } else { &ub };
-        last = signed(base, "POST", "/api/v1/invites", &provider, &InviteRequest { invite: "x".into() }).await.status;
+        last = signed(
+            base,
+            "POST",
+            "/api/v1/invites",
+            &provider,
+            &InviteRequest { invite: "x".into() },
+        )
+        .await
+        .status;
     }
-    assert_eq!(last, 429, "the 21st invite in an hour is refused, whichever instance takes it");
+    assert_eq!(
+        last, 429,
+        "the 21st invite in an hour is refused, whichever instance takes it"
+    );
 
     // Either instance lists the stream the other heard about.
-    heartbeat(&ua, &receiver, &HeartbeatRequest {
-        streams_published: vec![PublishedStream { name: "live1".into(), started_at_ms: now_ms(), bitrate_kbps: 3000, players: 0 }],
-        ..Default::default()
-    }).await;
-    let streams: StreamsResponse = raw(&ub, "GET", "/api/v1/streams", b"", None, &[]).await.parse();
+    heartbeat(
+        &ua,
+        &receiver,
+        &HeartbeatRequest {
+            streams_published: vec![PublishedStream {
+                name: "live1".into(),
+                started_at_ms: now_ms(),
+                bitrate_kbps: 3000,
+                players: 0,
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+    let streams: StreamsResponse = raw(&ub, "GET", "/api/v1/streams", b"", None, &[])
+        .await
+        .parse();
     assert_eq!(streams.streams.len(), 1);
     stop(a, cancel_a).await;
     stop(b, cancel_b).await;

@@ -48,10 +48,7 @@ impl NodeReport for FakeNode {
 }
 
 /// A coordinator with a 1 s heartbeat interval on `url`, listening on `listen`.
-async fn coordinator(
-    url: &str,
-    listen: &str,
-) -> (server::RunningServer, CancellationToken) {
+async fn coordinator(url: &str, listen: &str) -> (server::RunningServer, CancellationToken) {
     let cancel = CancellationToken::new();
     let srv = server::start(
         ServerConfig {
@@ -96,7 +93,10 @@ async fn wait_for(
         if pred(&s) {
             return s;
         }
-        if tokio::time::timeout_at(deadline, rx.changed()).await.is_err() {
+        if tokio::time::timeout_at(deadline, rx.changed())
+            .await
+            .is_err()
+        {
             panic!("timed out waiting for {what}; state {s:#?}");
         }
     }
@@ -131,32 +131,70 @@ async fn runner_registers_heartbeats_and_follows_assignments() {
     let other = new_node(&srv.url()).await;
     let key = Keypair::generate_ed25519();
     let queue = tempfile::tempdir().unwrap();
-    let node = Arc::new(FakeNode { relayed: AtomicU64::new(0) });
+    let node = Arc::new(FakeNode {
+        relayed: AtomicU64::new(0),
+    });
     let (handle, cancel) = runner(&srv.url(), &key, queue.path(), node.clone());
     let s = wait_for(&handle, "registration", |s| s.registered && s.online).await;
     assert_eq!(s.bootstrap_peers.len(), 1);
     assert_eq!(s.bootstrap_peers[0].peer_id, other.public().to_peer_id());
     assert_eq!(s.heartbeat_interval_secs, 1);
 
-    let created: OperatorAssignment = operator(&srv.url(), "POST", "/api/v1/operator/assignments", &AssignmentRequest {
-        node: key.public().to_peer_id(),
-        stream_name: "cam".into(),
-        rtmp_url: "rtmp://203.0.113.9/live/cam".into(),
-    }).await.parse();
-    operator(&srv.url(), "PUT", "/api/v1/operator/version", &VersionNotice { version: "9.0.0".into(), url: None, notes: None }).await;
+    let created: OperatorAssignment = operator(
+        &srv.url(),
+        "POST",
+        "/api/v1/operator/assignments",
+        &AssignmentRequest {
+            node: key.public().to_peer_id(),
+            stream_name: "cam".into(),
+            rtmp_url: "rtmp://203.0.113.9/live/cam".into(),
+        },
+    )
+    .await
+    .parse();
+    operator(
+        &srv.url(),
+        "PUT",
+        "/api/v1/operator/version",
+        &VersionNotice {
+            version: "9.0.0".into(),
+            url: None,
+            notes: None,
+        },
+    )
+    .await;
     node.relayed.store(4_000_000, Ordering::SeqCst);
-    let s = wait_for(&handle, "assignment", |s| s.assignments.len() == 1 && s.update_available).await;
+    let s = wait_for(&handle, "assignment", |s| {
+        s.assignments.len() == 1 && s.update_available
+    })
+    .await;
     assert_eq!(s.assignments[0].id, created.id);
     assert_eq!(s.latest_version.as_ref().unwrap().version, "9.0.0");
-    let s = wait_for(&handle, "claimed bytes", |s| s.earnings.as_ref().is_some_and(|e| e.claimed_bytes > 0)).await;
-    assert_eq!(s.earnings.unwrap().claimed_bytes, 4_000_000, "the total is sent as differences");
+    let s = wait_for(&handle, "claimed bytes", |s| {
+        s.earnings.as_ref().is_some_and(|e| e.claimed_bytes > 0)
+    })
+    .await;
+    assert_eq!(
+        s.earnings.unwrap().claimed_bytes,
+        4_000_000,
+        "the total is sent as differences"
+    );
     assert!(s.trust.unwrap().score > 0);
-    operator(&srv.url(), "DELETE", &format!("/api/v1/operator/assignments/{}", created.id), &()).await;
+    operator(
+        &srv.url(),
+        "DELETE",
+        &format!("/api/v1/operator/assignments/{}", created.id),
+        &(),
+    )
+    .await;
     wait_for(&handle, "assignment stopped", |s| s.assignments.is_empty()).await;
 
     // Invites and streams go straight through the handle.
     let invite = handle.create_invite("join-me").await.unwrap();
-    assert_eq!(handle.client().invite(&invite.code).await.unwrap().invite, "join-me");
+    assert_eq!(
+        handle.client().invite(&invite.code).await.unwrap().invite,
+        "join-me"
+    );
     assert!(handle.streams().await.unwrap().streams.is_empty());
 
     cancel.cancel();
@@ -170,11 +208,19 @@ async fn an_outage_loses_nothing_and_credits_exactly_once() {
     let (srv, srv_cancel) = coordinator(&db.url, "127.0.0.1:0").await;
     let addr = srv.local_addr.to_string();
     let base = srv.url();
-    operator(&base, "PUT", "/api/v1/operator/rate", &RateRequest { rate_per_gb: 1.0 }).await;
+    operator(
+        &base,
+        "PUT",
+        "/api/v1/operator/rate",
+        &RateRequest { rate_per_gb: 1.0 },
+    )
+    .await;
     let provider = Keypair::generate_ed25519();
     let receiver = new_node(&base).await;
     let queue = tempfile::tempdir().unwrap();
-    let node = Arc::new(FakeNode { relayed: AtomicU64::new(0) });
+    let node = Arc::new(FakeNode {
+        relayed: AtomicU64::new(0),
+    });
     let (handle, cancel) = runner(&base, &provider, queue.path(), node.clone());
     wait_for(&handle, "registration", |s| s.registered && s.online).await;
 
@@ -183,16 +229,27 @@ async fn an_outage_loses_nothing_and_credits_exactly_once() {
     let start = now_ms() as u64 - 60_000;
     let session = handle.open_session("cam", None);
     handle.close_session(&session, 123_456);
-    handle.submit_receipt(signed_receipt(&receiver, &provider, start, 1, 100_000_000)).unwrap();
-    handle.submit_receipt(signed_receipt(&receiver, &provider, start, 2, 250_000_000)).unwrap();
+    handle
+        .submit_receipt(signed_receipt(&receiver, &provider, start, 1, 100_000_000))
+        .unwrap();
+    handle
+        .submit_receipt(signed_receipt(&receiver, &provider, start, 2, 250_000_000))
+        .unwrap();
     // Receipts for someone else or with a bad signature never enter the queue.
     let stranger = Keypair::generate_ed25519();
-    assert!(handle.submit_receipt(signed_receipt(&receiver, &stranger, start, 1, 1)).is_err());
+    assert!(
+        handle
+            .submit_receipt(signed_receipt(&receiver, &stranger, start, 1, 1))
+            .is_err()
+    );
     let mut bad = signed_receipt(&receiver, &provider, start, 3, 300_000_000);
     bad.receipt.bytes += 1;
     assert!(handle.submit_receipt(bad).is_err());
     let s = wait_for(&handle, "offline with a queue", |s| {
-        !s.online && s.last_error.is_some() && s.queued_receipts == 1 && s.queued_session_events == 2
+        !s.online
+            && s.last_error.is_some()
+            && s.queued_receipts == 1
+            && s.queued_session_events == 2
     })
     .await;
     assert!(s.last_error.unwrap().contains("unreachable"));
@@ -201,22 +258,43 @@ async fn an_outage_loses_nothing_and_credits_exactly_once() {
     handle.wait().await;
     assert!(queue.path().join("coordinator-outbox.json").exists());
     let (handle, cancel) = runner(&base, &provider, queue.path(), node.clone());
-    let s = wait_for(&handle, "queue reloaded", |s| s.queued_receipts == 1 && s.queued_session_events == 2).await;
+    let s = wait_for(&handle, "queue reloaded", |s| {
+        s.queued_receipts == 1 && s.queued_session_events == 2
+    })
+    .await;
     assert!(!s.online);
 
     // The coordinator comes back on the same address and database; the receiver is online again.
     let (srv, srv_cancel) = coordinator(&db.url, &addr).await;
     heartbeat(&base, &receiver, &HeartbeatRequest::default()).await;
-    wait_for(&handle, "queue delivered", |s| s.online && s.queued_receipts == 0 && s.queued_session_events == 0).await;
+    wait_for(&handle, "queue delivered", |s| {
+        s.online && s.queued_receipts == 0 && s.queued_session_events == 0
+    })
+    .await;
     let info = node_info(&base, &provider).await;
     assert_eq!(info.verified_bytes, 250_000_000);
     assert!((info.earnings - 0.25).abs() < 1e-9);
 
     // The same receipt again (say, the answer was lost): refused as a duplicate, not credited twice.
-    handle.submit_receipt(signed_receipt(&receiver, &provider, start, 2, 250_000_000)).unwrap();
-    wait_for(&handle, "duplicate refused", |s| s.receipts_refused == 1 && s.queued_receipts == 0).await;
-    assert_eq!(node_info(&base, &provider).await.verified_bytes, 250_000_000);
-    assert_eq!(metric(&base, "coordinator_rejected_receipts_total{reason=\"duplicate\"}").await, 1);
+    handle
+        .submit_receipt(signed_receipt(&receiver, &provider, start, 2, 250_000_000))
+        .unwrap();
+    wait_for(&handle, "duplicate refused", |s| {
+        s.receipts_refused == 1 && s.queued_receipts == 0
+    })
+    .await;
+    assert_eq!(
+        node_info(&base, &provider).await.verified_bytes,
+        250_000_000
+    );
+    assert_eq!(
+        metric(
+            &base,
+            "coordinator_rejected_receipts_total{reason=\"duplicate\"}"
+        )
+        .await,
+        1
+    );
 
     cancel.cancel();
     handle.wait().await;
@@ -230,7 +308,9 @@ async fn broken_coordinator(answer_503: bool) -> (String, tokio::task::JoinHandl
     let task = tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             if answer_503 {
                 tokio::spawn(async move {
                     let mut buf = [0u8; 4096];
@@ -256,11 +336,19 @@ async fn a_hanging_or_failing_coordinator_only_shows_in_the_state() {
         let (url, task) = broken_coordinator(answer_503).await;
         let key = Keypair::generate_ed25519();
         let queue = tempfile::tempdir().unwrap();
-        let node = Arc::new(FakeNode { relayed: AtomicU64::new(0) });
+        let node = Arc::new(FakeNode {
+            relayed: AtomicU64::new(0),
+        });
         let (handle, cancel) = runner(&url, &key, queue.path(), node);
-        let expected = if answer_503 { "unavailable (503)" } else { "did not answer" };
+        let expected = if answer_503 {
+            "unavailable (503)"
+        } else {
+            "did not answer"
+        };
         let s = wait_for(&handle, expected, |s| {
-            s.last_error.as_deref().is_some_and(|e| e.contains(expected))
+            s.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains(expected))
         })
         .await;
         assert!(!s.online && !s.registered);
@@ -270,7 +358,9 @@ async fn a_hanging_or_failing_coordinator_only_shows_in_the_state() {
         handle.close_session(&id, 1);
         assert!(t.elapsed() < Duration::from_millis(50));
         cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(5), handle.wait()).await.expect("runner stops while a request hangs");
+        tokio::time::timeout(Duration::from_secs(5), handle.wait())
+            .await
+            .expect("runner stops while a request hangs");
         task.abort();
     }
 }

@@ -30,7 +30,9 @@ pub use runner::{
 #[non_exhaustive]
 pub enum ClientError {
     /// The configured URL is not `http(s)://host[:port][/prefix]`.
-    #[error("coordinator URL {url:?} is invalid: {reason} (expected e.g. https://coordinator.example.org)")]
+    #[error(
+        "coordinator URL {url:?} is invalid: {reason} (expected e.g. https://coordinator.example.org)"
+    )]
     InvalidUrl {
         /// As given.
         url: String,
@@ -120,7 +122,10 @@ impl CoordinatorClient {
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             // Answers are untrusted: no redirects to elsewhere.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("streamr-node-coordinator-client/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "streamr-node-coordinator-client/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()
             .map_err(|e| ClientError::InvalidUrl {
                 url: base_url.to_string(),
@@ -183,7 +188,10 @@ impl CoordinatorClient {
     }
 
     /// `POST /api/v1/nodes/heartbeat`.
-    pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatResponse, ClientError> {
+    pub async fn heartbeat(
+        &self,
+        req: &HeartbeatRequest,
+    ) -> Result<HeartbeatResponse, ClientError> {
         let resp: HeartbeatResponse = self
             .call(Method::POST, "/nodes/heartbeat", Some(req))
             .await?;
@@ -200,7 +208,10 @@ impl CoordinatorClient {
     }
 
     /// `POST /api/v1/sessions/open`.
-    pub async fn open_session(&self, req: &SessionOpenRequest) -> Result<SessionResponse, ClientError> {
+    pub async fn open_session(
+        &self,
+        req: &SessionOpenRequest,
+    ) -> Result<SessionResponse, ClientError> {
         self.call(Method::POST, "/sessions/open", Some(req)).await
     }
 
@@ -305,7 +316,8 @@ impl CoordinatorClient {
             bytes.extend_from_slice(&chunk);
         }
         if status.is_success() {
-            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed(e.to_string()));
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::Malformed(e.to_string()));
         }
         let err: Option<ApiError> = serde_json::from_slice(&bytes).ok();
         let (code, message) = match err {
@@ -410,7 +422,9 @@ fn sanitize_heartbeat(mut r: HeartbeatResponse) -> HeartbeatResponse {
     r.assignments.retain(|a| {
         let ok = a.id.len() <= 64
             && !a.id.is_empty()
-            && a.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && a.id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             && validate_stream_name(&a.stream_name).is_ok()
             && validate_rtmp_url(&a.rtmp_url).is_ok();
         if !ok {

@@ -15,15 +15,15 @@ use warp::reply::{Reply, Response};
 
 use super::service::{HttpError, Service};
 use crate::api::{ApiError, MAX_REQUEST_BODY};
-use crate::auth::{HEADER_NONCE, HEADER_PEER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignedHeaders};
+use crate::auth::{
+    HEADER_NONCE, HEADER_PEER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignedHeaders,
+};
 
 /// All routes.
 pub fn routes(
     service: Arc<Service>,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let query = warp::query::raw()
-        .or(warp::any().map(String::new))
-        .unify();
+    let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::any()
         .map(move || service.clone())
         .and(warp::method())
@@ -138,7 +138,11 @@ fn answer<T: Serialize>(result: Result<T, HttpError>) -> Response {
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, HttpError> {
     serde_json::from_slice(body).map_err(|e| {
-        HttpError::new(400, "invalid", format!("request body is not what this endpoint takes: {e}"))
+        HttpError::new(
+            400,
+            "invalid",
+            format!("request body is not what this endpoint takes: {e}"),
+        )
     })
 }
 
@@ -170,15 +174,24 @@ async fn handle(service: &Service, req: Request, body: Bytes) -> Response {
         (&Method::POST, ["api", "v1", "nodes", "heartbeat"]) => {
             answer(signed(service, &req, &body, |peer, b| service.heartbeat(peer, b)).await)
         }
-        (&Method::POST, ["api", "v1", "sessions", "open"]) => {
-            answer(signed(service, &req, &body, |peer, b| service.session_open(peer, b)).await)
-        }
-        (&Method::POST, ["api", "v1", "sessions", "close"]) => {
-            answer(signed(service, &req, &body, |peer, b| service.session_close(peer, b)).await)
-        }
-        (&Method::POST, ["api", "v1", "invites"]) => {
-            answer(signed(service, &req, &body, |peer, b| service.invite_create(peer, b)).await)
-        }
+        (&Method::POST, ["api", "v1", "sessions", "open"]) => answer(
+            signed(service, &req, &body, |peer, b| {
+                service.session_open(peer, b)
+            })
+            .await,
+        ),
+        (&Method::POST, ["api", "v1", "sessions", "close"]) => answer(
+            signed(service, &req, &body, |peer, b| {
+                service.session_close(peer, b)
+            })
+            .await,
+        ),
+        (&Method::POST, ["api", "v1", "invites"]) => answer(
+            signed(service, &req, &body, |peer, b| {
+                service.invite_create(peer, b)
+            })
+            .await,
+        ),
         (&Method::GET, ["api", "v1", "invites", code]) => {
             let client = req
                 .remote
@@ -189,14 +202,17 @@ async fn handle(service: &Service, req: Request, body: Bytes) -> Response {
                 Err(e) => error_reply(&e),
             }
         }
-        (&Method::GET, ["api", "v1", "streams"]) => match optional_auth(service, &req, &body).await {
+        (&Method::GET, ["api", "v1", "streams"]) => match optional_auth(service, &req, &body).await
+        {
             Ok(()) => answer(service.streams().await),
             Err(e) => error_reply(&e),
         },
-        (&Method::GET, ["api", "v1", "nodes", peer]) => match optional_auth(service, &req, &body).await {
-            Ok(()) => answer(service.node_info(peer).await),
-            Err(e) => error_reply(&e),
-        },
+        (&Method::GET, ["api", "v1", "nodes", peer]) => {
+            match optional_auth(service, &req, &body).await {
+                Ok(()) => answer(service.node_info(peer).await),
+                Err(e) => error_reply(&e),
+            }
+        }
         (&Method::GET, ["api", "v1", "nodes", peer, "trust"]) => {
             match optional_auth(service, &req, &body).await {
                 Ok(()) => answer(service.node_trust(peer).await),
@@ -218,7 +234,10 @@ async fn handle(service: &Service, req: Request, body: Bytes) -> Response {
         (_, _) => error_reply(&HttpError::new(
             404,
             "not_found",
-            format!("no endpoint {} {}: see docs/coordinator.md", req.method, req.path),
+            format!(
+                "no endpoint {} {}: see docs/coordinator.md",
+                req.method, req.path
+            ),
         )),
     }
 }
@@ -267,7 +286,12 @@ where
     Fut: Future<Output = Result<T, HttpError>>,
 {
     let peer = service
-        .authenticate(req.signed_headers(), req.method.as_str(), &req.target(), body)
+        .authenticate(
+            req.signed_headers(),
+            req.method.as_str(),
+            &req.target(),
+            body,
+        )
         .await?;
     let parsed = match parse_json::<B>(body) {
         Ok(b) => b,
@@ -294,7 +318,12 @@ async fn optional_auth(service: &Service, req: &Request, body: &[u8]) -> Result<
         return Ok(());
     }
     service
-        .authenticate(req.signed_headers(), req.method.as_str(), &req.target(), body)
+        .authenticate(
+            req.signed_headers(),
+            req.method.as_str(),
+            &req.target(),
+            body,
+        )
         .await
         .map(|_| ())
 }

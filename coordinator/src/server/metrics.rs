@@ -76,12 +76,16 @@ impl Default for Metrics {
 impl Metrics {
     /// Counts a refused request.
     pub fn reject_request(&self, reason: &'static str) {
-        self.rejected_requests.get_or_create(&[("reason", reason)]).inc();
+        self.rejected_requests
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Counts a refused receipt.
     pub fn reject_receipt(&self, reason: &'static str) {
-        self.rejected_receipts.get_or_create(&[("reason", reason)]).inc();
+        self.rejected_receipts
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// The text exposition.

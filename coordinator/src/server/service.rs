@@ -520,7 +520,7 @@ impl Service {
                 started_at_ms: row.try_get(2)?,
             });
         }
-        streams.sort_by(|a, b| b.viewers.cmp(&a.viewers));
+        streams.sort_by_key(|s| std::cmp::Reverse(s.viewers));
         Ok(StreamsResponse { streams })
     }
 
@@ -842,7 +842,9 @@ impl Service {
     /// `PUT /api/v1/operator/version`.
     pub async fn set_latest_version(&self, v: VersionNotice) -> Result<VersionNotice, HttpError> {
         validate_label(&v.version, "version").map_err(invalid)?;
-        if v.url.as_ref().is_some_and(|u| u.len() > 512) || v.notes.as_ref().is_some_and(|n| n.len() > 512) {
+        if v.url.as_ref().is_some_and(|u| u.len() > 512)
+            || v.notes.as_ref().is_some_and(|n| n.len() > 512)
+        {
             return Err(invalid("url and notes are at most 512 characters"));
         }
         let json = serde_json::to_string(&v).map_err(invalid)?;

@@ -179,14 +179,30 @@ pub async fn signed<B: Serialize>(
     body: &B,
 ) -> Answer {
     let bytes = serde_json::to_vec(body).unwrap();
-    raw(base, method, path, &bytes, Some((kp, now_ms(), new_nonce())), &[]).await
+    raw(
+        base,
+        method,
+        path,
+        &bytes,
+        Some((kp, now_ms(), new_nonce())),
+        &[],
+    )
+    .await
 }
 
 /// An operator request.
 pub async fn operator<B: Serialize>(base: &str, method: &str, path: &str, body: &B) -> Answer {
     let bytes = serde_json::to_vec(body).unwrap();
     let auth = format!("Bearer {OPERATOR_TOKEN}");
-    raw(base, method, path, &bytes, None, &[("authorization", &auth)]).await
+    raw(
+        base,
+        method,
+        path,
+        &bytes,
+        None,
+        &[("authorization", &auth)],
+    )
+    .await
 }
 
 pub fn registration(kp: &Keypair, reachability: Reachability) -> RegisterRequest {

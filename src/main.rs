@@ -2,10 +2,12 @@
 
 mod cli;
 mod config;
+mod crash;
 mod identity;
 mod logging;
 mod metrics;
 mod node;
+mod service;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
     let (print_config, args) = match cli.command {
         Some(cli::Command::Run(a)) => (false, a),
         Some(cli::Command::Config(a)) => (true, a),
+        Some(cli::Command::Service(s)) => return service::main(s),
         None => (false, cli.run),
     };
     let config = match build_config(args) {
@@ -38,7 +41,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(config.log_format, &config.log);
-    logging::install_panic_hook();
+    crash::install_panic_hook(&config.data_dir);
+    serve(config, stop_signal())
+}
+
+/// Runs the node on a new runtime until `stop` resolves or a part of it fails.
+fn serve(config: config::Config, stop: impl std::future::Future<Output = ()>) -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -46,7 +54,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(config)) {
+    match rt.block_on(run(config, stop)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -68,7 +76,10 @@ fn build_config(args: cli::RunArgs) -> anyhow::Result<config::Config> {
     Ok(c)
 }
 
-async fn run(config: config::Config) -> anyhow::Result<()> {
+async fn run(
+    config: config::Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let node = node::Node::start(config).await?;
     let url = node::rtmp_url(node.rtmp_addr);
     let key_hint = if node.publish_key_required {
@@ -83,7 +94,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         node.peer_id,
         node.http_addr
     );
-    node.run_until(stop_signal(), SHUTDOWN_GRACE).await
+    node.run_until(stop, SHUTDOWN_GRACE).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

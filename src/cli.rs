@@ -107,6 +107,10 @@ pub struct RunArgs {
         value_name = "NAME=URL"
     )]
     pub push: Vec<RelaySpec>,
+    /// Check this URL for newer releases (a latest.json signed with the release key) and show a notice
+    /// with the download link; nothing is ever installed [default: off].
+    #[arg(long, env = "STREAMR_UPDATE_URL", value_name = "URL")]
+    pub update_url: Option<String>,
 }
 
 impl RunArgs {
@@ -129,6 +133,7 @@ impl RunArgs {
             relay_max_circuits_per_peer: self.relay_max_circuits_per_peer,
             relay_max_circuit_minutes: self.relay_max_circuit_minutes,
             relay_max_circuit_mib: self.relay_max_circuit_mib,
+            update_url: self.update_url,
         }
     }
 }

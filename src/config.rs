@@ -98,6 +98,9 @@ impl Config {
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.bootstrap_addrs()?;
+        if let Some(url) = &self.update_url {
+            crate::update::parse_url(url)?;
+        }
         if self.rtmp_merge_ms > 1000 {
             bail!(
                 "rtmp_merge_ms = {} is too long: use 0 to 1000 (default 40)",

@@ -2,11 +2,14 @@
 
 mod cli;
 mod config;
+mod crash;
 mod identity;
 mod logging;
 mod metrics;
 mod node;
+mod service;
 mod settings;
+mod update;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(cli::Command::Config(a)) => (true, a.run),
+        Some(cli::Command::Service(s)) => return service::main(s),
         None => (false, cli.run),
     };
     let config = match build_config(args) {
@@ -43,7 +47,12 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(config.log_format, &config.log);
-    logging::install_panic_hook();
+    crash::install_panic_hook(&config.data_dir);
+    serve(config, stop_signal())
+}
+
+/// Runs the node on a new runtime until `stop` resolves or a part of it fails.
+fn serve(config: config::Config, stop: impl std::future::Future<Output = ()>) -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -51,7 +60,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(config)) {
+    match rt.block_on(run(config, stop)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -73,8 +82,18 @@ fn build_config(args: cli::RunArgs) -> anyhow::Result<config::Config> {
     Ok(c)
 }
 
-async fn run(config: config::Config) -> anyhow::Result<()> {
+async fn run(
+    config: config::Config,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let update_url = config
+        .update_url
+        .as_deref()
+        .map(update::parse_url)
+        .transpose()?;
     let node = node::Node::start(config).await?;
+    // Checks for newer releases until the runtime stops; the dashboard reads `_updates.latest()`.
+    let _updates = update::spawn(update_url);
     let url = node::rtmp_url(node.rtmp_addr);
     let key_hint = if node.publish_key_required {
         format!("?key={}", node.publish_key)
@@ -88,7 +107,7 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         node.peer_id,
         node.http_addr
     );
-    node.run_until(stop_signal(), SHUTDOWN_GRACE).await
+    node.run_until(stop, SHUTDOWN_GRACE).await
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

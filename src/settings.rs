@@ -33,7 +33,8 @@ fn shown<T: Serialize>(v: &T) -> String {
         Ok(toml::Value::String(s)) => s,
         Ok(toml::Value::Array(a)) if a.is_empty() => "none".into(),
         Ok(v) => v.to_string(),
-        Err(_) => "?".into(),
+        // `None` has no TOML spelling: the setting is off.
+        Err(_) => "none".into(),
     }
 }
 
@@ -169,6 +170,12 @@ settings! {
     /// `config.toml` a list of `[[push]]` tables.
     push: Vec<RelaySpec> = Vec::new();
         env "STREAMR_PUSH"; value "NAME=URL"; arg(value_delimiter = ',');
+    /// Where to check for newer releases: a `latest.json` signed with the release key, e.g.
+    /// `https://github.com/streamr-node/streamr-node/releases/latest/download/latest.json`; a newer version
+    /// is logged once and shown in the dashboard with its download link, never installed. https only (http
+    /// only to 127.0.0.1/localhost); none = no checks.
+    update_url: Option<String> = None;
+        env "STREAMR_UPDATE_URL"; value "URL";
 }
 
 /// The reference table of `docs/configuration.md`.

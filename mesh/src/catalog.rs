@@ -134,15 +134,58 @@ pub struct KnownStream {
     pub min_hops: u8,
 }
 
+/// The learned providers of one stream (one origin, one name). All have the same publish start: a newer
+/// publish replaces the group, an older one is refused.
+#[derive(Debug, Clone)]
+struct Group {
+    started_ms: u64,
+    providers: HashMap<PeerId, Stored>,
+}
+
 /// The catalog of one node.
 #[derive(Debug, Default)]
 pub struct Catalog {
-    /// Learned entries by (stream, provider).
-    learned: HashMap<(StreamId, PeerId), Stored>,
+    /// Learned entries by stream, then provider.
+    learned: HashMap<StreamId, Group>,
     /// This node's own entries (streams it provides).
     local: Vec<CatalogEntry>,
     /// Announcements already verified (origin signatures are checked once).
     verified: HashMap<StreamId, Announcement>,
+}
+
+/// What to gossip this round, computed once for every peer (see [`Catalog::gossip_plan`]).
+#[derive(Debug, Clone, Default)]
+pub struct GossipPlan {
+    local: Vec<CatalogEntry>,
+    /// Per stream, the best learned providers, best first: one more than a message carries, so that the
+    /// peer's own entry can be left out.
+    learned: Vec<Vec<CatalogEntry>>,
+}
+
+impl GossipPlan {
+    /// The message for `peer`: our own entries, then per stream at most [`GOSSIP_PROVIDERS_PER_STREAM`]
+    /// (counting ours), never an entry about `peer` itself.
+    pub fn for_peer(&self, peer: &PeerId) -> Vec<CatalogEntry> {
+        let mut out: Vec<CatalogEntry> = self.local.clone();
+        for group in &self.learned {
+            let Some(first) = group.first() else { continue };
+            let id = &first.announcement.id;
+            let mut n = self
+                .local
+                .iter()
+                .filter(|e| e.announcement.id == *id)
+                .count();
+            for e in group.iter().filter(|e| e.provider != *peer) {
+                if n >= GOSSIP_PROVIDERS_PER_STREAM {
+                    break;
+                }
+                n += 1;
+                out.push(e.clone());
+            }
+        }
+        out.truncate(MAX_ENTRIES);
+        out
+    }
 }
 
 impl Catalog {
@@ -175,27 +218,45 @@ impl Catalog {
                 self.verified
                     .insert(e.announcement.id.clone(), e.announcement.clone());
             }
-            // A newer publish of the same stream supersedes older entries.
-            let newest = self.newest_start(&e.announcement.id);
-            if newest.is_some_and(|n| n > e.announcement.started_ms) {
+            let id = &e.announcement.id;
+            let start = e.announcement.started_ms;
+            // A newer publish of the same stream supersedes older entries, ours included.
+            let local_start = self
+                .local
+                .iter()
+                .filter(|l| l.announcement.id == *id)
+                .map(|l| l.announcement.started_ms)
+                .max();
+            if local_start.is_some_and(|l| l > start) {
                 continue;
             }
-            if newest.is_some_and(|n| n < e.announcement.started_ms) {
-                let id = e.announcement.id.clone();
-                self.learned.retain(|(sid, _), _| *sid != id);
+            if !self.learned.contains_key(id) {
+                self.learned.insert(
+                    id.clone(),
+                    Group {
+                        started_ms: start,
+                        providers: HashMap::new(),
+                    },
+                );
             }
-            let key = (e.announcement.id.clone(), e.provider);
-            let changed = self.learned.get(&key).is_none_or(|old| {
-                old.entry.hops != e.hops
-                    || old.entry.announcement.started_ms != e.announcement.started_ms
-                    || old.entry.addrs != e.addrs
-            });
+            let group = self.learned.get_mut(id).expect("inserted above");
+            if group.started_ms > start {
+                continue;
+            }
+            if group.started_ms < start {
+                group.started_ms = start;
+                group.providers.clear();
+            }
+            let changed = group
+                .providers
+                .get(&e.provider)
+                .is_none_or(|old| old.entry.hops != e.hops || old.entry.addrs != e.addrs);
             out.changed |= changed;
             if changed {
                 out.addresses.push((e.provider, e.addrs.clone()));
             }
-            self.learned.insert(
-                key,
+            group.providers.insert(
+                e.provider,
                 Stored {
                     entry: e,
                     expires: now + ENTRY_TTL,
@@ -210,99 +271,78 @@ impl Catalog {
         self.verified.get(&a.id).is_some_and(|v| v == a)
     }
 
-    fn newest_start(&self, id: &StreamId) -> Option<u64> {
-        self.learned
-            .iter()
-            .filter(|((sid, _), _)| sid == id)
-            .map(|(_, s)| s.entry.announcement.started_ms)
-            .chain(
-                self.local
-                    .iter()
-                    .filter(|e| e.announcement.id == *id)
-                    .map(|e| e.announcement.started_ms),
-            )
-            .max()
-    }
-
     /// Forgets expired entries, and entries of a provider that disconnected for good.
     pub fn expire(&mut self, now: Instant) {
-        self.learned.retain(|_, s| s.expires > now);
-        let live: std::collections::HashSet<StreamId> = self
-            .learned
-            .keys()
-            .map(|(id, _)| id.clone())
-            .chain(self.local.iter().map(|e| e.announcement.id.clone()))
-            .collect();
-        self.verified.retain(|id, _| live.contains(id));
+        for g in self.learned.values_mut() {
+            g.providers.retain(|_, s| s.expires > now);
+        }
+        self.learned.retain(|_, g| !g.providers.is_empty());
+        let local: std::collections::HashSet<&StreamId> =
+            self.local.iter().map(|e| &e.announcement.id).collect();
+        let learned = &self.learned;
+        self.verified
+            .retain(|id, _| learned.contains_key(id) || local.contains(id));
     }
 
     /// Drops everything learned about `provider` (it told us it stopped, or it misbehaved).
     pub fn forget_provider(&mut self, provider: &PeerId) {
-        self.learned.retain(|(_, p), _| p != provider);
+        for g in self.learned.values_mut() {
+            g.providers.remove(provider);
+        }
+    }
+
+    /// What to gossip this round: sorted once, then cut per peer with [`GossipPlan::for_peer`] (a node with
+    /// many peers would otherwise sort everything it learned once per peer).
+    pub fn gossip_plan(&self, now: Instant) -> GossipPlan {
+        let mut ids: Vec<&StreamId> = self.learned.keys().collect();
+        ids.sort();
+        let learned = ids
+            .into_iter()
+            .map(|id| {
+                let mut v: Vec<&CatalogEntry> = self.learned[id]
+                    .providers
+                    .values()
+                    .filter(|s| s.expires > now && s.entry.hops < MAX_GOSSIP_HOPS)
+                    .map(|s| &s.entry)
+                    .collect();
+                v.sort_by_key(|e| (e.hops, std::cmp::Reverse(e.spare_kbps), e.provider));
+                v.truncate(GOSSIP_PROVIDERS_PER_STREAM + 1);
+                v.into_iter().cloned().collect()
+            })
+            .collect();
+        GossipPlan {
+            local: self.local.clone(),
+            learned,
+        }
     }
 
     /// What to gossip to `peer`: our own entries and what we learned, except entries about `peer` itself;
     /// per stream at most [`GOSSIP_PROVIDERS_PER_STREAM`], ours first, then fewest hops, most spare upload.
     pub fn gossip_for(&self, peer: &PeerId, now: Instant) -> Vec<CatalogEntry> {
-        let mut out: Vec<CatalogEntry> = self.local.clone();
-        let mut per_stream: HashMap<&StreamId, usize> = HashMap::new();
-        for e in &self.local {
-            *per_stream.entry(&e.announcement.id).or_default() += 1;
-        }
-        let mut learned: Vec<&CatalogEntry> = self
-            .learned
-            .values()
-            .filter(|s| {
-                s.expires > now && s.entry.provider != *peer && s.entry.hops < MAX_GOSSIP_HOPS
-            })
-            .map(|s| &s.entry)
-            .collect();
-        learned.sort_by_cached_key(|e| {
-            (
-                e.announcement.id.clone(),
-                e.hops,
-                std::cmp::Reverse(e.spare_kbps),
-                e.provider,
-            )
-        });
-        for e in learned {
-            let n = per_stream.entry(&e.announcement.id).or_default();
-            if *n < GOSSIP_PROVIDERS_PER_STREAM {
-                *n += 1;
-                out.push(e.clone());
-            }
-        }
-        out.truncate(MAX_ENTRIES);
-        out
+        self.gossip_plan(now).for_peer(peer)
     }
 
     /// Providers of `name` (optionally only of origins whose id starts with `origin_prefix`), newest publish
-    /// only, in no particular order.
+    /// only, ordered by provider id (callers rank them).
     pub fn providers(
         &self,
         name: &str,
         origin_prefix: Option<&str>,
         now: Instant,
     ) -> Vec<CatalogEntry> {
-        let matches = |id: &StreamId| {
-            id.name == name && origin_prefix.is_none_or(|p| id.origin.to_string().starts_with(p))
-        };
-        let all: Vec<&CatalogEntry> = self
+        let mut out: Vec<CatalogEntry> = self
             .learned
-            .values()
-            .filter(|s| s.expires > now && matches(&s.entry.announcement.id))
-            .map(|s| &s.entry)
+            .iter()
+            .filter(|(id, _)| {
+                id.name == name
+                    && origin_prefix.is_none_or(|p| id.origin.to_string().starts_with(p))
+            })
+            .flat_map(|(_, g)| g.providers.values())
+            .filter(|s| s.expires > now)
+            .map(|s| s.entry.clone())
             .collect();
-        let newest = |id: &StreamId| {
-            all.iter()
-                .filter(|e| e.announcement.id == *id)
-                .map(|e| e.announcement.started_ms)
-                .max()
-        };
-        all.iter()
-            .filter(|e| Some(e.announcement.started_ms) == newest(&e.announcement.id))
-            .map(|e| (*e).clone())
-            .collect()
+        out.sort_by_key(|e| e.provider);
+        out
     }
 
     /// Every stream known (learned or local), sorted by name then origin.
@@ -311,6 +351,7 @@ impl Catalog {
         let entries = self.local.iter().chain(
             self.learned
                 .values()
+                .flat_map(|g| g.providers.values())
                 .filter(|s| s.expires > now)
                 .map(|s| &s.entry),
         );

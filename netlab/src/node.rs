@@ -1,8 +1,8 @@
 //! `streamr-node` driven from outside: start it (in a lab namespace or on loopback) with its log in a file,
 //! wait for its ready line, read its status API, and stop it by PID.
 //!
-//! The status types accept what the node sends today and what the mesh adds later (listen addresses,
-//! peers, NAT): every field has a default, so an older or newer node never breaks a run.
+//! The status is the web crate's own schema ([`Status`]); every field of it has a default, so an older or
+//! newer node never breaks a run.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -50,121 +50,49 @@ pub fn parse_ready(line: &str) -> Option<Ready> {
     })
 }
 
-/// `GET /api/v1/status`, as far as netlab reads it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct NodeStatus {
-    /// The node id.
-    pub peer_id: String,
-    /// Mesh listen addresses (multiaddrs ending in `/p2p/<peer_id>`); absent on a node without the mesh.
-    pub listen_addrs: Option<Vec<String>>,
-    /// Connected peers.
-    pub peers: Vec<PeerStatus>,
-    /// Streams on the node.
-    pub streams: Vec<StreamStatus>,
-    /// What the node knows of its NAT.
-    pub nat: Option<NatStatus>,
+/// The status API's own types (crate `streamr-web`): the node fills them, netlab reads them.
+pub use streamr_web::{MeshStream, NatStatus, PeerStatus, Status, StreamStatus};
+
+/// What netlab asks of a [`Status`].
+pub trait StatusExt {
+    /// True when the node runs the mesh: it reports where it listens.
+    fn has_mesh(&self) -> bool;
+    /// True when the node reports its NAT (a node without the mesh has nothing to say).
+    fn reports_nat(&self) -> bool;
+    /// The peer entry for `peer_id`.
+    fn peer(&self, peer_id: &str) -> Option<&PeerStatus>;
+    /// The stream called `name`.
+    fn stream(&self, name: &str) -> Option<&StreamStatus>;
 }
 
-impl NodeStatus {
-    /// True when the node runs the mesh (it reports where it listens).
-    pub fn has_mesh(&self) -> bool {
-        self.listen_addrs.is_some()
+impl StatusExt for Status {
+    fn has_mesh(&self) -> bool {
+        !self.listen_addrs.is_empty()
     }
 
-    /// The peer entry for `peer_id`.
-    pub fn peer(&self, peer_id: &str) -> Option<&PeerStatus> {
+    fn reports_nat(&self) -> bool {
+        !self.nat.reachability.is_empty()
+    }
+
+    fn peer(&self, peer_id: &str) -> Option<&PeerStatus> {
         self.peers.iter().find(|p| p.peer_id == peer_id)
     }
 
-    /// The stream called `name`.
-    pub fn stream(&self, name: &str) -> Option<&StreamStatus> {
+    fn stream(&self, name: &str) -> Option<&StreamStatus> {
         self.streams.iter().find(|s| s.name == name)
     }
 }
 
-/// One connected peer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PeerStatus {
-    /// Its id.
-    pub peer_id: String,
-    /// `direct` or `relayed`.
-    pub connection: Option<String>,
-    /// Round trip, ms.
-    pub rtt_ms: Option<f64>,
-    /// Its address as seen from here.
-    pub addr: Option<String>,
-    /// Since when the connection is direct (as the node reports it).
-    pub direct_since_ms: Option<f64>,
-    /// The node's own measure of how long the connection took to become direct, ms.
-    pub time_to_direct_ms: Option<f64>,
-    /// From the first relayed to the first direct connection, when hole punching upgraded it, ms.
-    pub direct_after_ms: Option<f64>,
-}
-
-impl PeerStatus {
+/// What netlab asks of a [`PeerStatus`].
+pub trait PeerStatusExt {
     /// True for a direct connection.
-    pub fn is_direct(&self) -> bool {
-        self.connection.as_deref() == Some("direct")
-    }
-
-    /// The node's own time from relayed to direct, under whichever name it reports it.
-    pub fn node_time_to_direct_ms(&self) -> Option<f64> {
-        self.time_to_direct_ms.or(self.direct_after_ms)
-    }
+    fn is_direct(&self) -> bool;
 }
 
-/// One stream.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct StreamStatus {
-    /// Its name.
-    pub name: String,
-    /// The peer that publishes it.
-    pub origin: Option<String>,
-    /// The peer this node receives it from.
-    pub upstream: Option<String>,
-    /// Mesh hops from the origin.
-    pub hops: Option<u32>,
-    /// Mesh subscribers (downstream peers).
-    pub subscribers: Option<u64>,
-    /// Local RTMP players.
-    pub players: u64,
-    /// A source is attached.
-    pub live: bool,
-    /// Published from this node's RTMP edge.
-    pub local_publisher: bool,
-    /// Incoming bitrate.
-    pub bitrate_bps: u64,
-    /// Frames received.
-    pub frames: u64,
-    /// Frames slow subscribers skipped.
-    pub dropped_frames: u64,
-}
-
-/// The node's view of its NAT.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct NatStatus {
-    /// `public`, `private` or `unknown`.
-    pub reachability: Option<String>,
-    /// Addresses others can reach it at.
-    pub external_addrs: Vec<String>,
-    /// A hint for the user.
-    pub hint: Option<String>,
-    /// Relays it holds reservations on.
-    pub relays: Vec<String>,
-    /// UPnP port mapping state.
-    pub upnp: Option<String>,
-    /// Hole punches tried.
-    pub hole_punch_attempts: Option<u64>,
-    /// Hole punches that gave a direct connection.
-    pub hole_punch_successes: Option<u64>,
-    /// Connections upgraded from relayed to direct.
-    pub upgrades: Option<u64>,
-    /// Median time from relayed to direct, ms.
-    pub time_to_direct_p50_ms: Option<f64>,
+impl PeerStatusExt for PeerStatus {
+    fn is_direct(&self) -> bool {
+        self.connection == "direct"
+    }
 }
 
 /// The listen address another node should bootstrap from: one on `ip` (QUIC first, then TCP), or with
@@ -417,7 +345,7 @@ pub async fn http_get(addr: SocketAddr, path: &str, limit: Duration) -> anyhow::
 }
 
 /// Fetches and parses the status.
-pub async fn fetch_status(addr: SocketAddr, limit: Duration) -> anyhow::Result<NodeStatus> {
+pub async fn fetch_status(addr: SocketAddr, limit: Duration) -> anyhow::Result<Status> {
     let body = http_get(addr, STATUS_PATH, limit).await?;
     serde_json::from_str(&body).context("the status is not the JSON netlab expects")
 }
@@ -450,8 +378,9 @@ mod tests {
     #[test]
     fn status_of_today_and_of_the_mesh_both_parse() {
         let today = r#"{"peer_id":"A","version":"0.1.0","streams":[{"name":"probe","live":true,"players":1,"frames":9}]}"#;
-        let s: NodeStatus = serde_json::from_str(today).unwrap();
+        let s: Status = serde_json::from_str(today).unwrap();
         assert!(!s.has_mesh());
+        assert!(!s.reports_nat());
         assert_eq!(s.stream("probe").unwrap().frames, 9);
         assert!(s.peers.is_empty());
         let mesh = r#"{"peer_id":"B","listen_addrs":["/ip4/127.0.0.1/udp/4001/quic-v1/p2p/B"],
@@ -459,12 +388,14 @@ mod tests {
             "streams":[{"name":"probe","origin":"A","upstream":"A","hops":1,"subscribers":0}],
             "nat":{"reachability":"private","external_addrs":[],"hint":"behind NAT","hole_punch_attempts":2,
                    "hole_punch_successes":1,"hole_punch_failures":{"timeout":1},"upgrades":1,"upnp":"no-gateway"}}"#;
-        let s: NodeStatus = serde_json::from_str(mesh).unwrap();
+        let s: Status = serde_json::from_str(mesh).unwrap();
         assert!(s.has_mesh());
+        assert!(s.reports_nat());
         assert!(s.peer("A").unwrap().is_direct());
-        assert_eq!(s.peer("A").unwrap().node_time_to_direct_ms(), Some(1200.0));
+        assert_eq!(s.peer("A").unwrap().direct_after_ms, Some(1200));
         assert_eq!(s.stream("probe").unwrap().hops, Some(1));
-        assert_eq!(s.nat.unwrap().reachability.as_deref(), Some("private"));
+        assert_eq!(s.nat.reachability, "private");
+        assert_eq!(s.nat.hole_punch_failures["timeout"], 1);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use tokio::time::Instant as TokioInstant;
 
 use crate::bench::procstat;
 use crate::lab::{Host, Lab, LabConfig, SiteSpec};
-use crate::node::{self, NodeArgs, NodeProcess, NodeStatus, Ready};
+use crate::node::{self, NodeArgs, NodeProcess, PeerStatusExt, Ready, Status, StatusExt};
 use crate::probe::playback::PlayReport;
 use crate::probe::rtmp::{PublishReport, unix_us};
 use crate::results::{
@@ -561,12 +561,12 @@ async fn drive(
             error: o.error,
             reachability: h
                 .last()
-                .and_then(|s| s.nat.as_ref())
-                .and_then(|n| n.reachability.clone()),
+                .filter(|s| s.reports_nat())
+                .map(|s| s.nat.reachability.clone()),
             hole_punches: h
                 .last()
-                .and_then(|s| s.nat.as_ref())
-                .and_then(|n| Some((n.hole_punch_attempts?, n.hole_punch_successes.unwrap_or(0)))),
+                .filter(|s| s.reports_nat())
+                .map(|s| (s.nat.hole_punch_attempts, s.nat.hole_punch_successes)),
             cpu_s: usage.get(&n.name).map(|u| u.0),
             rss_mib: usage.get(&n.name).map(|u| u.1 as f64 / 1024.0),
             status_errors: h.errors,
@@ -605,7 +605,7 @@ async fn drive(
                             .upstream
                             .as_ref()
                             .map(|u| name_of.get(u).cloned().unwrap_or_else(|| u.clone()));
-                        p.hops = st.hops;
+                        p.hops = st.hops.map(u32::from);
                     }
                     if let Some(peer) = &publisher_peer {
                         p.connection = final_connection(&h, peer);
@@ -616,7 +616,8 @@ async fn drive(
                         p.node_time_to_direct_ms = h
                             .last()
                             .and_then(|s| s.peer(peer))
-                            .and_then(|x| x.node_time_to_direct_ms());
+                            .and_then(|x| x.direct_after_ms)
+                            .map(|ms| ms as f64);
                     }
                 }
                 p.play = Some(play);
@@ -680,8 +681,8 @@ async fn start_node(
             continue;
         }
         let status = wait_first_status(&state.histories[b]).await;
-        match status.and_then(|s| s.listen_addrs) {
-            // A node without the mesh has nothing to bootstrap from: start alone, as today's node does.
+        match status.filter(StatusExt::has_mesh).map(|s| s.listen_addrs) {
+            // A node without the mesh has nothing to bootstrap from: start alone, as such a node does.
             None => {}
             Some(addrs) => {
                 let addr = node::pick_bootstrap_addr(&addrs, Some(info.host.addr()))
@@ -737,7 +738,7 @@ async fn start_node(
 }
 
 /// Waits for a node's first status poll (bounded); None if none came.
-async fn wait_first_status(history: &Arc<Mutex<StatusHistory>>) -> Option<NodeStatus> {
+async fn wait_first_status(history: &Arc<Mutex<StatusHistory>>) -> Option<Status> {
     let deadline = Instant::now() + STATUS_WAIT;
     loop {
         if let Some(s) = lock(history).last().cloned() {
@@ -816,7 +817,7 @@ fn record_poll(history: &Mutex<StatusHistory>, line: &str) {
     let at = v.get("at_unix_ms").and_then(|x| x.as_u64()).unwrap_or(0);
     let mut h = lock(history);
     match v.get("status") {
-        Some(raw) => match serde_json::from_value::<NodeStatus>(raw.clone()) {
+        Some(raw) => match serde_json::from_value::<Status>(raw.clone()) {
             Ok(s) => {
                 h.samples.push((at, s));
                 h.last_raw = Some(raw.clone());

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use streamr_web::{Status, StreamStatus};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -135,32 +136,31 @@ impl TestNode {
         format!("rtmp://{}/live/{name}", self.rtmp)
     }
 
-    /// GET `/api/v1/status` as JSON.
-    pub fn status(&self) -> Value {
+    /// GET `/api/v1/status`, typed.
+    pub fn status(&self) -> Status {
+        let body = http_get(self.http, "/api/v1/status").1;
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad status JSON ({e}): {body}"))
+    }
+
+    /// GET `/api/v1/status` as raw JSON, for tests of the JSON itself (field names, what is absent).
+    pub fn status_json(&self) -> Value {
         let body = http_get(self.http, "/api/v1/status").1;
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad status JSON ({e}): {body}"))
     }
 
     /// The status entry of stream `name`.
-    pub fn stream(&self, name: &str) -> Option<Value> {
-        self.status()["streams"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned()
+    pub fn stream(&self, name: &str) -> Option<StreamStatus> {
+        self.status().streams.into_iter().find(|s| s.name == name)
     }
 
     /// The node's loopback QUIC multiaddr (with `/p2p/<id>`), for another node's `--bootstrap`.
     pub fn mesh_addr(&self) -> String {
         let s = self.status();
-        s["listen_addrs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str())
+        s.listen_addrs
+            .iter()
             .find(|a| a.starts_with("/ip4/127.0.0.1/") && a.contains("quic-v1"))
-            .unwrap_or_else(|| panic!("no loopback QUIC address in {s}"))
-            .to_string()
+            .unwrap_or_else(|| panic!("no loopback QUIC address in {:?}", s.listen_addrs))
+            .clone()
     }
 
     /// Resident memory of the node process in KiB.

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::node::{self, NodeArgs, NodeProcess, Ready};
+use crate::node::{self, NodeArgs, NodeProcess, Ready, StatusExt};
 use crate::probe::playback::PlayReport;
 use crate::probe::rtmp::{self, PlayOptions, PublishOptions, PublishReport};
 use crate::report::Table;
@@ -253,12 +253,8 @@ async fn loopback_addr(prev: &Ready) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = node::fetch_status(prev.http_listen, Duration::from_secs(2)).await?;
-        let Some(addrs) = status.listen_addrs else {
-            bail!(
-                "the node's status has no listen_addrs: the mesh is not built into this node yet"
-            );
-        };
-        if let Some(a) = node::pick_bootstrap_addr(&addrs, Some(std::net::Ipv4Addr::LOCALHOST)) {
+        let addrs = &status.listen_addrs;
+        if let Some(a) = node::pick_bootstrap_addr(addrs, Some(std::net::Ipv4Addr::LOCALHOST)) {
             return Ok(a);
         }
         if Instant::now() > deadline {
@@ -332,7 +328,7 @@ async fn measure(
     if let Ok(status) = node::fetch_status(last.ready.http_listen, Duration::from_secs(2)).await
         && let Some(stream) = status.stream("bench")
     {
-        r.reported_hops = stream.hops;
+        r.reported_hops = stream.hops.map(u32::from);
         r.upstream_index = stream
             .upstream
             .as_ref()

@@ -21,7 +21,7 @@ use tokio::time::Instant as TokioInstant;
 
 use crate::bench::procstat;
 use crate::lab::{Host, Lab, LabConfig, SiteSpec};
-use crate::node::{self, NodeArgs, NodeProcess, PeerStatusExt, Ready, Status, StatusExt};
+use crate::node::{self, Launcher, NodeLog, NodeProcess, PeerStatusExt, Ready, Status, StatusExt};
 use crate::probe::playback::PlayReport;
 use crate::probe::rtmp::{PublishReport, unix_us};
 use crate::results::{
@@ -703,25 +703,23 @@ async fn start_node(
         .prefix(&format!("{}.data-", plan.name))
         .tempdir_in(&state.dir)
         .context("cannot create a data dir")?;
-    let args = NodeArgs {
-        data_dir: data.path().to_path_buf(),
+    let launcher = Launcher {
+        name: plan.name.clone(),
         rtmp_listen: RTMP_LISTEN.parse()?,
         http_listen: HTTP_LISTEN.parse()?,
         p2p_port: P2P_PORT,
         bootstrap,
         extra: plan.args.clone(),
+        namespace: Some(host.ns.clone()),
+        log: NodeLog::File(state.dir.join(format!("{}.log", plan.name))),
+        ..Launcher::new(&state.node_exe, data.path())
     };
-    let log = state.dir.join(format!("{}.log", plan.name));
     let t = Instant::now();
-    let mut process = NodeProcess::spawn(&plan.name, host.command(&state.node_exe), &args, &log)?;
-    let ready = process.wait_ready(READY_TIMEOUT).await;
-    let ready = match ready {
-        Ok(r) => r,
-        Err(e) => {
-            process.stop(Duration::from_secs(1)).await;
-            return Err(e);
-        }
-    };
+    let process = launcher.start(READY_TIMEOUT).await?;
+    let ready = process
+        .ready()
+        .cloned()
+        .context("the node has no ready line")?;
     outcome.ready_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
     outcome.peer_id = Some(ready.peer_id.clone());
     let poller = start_poller(state, &plan.name, &host, &ready)?;

@@ -154,20 +154,24 @@ async fn poll_status(addr: SocketAddr, interval: Duration) -> anyhow::Result<()>
     loop {
         tick.tick().await;
         let at_unix_ms = media_probe::unix_us() / 1000;
-        let line = match node::http_get(
+        let answer = node::http::get(
             addr,
             node::STATUS_PATH,
             interval.max(Duration::from_secs(1)),
         )
         .await
-        {
+        .and_then(node::http::HttpAnswer::ok);
+        let line = match answer {
             Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
                 Ok(status) => serde_json::json!({ "at_unix_ms": at_unix_ms, "status": status }),
                 Err(e) => {
                     serde_json::json!({ "at_unix_ms": at_unix_ms, "error": format!("not JSON: {e}") })
                 }
             },
-            Err(e) => serde_json::json!({ "at_unix_ms": at_unix_ms, "error": format!("{e:#}") }),
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                serde_json::json!({ "at_unix_ms": at_unix_ms, "error": format!("{e:#}") })
+            }
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;

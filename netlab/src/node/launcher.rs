@@ -193,7 +193,7 @@ impl Launcher {
     /// The command that runs it (wrapped in `ip netns exec` for a namespace).
     fn command(&self) -> Command {
         let mut cmd = match &self.namespace {
-            Some(ns) => Command::from(crate::sys::command_in(ns, &self.exe)),
+            Some(ns) => Command::from(crate::engine::sys::command_in(ns, &self.exe)),
             None => Command::new(&self.exe),
         };
         cmd.args(self.to_args());
@@ -375,14 +375,14 @@ impl NodeProcess {
     /// CPU seconds and RSS in KiB so far (None once it is gone).
     pub fn usage(&self) -> Option<(f64, u64)> {
         Some((
-            crate::bench::procstat::cpu_secs(self.pid)?,
-            crate::bench::procstat::rss_kib(self.pid)?,
+            crate::engine::procstat::cpu_secs(self.pid)?,
+            crate::engine::procstat::rss_kib(self.pid)?,
         ))
     }
 
     /// Resident memory in KiB (None once it is gone).
     pub fn rss_kib(&self) -> Option<u64> {
-        crate::bench::procstat::rss_kib(self.pid)
+        crate::engine::procstat::rss_kib(self.pid)
     }
 
     /// Its status, from the HTTP address its ready line names (before it, the one it was given).

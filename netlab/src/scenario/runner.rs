@@ -19,16 +19,16 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 
-use crate::bench::procstat;
-use crate::lab::{Host, Lab, LabConfig, SiteSpec};
-use crate::node::{self, Launcher, NodeLog, NodeProcess, PeerStatusExt, Ready, Status, StatusExt};
-use crate::probe::playback::PlayReport;
-use crate::probe::rtmp::{PublishReport, unix_us};
-use crate::results::{
+use super::file::{Case, NodePlan, PlayerPlan, PublisherPlan, Scenario, bootstrap_layers};
+use super::results::{
     CaseReport, MatrixAxes, NodeReport, PlayerResult, RunReport, StatusHistory, TrialReport,
     connection, final_connection, summarise,
 };
-use crate::scenario::{Case, NodePlan, PlayerPlan, Scenario, bootstrap_layers};
+use crate::engine::lab::{Host, Lab, LabConfig, SiteSpec};
+use crate::engine::procstat;
+use crate::node::{self, Launcher, NodeLog, NodeProcess, PeerStatusExt, Ready, Status, StatusExt};
+use crate::probe::playback::PlayReport;
+use crate::probe::rtmp::{PublishReport, unix_us};
 
 /// Ports every node uses inside its own namespace.
 const RTMP_LISTEN: &str = "127.0.0.1:1935";
@@ -344,7 +344,7 @@ async fn run_trial(t: &Trial<'_>) -> TrialReport {
     let built = tokio::task::spawn_blocking(move || {
         let lab = Lab::new(lab_config)?;
         let sites = lab.add_sites(&specs);
-        Ok::<_, crate::LabError>((lab, sites))
+        Ok::<_, crate::engine::LabError>((lab, sites))
     })
     .await;
     let (lab, sites) = match built {
@@ -842,7 +842,7 @@ async fn node_ready(
 }
 
 async fn publisher_task(
-    plan: crate::scenario::PublisherPlan,
+    plan: PublisherPlan,
     stream: String,
     duration: Duration,
     zero: TokioInstant,

@@ -1,10 +1,12 @@
 //! The JSON shapes of the HTTP API and the trait through which the web server asks the node for them.
 //! The web crate knows nothing of libp2p or RTMP: the node fills these in.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// `GET /api/v1/status`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// `GET /api/v1/status`. Readers (netlab, the tests) deserialize it too; every type here takes a default
+/// for a field it lacks, so the status of an older or newer node still reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Status {
     /// The node id: the libp2p PeerId of its key.
     pub peer_id: String,
@@ -43,7 +45,8 @@ pub struct Status {
 }
 
 /// NAT traversal in [`Status`].
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct NatStatus {
     /// "public", "private" or "unknown".
     pub reachability: String,
@@ -76,7 +79,8 @@ pub struct NatStatus {
 }
 
 /// A connected peer in [`Status`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct PeerStatus {
     /// Its node id.
     pub peer_id: String,
@@ -91,7 +95,8 @@ pub struct PeerStatus {
 }
 
 /// A stream known in the mesh, in [`Status`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct MeshStream {
     /// Stream name.
     pub name: String,
@@ -106,7 +111,8 @@ pub struct MeshStream {
 }
 
 /// One stream in [`Status`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct StreamStatus {
     /// Stream name.
     pub name: String,

@@ -170,18 +170,18 @@ impl GossipPlan {
         for group in &self.learned {
             let Some(first) = group.first() else { continue };
             let id = &first.announcement.id;
-            let mut n = self
+            let ours = self
                 .local
                 .iter()
                 .filter(|e| e.announcement.id == *id)
                 .count();
-            for e in group.iter().filter(|e| e.provider != *peer) {
-                if n >= GOSSIP_PROVIDERS_PER_STREAM {
-                    break;
-                }
-                n += 1;
-                out.push(e.clone());
-            }
+            out.extend(
+                group
+                    .iter()
+                    .filter(|e| e.provider != *peer)
+                    .take(GOSSIP_PROVIDERS_PER_STREAM.saturating_sub(ours))
+                    .cloned(),
+            );
         }
         out.truncate(MAX_ENTRIES);
         out

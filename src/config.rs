@@ -82,6 +82,7 @@ impl Config {
             max_upload_kbps: self.max_upload_kbps,
             relay: self.relay_limits(),
             upnp: self.upnp,
+            friends: streamr_mesh::Friends::default(),
             tuning: streamr_mesh::MeshTuning::default(),
         })
     }

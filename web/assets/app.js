@@ -224,7 +224,7 @@ function reachText(u) {
     t = n.relays.length
       ? "Your router hides your node, but friends reach it through a relay, and directly when both routers allow it."
       : "Your router hides your node. Looking for a relay so that friends can reach you…";
-  } else t = "Checking how friends can reach you…";
+  } else return "Checking how friends can reach you… (it takes a friend's node: invite one, or join one)";
   if (n.hint) t += " " + n.hint;
   return t;
 }
@@ -284,6 +284,9 @@ function renderObs(u) {
   const mine = s.streams.find((x) => x.local_publisher);
   if (mine) name = mine.name;
   $("obs-key").value = s.publish_key_required && s.publish_key ? name + "?key=" + s.publish_key : name;
+  $("obs-key-note").textContent = s.publish_key_required
+    ? "The part before “?” is your stream's name (friends see it); the rest is your secret key."
+    : "The stream key is your stream's name: friends see it. Any name works.";
 }
 
 function renderUpload(u) {
@@ -453,6 +456,10 @@ $("join-button").addEventListener("click", async () => {
   try {
     const r = await api("POST", "/api/v1/join", { code });
     setStatus("join-status", r.message, "ok");
+    if (r.stream) {
+      // The invite names a stream: open it at once (the Join click lets the browser play sound).
+      go("/#watch/" + encodeURIComponent(r.stream));
+    }
     joinedStream = r.stream;
     $("join-watch").hidden = !r.stream;
     if (r.stream) $("join-watch").textContent = "▶ Watch " + r.stream;

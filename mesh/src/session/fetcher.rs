@@ -345,9 +345,8 @@ mod tests {
         // The stranger's stream is nearer and older: without friends it wins.
         let catalog = || vec![entry(&stranger, 1, near, 0), entry(&friend, 9, far, 3)];
         let t0 = Instant::now();
-        let got = Fetcher::new(me, "s").candidates(t0, catalog(), None, &[], |_| {
-            PeerView::default()
-        });
+        let got =
+            Fetcher::new(me, "s").candidates(t0, catalog(), None, &[], |_| PeerView::default());
         assert_eq!(got, vec![near]);
         let friends = Friends::default();
         let mut f = Fetcher::new(me, "s").with_friends(friends.clone());

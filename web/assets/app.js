@@ -145,6 +145,7 @@ document.addEventListener("click", (ev) => {
   if (c) copyField(c.dataset.copy);
 });
 window.addEventListener("popstate", () => show(currentView()));
+window.addEventListener("hashchange", () => show(currentView()));
 
 // ---------- live updates ----------
 

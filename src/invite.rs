@@ -459,7 +459,8 @@ mod tests {
             ..sample(&key)
         };
         let code = minimal.encode(&key).unwrap();
-        assert!(code.len() < 220, "{} characters: {code}", code.len());
+        // One address, nothing else: the key, the signature and the checks make about 240 characters.
+        assert!(code.len() < 250, "{} characters: {code}", code.len());
     }
 
     #[test]

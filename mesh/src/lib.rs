@@ -12,4 +12,7 @@ pub mod session;
 pub mod wire;
 
 pub use routes::Lineage;
-pub use service::{Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh};
+pub use service::{
+    DialFailure, Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh,
+};
+pub use session::Friends;

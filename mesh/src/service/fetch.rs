@@ -28,7 +28,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
     info!(stream = %key, "looking for the stream in the mesh");
-    let mut fetcher = Fetcher::new(ctx.me, &key);
+    let mut fetcher = Fetcher::new(ctx.me, &key).with_friends(ctx.config.friends.clone());
     loop {
         let now = Instant::now().into_std();
         let local_source = hub.is_live() && hub.snapshot().source != Some(SourceKind::Mesh);

@@ -8,7 +8,9 @@ use super::upstream::{Loss, Outcome};
 use crate::catalog::{CatalogEntry, PeerView, rank};
 use crate::wire::ProviderHint;
 use libp2p::PeerId;
-use std::collections::HashMap;
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamr_media::LookupState;
 
@@ -47,6 +49,29 @@ pub enum Next {
     Stop,
 }
 
+/// The node's friends (the people who invited it, or whom it joined): a plain stream name resolves to a
+/// friend's stream before a stranger's. Shared with the node, which adds a friend as soon as a join
+/// succeeds, so running fetches see it in their next round. Cloning shares the set.
+#[derive(Debug, Clone, Default)]
+pub struct Friends(Arc<RwLock<HashSet<PeerId>>>);
+
+impl Friends {
+    /// A set holding `peers`.
+    pub fn new(peers: impl IntoIterator<Item = PeerId>) -> Self {
+        Friends(Arc::new(RwLock::new(peers.into_iter().collect())))
+    }
+
+    /// Adds a friend; false if it was one already.
+    pub fn insert(&self, peer: PeerId) -> bool {
+        self.0.write().insert(peer)
+    }
+
+    /// Whether `peer` is a friend.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.0.read().contains(peer)
+    }
+}
+
 /// One fetch's policy state. See the module docs.
 #[derive(Debug)]
 pub struct Fetcher {
@@ -63,6 +88,8 @@ pub struct Fetcher {
     last_frame: Option<Instant>,
     unwanted_since: Option<Instant>,
     idle_wait: Duration,
+    /// Origins preferred for a plain name.
+    friends: Friends,
 }
 
 impl Fetcher {
@@ -78,7 +105,14 @@ impl Fetcher {
             last_frame: None,
             unwanted_since: None,
             idle_wait: IDLE_WAIT_MIN,
+            friends: Friends::default(),
         }
+    }
+
+    /// Prefers the streams of these origins for a plain name (see [`Friends`]).
+    pub fn with_friends(mut self, friends: Friends) -> Self {
+        self.friends = friends;
+        self
     }
 
     /// The stream name.
@@ -114,8 +148,8 @@ impl Fetcher {
     }
 
     /// Providers to try, best first: those a redirect named, then the catalog's (of one origin: the one
-    /// this node already plays, else the one asked for, else the nearest and earliest), then the nodes
-    /// above a lost upstream. `view` says how this node sees a peer (connected, direct, RTT).
+    /// this node already plays, else the one asked for, else a friend's, else the nearest and earliest),
+    /// then the nodes above a lost upstream. `view` says how this node sees a peer (connected, direct, RTT).
     pub fn candidates(
         &mut self,
         now: Instant,
@@ -142,7 +176,10 @@ impl Fetcher {
         if prefix.is_none()
             && let Some(best) = entries
                 .iter()
-                .min_by_key(|e| (e.hops, e.announcement.started_ms))
+                .min_by_key(|e| {
+                    let stranger = !self.friends.contains(&e.announcement.id.origin);
+                    (stranger, e.hops, e.announcement.started_ms)
+                })
                 .map(|e| e.announcement.id.clone())
         {
             entries.retain(|e| e.announcement.id == best);
@@ -298,6 +335,38 @@ mod tests {
         );
         assert_eq!(got, vec![hint, near, far, fb]);
         assert_eq!(f.lookup_state(&got), LookupState::Connecting);
+    }
+
+    #[test]
+    fn a_plain_name_resolves_to_a_friends_stream_before_a_strangers() {
+        let me = PeerId::random();
+        let (stranger, friend) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (near, far) = (PeerId::random(), PeerId::random());
+        // The stranger's stream is nearer and older: without friends it wins.
+        let catalog = || vec![entry(&stranger, 1, near, 0), entry(&friend, 9, far, 3)];
+        let t0 = Instant::now();
+        let got =
+            Fetcher::new(me, "s").candidates(t0, catalog(), None, &[], |_| PeerView::default());
+        assert_eq!(got, vec![near]);
+        let friends = Friends::default();
+        let mut f = Fetcher::new(me, "s").with_friends(friends.clone());
+        assert_eq!(
+            f.candidates(t0, catalog(), None, &[], |_| PeerView::default()),
+            vec![near]
+        );
+        // A friend added while the fetch runs counts from its next round on.
+        assert!(friends.insert(friend.public().to_peer_id()));
+        assert_eq!(
+            f.candidates(t0, catalog(), None, &[], |_| PeerView::default()),
+            vec![far]
+        );
+        // An explicit origin still wins over friendship.
+        let origin = stranger.public().to_peer_id().to_string();
+        let mut g = Fetcher::new(me, &format!("s@{}", &origin[..16])).with_friends(friends);
+        assert_eq!(
+            g.candidates(t0, catalog(), None, &[], |_| PeerView::default()),
+            vec![near]
+        );
     }
 
     #[test]

@@ -100,6 +100,20 @@ impl Collector for NodeCollector {
             l(&s.bytes_out),
         )?;
 
+        // ---- RTMP edge limits and relays (edge-hardening; see docs/security.md) ----
+        {
+            let mut d = e.encode_descriptor(
+                "streamr_rtmp_limit_hits",
+                "RTMP sessions ended or refused by a limit, by limit",
+                None,
+                MetricType::Counter,
+            )?;
+            for (limit, v) in s.limits.by_label() {
+                ConstCounter::new(v).encode(d.encode_family(&[("limit", limit)])?)?;
+            }
+        }
+        // ---- end of RTMP edge limits and relays ----
+
         let mesh = self.mesh.get();
         let m = mesh.stats();
         {

@@ -111,6 +111,21 @@ impl Collector for NodeCollector {
             for (limit, v) in s.limits.by_label() {
                 ConstCounter::new(v).encode(d.encode_family(&[("limit", limit)])?)?;
             }
+            let mut d = e.encode_descriptor(
+                "streamr_rtmp_relay_failures",
+                "Failed pull/push relay attempts, by reason (each is retried)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in s.relays.failures_by_reason() {
+                ConstCounter::new(v).encode(d.encode_family(&[("reason", reason)])?)?;
+            }
+            counter(
+                &mut e,
+                "streamr_rtmp_relay_restarts",
+                "Relay tasks started again by the node after they ended or panicked",
+                l(&s.relays.task_restarts),
+            )?;
         }
         // ---- end of RTMP edge limits and relays ----
 

@@ -1,5 +1,7 @@
 //! `Node`: wires the parts together (hubs, RTMP edge, relays, web) and supervises them. Each part is a task
-//! under one cancellation token; if one dies unexpectedly, the node stops everything and reports it.
+//! under one cancellation token; if one dies unexpectedly, the node stops everything and reports it. Relays
+//! and the mesh are restarted instead: they talk to other machines, and what those send must not stop the
+//! node.
 
 use crate::config::Config;
 use crate::identity;
@@ -9,7 +11,7 @@ use libp2p::PeerId;
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
 use streamr_media::{HubConfig, SourceKind, Streams};
@@ -208,6 +210,50 @@ async fn supervise_mesh(
     }
 }
 
+/// Runs a relay (`start` gives its future for a cancellation token) as a task of its own, and starts it again
+/// whenever it ends or panics before `token` is cancelled, with a backoff of 1 s doubling to 30 s. A relay
+/// catches the panics of its own attempts; this is the net under that, so that no relay can stop the node
+/// (a relay task used to be one of the node's parts: its panic stopped everything).
+async fn supervise_relay<F, Fut>(
+    what: &'static str,
+    name: &str,
+    restarts: &AtomicU64,
+    token: CancellationToken,
+    mut start: F,
+) where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let mut task = tokio::spawn(start(token.child_token()));
+        let ended = tokio::select! {
+            _ = token.cancelled() => {
+                let _ = task.await;
+                return;
+            }
+            r = &mut task => r,
+        };
+        if token.is_cancelled() {
+            return;
+        }
+        restarts.fetch_add(1, Relaxed);
+        match ended {
+            Err(e) if e.is_panic() => {
+                error!(stream = %name, retry_in = ?delay, "the {what} relay panicked; starting it again")
+            }
+            _ => {
+                warn!(stream = %name, retry_in = ?delay, "the {what} relay stopped; starting it again")
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 impl Node {
     /// Binds every listener and starts every part. Returns once the node serves.
     pub async fn start(config: Config) -> anyhow::Result<Node> {
@@ -229,6 +275,7 @@ impl Node {
         let rtmp = RtmpServer::bind(edge_cfg).await?;
         let rtmp_addr = rtmp.local_addr();
         let edge_stats: Arc<EdgeStats> = rtmp.stats();
+        let relay_stats = edge_stats.clone();
         let web = WebServer::bind(config.http_listen).await?;
         let http_addr = web.local_addr();
 
@@ -285,19 +332,38 @@ impl Node {
                 "web server"
             });
         }
-        for spec in &config.pull {
-            let (streams, token, spec) = (streams.clone(), shutdown.child_token(), spec.clone());
-            tasks.spawn(async move {
-                streamr_edge::relay::pull(spec.name, spec.url, streams, token).await;
-                "pull relay"
-            });
-        }
-        for spec in &config.push {
-            let (streams, token, spec) = (streams.clone(), shutdown.child_token(), spec.clone());
-            tasks.spawn(async move {
-                streamr_edge::relay::push(spec.name, spec.url, streams, token).await;
-                "push relay"
-            });
+        for (what, specs) in [("pull", &config.pull), ("push", &config.push)] {
+            for spec in specs {
+                let (streams, token, spec) =
+                    (streams.clone(), shutdown.child_token(), spec.clone());
+                let stats = relay_stats.clone();
+                tasks.spawn(async move {
+                    let restarts = stats.clone();
+                    supervise_relay(
+                        what,
+                        &spec.name,
+                        &restarts.relays.task_restarts,
+                        token,
+                        |t| {
+                            let (name, url, streams, stats) = (
+                                spec.name.clone(),
+                                spec.url.clone(),
+                                streams.clone(),
+                                stats.clone(),
+                            );
+                            async move {
+                                if what == "pull" {
+                                    streamr_edge::relay::pull(name, url, streams, stats, t).await
+                                } else {
+                                    streamr_edge::relay::push(name, url, streams, stats, t).await
+                                }
+                            }
+                        },
+                    )
+                    .await;
+                    "relay supervisor"
+                });
+            }
         }
         let listen_addrs = mesh.get().status().listen_addrs.join(" ");
         info!(
@@ -354,5 +420,43 @@ impl Node {
             Some(f) => Err(anyhow::anyhow!(f)),
             None => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_that_panics_or_ends_is_started_again_until_shutdown() {
+        let restarts = Arc::new(AtomicU64::new(0));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let token = CancellationToken::new();
+        let sup = {
+            let (restarts, runs, token) = (restarts.clone(), runs.clone(), token.clone());
+            tokio::spawn(async move {
+                supervise_relay("pull", "cam", &restarts, token, |t| {
+                    let n = runs.fetch_add(1, Relaxed);
+                    async move {
+                        match n {
+                            0 => panic!("a bug in a relay"),
+                            1 => {} // ended on its own
+                            _ => t.cancelled().await,
+                        }
+                    }
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            runs.load(Relaxed),
+            3,
+            "started again after a panic and after an end"
+        );
+        assert_eq!(restarts.load(Relaxed), 2);
+        token.cancel();
+        sup.await.expect("the supervisor returns on shutdown");
     }
 }

@@ -22,5 +22,6 @@ pub use server::{BindError, EdgeConfig, EdgeStats, LimitStats, RtmpServer};
 /// The protocol logic over bytes in memory, with no sockets: what the fuzz targets and hostile-input tests
 /// drive.
 pub mod sans_io {
+    pub use crate::client::run_server_bytes as client_session;
     pub use crate::session::run_bytes as server_session;
 }

@@ -107,6 +107,8 @@ pub struct EdgeStats {
     pub bytes_out: AtomicU64,
     /// Sessions ended (or refused) because they ran into a limit.
     pub limits: LimitStats,
+    /// Pull and push relays.
+    pub relays: crate::relay::RelayStats,
 }
 
 /// Sessions ended or refused by each limit of the edge (see [`EdgeConfig`] and `docs/security.md`).

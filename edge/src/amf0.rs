@@ -5,8 +5,8 @@
 //! number of values per message is capped, so memory and time follow the message size, which the chunk layer
 //! bounds before any of it is buffered.
 //!
-//! Values come out as rml_amf0's [`Amf0Value`] so that the rest of the code (and rml_amf0's encoder, which
-//! only ever sees values we built or bounded) keeps one type. Nesting is at most [`MAX_DEPTH`], so dropping a
+//! Values come out as rml_amf0's [`Amf0Value`] so that the rest of the code keeps one type; [`encode`] is
+//! ours too (rml_amf0's refuses strings over 64 KiB). Nesting is at most [`MAX_DEPTH`], so dropping a decoded
 //! value (which recurses) is bounded too.
 
 use rml_amf0::Amf0Value;
@@ -247,10 +247,67 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<Amf0Value>, AmfError> {
     }
 }
 
-/// Encodes values we built (never a peer's) with rml_amf0's encoder. Numbers, strings, booleans and objects
-/// cannot fail to encode; an empty body is what a failure would give.
+/// Encodes values, without recursion. Strings longer than 65,535 bytes become long strings (rml_amf0's
+/// encoder refuses them), so whatever [`decode`] returned encodes again.
 pub fn encode(values: &[Amf0Value]) -> Vec<u8> {
-    rml_amf0::serialize(&values.to_vec()).unwrap_or_default()
+    enum Next<'a> {
+        Value(&'a Amf0Value),
+        Key(&'a str),
+        ObjectEnd,
+    }
+    let mut out = Vec::new();
+    let mut todo: Vec<Next<'_>> = values.iter().rev().map(Next::Value).collect();
+    while let Some(next) = todo.pop() {
+        let v = match next {
+            Next::Key(k) => {
+                // Keys were read with a 16-bit length or built by us; a longer one is cut, not mis-framed.
+                let k = &k.as_bytes()[..k.len().min(usize::from(u16::MAX))];
+                out.extend_from_slice(&(k.len() as u16).to_be_bytes());
+                out.extend_from_slice(k);
+                continue;
+            }
+            Next::ObjectEnd => {
+                out.extend_from_slice(&[0, 0, marker::OBJECT_END]);
+                continue;
+            }
+            Next::Value(v) => v,
+        };
+        match v {
+            Amf0Value::Number(n) => {
+                out.push(marker::NUMBER);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Amf0Value::Boolean(b) => out.extend_from_slice(&[marker::BOOLEAN, u8::from(*b)]),
+            Amf0Value::Utf8String(s) => match u16::try_from(s.len()) {
+                Ok(len) => {
+                    out.push(marker::STRING);
+                    out.extend_from_slice(&len.to_be_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+                Err(_) => {
+                    out.push(marker::LONG_STRING);
+                    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+                    out.extend_from_slice(s.as_bytes());
+                }
+            },
+            Amf0Value::Null => out.push(marker::NULL),
+            Amf0Value::Undefined => out.push(marker::UNDEFINED),
+            Amf0Value::Object(props) => {
+                out.push(marker::OBJECT);
+                todo.push(Next::ObjectEnd);
+                for (k, v) in props {
+                    todo.push(Next::Value(v));
+                    todo.push(Next::Key(k));
+                }
+            }
+            Amf0Value::StrictArray(items) => {
+                out.push(marker::STRICT_ARRAY);
+                out.extend_from_slice(&(items.len() as u32).to_be_bytes());
+                todo.extend(items.iter().rev().map(Next::Value));
+            }
+        }
+    }
+    out
 }
 
 /// The nesting depth of a value (0 for a scalar), without recursion: for checks and tests.
@@ -305,6 +362,20 @@ mod tests {
             Amf0Value::Undefined,
         ];
         assert_eq!(decode(&encode(&values)).unwrap(), values);
+    }
+
+    #[test]
+    fn encodes_like_rml_amf0_and_long_strings_too() {
+        let values = vec![
+            Amf0Value::Utf8String("onStatus".into()),
+            Amf0Value::Number(0.0),
+            Amf0Value::Null,
+            Amf0Value::StrictArray(vec![Amf0Value::Boolean(false), Amf0Value::Undefined]),
+        ];
+        assert_eq!(encode(&values), rml_amf0::serialize(&values).unwrap());
+        let long = vec![Amf0Value::Utf8String("x".repeat(70_000))];
+        assert_eq!(encode(&long)[0], 0x0c);
+        assert_eq!(decode(&encode(&long)).unwrap(), long);
     }
 
     #[test]

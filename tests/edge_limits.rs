@@ -221,3 +221,39 @@ async fn one_address_cannot_take_every_session_and_this_machine_keeps_its_share(
     drop(held);
     assert_honest_served(&mut node, player, publisher, published, rss_before).await;
 }
+
+#[tokio::test]
+async fn declared_message_lengths_buy_no_memory_before_a_publish() {
+    if !have("ffmpeg", "honest publisher and player") {
+        return;
+    }
+    let clip = clip(12, 60);
+    let published = video_packets(&clip);
+    let mut node = TestNode::start(&[]).await;
+    let (player, publisher) = honest_stream(&node, "alice", &clip, None).await;
+    let rss_before = node.rss_kib();
+
+    // 100 connections, each announcing a 16 MiB message in one huge chunk and sending 1 MiB of it: rml_rtmp
+    // reserved the 16 MiB and kept every byte that arrived (100 MiB here) before any key was checked.
+    let mut prefix = rtmp_chunks(2, 1, 0, &0x7fff_ffffu32.to_be_bytes(), 128);
+    prefix.extend_from_slice(&[0x06, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0]);
+    let body = vec![0x17u8; 1 << 20];
+    let mut attackers = Vec::new();
+    for _ in 0..100 {
+        let (mut s, _) = rtmp_handshake(node.rtmp).await;
+        let (prefix, body) = (prefix.clone(), body.clone());
+        attackers.push(tokio::spawn(async move {
+            let _ = s.write_all(&prefix).await;
+            let _ = s.write_all(&body).await;
+            rtmp_closed_within(&mut s, Duration::from_secs(10)).await
+        }));
+    }
+    for a in attackers {
+        assert!(
+            a.await.unwrap(),
+            "a connection announcing 16 MiB was kept open"
+        );
+    }
+    assert!(limit_hits(&node, "message_size") >= 100);
+    assert_honest_served(&mut node, player, publisher, published, rss_before).await;
+}

@@ -189,12 +189,14 @@ fn relay_failures(node: &TestNode, reason: &str) -> u64 {
     )
 }
 
-/// The honest stream next to the attack, and what every test ends with.
+/// The honest stream next to the attack, and what every test ends with: the node is up, the honest player
+/// got >= 95% of the frames, memory stayed within `rss_before` + 64 MiB.
 async fn honest_served(
     node: &mut TestNode,
     player: tokio::task::JoinHandle<Played>,
     mut publisher: tokio::process::Child,
     published: u64,
+    rss_before: u64,
 ) {
     let st = publisher.wait().await.unwrap();
     assert!(st.success(), "the honest publisher was disturbed");
@@ -204,6 +206,11 @@ async fn honest_served(
         p.video() * 100 >= published * 95,
         "the honest player got {} of {published} frames",
         p.video()
+    );
+    let rss_after = node.rss_kib();
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
     );
 }
 
@@ -226,6 +233,7 @@ async fn an_upstream_sending_nested_amf_fails_the_pull_not_the_node() {
     let mut node =
         TestNode::start(&["--pull", &format!("evil=rtmp://127.0.0.1:{port}/live/src")]).await;
     let (player, publisher) = honest_stream(&node, "alice", &clip, None).await;
+    let rss_before = node.rss_kib();
     assert!(
         wait_until(Duration::from_secs(20), || relay_failures(&node, "limit")
             >= 1)
@@ -241,7 +249,7 @@ async fn an_upstream_sending_nested_amf_fails_the_pull_not_the_node() {
             >= 2)
         .await
     );
-    honest_served(&mut node, player, publisher, published).await;
+    honest_served(&mut node, player, publisher, published, rss_before).await;
 }
 
 #[tokio::test]
@@ -257,6 +265,7 @@ async fn an_upstream_breaking_the_chunk_stream_fails_the_push_not_the_node() {
         TestNode::start(&["--push", &format!("alice=rtmp://127.0.0.1:{port}/live/dst")]).await;
     // The push connects once "alice" is live: the honest stream is what it pushes.
     let (player, publisher) = honest_stream(&node, "alice", &clip, None).await;
+    let rss_before = node.rss_kib();
     assert!(
         wait_until(Duration::from_secs(20), || relay_failures(&node, "other")
             >= 1)
@@ -271,7 +280,7 @@ async fn an_upstream_breaking_the_chunk_stream_fails_the_push_not_the_node() {
             >= 2)
         .await
     );
-    honest_served(&mut node, player, publisher, published).await;
+    honest_served(&mut node, player, publisher, published, rss_before).await;
 }
 
 #[tokio::test]
@@ -286,6 +295,7 @@ async fn a_silent_upstream_is_given_up_and_the_pull_reconnects() {
     let mut node =
         TestNode::start(&["--pull", &format!("quiet=rtmp://127.0.0.1:{port}/live/src")]).await;
     let (player, publisher) = honest_stream(&node, "alice", &clip, None).await;
+    let rss_before = node.rss_kib();
     // Silence for 15 s (with a ping after 5 s) ends the attempt; the retry connects again.
     assert!(
         wait_until(Duration::from_secs(30), || connections
@@ -296,7 +306,7 @@ async fn a_silent_upstream_is_given_up_and_the_pull_reconnects() {
         node.log_text()
     );
     assert!(relay_failures(&node, "timeout") >= 1);
-    honest_served(&mut node, player, publisher, published).await;
+    honest_served(&mut node, player, publisher, published, rss_before).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of the fuzz targets (fuzz/corpus/TARGET/*): short, valid sessions that the fuzzer
-then mutates. Run from anywhere: python3 fuzz/seeds.py. Deterministic: the files only change when this does."""
+then mutates; and the inputs that crashed the code before (fuzz/regressions/TARGET/*). Run from anywhere:
+python3 fuzz/seeds.py. Deterministic: the files only change when this does."""
 
 import os
 import struct
@@ -82,7 +83,7 @@ def connect(app="live"):
     return command(0, "connect", 1, obj([("app", string(app)), ("tcUrl", string("rtmp://h/" + app)), ("objectEncoding", num(0))]))
 
 
-def publish_session(key="cam"):
+def publish_session(key="cam", end=True):
     return (
         control(1, struct.pack(">I", 4096))
         + connect()
@@ -97,8 +98,7 @@ def publish_session(key="cam"):
         + message(4, 8, 1, AAC_FRAME, ts=21, chunk=4096)
         + control(5, struct.pack(">I", 2500000))
         + control(4, b"\x00\x06" + struct.pack(">I", 7))
-        + command(0, "FCUnpublish", 6, NULL, string(key))
-        + command(0, "deleteStream", 7, NULL, num(1))
+        + (command(0, "FCUnpublish", 6, NULL, string(key)) + command(0, "deleteStream", 7, NULL, num(1)) if end else b"")
     )
 
 
@@ -141,8 +141,17 @@ def server_session():
     )
 
 
-def write(target, name, data):
-    d = os.path.join(HERE, "corpus", target)
+def nested(depth):
+    return b"".join(b"\x03\x00\x04abcd" for _ in range(depth)) + NULL
+
+
+# A chunk header that starts a 10-byte message inside a 200-byte one on the same chunk stream: rml_rtmp's
+# decoder computed 10 - 128 and panicked (or reserved usize::MAX - 117 bytes in a release build).
+UNDERFLOW = bytes([4, 0, 0, 0, 0, 0, 200, 9, 1, 0, 0, 0]) + bytes(128) + bytes([4, 0, 0, 0, 0, 0, 10, 9, 1, 0, 0, 0]) + bytes(10)
+
+
+def write(target, name, data, kind="corpus"):
+    d = os.path.join(HERE, kind, target)
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, name), "wb") as f:
         f.write(data)
@@ -165,6 +174,25 @@ def main():
         + b"\x0c" + struct.pack(">I", 3) + b"abc"
         + obj([("c", obj([("d", strict([NULL]))]))], marker=b"\x10\x00\x01C"),
     )
+
+    # Inputs that crashed the code before the edge's own decoders (issue 10): they must now end cleanly.
+    write("edge_session", "nested-amf-command", b"\x00\xff" + command(0, "connect", 1, nested(100)), "regressions")
+    write(
+        "edge_session",
+        "nested-amf-data-after-publish",
+        b"\x00\xff" + publish_session(end=False) + message(4, 18, 1, string("@setDataFrame") + string("onMetaData") + nested(100), chunk=4096),
+        "regressions",
+    )
+    write("edge_session", "chunk-length-underflow", b"\x00\x00" + UNDERFLOW, "regressions")
+    write(
+        "edge_session",
+        "bare-setdataframe",
+        b"\x00\xff" + publish_session(end=False) + message(4, 18, 1, string("@setDataFrame") + string("onMetaData"), chunk=4096),
+        "regressions",
+    )
+    write("client_session", "nested-amf-result", b"\xff" + message(3, 20, 0, string("_result") + num(1) + nested(100)), "regressions")
+    write("client_session", "chunk-length-underflow", b"\x00" + UNDERFLOW, "regressions")
+    write("amf0", "nested-100", nested(100), "regressions")
 
 
 if __name__ == "__main__":

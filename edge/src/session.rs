@@ -479,7 +479,8 @@ impl Session {
                 "unknown application {app_name:?}: use rtmp://HOST:PORT/{}/NAME",
                 self.ctx.config.app
             );
-            return Err(self.refuse(c.transaction, 0, "NetConnection.Connect.Rejected", msg));
+            self.refuse(c.transaction, 0, "NetConnection.Connect.Rejected", msg);
+            return Ok(());
         }
         let encoding = match props.get("objectEncoding") {
             Some(Amf0Value::Number(n)) => *n,
@@ -547,13 +548,14 @@ impl Session {
         }
     }
 
-    /// Checks what `publish` and `play` need before their own checks; the stream name argument.
+    /// Checks what `publish` and `play` need before their own checks; the stream name argument, or `None`
+    /// when the request was refused.
     fn stream_request(
         &mut self,
         stream_id: u32,
         c: &Command,
         refusal_code: &str,
-    ) -> Result<String, SessionError> {
+    ) -> Result<Option<String>, SessionError> {
         if !self.connected {
             return Err(SessionError::Protocol(format!("{} before connect", c.name)));
         }
@@ -565,26 +567,23 @@ impl Session {
         }
         if self.publishing.is_some() || self.playing.is_some() {
             let msg = "this connection already publishes or plays a stream".to_string();
-            return Err(self.refuse(c.transaction, stream_id, refusal_code, msg));
+            self.refuse(c.transaction, stream_id, refusal_code, msg);
+            return Ok(None);
         }
         match c.args.first() {
-            Some(Amf0Value::Utf8String(s)) => Ok(s.clone()),
+            Some(Amf0Value::Utf8String(s)) => Ok(Some(s.clone())),
             _ => {
                 let msg = format!("{} without a stream name", c.name);
-                Err(self.refuse(c.transaction, stream_id, refusal_code, msg))
+                self.refuse(c.transaction, stream_id, refusal_code, msg);
+                Ok(None)
             }
         }
     }
 
-    /// Refuses a request with an `_error` and an `onStatus` error the client shows to its user; the session
-    /// closes once they are written.
-    fn refuse(
-        &mut self,
-        transaction: f64,
-        stream_id: u32,
-        code: &str,
-        msg: String,
-    ) -> SessionError {
+    /// Refuses a request with an `_error` and an `onStatus` error the client shows to its user. The session
+    /// reads no further message and closes once they are written (see `pending_close`): a refusal is an
+    /// answer, not a broken connection, so it must reach the client.
+    fn refuse(&mut self, transaction: f64, stream_id: u32, code: &str, msg: String) {
         self.out.push(message::command_message(
             stream_id,
             "_error",
@@ -593,7 +592,9 @@ impl Session {
         ));
         self.out
             .push(status::on_status(stream_id, "error", code, &msg));
-        SessionError::Refused(format!("{code}: {msg}"))
+        if self.pending_close.is_none() {
+            self.pending_close = Some(SessionError::Refused(format!("{code}: {msg}")));
+        }
     }
 
     fn queue_status(&mut self, level: &str, code: &str, msg: &str) {
@@ -607,12 +608,15 @@ impl Session {
 
     fn publish(&mut self, stream_id: u32, c: Command) -> Result<(), SessionError> {
         let code = "NetStream.Publish.BadName";
-        let raw = self.stream_request(stream_id, &c, code)?;
+        let Some(raw) = self.stream_request(stream_id, &c, code)? else {
+            return Ok(());
+        };
         let key = match names::parse(&raw) {
             Ok(k) => k,
             Err(e) => {
                 self.ctx.stats.rejected_bad_name.fetch_add(1, Relaxed);
-                return Err(self.refuse(c.transaction, stream_id, code, e.to_string()));
+                self.refuse(c.transaction, stream_id, code, e.to_string());
+                return Ok(());
             }
         };
         if let Some(expected) = &self.ctx.config.publish_key
@@ -627,12 +631,13 @@ impl Session {
                 self.ctx.config.app, key.name
             );
             warn!(stream = %key.name, "publish refused: {what} publish key");
-            return Err(self.refuse(
+            self.refuse(
                 c.transaction,
                 stream_id,
                 "NetStream.Publish.Unauthorized",
                 msg,
-            ));
+            );
+            return Ok(());
         }
         let hub = self.ctx.streams.get_or_create(&key.name);
         let replaced = hub.is_live();
@@ -664,12 +669,15 @@ impl Session {
 
     fn play(&mut self, stream_id: u32, c: Command) -> Result<(), SessionError> {
         let code = "NetStream.Play.StreamNotFound";
-        let raw = self.stream_request(stream_id, &c, "NetStream.Play.Failed")?;
+        let Some(raw) = self.stream_request(stream_id, &c, "NetStream.Play.Failed")? else {
+            return Ok(());
+        };
         let key = match names::parse_play(&raw) {
             Ok(k) => k,
             Err(e) => {
                 self.ctx.stats.rejected_bad_name.fetch_add(1, Relaxed);
-                return Err(self.refuse(c.transaction, stream_id, code, e.to_string()));
+                self.refuse(c.transaction, stream_id, code, e.to_string());
+                return Ok(());
             }
         };
         let hub = self.ctx.streams.get_or_create(&key.name);
@@ -911,4 +919,116 @@ pub fn run_bytes(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(stream_id: u32, name: &str, txn: f64, rest: Vec<Amf0Value>) -> Vec<u8> {
+        let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];
+        v.extend(rest);
+        chunk::encode_message(3, 20, stream_id, 0, &crate::amf0::encode(&v), 128).to_vec()
+    }
+
+    fn session(publish_key: Option<&str>) -> Session {
+        let mut config = crate::EdgeConfig::new(([127, 0, 0, 1], 0).into());
+        config.publish_key = publish_key.map(String::from);
+        let ctx = Arc::new(Ctx {
+            config: Arc::new(config),
+            streams: streamr_media::Streams::default(),
+            stats: Arc::default(),
+        });
+        Session::new(ctx, Instant::now())
+    }
+
+    fn connect(app: &str) -> Vec<u8> {
+        let mut props = HashMap::new();
+        props.insert("app".to_string(), Amf0Value::Utf8String(app.into()));
+        command(0, "connect", 1.0, vec![Amf0Value::Object(props)])
+    }
+
+    fn sent(s: &Session) -> Vec<u8> {
+        s.out.iter().flat_map(|b| b.iter().copied()).collect()
+    }
+
+    fn contains(hay: &[u8], needle: &str) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn a_refused_publish_is_answered_before_the_session_closes() {
+        let mut s = session(Some("s3cretkey"));
+        let mut bytes = connect("live");
+        bytes.extend(command(0, "createStream", 2.0, vec![Amf0Value::Null]));
+        let publish = |key: &str| {
+            command(
+                1,
+                "publish",
+                3.0,
+                vec![
+                    Amf0Value::Null,
+                    Amf0Value::Utf8String(key.into()),
+                    Amf0Value::Utf8String("live".into()),
+                ],
+            )
+        };
+        bytes.extend(publish("cam?key=wrong"));
+        // Whatever follows a refusal is not acted on.
+        bytes.extend(publish("cam?key=s3cretkey"));
+        s.input(&bytes).unwrap();
+        let out = sent(&s);
+        assert!(contains(&out, "NetConnection.Connect.Success"));
+        assert!(contains(&out, "_error") && contains(&out, "NetStream.Publish.Unauthorized"));
+        assert!(contains(&out, "publish key"), "the reason is told");
+        assert!(!contains(&out, "NetStream.Publish.Start"));
+        assert!(matches!(s.pending_close, Some(SessionError::Refused(_))));
+        assert!(s.publishing.is_none());
+    }
+
+    #[tokio::test]
+    async fn an_unknown_application_is_answered_before_the_session_closes() {
+        let mut s = session(None);
+        s.input(&connect("other")).unwrap();
+        let out = sent(&s);
+        assert!(contains(&out, "NetConnection.Connect.Rejected"));
+        assert!(contains(&out, "unknown application"));
+        assert!(matches!(s.pending_close, Some(SessionError::Refused(_))));
+    }
+
+    #[tokio::test]
+    async fn publish_reaches_the_hub_and_a_stream_flood_ends_the_session() {
+        let mut s = session(None);
+        let mut bytes = connect("live");
+        bytes.extend(command(0, "createStream", 2.0, vec![Amf0Value::Null]));
+        bytes.extend(command(
+            1,
+            "publish",
+            3.0,
+            vec![Amf0Value::Null, Amf0Value::Utf8String("cam".into())],
+        ));
+        s.input(&bytes).unwrap();
+        assert!(contains(&sent(&s), "NetStream.Publish.Start"));
+        assert!(s.publishing.is_some() && s.set_up);
+        // Media on the publishing stream reaches the hub.
+        s.input(&chunk::encode_message(
+            6,
+            9,
+            1,
+            40,
+            &[0x17, 0, 0, 0, 0],
+            4096,
+        ))
+        .unwrap();
+        assert!(s.ctx.streams.get("cam").unwrap().is_live());
+        // A createStream flood ends the session at the cap.
+        let mut flood = Vec::new();
+        for i in 0..20 {
+            flood.extend(command(0, "createStream", 10.0 + f64::from(i), vec![]));
+        }
+        assert!(matches!(
+            s.input(&flood),
+            Err(SessionError::Limit(Limit::StreamsPerConnection))
+        ));
+    }
 }

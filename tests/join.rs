@@ -24,7 +24,8 @@ async fn post(node: &TestNode, path: &str, body: Value) -> (u16, Value) {
         .unwrap_or_else(|e| panic!("POST {path}: {e}"));
     let status = resp.status().as_u16();
     let text = resp.text().await.expect("a body");
-    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} answered {text} ({e})"));
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} answered {text} ({e})"));
     (status, json)
 }
 
@@ -34,7 +35,10 @@ async fn joining_an_inviter_that_is_gone_says_what_was_tried_and_saves_nothing()
     let bob = TestNode::start(&[]).await;
     let (status, invite) = post(&alice, "/api/v1/invites", json!({})).await;
     assert_eq!(status, 200, "{invite}");
-    let code = invite["code"].as_str().expect("the invite's code").to_string();
+    let code = invite["code"]
+        .as_str()
+        .expect("the invite's code")
+        .to_string();
 
     // Alice's node goes away (a crash, a closed laptop) before Bob pastes the code.
     alice.kill().await;
@@ -71,7 +75,10 @@ async fn a_mistyped_code_says_where_the_typo_is() {
     let alice = TestNode::start(&[]).await;
     let bob = TestNode::start(&[]).await;
     let (_, invite) = post(&alice, "/api/v1/invites", json!({})).await;
-    let code = invite["code"].as_str().expect("the invite's code").to_string();
+    let code = invite["code"]
+        .as_str()
+        .expect("the invite's code")
+        .to_string();
     // Change one character of the code's body (past its prefix) to another of the alphabet.
     let mut chars: Vec<char> = code.chars().collect();
     let at = chars.len() / 2;

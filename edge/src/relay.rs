@@ -240,8 +240,9 @@ mod tests {
         for (d, base) in steps.iter().zip(bases) {
             assert!(*d >= base && *d < base * 2, "{d:?} for a step of {base:?}");
         }
-        let firsts: std::collections::HashSet<Duration> =
-            (0..20).map(|_| reconnect_delays().next().unwrap()).collect();
+        let firsts: std::collections::HashSet<Duration> = (0..20)
+            .map(|_| reconnect_delays().next().unwrap())
+            .collect();
         assert!(firsts.len() > 1, "nodes do not retry in step: {firsts:?}");
     }
 }

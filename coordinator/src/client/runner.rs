@@ -16,12 +16,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use super::outbox::{Outbox, OutboxLimits, SessionEvent};
 use super::{ClientError, CoordinatorClient};
 use crate::api::*;
 use crate::receipt::{ReceiptError, SignedReceipt};
 use crate::time::now_ms;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
 /// What the node registers with (everything but its id, which the key gives).
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -14,7 +14,7 @@ mod meter;
 mod restamp;
 mod subscription;
 
-pub use restamp::Continuity;
+pub use restamp::{Continuity, MAX_SEQ_JUMP};
 pub use subscription::{Ended, Subscription};
 
 use crate::frame::{Frame, FrameKind};
@@ -123,6 +123,7 @@ struct Counters {
     frames_out: AtomicU64,
     bytes_out: AtomicU64,
     dropped: AtomicU64,
+    refused: AtomicU64,
     players: AtomicU64,
     peers: AtomicU64,
     relays: AtomicU64,
@@ -148,6 +149,9 @@ pub struct HubSnapshot {
     pub bytes_out: u64,
     /// Frames skipped by slow subscribers.
     pub dropped: u64,
+    /// Frames refused because their sequence number jumped further than an origin can (forged or corrupt;
+    /// see [`MAX_SEQ_JUMP`]).
+    pub refused: u64,
     /// Local players now.
     pub players: u64,
     /// Downstream peers now.
@@ -244,16 +248,30 @@ impl Hub {
 
     /// Attaches a new source; a previous one is cut off (its next push fails with [`Replaced`]).
     pub fn attach(self: &Arc<Self>, kind: SourceKind) -> Source {
+        self.attach_inner(kind, None)
+    }
+
+    /// Attaches a mesh upstream that relays its origin's publish `session` (a number that changes when the
+    /// origin starts its stream again). The same session through another path joins up with what was
+    /// emitted; a new one starts over: sequence numbers, metadata, headers and the keyframe cache are the
+    /// new session's, and timestamps continue after the last emitted one.
+    pub fn attach_mesh(self: &Arc<Self>, session: u64) -> Source {
+        self.attach_inner(SourceKind::Mesh, Some(session))
+    }
+
+    fn attach_inner(self: &Arc<Self>, kind: SourceKind, session: Option<u64>) -> Source {
         let continuity = kind.continuity();
         let mut st = self.state.lock();
         st.generation += 1;
         st.attached = true;
         st.kind = Some(kind);
         st.meter.restart_source();
-        st.restamp.start(continuity);
+        let new_session = st.restamp.start(continuity, session);
         if continuity == Continuity::Rebase {
             // A new encoder session: old keyframes do not decode with its headers.
             st.cache.reset_gop();
+        } else if new_session {
+            st.cache.reset_all();
         }
         let generation = st.generation;
         drop(st);
@@ -305,6 +323,7 @@ impl Hub {
             frames_out: c.frames_out.load(Relaxed),
             bytes_out: c.bytes_out.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
+            refused: c.refused.load(Relaxed),
             players: c.players.load(Relaxed),
             peers: c.peers.load(Relaxed),
             relays: c.relays.load(Relaxed),
@@ -362,6 +381,10 @@ impl Hub {
             Admit::Duplicate => return Ok(()),
             Admit::Gap => {
                 self.counters.dropped.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            Admit::Implausible => {
+                self.counters.refused.fetch_add(1, Relaxed);
                 return Ok(());
             }
         };
@@ -642,6 +665,42 @@ mod tests {
         assert_eq!(f.seq(), 10);
         assert!(f.is_keyframe());
         assert_eq!(hub.snapshot().dropped, 1);
+    }
+
+    #[tokio::test]
+    async fn a_forged_sequence_number_freezes_nothing_and_an_origin_restart_starts_over() {
+        let hub = Hub::new("s", HubConfig::default());
+        let origin = |seq: u64, f: Frame| f.restamped(f.timestamp(), seq);
+        let up = hub.attach_mesh(1);
+        up.push(origin(1, vheader())).unwrap();
+        up.push(origin(2, key(0))).unwrap();
+        up.push(origin(3, inter(33))).unwrap();
+        up.push(origin(u64::MAX, inter(50))).unwrap();
+        let mut sub = hub.subscribe(SubscriberKind::Player);
+        let mut n = 0;
+        while sub.try_next().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3, "the forged frame was not emitted");
+        up.push(origin(4, inter(66))).unwrap();
+        assert_eq!(sub.next().await.unwrap().seq(), 4);
+        assert_eq!(hub.snapshot().refused, 1);
+        drop(up);
+
+        // The origin restarted: its sequence numbers start again at 1, its clock at 0.
+        let up = hub.attach_mesh(2);
+        let mut late = hub.subscribe(SubscriberKind::Player);
+        assert!(
+            late.try_next().unwrap().is_none(),
+            "nothing of the old session is offered to a new subscriber"
+        );
+        up.push(origin(1, vheader())).unwrap();
+        up.push(origin(2, key(0))).unwrap();
+        let h = sub.next().await.unwrap();
+        let k = sub.next().await.unwrap();
+        assert!(h.is_sequence_header() && k.is_keyframe());
+        assert_eq!(k.seq(), 2);
+        assert!(k.timestamp() > 66, "time goes forward for players");
     }
 
     #[tokio::test(start_paused = true)]

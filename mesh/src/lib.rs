@@ -3,6 +3,7 @@
 //! arrives and leaves through `streamr-media` hubs.
 
 pub mod announce;
+pub mod auth;
 pub mod catalog;
 pub mod codec;
 pub mod net;

@@ -8,7 +8,7 @@ use super::{
     stream_kbps,
 };
 use crate::announce::Announcement;
-use crate::catalog::{self, Catalog, CatalogEntry};
+use crate::catalog::{self, Catalog, CatalogEntry, ProviderRecord};
 use crate::net::{NetCommand, NetHandle};
 use crate::routes::{Lineage, Routes};
 use crate::session::downstream::{admits, fallbacks, redirect_hints};
@@ -41,9 +41,15 @@ const MAX_SERVE_PER_PEER: usize = 16;
 const MAX_SERVE: usize = 512;
 /// Most catalog transfers read from one peer at once (an honest peer sends one every few seconds).
 const MAX_CATALOG_READS_PER_PEER: usize = 4;
+/// Most catalog transfers read at once in all (each may check up to 512 signatures).
+const MAX_CATALOG_READS: usize = 64;
 /// New subscriptions a peer may open in a burst, and per second after it.
 const SUBSCRIBE_BURST: f64 = 20.0;
 const SUBSCRIBE_RATE: f64 = 2.0;
+/// Catalog transfers a peer may open in a burst, and per second after it: an honest peer sends one every
+/// gossip interval, and one more at most every second when something changed.
+const CATALOG_BURST: f64 = 8.0;
+const CATALOG_RATE: f64 = 1.0;
 
 /// What a task asks of the actor.
 #[derive(Debug)]
@@ -61,10 +67,11 @@ pub(super) enum Command {
         name: String,
         reply: oneshot::Sender<Known>,
     },
-    /// A fetch subscribed, or its upstream's path changed.
+    /// A fetch subscribed, or its upstream's path or publish changed; `done` answers once it is recorded.
     SetLineage {
         hub: Arc<Hub>,
         lineage: Arc<Lineage>,
+        done: oneshot::Sender<()>,
     },
     /// A subscriber asks to be served.
     Admit {
@@ -80,10 +87,10 @@ pub(super) enum Command {
         stream: libp2p::Stream,
         protocol: Inbound,
     },
-    /// A peer's catalog arrived.
+    /// A peer's catalog arrived (and was checked).
     Merge {
         peer: PeerId,
-        entries: Vec<CatalogEntry>,
+        entries: catalog::Checked,
     },
 }
 
@@ -103,6 +110,8 @@ pub(super) struct Known {
     pub origin: Option<PeerId>,
     /// The nodes above our (lost) upstream.
     pub fallbacks: Vec<ProviderHint>,
+    /// When this node first heard of each stream in `entries`.
+    pub first_seen: HashMap<crate::announce::StreamId, Instant>,
 }
 
 /// The answer to [`Command::Admit`].
@@ -160,6 +169,8 @@ pub(super) struct Ctx {
     pub cancel: CancellationToken,
     /// Woken when the catalog learned something: fetches waiting for providers look again.
     pub catalog_changed: Notify,
+    /// Catalog signatures already checked, shared by the tasks that read catalogs.
+    pub verified: catalog::SharedCache,
 }
 
 impl Ctx {
@@ -188,21 +199,31 @@ enum Task {
     Dht,
 }
 
-/// A token bucket per peer: a peer that opens subscriptions faster than any honest node would is refused.
-#[derive(Debug, Default)]
+/// A token bucket per peer: a peer that opens streams faster than any honest node would is refused.
+#[derive(Debug)]
 struct RateLimit {
+    burst: f64,
+    per_second: f64,
     buckets: HashMap<PeerId, (f64, Instant)>,
 }
 
 impl RateLimit {
+    fn new(burst: f64, per_second: f64) -> Self {
+        RateLimit {
+            burst,
+            per_second,
+            buckets: HashMap::new(),
+        }
+    }
+
     fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
         if self.buckets.len() > 4096 {
             self.buckets
                 .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
         }
-        let (tokens, last) = self.buckets.entry(peer).or_insert((SUBSCRIBE_BURST, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * SUBSCRIBE_RATE)
-            .min(SUBSCRIBE_BURST);
+        let (tokens, last) = self.buckets.entry(peer).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -227,7 +248,12 @@ pub(super) struct Actor {
     /// What each peer was last sent (a hash of the message) and when.
     last_sent: HashMap<PeerId, (u64, Instant)>,
     last_triggered_gossip: Option<Instant>,
+    /// Subscriptions opened, per peer.
     rate: RateLimit,
+    /// Catalog transfers opened, per peer.
+    catalog_rate: RateLimit,
+    /// Our signed peer record and the addresses it holds (signed again when they change).
+    record: Option<ProviderRecord>,
     next_serve_id: u64,
     tasks: JoinSet<()>,
     kinds: HashMap<tokio::task::Id, Task>,
@@ -280,6 +306,7 @@ impl Actor {
             client: client.clone(),
             cancel,
             catalog_changed: Notify::new(),
+            verified: Arc::default(),
         });
         let actor = Actor {
             ctx,
@@ -291,7 +318,9 @@ impl Actor {
             providing: HashSet::new(),
             last_sent: HashMap::new(),
             last_triggered_gossip: None,
-            rate: RateLimit::default(),
+            rate: RateLimit::new(SUBSCRIBE_BURST, SUBSCRIBE_RATE),
+            catalog_rate: RateLimit::new(CATALOG_BURST, CATALOG_RATE),
+            record: None,
             next_serve_id: 0,
             tasks: JoinSet::new(),
             kinds: HashMap::new(),
@@ -417,14 +446,24 @@ impl Actor {
             Command::FetchState { key, state } => self.routes.set_fetch_state(&key, state),
             Command::Known { hub, name, reply } => {
                 let lineage = self.routes.lineage(&hub);
+                let entries = self.catalog.providers(&name, None, Instant::now());
+                let first_seen = entries
+                    .iter()
+                    .filter_map(|e| {
+                        let id = &e.announcement.id;
+                        Some((id.clone(), self.catalog.first_seen(id)?))
+                    })
+                    .collect();
                 let _ = reply.send(Known {
-                    entries: self.catalog.providers(&name, None, Instant::now()),
+                    entries,
                     origin: lineage.as_ref().map(|l| l.announcement.id.origin),
                     fallbacks: lineage.map(|l| l.fallbacks.clone()).unwrap_or_default(),
+                    first_seen,
                 });
             }
-            Command::SetLineage { hub, lineage } => {
+            Command::SetLineage { hub, lineage, done } => {
                 self.routes.set_lineage(&hub, lineage);
+                let _ = done.send(());
                 self.dirty = true;
                 self.refresh_local();
             }
@@ -484,8 +523,17 @@ impl Actor {
         self.dirty = true;
     }
 
-    /// Signs and records the lineage of a stream published on this node.
+    /// Signs and records the lineage of a stream published on this node. A publisher that reconnects keeps
+    /// the announcement: the hub continues the stream (timestamps and sequence numbers go on), so for the
+    /// mesh it is the same publish, and frames on their way stay valid.
     fn originate(&mut self, hub: &Arc<Hub>) {
+        if self
+            .routes
+            .lineage(hub)
+            .is_some_and(|l| l.upstream.is_none() && l.announcement.id.origin == self.ctx.me)
+        {
+            return;
+        }
         match Announcement::sign(&self.key, hub.name(), now_ms()) {
             Ok(a) => {
                 info!(stream = %hub.name(), origin = %self.ctx.me, "announcing stream to the mesh");
@@ -545,18 +593,25 @@ impl Actor {
     fn refresh_local(&mut self) {
         self.routes.prune();
         let addrs = self.my_addrs();
+        if self.record.as_ref().is_none_or(|r| r.addrs() != addrs) {
+            match ProviderRecord::new(&self.key, addrs) {
+                Ok(r) => self.record = Some(r),
+                Err(e) => warn!(error = %e, "cannot sign our peer record"),
+            }
+        }
         let spare = self.spare_kbps();
         let mut entries = Vec::new();
         let mut keys = HashSet::new();
         for (_, l) in self.routes.provided() {
             keys.insert(l.announcement.id.name.clone());
-            entries.push(CatalogEntry {
-                announcement: l.announcement.clone(),
-                provider: self.ctx.me,
-                addrs: addrs.clone(),
-                hops: l.hops,
-                spare_kbps: spare,
-            });
+            if let Some(record) = &self.record {
+                entries.push(CatalogEntry::new(
+                    l.announcement.clone(),
+                    record.clone(),
+                    l.hops,
+                    spare,
+                ));
+            }
         }
         self.catalog.set_local(entries);
         let start: Vec<String> = keys.difference(&self.providing).cloned().collect();
@@ -634,13 +689,18 @@ impl Actor {
                 );
             }
             Inbound::Catalog => {
-                let reads = self
-                    .kinds
-                    .values()
-                    .filter(|t| matches!(t, Task::CatalogRead { peer: q } if *q == peer))
-                    .count();
-                if reads >= MAX_CATALOG_READS_PER_PEER {
-                    debug!(%peer, "too many catalog transfers from this peer at once; stream dropped");
+                let reads = |p: Option<PeerId>| {
+                    self.kinds
+                        .values()
+                        .filter(|t| matches!(t, Task::CatalogRead { peer: q } if p.is_none_or(|p| p == *q)))
+                        .count()
+                };
+                if reads(Some(peer)) >= MAX_CATALOG_READS_PER_PEER
+                    || reads(None) >= MAX_CATALOG_READS
+                    || !self.catalog_rate.allow(peer, Instant::now())
+                {
+                    self.ctx.stats.catalogs_flooded.fetch_add(1, Relaxed);
+                    debug!(%peer, "too many catalog transfers from this peer; stream dropped");
                     return;
                 }
                 let ctx = self.ctx.clone();
@@ -758,11 +818,16 @@ impl Actor {
         })
     }
 
-    fn merge(&mut self, peer: PeerId, entries: Vec<CatalogEntry>) {
-        let mut merged = self.catalog.merge(&self.ctx.me, entries, Instant::now());
-        for id in &merged.forged {
-            self.ctx.stats.forged_announcements.fetch_add(1, Relaxed);
-            warn!(%peer, stream = %id, "refused a forged stream announcement in a catalog");
+    fn merge(&mut self, peer: PeerId, entries: catalog::Checked) {
+        let mut merged = self
+            .catalog
+            .merge(&self.ctx.me, peer, entries, Instant::now());
+        if merged.dropped > 0 {
+            self.ctx
+                .stats
+                .catalog_entries_dropped
+                .fetch_add(merged.dropped as u64, Relaxed);
+            debug!(%peer, n = merged.dropped, "catalog full for these entries; not kept");
         }
         if !merged.changed {
             return;
@@ -853,7 +918,7 @@ mod tests {
 
     #[test]
     fn subscription_rate_limit_allows_a_burst_then_a_trickle() {
-        let mut r = RateLimit::default();
+        let mut r = RateLimit::new(SUBSCRIBE_BURST, SUBSCRIBE_RATE);
         let p = PeerId::random();
         let t = Instant::now();
         let allowed = (0..60).filter(|_| r.allow(p, t)).count();

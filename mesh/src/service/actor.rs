@@ -26,6 +26,9 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+/// What one circuit of our relay service counts in our upload, kbit/s (a typical stream, see
+/// `stream_kbps`).
+const RELAY_CIRCUIT_KBPS: u64 = 2500;
 /// Commands waiting for the actor; tasks wait when it is full.
 const INBOX: usize = 1024;
 /// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).
@@ -112,6 +115,8 @@ pub(super) struct Known {
     pub fallbacks: Vec<ProviderHint>,
     /// When this node first heard of each stream in `entries`.
     pub first_seen: HashMap<crate::announce::StreamId, Instant>,
+    /// Our (lost) upstream, which named the fallbacks.
+    pub upstream: Option<PeerId>,
 }
 
 /// The answer to [`Command::Admit`].
@@ -457,8 +462,12 @@ impl Actor {
                 let _ = reply.send(Known {
                     entries,
                     origin: lineage.as_ref().map(|l| l.announcement.id.origin),
-                    fallbacks: lineage.map(|l| l.fallbacks.clone()).unwrap_or_default(),
+                    fallbacks: lineage
+                        .as_ref()
+                        .map(|l| l.fallbacks.clone())
+                        .unwrap_or_default(),
                     first_seen,
+                    upstream: lineage.and_then(|l| l.upstream),
                 });
             }
             Command::SetLineage { hub, lineage, done } => {
@@ -554,13 +563,17 @@ impl Actor {
         }
     }
 
-    /// Upload in use for downstream peers: each served subscription at its stream's bitrate.
+    /// Upload in use: each served subscription at its stream's bitrate, and each circuit our relay service
+    /// carries at a typical stream's (libp2p's relay does not say how many bytes a circuit carries, and a
+    /// circuit that lasts carries media between two nodes that cannot punch through).
     fn upload_kbps(&self) -> u64 {
+        let relayed = self.ctx.net.stats().relay_circuits_active.load(Relaxed) * RELAY_CIRCUIT_KBPS;
         self.serving
             .values()
             .filter_map(|h| self.ctx.streams.get(h))
             .map(|h| stream_kbps(&h))
-            .sum()
+            .sum::<u64>()
+            + relayed
     }
 
     fn spare_kbps(&self) -> u32 {
@@ -837,9 +850,16 @@ impl Actor {
         let addresses = std::mem::take(&mut merged.addresses);
         if !addresses.is_empty() {
             let net = self.ctx.net.clone();
+            let via = peer;
             self.spawn_with(Task::Dht, async move {
                 for (peer, addrs) in addresses {
-                    net.send(NetCommand::AddAddresses(peer, addrs)).await;
+                    net.send(NetCommand::AddAddresses {
+                        peer,
+                        addrs,
+                        via,
+                        signed: true,
+                    })
+                    .await;
                 }
             });
         }

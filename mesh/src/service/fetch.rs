@@ -92,11 +92,13 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             origin,
             fallbacks,
             first_seen,
+            upstream,
         } = known;
-        let addresses: Vec<_> = entries
+        // Catalog entries' addresses (their providers' signed records) went into the address book when
+        // they were merged; the fallbacks are hints from our last upstream.
+        let fallback_addrs: Vec<_> = fallbacks
             .iter()
-            .map(|e| (e.provider, e.addrs.clone()))
-            .chain(fallbacks.iter().map(|f| (f.peer, f.addrs.clone())))
+            .map(|f| (f.peer, f.addrs.clone()))
             .collect();
         let mut candidates = fetcher.candidates(
             now,
@@ -106,9 +108,18 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             |p| ctx.view(p),
             |id| first_seen.get(id).copied(),
         );
-        for (peer, addrs) in addresses {
-            if candidates.contains(&peer) {
-                ctx.net.send(NetCommand::AddAddresses(peer, addrs)).await;
+        if let Some(via) = upstream {
+            for (peer, addrs) in fallback_addrs {
+                if candidates.contains(&peer) {
+                    ctx.net
+                        .send(NetCommand::AddAddresses {
+                            peer,
+                            addrs,
+                            via,
+                            signed: false,
+                        })
+                        .await;
+                }
             }
         }
         if candidates.is_empty() {
@@ -144,7 +155,12 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
                     debug!(stream = %key, provider = %peer, n = hints.len(), "redirected");
                     for h in hints {
                         ctx.net
-                            .send(NetCommand::AddAddresses(h.peer, h.addrs.clone()))
+                            .send(NetCommand::AddAddresses {
+                                peer: h.peer,
+                                addrs: h.addrs.clone(),
+                                via: peer,
+                                signed: false,
+                            })
                             .await;
                     }
                 }

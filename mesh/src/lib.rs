@@ -14,3 +14,4 @@ pub mod wire;
 
 pub use routes::Lineage;
 pub use service::{Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh};
+pub use session::play_name;

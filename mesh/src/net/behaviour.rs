@@ -211,3 +211,53 @@ impl Behaviour {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(version: &str, protocols: Vec<StreamProtocol>) -> identify::Info {
+        identify::Info {
+            public_key: Keypair::generate_ed25519().public(),
+            protocol_version: version.into(),
+            agent_version: "x".into(),
+            listen_addrs: vec![],
+            protocols,
+            observed_addr: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            signed_peer_record: None,
+        }
+    }
+
+    #[test]
+    fn only_nodes_of_this_mesh_get_a_relay_reservation() {
+        assert!(is_mesh_node(&info(
+            IDENTIFY_PROTOCOL,
+            vec![crate::wire::PROTOCOL]
+        )));
+        assert!(!is_mesh_node(&info(
+            "/ipfs/0.1.0",
+            vec![crate::wire::PROTOCOL]
+        )));
+        assert!(!is_mesh_node(&info(IDENTIFY_PROTOCOL, vec![KAD_PROTOCOL])));
+
+        let members = MeshMembers::default();
+        let refused = Arc::new(AtomicU64::new(0));
+        let limits = RelayLimits::new(8, 4, Duration::from_secs(60), 1 << 20);
+        let mut config = limits.to_config(members.clone(), refused.clone());
+        let limiter = config
+            .reservation_rate_limiters
+            .last_mut()
+            .expect("our limiter is installed");
+        let (friend, stranger) = (PeerId::random(), PeerId::random());
+        members.insert(friend);
+        let addr: Multiaddr = "/ip4/198.51.100.1/tcp/1".parse().unwrap();
+        // web_time's Instant is std's on every platform we build for.
+        let now = std::time::Instant::now();
+        assert!(limiter.try_next(friend, &addr, now));
+        assert!(!limiter.try_next(stranger, &addr, now));
+        assert_eq!(refused.load(Relaxed), 1);
+        // A member that disconnects is a stranger again.
+        members.remove(&friend);
+        assert!(!limiter.try_next(friend, &addr, now));
+    }
+}

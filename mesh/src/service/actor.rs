@@ -526,6 +526,16 @@ impl Actor {
             }
             StreamEvent::SourceDetached { name } => {
                 debug!(stream = %name, "source detached");
+                // A mesh source that went without a fetch behind it (the previous mesh's, stopped after this
+                // one started) leaves players waiting: fetch the stream for them.
+                if let Some(hub) = self.ctx.streams.get(&name)
+                    && hub.subscribers() > 0
+                    && !hub.is_live()
+                    && hub.snapshot().source == Some(streamr_media::SourceKind::Mesh)
+                    && !self.routes.is_fetching(&name)
+                {
+                    self.want(name, watch::channel(LookupState::Searching).0);
+                }
                 self.refresh_local();
             }
         }
@@ -649,6 +659,10 @@ impl Actor {
     fn gossip(&mut self) {
         let now = Instant::now();
         self.catalog.expire(now);
+        self.ctx
+            .stats
+            .catalog_entries
+            .store(self.catalog.learned_len() as u64, Relaxed);
         let peers: Vec<PeerId> = self
             .ctx
             .net
@@ -835,6 +849,10 @@ impl Actor {
         let mut merged = self
             .catalog
             .merge(&self.ctx.me, peer, entries, Instant::now());
+        self.ctx
+            .stats
+            .catalog_entries
+            .store(self.catalog.learned_len() as u64, Relaxed);
         if merged.dropped > 0 {
             self.ctx
                 .stats
@@ -877,6 +895,10 @@ impl Actor {
 
     fn publish_view(&mut self) {
         self.dirty = false;
+        self.ctx
+            .stats
+            .catalog_entries
+            .store(self.catalog.learned_len() as u64, Relaxed);
         let streams = self
             .routes
             .all()

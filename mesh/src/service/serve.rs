@@ -68,7 +68,9 @@ pub(super) async fn serve(ctx: Arc<Ctx>, peer: PeerId, id: u64, stream: libp2p::
     if let Err(e) = serve_inner(&ctx, peer, id, stream).await {
         match &e {
             ServeError::Protocol(_) => ctx.stats.protocol_violations.fetch_add(1, Relaxed),
-            ServeError::Stalled | ServeError::WriteStalled => {
+            ServeError::Stalled => ctx.stats.stalled_downstreams.fetch_add(1, Relaxed),
+            ServeError::WriteStalled => {
+                ctx.stats.write_stalls.fetch_add(1, Relaxed);
                 ctx.stats.stalled_downstreams.fetch_add(1, Relaxed)
             }
             _ => 0,

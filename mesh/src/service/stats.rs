@@ -37,8 +37,12 @@ pub struct MeshStats {
     pub false_claims: AtomicU64,
     /// Subscriptions refused or dropped because they would have formed a loop.
     pub loops_prevented: AtomicU64,
-    /// Downstream peers that stopped acknowledging and were cut off.
+    /// Downstream peers that stopped acknowledging or reading and were cut off.
     pub stalled_downstreams: AtomicU64,
+    /// Of `stalled_downstreams`, those whose writes made no progress (they stopped reading).
+    pub write_stalls: AtomicU64,
+    /// Catalog entries learned from peers now.
+    pub catalog_entries: AtomicU64,
     /// Upstreams that went quiet and were replaced.
     pub stalled_upstreams: AtomicU64,
     /// Frame bytes sent to downstream peers.

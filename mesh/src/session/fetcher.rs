@@ -36,6 +36,13 @@ pub const IDLE_WAIT_MAX: Duration = Duration::from_secs(2);
 /// match a short prefix; twenty-four leave sixteen base58 characters, about 93 bits.
 pub const MIN_ORIGIN_PREFIX: usize = 24;
 
+/// The name a player plays to get `origin`'s stream `name` when several nodes publish that name:
+/// `NAME@` and the first [`MIN_ORIGIN_PREFIX`] characters of the origin's id.
+pub fn play_name(name: &str, origin: &PeerId) -> String {
+    let id = origin.to_string();
+    format!("{name}@{}", &id[..id.len().min(MIN_ORIGIN_PREFIX)])
+}
+
 /// Why a fetch stops.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {

@@ -270,35 +270,55 @@ fn digest_of(parts: &[&[u8]]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// What checking one signature came to.
+enum Verdict<T> {
+    /// It verifies (now, or it did before).
+    Valid(T),
+    /// It does not.
+    Invalid,
+    /// It was not seen before and the allowance is spent: not checked.
+    Unchecked,
+}
+
 impl VerifiedCache {
-    fn announcement_ok(&self, a: &Announcement) -> bool {
+    fn announcement(&self, a: &Announcement, allowance: &mut usize) -> Verdict<()> {
         let mut w = Writer::default();
         a.write(&mut w);
         let d = digest_of(&[b"announcement", &w.finish()]);
         if self.inner.lock().announcements.contains(&d) {
-            return true;
+            return Verdict::Valid(());
         }
+        if *allowance == 0 {
+            return Verdict::Unchecked;
+        }
+        *allowance -= 1;
         if a.verify().is_err() {
-            return false;
+            return Verdict::Invalid;
         }
         let mut inner = self.inner.lock();
         if inner.announcements.insert(d) {
             inner.remember(d);
         }
-        true
+        Verdict::Valid(())
     }
 
-    fn record(&self, envelope: &Bytes) -> Result<ProviderRecord, WireError> {
+    fn record(&self, envelope: &Bytes, allowance: &mut usize) -> Verdict<ProviderRecord> {
         let d = digest_of(&[b"record", envelope]);
         if let Some(r) = self.inner.lock().records.get(&d) {
-            return Ok(r.clone());
+            return Verdict::Valid(r.clone());
         }
-        let r = ProviderRecord::verify(envelope.clone())?;
+        if *allowance == 0 {
+            return Verdict::Unchecked;
+        }
+        *allowance -= 1;
+        let Ok(r) = ProviderRecord::verify(envelope.clone()) else {
+            return Verdict::Invalid;
+        };
         let mut inner = self.inner.lock();
         if inner.records.insert(d, r.clone()).is_none() {
             inner.remember(d);
         }
-        Ok(r)
+        Verdict::Valid(r)
     }
 }
 
@@ -312,21 +332,42 @@ pub struct Checked {
     /// Entries whose provider record did not verify or whose claims cannot be true (a provider that is not
     /// the origin claiming hop 0, or the origin claiming more).
     pub false_claims: usize,
+    /// Entries left unchecked because the sender's allowance of new signatures was spent (it sends them
+    /// again with its next gossip).
+    pub unchecked: usize,
+    /// Signatures checked that were not known before (what the sender cost us).
+    pub verified: usize,
 }
 
 /// Checks entries as they arrived: announcements and provider records must verify, and hop 0 must be the
-/// origin. Meant for the task that read them (it may take a while on a large message); signatures seen
-/// before are not checked again.
-pub fn check(raw: Vec<RawEntry>, cache: &VerifiedCache) -> Checked {
+/// origin. Meant for the task that read them (it may take a while on a large message). Signatures seen
+/// before are not checked again; at most `allowance` new ones are, so that a peer sending ever new entries
+/// costs a bounded amount of work.
+pub fn check(raw: Vec<RawEntry>, cache: &VerifiedCache, allowance: usize) -> Checked {
     let mut out = Checked::default();
+    let mut left = allowance;
     for e in raw {
-        if !cache.announcement_ok(&e.announcement) {
-            out.forged.push(e.announcement.id.clone());
-            continue;
+        match cache.announcement(&e.announcement, &mut left) {
+            Verdict::Valid(()) => {}
+            Verdict::Invalid => {
+                out.forged.push(e.announcement.id.clone());
+                continue;
+            }
+            Verdict::Unchecked => {
+                out.unchecked += 1;
+                continue;
+            }
         }
-        let Ok(record) = cache.record(&e.record) else {
-            out.false_claims += 1;
-            continue;
+        let record = match cache.record(&e.record, &mut left) {
+            Verdict::Valid(r) => r,
+            Verdict::Invalid => {
+                out.false_claims += 1;
+                continue;
+            }
+            Verdict::Unchecked => {
+                out.unchecked += 1;
+                continue;
+            }
         };
         let is_origin = record.peer == e.announcement.id.origin;
         if is_origin != (e.hops == 0) {
@@ -340,6 +381,7 @@ pub fn check(raw: Vec<RawEntry>, cache: &VerifiedCache) -> Checked {
             e.spare_kbps,
         ));
     }
+    out.verified = allowance - left;
     out
 }
 
@@ -845,6 +887,7 @@ pub mod testing {
         check(
             decode(&bytes[4..]).expect("decodes"),
             &VerifiedCache::default(),
+            usize::MAX,
         )
     }
 }
@@ -870,7 +913,11 @@ mod tests {
             message_len(bytes[..4].try_into().unwrap()),
             Ok(bytes.len() - 4)
         );
-        let c = check(decode(&bytes[4..]).unwrap(), &VerifiedCache::default());
+        let c = check(
+            decode(&bytes[4..]).unwrap(),
+            &VerifiedCache::default(),
+            usize::MAX,
+        );
         assert_eq!(c.entries, e);
         assert!(decode(&[0xff, 0xff]).is_err());
         assert!(decode(&vec![0u8; MAX_MESSAGE + 1]).is_err());
@@ -899,10 +946,24 @@ mod tests {
         let mut all =
             decode(&encode(&[good.clone(), forged, fake_origin, shy_origin])[4..]).unwrap();
         all.extend(raw);
-        let c = check(all, &VerifiedCache::default());
+        let c = check(all, &VerifiedCache::default(), usize::MAX);
         assert_eq!(c.entries, vec![good.clone()]);
         assert_eq!(c.forged, vec![good.announcement.id.clone()]);
         assert_eq!(c.false_claims, 3);
+    }
+
+    #[test]
+    fn a_sender_costs_at_most_its_allowance_of_new_signatures() {
+        let k = keys(4);
+        let entries: Vec<CatalogEntry> = (0..4).map(|i| entry(&k[i], "s", 1, &k[i], 0)).collect();
+        let raw = decode(&encode(&entries)[4..]).unwrap();
+        let cache = VerifiedCache::default();
+        // Two entries' worth (an announcement and a record each).
+        let c = check(raw.clone(), &cache, 4);
+        assert_eq!((c.entries.len(), c.unchecked, c.verified), (2, 2, 4));
+        // What was checked once costs nothing the next time.
+        let c = check(raw, &cache, 4);
+        assert_eq!((c.entries.len(), c.unchecked, c.verified), (4, 0, 4));
     }
 
     #[test]

@@ -53,6 +53,11 @@ const SUBSCRIBE_RATE: f64 = 2.0;
 /// gossip interval, and one more at most every second when something changed.
 const CATALOG_BURST: f64 = 8.0;
 const CATALOG_RATE: f64 = 1.0;
+/// Signatures a peer's catalogs may make us check that we had not checked before, in a burst and per
+/// second after it: a first catalog of a large mesh needs two per entry (512 for a full message); a peer
+/// that sends ever new entries then costs about 3 ms of one core a second.
+const VERIFY_BURST: f64 = 512.0;
+const VERIFY_RATE: f64 = 64.0;
 
 /// What a task asks of the actor.
 #[derive(Debug)]
@@ -90,10 +95,12 @@ pub(super) enum Command {
         stream: libp2p::Stream,
         protocol: Inbound,
     },
-    /// A peer's catalog arrived (and was checked).
+    /// A peer's catalog arrived (and was checked); `refund` is the part of its allowance of new signatures
+    /// that it did not use.
     Merge {
         peer: PeerId,
         entries: catalog::Checked,
+        refund: usize,
     },
 }
 
@@ -176,6 +183,8 @@ pub(super) struct Ctx {
     pub catalog_changed: Notify,
     /// Catalog signatures already checked, shared by the tasks that read catalogs.
     pub verified: catalog::SharedCache,
+    /// One catalog is checked at a time (on a blocking thread): a flood of them never takes every core.
+    pub checking: tokio::sync::Semaphore,
 }
 
 impl Ctx {
@@ -237,6 +246,24 @@ impl RateLimit {
             false
         }
     }
+
+    /// Takes up to `most` tokens at once; returns how many.
+    fn take(&mut self, peer: PeerId, now: Instant, most: usize) -> usize {
+        if !self.allow(peer, now) {
+            return 0;
+        }
+        let (tokens, _) = self.buckets.get_mut(&peer).expect("allow made it");
+        let n = (*tokens + 1.0).floor().min(most as f64).max(1.0);
+        *tokens -= n - 1.0;
+        n as usize
+    }
+
+    /// Gives back `n` tokens taken but not used.
+    fn refund(&mut self, peer: PeerId, n: usize) {
+        if let Some((tokens, _)) = self.buckets.get_mut(&peer) {
+            *tokens = (*tokens + n as f64).min(self.burst);
+        }
+    }
 }
 
 /// The actor. See the module docs.
@@ -257,6 +284,8 @@ pub(super) struct Actor {
     rate: RateLimit,
     /// Catalog transfers opened, per peer.
     catalog_rate: RateLimit,
+    /// New signatures each peer's catalogs may make us check.
+    verify_budget: RateLimit,
     /// Our signed peer record and the addresses it holds (signed again when they change).
     record: Option<ProviderRecord>,
     next_serve_id: u64,
@@ -312,6 +341,7 @@ impl Actor {
             cancel,
             catalog_changed: Notify::new(),
             verified: Arc::default(),
+            checking: tokio::sync::Semaphore::new(1),
         });
         let actor = Actor {
             ctx,
@@ -325,6 +355,7 @@ impl Actor {
             last_triggered_gossip: None,
             rate: RateLimit::new(SUBSCRIBE_BURST, SUBSCRIBE_RATE),
             catalog_rate: RateLimit::new(CATALOG_BURST, CATALOG_RATE),
+            verify_budget: RateLimit::new(VERIFY_BURST, VERIFY_RATE),
             record: None,
             next_serve_id: 0,
             tasks: JoinSet::new(),
@@ -491,7 +522,14 @@ impl Actor {
                 stream,
                 protocol,
             } => self.inbound(peer, stream, protocol),
-            Command::Merge { peer, entries } => self.merge(peer, entries),
+            Command::Merge {
+                peer,
+                entries,
+                refund,
+            } => {
+                self.verify_budget.refund(peer, refund);
+                self.merge(peer, entries)
+            }
         }
     }
 
@@ -730,10 +768,13 @@ impl Actor {
                     debug!(%peer, "too many catalog transfers from this peer; stream dropped");
                     return;
                 }
+                let allowance =
+                    self.verify_budget
+                        .take(peer, Instant::now(), 2 * catalog::MAX_ENTRIES);
                 let ctx = self.ctx.clone();
                 self.spawn_with(
                     Task::CatalogRead { peer },
-                    gossip::receive(ctx, peer, stream),
+                    gossip::receive(ctx, peer, stream, allowance),
                 );
             }
         }
@@ -968,5 +1009,16 @@ mod tests {
         assert!(r.allow(p, t + Duration::from_millis(600)));
         assert!(!r.allow(p, t + Duration::from_millis(600)));
         assert!(r.allow(PeerId::random(), t), "other peers are not affected");
+    }
+
+    #[test]
+    fn a_peers_allowance_of_new_signatures_is_taken_at_once_and_refunded() {
+        let mut r = RateLimit::new(VERIFY_BURST, VERIFY_RATE);
+        let (p, t) = (PeerId::random(), Instant::now());
+        assert_eq!(r.take(p, t, 512), 512);
+        assert_eq!(r.take(p, t, 512), 0, "spent");
+        r.refund(p, 100);
+        assert_eq!(r.take(p, t, 512), 100);
+        assert_eq!(r.take(p, t + Duration::from_secs(1), 512), 64);
     }
 }

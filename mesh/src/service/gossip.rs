@@ -52,9 +52,14 @@ async fn read_message(stream: &mut libp2p::Stream) -> Result<Vec<u8>, Received> 
     Ok(body)
 }
 
-/// Reads one catalog message from `peer`, checks its signatures and claims, and hands what passed to the
-/// actor.
-pub(super) async fn receive(ctx: Arc<Ctx>, peer: PeerId, mut stream: libp2p::Stream) {
+/// Reads one catalog message from `peer`, checks its signatures (at most `allowance` new ones) and claims,
+/// and hands what passed to the actor.
+pub(super) async fn receive(
+    ctx: Arc<Ctx>,
+    peer: PeerId,
+    mut stream: libp2p::Stream,
+    allowance: usize,
+) {
     let body = match tokio::time::timeout(TRANSFER_TIMEOUT, read_message(&mut stream)).await {
         Ok(Ok(b)) => b,
         Ok(Err(Received::BrokeOff(e))) => {
@@ -80,15 +85,26 @@ pub(super) async fn receive(ctx: Arc<Ctx>, peer: PeerId, mut stream: libp2p::Str
             return;
         }
     };
-    // Signatures are checked here, in this task: a large message costs this task, not the actor.
-    let cache = ctx.verified.clone();
-    let checked = match tokio::task::spawn_blocking(move || catalog::check(raw, &cache)).await {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(%peer, error = %e, "checking a catalog failed");
-            return;
-        }
+    // Signatures are checked here, not in the actor, one catalog at a time, on a blocking thread.
+    let Ok(_permit) = ctx.checking.acquire().await else {
+        return;
     };
+    let cache = ctx.verified.clone();
+    let checked =
+        match tokio::task::spawn_blocking(move || catalog::check(raw, &cache, allowance)).await {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(%peer, error = %e, "checking a catalog failed");
+                return;
+            }
+        };
+    if checked.unchecked > 0 {
+        ctx.stats
+            .catalog_entries_dropped
+            .fetch_add(checked.unchecked as u64, Relaxed);
+        debug!(%peer, n = checked.unchecked, "peer sent more new entries than we check at once; left for its next gossip");
+    }
+    let refund = allowance - checked.verified;
     if checked.false_claims > 0 {
         ctx.stats
             .false_claims
@@ -103,6 +119,7 @@ pub(super) async fn receive(ctx: Arc<Ctx>, peer: PeerId, mut stream: libp2p::Str
         .send(Command::Merge {
             peer,
             entries: checked,
+            refund,
         })
         .await;
 }

@@ -12,6 +12,7 @@
 mod keyframes;
 mod meter;
 mod restamp;
+mod ring;
 mod subscription;
 
 pub use restamp::{Continuity, MAX_SEQ_JUMP};
@@ -23,9 +24,10 @@ use keyframes::KeyframeCache;
 use meter::{BitrateMeter, declared_bitrate_bps};
 use parking_lot::Mutex;
 use restamp::{Admit, Restamper};
+use ring::Ring;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::{Duration, Instant};
 
 /// Limits of one hub.
@@ -33,6 +35,8 @@ use tokio::time::{Duration, Instant};
 pub struct HubConfig {
     /// Frames held in the shared ring; a subscriber further behind than this loses frames and skips.
     pub ring_frames: usize,
+    /// ... and payload bytes: a stream of huge frames gets a shorter ring, not more memory.
+    pub ring_max_bytes: usize,
     /// A subscriber with more than this many frames queued skips ahead to the next keyframe, which bounds
     /// the latency a slow subscriber accumulates.
     pub max_lag_frames: usize,
@@ -48,6 +52,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             ring_frames: 1024,
+            ring_max_bytes: 32 << 20,
             max_lag_frames: 512,
             gop_max_bytes: 16 << 20,
             gop_max_frames: 2048,
@@ -181,7 +186,11 @@ pub struct Hub {
     name: String,
     config: HubConfig,
     state: Mutex<State>,
-    tx: broadcast::Sender<Frame>,
+    /// The frames emitted last, which subscribers read at their own position (taken after `state` when
+    /// both are).
+    ring: Mutex<Ring>,
+    /// Wakes subscribers waiting at the ring's head.
+    arrived: Notify,
     live: watch::Sender<bool>,
     counters: Counters,
     events: Option<broadcast::Sender<StreamEvent>>,
@@ -205,8 +214,8 @@ impl Hub {
         config: HubConfig,
         events: Option<broadcast::Sender<StreamEvent>>,
     ) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(config.ring_frames.max(2));
         let (live, _) = watch::channel(false);
+        let ring = Ring::new(config.ring_frames, config.ring_max_bytes);
         Arc::new(Hub {
             name: name.into(),
             state: Mutex::new(State {
@@ -218,7 +227,8 @@ impl Hub {
                 meter: BitrateMeter::new(Instant::now()),
             }),
             config,
-            tx,
+            ring: Mutex::new(ring),
+            arrived: Notify::new(),
             live,
             counters: Counters::default(),
             events,
@@ -292,16 +302,16 @@ impl Hub {
         // Under the lock: the subscriber gets either the cache with a frame or the ring with it, never both
         // and never neither.
         let st = self.state.lock();
-        let rx = self.tx.subscribe();
+        let position = self.ring.lock().head();
         let start = st.cache.start_bundle();
         let skipping = !st.cache.joinable();
-        drop(st);
         self.kind_counter(kind).fetch_add(1, Relaxed);
+        drop(st);
         Subscription::new(
             self.clone(),
             kind,
             start,
-            rx,
+            position,
             self.live.subscribe(),
             skipping,
         )
@@ -344,7 +354,7 @@ impl Hub {
 
     /// No source and nobody subscribed: the hub can be forgotten.
     pub fn is_idle(&self) -> bool {
-        !self.is_live() && self.tx.receiver_count() == 0
+        !self.is_live() && self.subscribers() == 0
     }
 
     /// Subscribers now (players, peers and relays).
@@ -390,8 +400,11 @@ impl Hub {
         };
         st.meter.emitted(frame.timestamp(), len);
         st.cache.remember(&frame);
-        // Sent under the lock so that subscribe() sees either the cache with this frame or the ring with it.
-        let _ = self.tx.send(frame);
+        // Into the ring under the lock, so that subscribe() sees either the cache with this frame or the ring
+        // with it.
+        self.ring.lock().push(frame);
+        drop(st);
+        self.arrived.notify_waiters();
         Ok(())
     }
 
@@ -765,6 +778,29 @@ mod tests {
         src.push(inter(2000)).unwrap();
         src.push(key(2033)).unwrap();
         assert!(late.next().await.unwrap().is_keyframe());
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_huge_frames_shortens_the_ring_instead_of_filling_memory() {
+        let hub = Hub::new(
+            "s",
+            HubConfig {
+                ring_max_bytes: 4 << 20,
+                ..HubConfig::default()
+            },
+        );
+        let src = hub.attach(SourceKind::Publisher);
+        let mut idle = hub.subscribe(SubscriberKind::Player); // never reads
+        let huge = Bytes::from(vec![0x27u8; 1 << 20]);
+        src.push(key(0)).unwrap();
+        for i in 0..200 {
+            src.push_media(FrameKind::Video, i, huge.clone()).unwrap();
+        }
+        assert!(hub.ring.lock().bytes() <= 4 << 20);
+        // The idle subscriber lost what fell out, and says so when it reads again.
+        src.push(key(300)).unwrap();
+        assert!(idle.next().await.unwrap().is_keyframe());
+        assert!(idle.dropped() >= 190, "dropped {}", idle.dropped());
     }
 
     #[test]

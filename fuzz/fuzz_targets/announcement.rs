@@ -15,9 +15,16 @@ fuzz_target!(|data: &[u8]| {
     let used = data.len() - r.rest().len();
     let mut w = Writer::default();
     a.write(&mut w);
-    assert_eq!(&w.finish()[..], &data[..used], "an announcement writes back as it came");
+    assert_eq!(
+        &w.finish()[..],
+        &data[..used],
+        "an announcement writes back as it came"
+    );
     let verified = a.verify().is_ok();
-    assert_eq!(FrameVerifier::new(&a).is_ok(), verified && a.public_key().is_ok_and(|k| k.try_into_ed25519().is_ok()));
+    assert_eq!(
+        FrameVerifier::new(&a).is_ok(),
+        verified && a.public_key().is_ok_and(|k| k.try_into_ed25519().is_ok())
+    );
     if verified {
         assert_eq!(a.public_key().unwrap().to_peer_id(), a.id.origin);
     }

@@ -32,6 +32,61 @@ pub enum Command {
     /// Run the node as a background service: install, uninstall, status (systemd, launchd, Windows).
     #[command(subcommand)]
     Service(crate::service::ServiceCommand),
+    /// Make an invite (join code) for a friend; the node must be running.
+    Invite(InviteArgs),
+    /// Join a friend with the invite code (or link) they sent you; the node must be running.
+    Join(JoinArgs),
+    /// Set the dashboard's password (needed before it listens beyond this computer); reads it from the
+    /// terminal, or from standard input with --stdin.
+    Password(PasswordArgs),
+}
+
+/// Where the CLI finds the running node.
+#[derive(Debug, Args, Default, Clone)]
+pub struct ClientArgs {
+    /// The running node's data folder (its api-key and dashboard address are read from there)
+    /// [default: the OS data dir].
+    #[arg(long, env = "STREAMR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The dashboard's address [default: the one the running node wrote in its data folder].
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+}
+
+/// Options of `invite`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct InviteArgs {
+    /// A stream your friend's node opens once joined.
+    #[arg(long, value_name = "NAME")]
+    pub stream: Option<String>,
+    /// How long the invite works: 30m, 24h, 7d, never.
+    #[arg(long, value_name = "DURATION", default_value = "7d")]
+    pub expires: String,
+    /// Where the node runs.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `join`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct JoinArgs {
+    /// The invite code, or the whole link.
+    #[arg(value_name = "CODE")]
+    pub code: String,
+    /// Where the node runs.
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+/// Options of `password`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct PasswordArgs {
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub stdin: bool,
+    /// The data folder whose config.toml gets the hash [default: the OS data dir].
+    #[arg(long, env = "STREAMR_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Options of a node: where its data lives, and every setting (see [`crate::settings`]).

@@ -82,6 +82,7 @@ impl Config {
             max_upload_kbps: self.max_upload_kbps,
             relay: self.relay_limits(),
             upnp: self.upnp,
+            friends: streamr_mesh::Friends::default(),
             tuning: streamr_mesh::MeshTuning::default(),
         })
     }
@@ -100,6 +101,24 @@ impl Config {
         self.bootstrap_addrs()?;
         if let Some(url) = &self.update_url {
             crate::update::parse_url(url)?;
+        }
+        if self.nickname.chars().count() > 32 || self.nickname.chars().any(char::is_control) {
+            bail!("nickname: use at most 32 characters, on one line");
+        }
+        if let Some(h) = &self.http_password
+            && !streamr_web::is_password_hash(h)
+        {
+            bail!(
+                "http_password is not a password hash: set the password with `streamr-node password` (it \
+                 writes the hash into config.toml)"
+            );
+        }
+        if !self.http_listen.ip().is_loopback() && self.http_password.is_none() {
+            bail!(
+                "http_listen = {} lets other machines open the dashboard, which needs a password first: run \
+                 `streamr-node password`, or listen on 127.0.0.1",
+                self.http_listen
+            );
         }
         if self.rtmp_merge_ms > 1000 {
             bail!(

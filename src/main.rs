@@ -1,9 +1,14 @@
 //! streamr-node: parse the command line, build the configuration, run the node until Ctrl-C or SIGTERM.
 
 mod cli;
+mod client;
 mod config;
 mod crash;
+mod dashboard;
+mod datafile;
+mod friends;
 mod identity;
+mod invite;
 mod logging;
 mod metrics;
 mod node;
@@ -30,9 +35,12 @@ fn main() -> ExitCode {
         }
         Some(cli::Command::Config(a)) => (true, a.run),
         Some(cli::Command::Service(s)) => return service::main(s),
+        Some(cli::Command::Invite(a)) => return client::invite(a),
+        Some(cli::Command::Join(a)) => return client::join(a),
+        Some(cli::Command::Password(a)) => return client::password(a),
         None => (false, cli.run),
     };
-    let config = match build_config(args) {
+    let (config, flags) = match build_config_with_flags(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("streamr-node: {e:#}");
@@ -48,11 +56,21 @@ fn main() -> ExitCode {
     }
     logging::init(config.log_format, &config.log);
     crash::install_panic_hook(&config.data_dir);
-    serve(config, stop_signal())
+    serve_with(config, flags, stop_signal())
 }
 
-/// Runs the node on a new runtime until `stop` resolves or a part of it fails.
+/// [`serve_with`] for a node whose settings all come from its config file (a service).
 fn serve(config: config::Config, stop: impl std::future::Future<Output = ()>) -> ExitCode {
+    serve_with(config, config::FileConfig::default(), stop)
+}
+
+/// Runs the node on a new runtime until `stop` resolves or a part of it fails; a restart asked for by the
+/// dashboard runs the program again in place. `flags` is the command line and environment layer.
+fn serve_with(
+    config: config::Config,
+    flags: config::FileConfig,
+    stop: impl std::future::Future<Output = ()>,
+) -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -60,8 +78,12 @@ fn serve(config: config::Config, stop: impl std::future::Future<Output = ()>) ->
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(config, stop)) {
-        Ok(()) => ExitCode::SUCCESS,
+    match rt.block_on(run(config, flags, stop)) {
+        Ok(node::Exit::Stopped) => ExitCode::SUCCESS,
+        Ok(node::Exit::Restart) => {
+            drop(rt);
+            restart_in_place()
+        }
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("streamr-node: {e:#}");
@@ -70,30 +92,69 @@ fn serve(config: config::Config, stop: impl std::future::Future<Output = ()>) ->
     }
 }
 
+/// Runs this program again with the same arguments, in place of this process (same pid: a service
+/// manager or a terminal keeps it).
+fn restart_in_place() -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("streamr-node: cannot restart: {e}; start it again by hand");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        let e = cmd.exec();
+        eprintln!("streamr-node: cannot restart: {e}; start it again by hand");
+        ExitCode::FAILURE
+    }
+    #[cfg(not(unix))]
+    match cmd.spawn() {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamr-node: cannot restart: {e}; start it again by hand");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The effective configuration.
 fn build_config(args: cli::RunArgs) -> anyhow::Result<config::Config> {
+    build_config_with_flags(args).map(|(c, _)| c)
+}
+
+/// The effective configuration and the flags/environment layer in it.
+fn build_config_with_flags(
+    args: cli::RunArgs,
+) -> anyhow::Result<(config::Config, config::FileConfig)> {
     let data_dir = args
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
     let mut c = config::Config::defaults(data_dir.clone());
     c.apply_file(config::read_file(&data_dir)?);
-    c.apply_file(args.into_layer());
+    let flags = args.into_layer();
+    c.apply_file(flags.clone());
     c.validate()?;
-    Ok(c)
+    Ok((c, flags))
 }
 
 async fn run(
     config: config::Config,
+    flags: config::FileConfig,
     stop: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<node::Exit> {
     let update_url = config
         .update_url
         .as_deref()
         .map(update::parse_url)
         .transpose()?;
-    let node = node::Node::start(config).await?;
-    // Checks for newer releases until the runtime stops; the dashboard reads `_updates.latest()`.
-    let _updates = update::spawn(update_url);
+    // Checks for newer releases until the runtime stops; the dashboard shows them.
+    let updates = update::spawn(update_url);
+    let node = node::Node::start(config, flags, updates).await?;
     let url = node::rtmp_url(node.rtmp_addr);
     let key_hint = if node.publish_key_required {
         format!("?key={}", node.publish_key)
@@ -101,11 +162,17 @@ async fn run(
         String::new()
     };
     eprintln!(
-        "\n  streamr-node {} is running (node id {})\n  Publish from OBS:  Server {url}   Stream Key NAME{key_hint}\n  \
-         Play in VLC/ffplay: {url}/NAME\n  Dashboard:         http://{}\n  Stop with Ctrl-C.\n",
+        "\n  streamr-node {} is running (node id {})\n  Open http://{} to invite friends and watch.\n  \
+         Publish from OBS:  Server {url}   Stream Key NAME{key_hint}\n  Play in VLC/ffplay: {url}/NAME\n  \
+         Stop with Ctrl-C.{}\n",
         env!("CARGO_PKG_VERSION"),
         node.peer_id,
-        node.http_addr
+        node.http_addr,
+        if node.paused {
+            "\n  The node was stopped from the dashboard: press Start there to go on."
+        } else {
+            ""
+        }
     );
     node.run_until(stop, SHUTDOWN_GRACE).await
 }

@@ -8,9 +8,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use streamr_edge::EdgeStats;
 use streamr_media::Streams;
 
 /// Collects per-stream and edge metrics on each scrape.
@@ -19,7 +17,7 @@ pub struct NodeCollector {
     /// The node's hubs.
     pub streams: Streams,
     /// RTMP edge counters.
-    pub edge: Arc<EdgeStats>,
+    pub edge: crate::node::EdgeSlot,
     /// The mesh.
     pub mesh: MeshSlot,
 }
@@ -41,7 +39,7 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> Result<()
 
 impl Collector for NodeCollector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = &self.edge;
+        let s = self.edge.get();
         let l = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
         counter(
             &mut e,
@@ -100,303 +98,10 @@ impl Collector for NodeCollector {
             l(&s.bytes_out),
         )?;
 
-        let mesh = self.mesh.get();
-        let m = mesh.stats();
-        {
-            let mut d = e.encode_descriptor(
-                "streamr_mesh_subscriptions",
-                "Subscriptions from downstream peers, by outcome",
-                None,
-                MetricType::Counter,
-            )?;
-            for (outcome, v) in [
-                ("accepted", l(&m.subscriptions_accepted)),
-                ("redirected", l(&m.subscriptions_redirected)),
-                ("rejected", l(&m.subscriptions_rejected)),
-                ("flooded", l(&m.subscriptions_flooded)),
-            ] {
-                ConstCounter::new(v).encode(d.encode_family(&[("outcome", outcome)])?)?;
-            }
+        // No mesh has run yet when the node was stopped from the dashboard before this start.
+        if let Some(mesh) = self.mesh.get() {
+            self.encode_mesh(&mut e, &mesh)?;
         }
-        counter(
-            &mut e,
-            "streamr_mesh_resubscriptions",
-            "Upstreams replaced after a loss or stall",
-            l(&m.resubscriptions),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_resubscribe_gap_ms_sum",
-            "Sum of resubscription gaps (last old frame to first new), ms",
-            l(&m.resubscribe_gap_ms_sum),
-        )?;
-        gauge(
-            &mut e,
-            "streamr_mesh_resubscribe_gap_ms_max",
-            "Longest resubscription gap, ms",
-            l(&m.resubscribe_gap_ms_max) as i64,
-        )?;
-        gauge(
-            &mut e,
-            "streamr_mesh_resubscribe_gap_ms_last",
-            "Last resubscription gap, ms",
-            l(&m.resubscribe_gap_ms_last) as i64,
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_forged_announcements",
-            "Stream announcements refused because they did not verify",
-            l(&m.forged_announcements),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_protocol_violations",
-            "Peers that broke the media or catalog protocol",
-            l(&m.protocol_violations),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_loops_prevented",
-            "Subscriptions refused or dropped because they would loop",
-            l(&m.loops_prevented),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_stalled_downstreams",
-            "Downstream peers cut off for not acknowledging",
-            l(&m.stalled_downstreams),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_stalled_upstreams",
-            "Upstreams replaced because they went quiet",
-            l(&m.stalled_upstreams),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_bytes_sent",
-            "Frame bytes sent to downstream peers",
-            l(&m.bytes_sent),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_bytes_received",
-            "Frame bytes received from upstream peers",
-            l(&m.bytes_received),
-        )?;
-        let n = mesh.net_stats();
-        counter(
-            &mut e,
-            "streamr_mesh_connections_established",
-            "Mesh connections established",
-            l(&n.connections_established),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_connections_closed",
-            "Mesh connections closed",
-            l(&n.connections_closed),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_dial_failures",
-            "Outgoing mesh connection attempts that failed",
-            l(&n.dial_failures),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_relayed_bytes_sent",
-            "Media bytes sent to peers reached only through a relay",
-            l(&m.relayed_bytes_sent),
-        )?;
-        counter(
-            &mut e,
-            "streamr_mesh_relayed_bytes_received",
-            "Media bytes received from peers reached only through a relay",
-            l(&m.relayed_bytes_received),
-        )?;
-        counter(
-            &mut e,
-            "streamr_relay_reservations_accepted",
-            "Relay service: reservations accepted",
-            l(&n.relay_reservations_accepted),
-        )?;
-        counter(
-            &mut e,
-            "streamr_relay_reservations_denied",
-            "Relay service: reservations denied",
-            l(&n.relay_reservations_denied),
-        )?;
-        counter(
-            &mut e,
-            "streamr_relay_circuits_accepted",
-            "Relay service: circuits opened for others",
-            l(&n.relay_circuits_accepted),
-        )?;
-        counter(
-            &mut e,
-            "streamr_relay_circuits_denied",
-            "Relay service: circuits denied by limits",
-            l(&n.relay_circuits_denied),
-        )?;
-        counter(
-            &mut e,
-            "streamr_relay_circuits_closed",
-            "Relay service: circuits closed",
-            l(&n.relay_circuits_closed),
-        )?;
-        counter(
-            &mut e,
-            "streamr_relayed_connections_replaced",
-            "Relayed connections closed because a direct one exists",
-            l(&n.relayed_connections_replaced),
-        )?;
-        // ---- Mesh hardening: attacks refused and limits reached (the mesh-hardening branch). ----
-        {
-            let hardening: [(&str, &str, u64); 10] = [
-                (
-                    "streamr_mesh_forged_frames",
-                    "Upstreams dropped for media their origin did not sign, or sent out of order",
-                    l(&m.forged_frames),
-                ),
-                (
-                    "streamr_mesh_false_claims",
-                    "Providers or catalog entries refused for claims that cannot be true",
-                    l(&m.false_claims),
-                ),
-                (
-                    "streamr_mesh_catalogs_flooded",
-                    "Catalog transfers dropped by the per-peer and total limits",
-                    l(&m.catalogs_flooded),
-                ),
-                (
-                    "streamr_mesh_catalog_entries_dropped",
-                    "Catalog entries not kept because a bound was reached",
-                    l(&m.catalog_entries_dropped),
-                ),
-                (
-                    "streamr_mesh_task_panics",
-                    "Tasks of the mesh service that panicked (logged; fetches and accept loops restarted)",
-                    l(&m.task_panics),
-                ),
-                (
-                    "streamr_mesh_connections_denied",
-                    "Connections refused by the connection or memory limits",
-                    l(&n.connections_denied),
-                ),
-                (
-                    "streamr_mesh_addresses_refused",
-                    "Peer addresses refused (local ones from remote peers, hints beyond a share)",
-                    l(&n.addresses_refused),
-                ),
-                (
-                    "streamr_relay_outsiders_refused",
-                    "Relay service: reservations refused to peers that are not nodes of this mesh",
-                    l(&n.relay_outsiders_refused),
-                ),
-                (
-                    "streamr_mesh_write_stalls",
-                    "Downstream peers cut off because a write to them made no progress",
-                    l(&m.write_stalls),
-                ),
-                (
-                    "streamr_stream_refused_frames",
-                    "Frames refused by hubs for an implausible sequence number (all streams)",
-                    self.streams.snapshots().iter().map(|h| h.refused).sum(),
-                ),
-            ];
-            for (name, help, v) in hardening {
-                counter(&mut e, name, help, v)?;
-            }
-            gauge(
-                &mut e,
-                "streamr_mesh_catalog_entries",
-                "Catalog entries learned from peers now (bounded)",
-                l(&m.catalog_entries) as i64,
-            )?;
-            gauge(
-                &mut e,
-                "streamr_relay_circuits_active",
-                "Relay service: circuits open now",
-                l(&n.relay_circuits_active) as i64,
-            )?;
-        }
-        // ---- end of mesh hardening ----
-        let st = mesh.status();
-        let nat = &st.nat;
-        counter(
-            &mut e,
-            "streamr_hole_punch_attempts",
-            "Hole punches tried (DCUtR)",
-            nat.punch_attempts,
-        )?;
-        counter(
-            &mut e,
-            "streamr_hole_punch_successes",
-            "Hole punches that gave a direct connection",
-            nat.punch_successes,
-        )?;
-        {
-            let mut d = e.encode_descriptor(
-                "streamr_hole_punch_failures",
-                "Failed hole punches by reason",
-                None,
-                MetricType::Counter,
-            )?;
-            for (reason, v) in &nat.punch_failures {
-                ConstCounter::new(*v).encode(d.encode_family(&[("reason", reason.as_str())])?)?;
-            }
-        }
-        if let Some((p50, max)) = nat.time_to_direct_ms {
-            gauge(
-                &mut e,
-                "streamr_time_to_direct_p50_ms",
-                "Median time from relayed to direct connection, ms",
-                p50 as i64,
-            )?;
-            gauge(
-                &mut e,
-                "streamr_time_to_direct_max_ms",
-                "Longest time from relayed to direct connection, ms",
-                max as i64,
-            )?;
-        }
-        let relayed_peers = st
-            .peers
-            .iter()
-            .filter(|p| p.connection == "relayed")
-            .count();
-        {
-            let mut d = e.encode_descriptor(
-                "streamr_mesh_peers_by_connection",
-                "Connected peers by connection type",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new((st.peers.len() - relayed_peers) as i64)
-                .encode(d.encode_family(&[("connection", "direct")])?)?;
-            ConstGauge::new(relayed_peers as i64)
-                .encode(d.encode_family(&[("connection", "relayed")])?)?;
-        }
-        gauge(
-            &mut e,
-            "streamr_nat_public",
-            "1 when this node is reachable from the internet",
-            i64::from(nat.reachability == "public"),
-        )?;
-        gauge(
-            &mut e,
-            "streamr_mesh_peers",
-            "Connected mesh peers",
-            st.peers.len() as i64,
-        )?;
-        gauge(
-            &mut e,
-            "streamr_mesh_upload_kbps",
-            "Upload spent on downstream peers, kbit/s",
-            st.upload_kbps as i64,
-        )?;
-
         let snaps = self.streams.snapshots();
         type Field = fn(&streamr_media::HubSnapshot) -> u64;
         let per_stream: [(&str, &str, MetricType, Field); 8] = [
@@ -471,4 +176,312 @@ pub fn render(registry: &Registry) -> String {
         out.push_str("# metrics encoding failed\n");
     }
     out
+}
+
+impl NodeCollector {
+    /// The mesh's counters and gauges.
+    fn encode_mesh(
+        &self,
+        e: &mut DescriptorEncoder,
+        mesh: &streamr_mesh::Mesh,
+    ) -> Result<(), std::fmt::Error> {
+        let l = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+        let m = mesh.stats();
+        {
+            let mut d = e.encode_descriptor(
+                "streamr_mesh_subscriptions",
+                "Subscriptions from downstream peers, by outcome",
+                None,
+                MetricType::Counter,
+            )?;
+            for (outcome, v) in [
+                ("accepted", l(&m.subscriptions_accepted)),
+                ("redirected", l(&m.subscriptions_redirected)),
+                ("rejected", l(&m.subscriptions_rejected)),
+                ("flooded", l(&m.subscriptions_flooded)),
+            ] {
+                ConstCounter::new(v).encode(d.encode_family(&[("outcome", outcome)])?)?;
+            }
+        }
+        counter(
+            e,
+            "streamr_mesh_resubscriptions",
+            "Upstreams replaced after a loss or stall",
+            l(&m.resubscriptions),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_resubscribe_gap_ms_sum",
+            "Sum of resubscription gaps (last old frame to first new), ms",
+            l(&m.resubscribe_gap_ms_sum),
+        )?;
+        gauge(
+            e,
+            "streamr_mesh_resubscribe_gap_ms_max",
+            "Longest resubscription gap, ms",
+            l(&m.resubscribe_gap_ms_max) as i64,
+        )?;
+        gauge(
+            e,
+            "streamr_mesh_resubscribe_gap_ms_last",
+            "Last resubscription gap, ms",
+            l(&m.resubscribe_gap_ms_last) as i64,
+        )?;
+        counter(
+            e,
+            "streamr_mesh_forged_announcements",
+            "Stream announcements refused because they did not verify",
+            l(&m.forged_announcements),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_protocol_violations",
+            "Peers that broke the media or catalog protocol",
+            l(&m.protocol_violations),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_loops_prevented",
+            "Subscriptions refused or dropped because they would loop",
+            l(&m.loops_prevented),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_stalled_downstreams",
+            "Downstream peers cut off for not acknowledging",
+            l(&m.stalled_downstreams),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_stalled_upstreams",
+            "Upstreams replaced because they went quiet",
+            l(&m.stalled_upstreams),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_bytes_sent",
+            "Frame bytes sent to downstream peers",
+            l(&m.bytes_sent),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_bytes_received",
+            "Frame bytes received from upstream peers",
+            l(&m.bytes_received),
+        )?;
+        let n = mesh.net_stats();
+        counter(
+            e,
+            "streamr_mesh_connections_established",
+            "Mesh connections established",
+            l(&n.connections_established),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_connections_closed",
+            "Mesh connections closed",
+            l(&n.connections_closed),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_dial_failures",
+            "Outgoing mesh connection attempts that failed",
+            l(&n.dial_failures),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_relayed_bytes_sent",
+            "Media bytes sent to peers reached only through a relay",
+            l(&m.relayed_bytes_sent),
+        )?;
+        counter(
+            e,
+            "streamr_mesh_relayed_bytes_received",
+            "Media bytes received from peers reached only through a relay",
+            l(&m.relayed_bytes_received),
+        )?;
+        counter(
+            e,
+            "streamr_relay_reservations_accepted",
+            "Relay service: reservations accepted",
+            l(&n.relay_reservations_accepted),
+        )?;
+        counter(
+            e,
+            "streamr_relay_reservations_denied",
+            "Relay service: reservations denied",
+            l(&n.relay_reservations_denied),
+        )?;
+        counter(
+            e,
+            "streamr_relay_circuits_accepted",
+            "Relay service: circuits opened for others",
+            l(&n.relay_circuits_accepted),
+        )?;
+        counter(
+            e,
+            "streamr_relay_circuits_denied",
+            "Relay service: circuits denied by limits",
+            l(&n.relay_circuits_denied),
+        )?;
+        counter(
+            e,
+            "streamr_relay_circuits_closed",
+            "Relay service: circuits closed",
+            l(&n.relay_circuits_closed),
+        )?;
+        counter(
+            e,
+            "streamr_relayed_connections_replaced",
+            "Relayed connections closed because a direct one exists",
+            l(&n.relayed_connections_replaced),
+        )?;
+        // ---- Mesh hardening: attacks refused and limits reached (the mesh-hardening branch). ----
+        {
+            let hardening: [(&str, &str, u64); 10] = [
+                (
+                    "streamr_mesh_forged_frames",
+                    "Upstreams dropped for media their origin did not sign, or sent out of order",
+                    l(&m.forged_frames),
+                ),
+                (
+                    "streamr_mesh_false_claims",
+                    "Providers or catalog entries refused for claims that cannot be true",
+                    l(&m.false_claims),
+                ),
+                (
+                    "streamr_mesh_catalogs_flooded",
+                    "Catalog transfers dropped by the per-peer and total limits",
+                    l(&m.catalogs_flooded),
+                ),
+                (
+                    "streamr_mesh_catalog_entries_dropped",
+                    "Catalog entries not kept because a bound was reached",
+                    l(&m.catalog_entries_dropped),
+                ),
+                (
+                    "streamr_mesh_task_panics",
+                    "Tasks of the mesh service that panicked (logged; fetches and accept loops restarted)",
+                    l(&m.task_panics),
+                ),
+                (
+                    "streamr_mesh_connections_denied",
+                    "Connections refused by the connection or memory limits",
+                    l(&n.connections_denied),
+                ),
+                (
+                    "streamr_mesh_addresses_refused",
+                    "Peer addresses refused (local ones from remote peers, hints beyond a share)",
+                    l(&n.addresses_refused),
+                ),
+                (
+                    "streamr_relay_outsiders_refused",
+                    "Relay service: reservations refused to peers that are not nodes of this mesh",
+                    l(&n.relay_outsiders_refused),
+                ),
+                (
+                    "streamr_mesh_write_stalls",
+                    "Downstream peers cut off because a write to them made no progress",
+                    l(&m.write_stalls),
+                ),
+                (
+                    "streamr_stream_refused_frames",
+                    "Frames refused by hubs for an implausible sequence number (all streams)",
+                    self.streams.snapshots().iter().map(|h| h.refused).sum(),
+                ),
+            ];
+            for (name, help, v) in hardening {
+                counter(e, name, help, v)?;
+            }
+            gauge(
+                e,
+                "streamr_mesh_catalog_entries",
+                "Catalog entries learned from peers now (bounded)",
+                l(&m.catalog_entries) as i64,
+            )?;
+            gauge(
+                e,
+                "streamr_relay_circuits_active",
+                "Relay service: circuits open now",
+                l(&n.relay_circuits_active) as i64,
+            )?;
+        }
+        // ---- end of mesh hardening ----
+        let st = mesh.status();
+        let nat = &st.nat;
+        counter(
+            e,
+            "streamr_hole_punch_attempts",
+            "Hole punches tried (DCUtR)",
+            nat.punch_attempts,
+        )?;
+        counter(
+            e,
+            "streamr_hole_punch_successes",
+            "Hole punches that gave a direct connection",
+            nat.punch_successes,
+        )?;
+        {
+            let mut d = e.encode_descriptor(
+                "streamr_hole_punch_failures",
+                "Failed hole punches by reason",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in &nat.punch_failures {
+                ConstCounter::new(*v).encode(d.encode_family(&[("reason", reason.as_str())])?)?;
+            }
+        }
+        if let Some((p50, max)) = nat.time_to_direct_ms {
+            gauge(
+                e,
+                "streamr_time_to_direct_p50_ms",
+                "Median time from relayed to direct connection, ms",
+                p50 as i64,
+            )?;
+            gauge(
+                e,
+                "streamr_time_to_direct_max_ms",
+                "Longest time from relayed to direct connection, ms",
+                max as i64,
+            )?;
+        }
+        let relayed_peers = st
+            .peers
+            .iter()
+            .filter(|p| p.connection == "relayed")
+            .count();
+        {
+            let mut d = e.encode_descriptor(
+                "streamr_mesh_peers_by_connection",
+                "Connected peers by connection type",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new((st.peers.len() - relayed_peers) as i64)
+                .encode(d.encode_family(&[("connection", "direct")])?)?;
+            ConstGauge::new(relayed_peers as i64)
+                .encode(d.encode_family(&[("connection", "relayed")])?)?;
+        }
+        gauge(
+            e,
+            "streamr_nat_public",
+            "1 when this node is reachable from the internet",
+            i64::from(nat.reachability == "public"),
+        )?;
+        gauge(
+            e,
+            "streamr_mesh_peers",
+            "Connected mesh peers",
+            st.peers.len() as i64,
+        )?;
+        gauge(
+            e,
+            "streamr_mesh_upload_kbps",
+            "Upload spent on downstream peers, kbit/s",
+            st.upload_kbps as i64,
+        )?;
+
+        Ok(())
+    }
 }

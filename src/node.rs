@@ -1,30 +1,52 @@
-//! `Node`: wires the parts together (hubs, RTMP edge, relays, web) and supervises them. Each part is a task
-//! under one cancellation token; if one dies unexpectedly, the node stops everything and reports it.
+//! `Node`: wires the parts together (hubs, RTMP edge, relays, mesh, web) and supervises them. The web server
+//! runs for the whole life of the process; the rest (the mesh, the RTMP edge, the pull/push relays) is the
+//! node's *engine*, which the dashboard's Stop pauses and Start resumes (the choice is kept in the data dir
+//! and survives a restart), and which settings that apply at once restart. Each part is a task under a
+//! cancellation token; if one dies unexpectedly, the node stops everything and reports it.
 
-use crate::config::Config;
+use crate::config::{Config, FileConfig};
+use crate::dashboard::Api;
+use crate::datafile::{self, NodeState};
+use crate::friends::FriendBook;
 use crate::identity;
 use crate::metrics::{NodeCollector, render};
+use crate::update::UpdateNotices;
 use anyhow::Context;
 use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
-use streamr_media::{HubConfig, SourceKind, Streams};
-use streamr_mesh::{Mesh, MeshConfig};
-use streamr_web::{MeshStream, NatStatus, NodeApi, PeerStatus, Status, StreamStatus, WebServer};
+use streamr_media::{HubConfig, Streams};
+use streamr_mesh::{Friends, Mesh, MeshConfig};
+use streamr_web::{WebConfig, WebServer};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
+
+/// How long the parts of the engine get to close when it stops.
+const ENGINE_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// How a node's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Stopped (Ctrl-C, SIGTERM).
+    Stopped,
+    /// The dashboard asked for a restart of the program (after settings that need one).
+    Restart,
+}
 
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
     /// The node id.
     pub peer_id: PeerId,
-    /// RTMP edge address actually bound.
+    /// RTMP edge address (bound, or to be bound when the node starts after a Stop).
     pub rtmp_addr: SocketAddr,
     /// HTTP address actually bound.
     pub http_addr: SocketAddr,
@@ -32,132 +54,472 @@ pub struct Node {
     pub publish_key: String,
     /// Whether publishing needs the key.
     pub publish_key_required: bool,
+    /// The node was stopped from the dashboard before this start: it serves the dashboard only.
+    pub paused: bool,
     shutdown: CancellationToken,
+    restart: CancellationToken,
     tasks: JoinSet<&'static str>,
 }
 
-/// The running mesh. If libp2p fails (a panic in one of its behaviours), the node starts a new mesh and
-/// puts it here; hubs, players and publishers are untouched meanwhile.
-#[derive(Debug, Clone)]
-pub struct MeshSlot(Arc<parking_lot::RwLock<Mesh>>);
+/// The running mesh: the last one started (its counters stay readable while the node is stopped; none
+/// when the node has not run since the process started) and whether it is active. If libp2p fails (a
+/// panic in one of its behaviours), the node starts a new mesh and puts it here; hubs, players and
+/// publishers are untouched meanwhile.
+#[derive(Debug, Clone, Default)]
+pub struct MeshSlot(Arc<RwLock<(Option<Mesh>, bool)>>);
 
 impl MeshSlot {
-    /// The mesh now.
-    pub fn get(&self) -> Mesh {
-        self.0.read().clone()
+    /// The mesh now (possibly stopped: for counters).
+    pub fn get(&self) -> Option<Mesh> {
+        self.0.read().0.clone()
+    }
+
+    /// The mesh, if the node is running.
+    pub fn active(&self) -> Option<Mesh> {
+        let g = self.0.read();
+        if g.1 { g.0.clone() } else { None }
     }
 
     fn set(&self, mesh: Mesh) {
-        *self.0.write() = mesh;
+        *self.0.write() = (Some(mesh), true);
+    }
+
+    fn deactivate(&self) {
+        self.0.write().1 = false;
     }
 }
 
-/// What the web server reads.
-struct Api {
-    peer_id: PeerId,
-    rtmp_addr: SocketAddr,
-    http_addr: SocketAddr,
-    publish_key: String,
-    publish_key_required: bool,
-    started: Instant,
-    streams: Streams,
-    mesh: MeshSlot,
-    max_upload_kbps: u32,
-    registry: Registry,
+/// The RTMP edge's counters; a new edge (after Stop/Start) brings new ones.
+#[derive(Debug, Clone)]
+pub struct EdgeSlot(Arc<RwLock<Arc<EdgeStats>>>);
+
+impl EdgeSlot {
+    /// The counters of the current (or last) edge.
+    pub fn get(&self) -> Arc<EdgeStats> {
+        self.0.read().clone()
+    }
 }
 
-impl NodeApi for Api {
-    fn status(&self, local: bool) -> Status {
-        let mesh_now = self.mesh.get();
-        let mesh = mesh_now.status();
-        let streams = self
-            .streams
-            .hubs()
-            .into_iter()
-            .filter(|hub| !hub.is_idle())
-            .map(|hub| (hub.snapshot(), mesh_now.stream(&hub)))
-            .map(|(h, m)| StreamStatus {
-                local_publisher: h.live && h.source == Some(SourceKind::Publisher),
-                live: h.live,
-                players: h.players,
-                bitrate_bps: h.bitrate_bps,
-                frames: h.frames_in,
-                bytes_in: h.bytes_in,
-                frames_out: h.frames_out,
-                bytes_out: h.bytes_out,
-                dropped_frames: h.dropped,
-                origin: m.as_ref().map(|m| m.origin.clone()),
-                upstream: m.as_ref().and_then(|m| m.upstream.clone()),
-                hops: m.as_ref().map(|m| m.hops),
-                subscribers: h.peers,
-                name: h.name,
-            })
-            .collect();
-        let mesh_streams = mesh
-            .known
-            .iter()
-            .map(|k| {
-                let origin = k.id.origin.to_string();
-                MeshStream {
-                    play_as: streamr_mesh::play_name(&k.id.name, &k.id.origin),
-                    name: k.id.name.clone(),
-                    origin,
-                    providers: k.providers,
-                    min_hops: k.min_hops,
-                }
-            })
-            .collect();
-        let peers = mesh
-            .peers
-            .into_iter()
-            .map(|p| PeerStatus {
-                peer_id: p.peer_id,
-                connection: p.connection.to_string(),
-                rtt_ms: p.rtt_ms,
-                addr: p.addr,
-                direct_after_ms: p.direct_after_ms,
-            })
-            .collect();
-        let n = &mesh.nat;
-        let ms = mesh_now.stats();
-        let nat = NatStatus {
-            reachability: n.reachability.to_string(),
-            external_addrs: n.public_addrs.iter().map(|a| a.to_string()).collect(),
-            relays: n.relays.iter().map(|p| p.to_string()).collect(),
-            upnp: n.upnp.clone(),
-            hint: n.hint.clone(),
-            relay_service: n.relay_service,
-            hole_punch_attempts: n.punch_attempts,
-            hole_punch_successes: n.punch_successes,
-            hole_punch_failures: n.punch_failures.clone(),
-            upgrades: n.upgrades,
-            time_to_direct_p50_ms: n.time_to_direct_ms.map(|x| x.0),
-            time_to_direct_max_ms: n.time_to_direct_ms.map(|x| x.1),
-            relayed_bytes_sent: ms.relayed_bytes_sent.load(Relaxed),
-            relayed_bytes_received: ms.relayed_bytes_received.load(Relaxed),
+/// What the node's parts and its dashboard share.
+#[derive(Debug)]
+pub struct Shared {
+    /// The data dir.
+    pub data_dir: std::path::PathBuf,
+    /// The node key.
+    pub key: Keypair,
+    /// The node id.
+    pub peer_id: PeerId,
+    /// The publish key.
+    pub publish_key: String,
+    /// The configuration in effect (settings that apply at once update it).
+    pub config: RwLock<Config>,
+    /// The configuration the process started with (settings that need a restart compare with it).
+    pub boot_config: Config,
+    /// The command-line flags and environment (they win over `config.toml`).
+    pub flags: FileConfig,
+    /// The node's hubs.
+    pub streams: Streams,
+    /// The mesh.
+    pub mesh: MeshSlot,
+    /// The RTMP edge's counters.
+    pub edge: EdgeSlot,
+    /// RTMP address bound (or to bind on Start).
+    pub rtmp_addr: RwLock<SocketAddr>,
+    /// HTTP address bound.
+    pub http_addr: SocketAddr,
+    /// When the process started.
+    pub started: Instant,
+    /// The friend list.
+    pub friends: Mutex<FriendBook>,
+    /// The friends, for the mesh's choice of origin.
+    pub friend_set: Friends,
+    /// Whether the engine should run (Start/Stop).
+    pub want_running: watch::Sender<bool>,
+    /// Whether it runs now.
+    pub running: watch::Sender<bool>,
+    /// Bumped to restart the engine with the current configuration.
+    pub reconnect: watch::Sender<u64>,
+    /// Serialises Start, Stop and settings changes.
+    pub control: tokio::sync::Mutex<()>,
+    /// A saved setting waits for a restart of the program.
+    pub restart_needed: AtomicBool,
+    /// Cancelled to restart the program.
+    pub restart: CancellationToken,
+    /// Newer releases.
+    pub updates: UpdateNotices,
+    /// Prometheus registry.
+    pub registry: Registry,
+}
+
+impl Shared {
+    /// The configuration in effect.
+    pub fn config(&self) -> Config {
+        self.config.read().clone()
+    }
+
+    /// The mesh's settings now, with the friends as extra bootstrap peers.
+    fn mesh_config(&self) -> anyhow::Result<MeshConfig> {
+        let mut cfg = self.config().mesh_config(self.key.clone())?;
+        cfg.bootstrap.extend(self.friends.lock().bootstrap_addrs());
+        cfg.friends = self.friend_set.clone();
+        Ok(cfg)
+    }
+
+    /// The Prometheus text.
+    pub fn metrics(&self) -> String {
+        render(&self.registry)
+    }
+}
+
+/// The engine's running parts: the mesh, the RTMP edge and the relays.
+struct Parts {
+    token: CancellationToken,
+    tasks: JoinSet<&'static str>,
+}
+
+impl Parts {
+    /// Binds the RTMP edge and starts the mesh and the relays. Errors name the setting to change.
+    async fn start(shared: &Arc<Shared>, parent: &CancellationToken) -> anyhow::Result<Parts> {
+        let config = shared.config();
+        let mut edge_cfg = EdgeConfig::new(*shared.rtmp_addr.read());
+        let key_required = config.publish_key_required();
+        edge_cfg.publish_key = key_required.then(|| shared.publish_key.clone());
+        edge_cfg.play_merge = Duration::from_millis(config.rtmp_merge_ms);
+        let rtmp = RtmpServer::bind(edge_cfg).await?;
+        *shared.rtmp_addr.write() = rtmp.local_addr();
+        *shared.edge.0.write() = rtmp.stats();
+        let token = parent.child_token();
+        let mesh_cfg = shared.mesh_config()?;
+        let mesh = Mesh::start(
+            mesh_cfg.clone(),
+            shared.streams.clone(),
+            token.child_token(),
+        )
+        .await?;
+        shared.streams.set_finder(Some(mesh.finder()));
+        shared.mesh.set(mesh);
+        let mut tasks = JoinSet::new();
+        {
+            let (slot, streams, token) =
+                (shared.mesh.clone(), shared.streams.clone(), token.clone());
+            tasks.spawn(async move {
+                supervise_mesh(slot, mesh_cfg, streams, token).await;
+                "mesh"
+            });
+        }
+        {
+            let (streams, token) = (shared.streams.clone(), token.child_token());
+            tasks.spawn(async move {
+                rtmp.run(streams, token).await;
+                "rtmp edge"
+            });
+        }
+        for spec in &config.pull {
+            let (streams, token, spec) =
+                (shared.streams.clone(), token.child_token(), spec.clone());
+            tasks.spawn(async move {
+                streamr_edge::relay::pull(spec.name, spec.url, streams, token).await;
+                "pull relay"
+            });
+        }
+        for spec in &config.push {
+            let (streams, token, spec) =
+                (shared.streams.clone(), token.child_token(), spec.clone());
+            tasks.spawn(async move {
+                streamr_edge::relay::push(spec.name, spec.url, streams, token).await;
+                "push relay"
+            });
+        }
+        {
+            // Friends added while running are dialed by the join; this reconnects them after they went
+            // away (their node restarted, a network change), as bootstrap peers are.
+            let (shared, token) = (shared.clone(), token.clone());
+            tasks.spawn(async move {
+                keep_friends_connected(shared, token).await;
+                "friend reconnects"
+            });
+        }
+        let _ = shared.running.send_replace(true);
+        Ok(Parts { token, tasks })
+    }
+
+    /// Stops every part (players, publishers and peers are disconnected); the web server stays.
+    async fn stop(mut self, shared: &Shared) {
+        self.token.cancel();
+        shared.streams.set_finder(None);
+        shared.mesh.deactivate();
+        let drained = tokio::time::timeout(ENGINE_STOP_GRACE, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("some connections did not close in time; stopping them now");
+            self.tasks.abort_all();
+        }
+        let _ = shared.running.send_replace(false);
+    }
+}
+
+/// Dials friends that are not connected, every 30 s.
+async fn keep_friends_connected(shared: Arc<Shared>, token: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(mesh) = shared.mesh.active() else {
+            continue;
         };
-        Status {
-            peer_id: self.peer_id.to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            rtmp_listen: self.rtmp_addr.to_string(),
-            http_listen: self.http_addr.to_string(),
-            rtmp_url: rtmp_url(self.rtmp_addr),
-            publish_key_required: self.publish_key_required,
-            publish_key: local.then(|| self.publish_key.clone()),
-            uptime_secs: self.started.elapsed().as_secs(),
-            listen_addrs: mesh.listen_addrs,
-            external_addrs: mesh.external_addrs,
-            peers,
-            streams,
-            mesh_streams,
-            upload_kbps: mesh.upload_kbps,
-            max_upload_kbps: self.max_upload_kbps,
-            nat,
+        let connected: Vec<String> = mesh.status().peers.into_iter().map(|p| p.peer_id).collect();
+        let friends = shared.friends.lock().list().to_vec();
+        for f in friends {
+            if connected.contains(&f.peer_id) {
+                continue;
+            }
+            if let Some(id) = f.id() {
+                let addrs = f.bootstrap_addrs();
+                let mesh = mesh.clone();
+                tokio::spawn(async move {
+                    let _ = mesh.dial(id, addrs, Duration::from_secs(10)).await;
+                });
+            }
         }
     }
+}
 
-    fn metrics(&self) -> String {
-        render(&self.registry)
+/// Runs the engine while it is wanted; restarts it when asked to reconnect. Returns only when a part
+/// stops on its own (the node then stops: that is a bug or a broken machine) or at shutdown.
+async fn run_engine(
+    shared: Arc<Shared>,
+    mut parts: Option<Parts>,
+    shutdown: CancellationToken,
+) -> &'static str {
+    let mut want = shared.want_running.subscribe();
+    let mut reconnect = shared.reconnect.subscribe();
+    loop {
+        if parts.is_none() && *want.borrow_and_update() {
+            match Parts::start(&shared, &shutdown).await {
+                Ok(p) => {
+                    info!("the node started: mesh and RTMP edge are up");
+                    parts = Some(p);
+                }
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "cannot start the node; it stays stopped");
+                    let _ = shared.want_running.send_replace(false);
+                    let _ = shared.running.send_replace(false);
+                }
+            }
+        }
+        let died = async {
+            match parts.as_mut() {
+                Some(p) => p.tasks.join_next().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                if let Some(p) = parts.take() {
+                    p.stop(&shared).await;
+                }
+                return "engine";
+            }
+            r = died => {
+                let name = match r {
+                    Some(Ok(name)) => name,
+                    _ => "engine part",
+                };
+                if let Some(p) = parts.take() {
+                    p.stop(&shared).await;
+                }
+                return name;
+            }
+            r = want.changed() => {
+                if r.is_err() {
+                    return "engine";
+                }
+                if !*want.borrow_and_update()
+                    && let Some(p) = parts.take()
+                {
+                    p.stop(&shared).await;
+                    info!("the node stopped: the dashboard stays up");
+                }
+            }
+            r = reconnect.changed() => {
+                if r.is_err() {
+                    return "engine";
+                }
+                if let Some(p) = parts.take() {
+                    info!("restarting the mesh and the RTMP edge with the new settings");
+                    p.stop(&shared).await;
+                }
+            }
+        }
+    }
+}
+
+impl Node {
+    /// Binds every listener and starts every part (unless the node was stopped from the dashboard).
+    /// `flags` is the command line and environment layer of `config`. Returns once the node serves.
+    pub async fn start(
+        config: Config,
+        flags: FileConfig,
+        updates: UpdateNotices,
+    ) -> anyhow::Result<Node> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data dir {}: choose another with --data-dir",
+                config.data_dir.display()
+            )
+        })?;
+        let key = identity::load_or_create_identity(&config.data_dir)?;
+        let peer_id = key.public().to_peer_id();
+        let publish_key = identity::load_or_create_publish_key(&config.data_dir)?;
+        let api_key = datafile::load_or_create_api_key(&config.data_dir)?;
+        let friends = FriendBook::load(&config.data_dir)?;
+        let friend_set = Friends::new(friends.list().iter().filter_map(|f| f.id()));
+        let paused = NodeState::load(&config.data_dir).paused;
+
+        let web = WebServer::bind(config.http_listen).await?;
+        let http_addr = web.local_addr();
+        // The CLI (`invite`, `join`) finds the running node's dashboard here.
+        datafile::write_atomic(
+            &config.data_dir.join(datafile::HTTP_ADDRESS_FILE),
+            http_addr.to_string().as_bytes(),
+            false,
+        )?;
+
+        let streams = Streams::new(HubConfig::default());
+        let shutdown = CancellationToken::new();
+        let edge = EdgeSlot(Arc::new(RwLock::new(Arc::new(EdgeStats::default()))));
+        let mesh = MeshSlot::default();
+
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(NodeCollector {
+            streams: streams.clone(),
+            edge: edge.clone(),
+            mesh: mesh.clone(),
+        }));
+        let shared = Arc::new(Shared {
+            data_dir: config.data_dir.clone(),
+            key,
+            peer_id,
+            publish_key: publish_key.clone(),
+            boot_config: config.clone(),
+            config: RwLock::new(config.clone()),
+            flags,
+            streams,
+            mesh,
+            edge,
+            rtmp_addr: RwLock::new(config.rtmp_listen),
+            http_addr,
+            started: Instant::now(),
+            friends: Mutex::new(friends),
+            friend_set,
+            want_running: watch::channel(!paused).0,
+            running: watch::channel(false).0,
+            reconnect: watch::channel(0).0,
+            control: tokio::sync::Mutex::new(()),
+            restart_needed: AtomicBool::new(false),
+            restart: CancellationToken::new(),
+            updates,
+            registry,
+        });
+        let first_parts = if paused {
+            info!("the node was stopped from the dashboard: only the dashboard runs until Start");
+            None
+        } else {
+            Some(Parts::start(&shared, &shutdown).await?)
+        };
+        let rtmp_addr = *shared.rtmp_addr.read();
+        let publish_key_required = config.publish_key_required();
+
+        let mut tasks = JoinSet::new();
+        {
+            let (shared, token) = (shared.clone(), shutdown.clone());
+            tasks.spawn(run_engine(shared, first_parts, token));
+        }
+        {
+            let token = shutdown.child_token();
+            let api = Arc::new(Api::new(shared.clone()));
+            let web_config = WebConfig {
+                api_key,
+                password_hash: config.http_password.clone(),
+            };
+            tasks.spawn(async move {
+                web.run(api, web_config, token).await;
+                "web server"
+            });
+        }
+        let listen_addrs = shared
+            .mesh
+            .active()
+            .map(|m| m.status().listen_addrs.join(" "))
+            .unwrap_or_default();
+        info!(
+            %peer_id,
+            listen_addrs,
+            rtmp_listen = %rtmp_addr,
+            http_listen = %http_addr,
+            publish_key_required,
+            paused,
+            version = env!("CARGO_PKG_VERSION"),
+            "streamr-node ready"
+        );
+        Ok(Node {
+            peer_id,
+            rtmp_addr,
+            http_addr,
+            publish_key,
+            publish_key_required,
+            paused,
+            restart: shared.restart.clone(),
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Runs until `stop` resolves (Ctrl-C, SIGTERM), the dashboard asks for a restart, or a part dies;
+    /// then shuts down within `grace`.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+        grace: Duration,
+    ) -> anyhow::Result<Exit> {
+        let mut exit = Exit::Stopped;
+        let failure = tokio::select! {
+            _ = stop => None,
+            _ = self.restart.cancelled() => {
+                exit = Exit::Restart;
+                None
+            }
+            Some(r) = self.tasks.join_next() => Some(match r {
+                Ok(name) => format!("the {name} stopped unexpectedly"),
+                Err(e) => format!("a part of the node failed: {e}"),
+            }),
+        };
+        if let Some(f) = &failure {
+            error!("{f}; stopping the node");
+        }
+        info!(
+            grace_secs = grace.as_secs(),
+            "shutting down: closing players and publishers"
+        );
+        self.shutdown.cancel();
+        let drained = tokio::time::timeout(grace, async {
+            while self.tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("some connections did not close within the grace period; stopping them now");
+            self.tasks.abort_all();
+        }
+        info!("stopped");
+        match failure {
+            Some(f) => Err(anyhow::anyhow!(f)),
+            None => Ok(exit),
+        }
     }
 }
 
@@ -179,7 +541,9 @@ async fn supervise_mesh(
     token: CancellationToken,
 ) {
     loop {
-        let mesh = slot.get();
+        let Some(mesh) = slot.get() else {
+            return;
+        };
         mesh.stopped().await;
         if token.is_cancelled() {
             return;
@@ -208,147 +572,7 @@ async fn supervise_mesh(
     }
 }
 
-impl Node {
-    /// Binds every listener and starts every part. Returns once the node serves.
-    pub async fn start(config: Config) -> anyhow::Result<Node> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data dir {}: choose another with --data-dir",
-                config.data_dir.display()
-            )
-        })?;
-        let key = identity::load_or_create_identity(&config.data_dir)?;
-        let peer_id = key.public().to_peer_id();
-        let publish_key = identity::load_or_create_publish_key(&config.data_dir)?;
-        let publish_key_required = config.publish_key_required();
-
-        let streams = Streams::new(HubConfig::default());
-        let mut edge_cfg = EdgeConfig::new(config.rtmp_listen);
-        edge_cfg.publish_key = publish_key_required.then(|| publish_key.clone());
-        edge_cfg.play_merge = Duration::from_millis(config.rtmp_merge_ms);
-        let rtmp = RtmpServer::bind(edge_cfg).await?;
-        let rtmp_addr = rtmp.local_addr();
-        let edge_stats: Arc<EdgeStats> = rtmp.stats();
-        let web = WebServer::bind(config.http_listen).await?;
-        let http_addr = web.local_addr();
-
-        let shutdown = CancellationToken::new();
-        let mesh_cfg = config.mesh_config(key.clone())?;
-        let mesh_token = shutdown.child_token();
-        let first_mesh =
-            Mesh::start(mesh_cfg.clone(), streams.clone(), mesh_token.child_token()).await?;
-        streams.set_finder(Some(first_mesh.finder()));
-        let mesh = MeshSlot(Arc::new(parking_lot::RwLock::new(first_mesh)));
-
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(NodeCollector {
-            streams: streams.clone(),
-            edge: edge_stats,
-            mesh: mesh.clone(),
-        }));
-        let api = Arc::new(Api {
-            peer_id,
-            rtmp_addr,
-            http_addr,
-            publish_key: publish_key.clone(),
-            publish_key_required,
-            started: Instant::now(),
-            streams: streams.clone(),
-            mesh: mesh.clone(),
-            max_upload_kbps: config.max_upload_kbps,
-            registry,
-        });
-
-        let mut tasks = JoinSet::new();
-        {
-            let (slot, streams) = (mesh.clone(), streams.clone());
-            tasks.spawn(async move {
-                supervise_mesh(slot, mesh_cfg, streams, mesh_token).await;
-                "mesh"
-            });
-        }
-        {
-            let (streams, token) = (streams.clone(), shutdown.child_token());
-            tasks.spawn(async move {
-                rtmp.run(streams, token).await;
-                "rtmp edge"
-            });
-        }
-        {
-            let token = shutdown.child_token();
-            tasks.spawn(async move {
-                web.run(api, token).await;
-                "web server"
-            });
-        }
-        for spec in &config.pull {
-            let (streams, token, spec) = (streams.clone(), shutdown.child_token(), spec.clone());
-            tasks.spawn(async move {
-                streamr_edge::relay::pull(spec.name, spec.url, streams, token).await;
-                "pull relay"
-            });
-        }
-        for spec in &config.push {
-            let (streams, token, spec) = (streams.clone(), shutdown.child_token(), spec.clone());
-            tasks.spawn(async move {
-                streamr_edge::relay::push(spec.name, spec.url, streams, token).await;
-                "push relay"
-            });
-        }
-        let listen_addrs = mesh.get().status().listen_addrs.join(" ");
-        info!(
-            %peer_id,
-            listen_addrs,
-            rtmp_listen = %rtmp_addr,
-            http_listen = %http_addr,
-            publish_key_required,
-            version = env!("CARGO_PKG_VERSION"),
-            "streamr-node ready"
-        );
-        Ok(Node {
-            peer_id,
-            rtmp_addr,
-            http_addr,
-            publish_key,
-            publish_key_required,
-            shutdown,
-            tasks,
-        })
-    }
-
-    /// Runs until `stop` resolves (Ctrl-C, SIGTERM) or a part dies; then shuts down within `grace`.
-    pub async fn run_until(
-        mut self,
-        stop: impl std::future::Future<Output = ()>,
-        grace: Duration,
-    ) -> anyhow::Result<()> {
-        let failure = tokio::select! {
-            _ = stop => None,
-            Some(r) = self.tasks.join_next() => Some(match r {
-                Ok(name) => format!("the {name} stopped unexpectedly"),
-                Err(e) => format!("a part of the node failed: {e}"),
-            }),
-        };
-        if let Some(f) = &failure {
-            error!("{f}; stopping the node");
-        }
-        info!(
-            grace_secs = grace.as_secs(),
-            "shutting down: closing players and publishers"
-        );
-        self.shutdown.cancel();
-        let drained = tokio::time::timeout(grace, async {
-            while self.tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            warn!("some connections did not close within the grace period; stopping them now");
-            self.tasks.abort_all();
-        }
-        info!("stopped");
-        match failure {
-            Some(f) => Err(anyhow::anyhow!(f)),
-            None => Ok(()),
-        }
-    }
+/// Restarts the program: after this, `run_until` returns [`Exit::Restart`].
+pub fn request_restart(shared: &Shared) {
+    shared.restart.cancel();
 }

@@ -10,11 +10,35 @@ use crate::config::{LogFormat, PublishAuth, RelaySpec};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
+/// When a changed setting takes effect in a running node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applies {
+    /// At once.
+    Live,
+    /// At once, by restarting the mesh and the RTMP edge (OBS and players reconnect).
+    Reconnect,
+    /// After a restart of the program.
+    Restart,
+}
+
+impl Applies {
+    /// As the settings API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applies::Live => "live",
+            Applies::Reconnect => "reconnect",
+            Applies::Restart => "restart",
+        }
+    }
+}
+
 /// One setting, as documented.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingDoc {
     /// Key in `config.toml` (and field name).
     pub key: &'static str,
+    /// When a change takes effect in a running node.
+    pub applies: Applies,
     /// The command-line flag.
     pub flag: String,
     /// The environment variable.
@@ -47,8 +71,8 @@ fn help<T: Serialize>(doc: &str, default: &T) -> String {
 macro_rules! settings {
     ($(
         $(#[doc = $doc:literal])+
-        $name:ident : $ty:ty = $default:expr ; env $env:literal ; value $value:literal
-        $(; arg($($extra:tt)*))? ;
+        $name:ident : $ty:ty = $default:expr ; env $env:literal ; value $value:literal ;
+        applies $applies:ident $(; arg($($extra:tt)*))? ;
     )*) => {
         /// The effective configuration of a node (all layers applied).
         #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,6 +126,7 @@ macro_rules! settings {
             vec![$(
                 SettingDoc {
                     key: stringify!($name),
+                    applies: Applies::$applies,
                     flag: format!("--{}", stringify!($name).replace('_', "-")),
                     env: $env,
                     value: $value,
@@ -116,66 +141,73 @@ macro_rules! settings {
 settings! {
     /// Address of the RTMP edge for OBS and players; port 0 picks a free port.
     rtmp_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 1935));
-        env "STREAMR_RTMP_LISTEN"; value "ADDR";
+        env "STREAMR_RTMP_LISTEN"; value "ADDR"; applies Reconnect;
     /// Address of the dashboard and API.
     http_listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080));
-        env "STREAMR_HTTP_LISTEN"; value "ADDR";
+        env "STREAMR_HTTP_LISTEN"; value "ADDR"; applies Restart;
     /// Mesh port, UDP (QUIC) and TCP; 0 picks a free one.
     p2p_port: u16 = 4001;
-        env "STREAMR_P2P_PORT"; value "PORT";
+        env "STREAMR_P2P_PORT"; value "PORT"; applies Reconnect;
     /// Log lines for people (text) or machines (json).
     log_format: LogFormat = LogFormat::Text;
-        env "STREAMR_LOG_FORMAT"; value "text|json";
+        env "STREAMR_LOG_FORMAT"; value "text|json"; applies Restart;
     /// Log filter in RUST_LOG syntax, e.g. `info,streamr_edge=debug` (RUST_LOG also works and wins).
     log: String = "info".to_string();
-        env "STREAMR_LOG"; value "FILTER";
+        env "STREAMR_LOG"; value "FILTER"; applies Restart;
     /// When a publish needs `?key=` with the node's publish key: `auto` = only when the RTMP edge listens
     /// beyond loopback, `always`, `never`.
     publish_auth: PublishAuth = PublishAuth::Auto;
-        env "STREAMR_PUBLISH_AUTH"; value "auto|always|never";
+        env "STREAMR_PUBLISH_AUTH"; value "auto|always|never"; applies Reconnect;
     /// Merged writes to RTMP players in milliseconds: frames are written in groups, which saves CPU with
     /// many players (at the cost of this much latency at the edge); 0 writes every message at once.
     rtmp_merge_ms: u64 = 40;
-        env "STREAMR_RTMP_MERGE_MS"; value "MS";
+        env "STREAMR_RTMP_MERGE_MS"; value "MS"; applies Reconnect;
     /// Mesh peers to join through (repeatable): a multiaddr ending in `/p2p/<peer id>`, as the other node's
     /// status shows under `listen_addrs`.
     bootstrap: Vec<String> = Vec::new();
-        env "STREAMR_BOOTSTRAP"; value "MULTIADDR"; arg(value_delimiter = ',');
+        env "STREAMR_BOOTSTRAP"; value "MULTIADDR"; applies Reconnect; arg(value_delimiter = ',');
     /// Upload this node spends relaying streams to other nodes, in kbit/s; when full, new subscribers are
     /// redirected; 0 = unlimited. A typical home uplink has 10-40 Mbit/s: the default leaves room for the
     /// household.
     max_upload_kbps: u32 = 8_000;
-        env "STREAMR_MAX_UPLOAD_KBPS"; value "KBPS";
+        env "STREAMR_MAX_UPLOAD_KBPS"; value "KBPS"; applies Reconnect;
     /// Ask the home router to open the mesh port (UPnP IGD).
     upnp: bool = true;
-        env "STREAMR_UPNP"; value "true|false";
+        env "STREAMR_UPNP"; value "true|false"; applies Reconnect;
     /// Relay service of a public node: circuits relayed at once. Enough for friends to watch a 2.5 Mbit/s
     /// stream for an evening when no hole punch is possible.
     relay_max_circuits: usize = 8;
-        env "STREAMR_RELAY_MAX_CIRCUITS"; value "N";
+        env "STREAMR_RELAY_MAX_CIRCUITS"; value "N"; applies Reconnect;
     /// Relay service: circuits per source peer.
     relay_max_circuits_per_peer: usize = 4;
-        env "STREAMR_RELAY_MAX_CIRCUITS_PER_PEER"; value "N";
+        env "STREAMR_RELAY_MAX_CIRCUITS_PER_PEER"; value "N"; applies Reconnect;
     /// Relay service: longest life of one circuit, minutes.
     relay_max_circuit_minutes: u64 = 240;
-        env "STREAMR_RELAY_MAX_CIRCUIT_MINUTES"; value "MIN";
+        env "STREAMR_RELAY_MAX_CIRCUIT_MINUTES"; value "MIN"; applies Reconnect;
     /// Relay service: most data one circuit carries, MiB.
     relay_max_circuit_mib: u64 = 8192;
-        env "STREAMR_RELAY_MAX_CIRCUIT_MIB"; value "MIB";
+        env "STREAMR_RELAY_MAX_CIRCUIT_MIB"; value "MIB"; applies Reconnect;
     /// Pull an upstream RTMP stream into local stream NAME (repeatable): `NAME=rtmp://HOST/APP/KEY`; in
     /// `config.toml` a list of `[[pull]]` tables with `name` and `url`.
     pull: Vec<RelaySpec> = Vec::new();
-        env "STREAMR_PULL"; value "NAME=URL"; arg(value_delimiter = ',');
+        env "STREAMR_PULL"; value "NAME=URL"; applies Reconnect; arg(value_delimiter = ',');
     /// Push local stream NAME to an upstream RTMP server (repeatable): `NAME=rtmp://HOST/APP/KEY`; in
     /// `config.toml` a list of `[[push]]` tables.
     push: Vec<RelaySpec> = Vec::new();
-        env "STREAMR_PUSH"; value "NAME=URL"; arg(value_delimiter = ',');
+        env "STREAMR_PUSH"; value "NAME=URL"; applies Reconnect; arg(value_delimiter = ',');
     /// Where to check for newer releases: a `latest.json` signed with the release key, e.g.
     /// `https://github.com/streamr-node/streamr-node/releases/latest/download/latest.json`; a newer version
     /// is logged once and shown in the dashboard with its download link, never installed. https only (http
     /// only to 127.0.0.1/localhost); none = no checks.
     update_url: Option<String> = None;
-        env "STREAMR_UPDATE_URL"; value "URL";
+        env "STREAMR_UPDATE_URL"; value "URL"; applies Restart;
+    /// Your name as friends see it: invites carry it, and their dashboards show it.
+    nickname: String = String::new();
+        env "STREAMR_NICKNAME"; value "NAME"; applies Live;
+    /// The dashboard's password, as an argon2 hash (set it with `streamr-node password`). Needed before
+    /// the dashboard listens beyond this computer (`http_listen`); other machines then log in with it.
+    http_password: Option<String> = None;
+        env "STREAMR_HTTP_PASSWORD"; value "ARGON2-HASH"; applies Restart;
 }
 
 /// The reference table of `docs/configuration.md`.

@@ -428,10 +428,6 @@ pub struct UpdateNotices(Arc<parking_lot::RwLock<Option<UpdateNotice>>>);
 
 impl UpdateNotices {
     /// The newer release, if one was announced; `None` while up to date or when checks are off.
-    #[expect(
-        dead_code,
-        reason = "the dashboard reads it once it is wired (issue 14)"
-    )]
     pub fn latest(&self) -> Option<UpdateNotice> {
         self.0.read().clone()
     }

@@ -119,14 +119,14 @@ async fn hostile_clients_end_only_their_own_sessions() {
     assert!(
         wait_until(Duration::from_secs(10), || node
             .stream("alice")
-            .is_some_and(|s| s["players"] == 1))
+            .is_some_and(|s| s.players == 1))
         .await
     );
     let mut publisher = publish(&clip, &url);
     assert!(
         wait_until(Duration::from_secs(10), || node
             .stream("alice")
-            .is_some_and(|s| s["live"] == true))
+            .is_some_and(|s| s.live))
         .await
     );
     let rss_before = node.rss_kib();

@@ -257,9 +257,11 @@ async fn a_relay_that_alters_media_is_caught_counted_and_replaced() {
     // The viewer hears of the stream from the relay alone, then its player asks for it. The relay serves it
     // from the start of the stream, so the player misses nothing for coming late.
     assert!(
-        wait_until(Duration::from_secs(15), || viewer.status()["mesh_streams"]
-            .as_array()
-            .is_some_and(|v| v.iter().any(|s| s["name"] == "alice")))
+        wait_until(Duration::from_secs(15), || viewer
+            .status()
+            .mesh_streams
+            .iter()
+            .any(|s| s.name == "alice"))
         .await,
         "the viewer never heard of the stream:\n{}",
         viewer.log_text()
@@ -271,7 +273,7 @@ async fn a_relay_that_alters_media_is_caught_counted_and_replaced() {
     let upstream = |who: &str| {
         viewer
             .stream("alice")
-            .is_some_and(|s| s["upstream"] == who && s["live"] == true)
+            .is_some_and(|s| s.upstream.as_deref() == Some(who) && s.live)
     };
     assert!(
         wait_until(Duration::from_secs(20), || upstream(&h.peer_id.to_string())).await,
@@ -354,15 +356,12 @@ fn drive(
 /// The node's loopback address of one transport, without `/p2p`.
 fn node_addr(node: &TestNode, tcp: bool) -> Multiaddr {
     let s = node.status();
-    s["listen_addrs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.as_str())
+    s.listen_addrs
+        .iter()
         .filter(|a| a.starts_with("/ip4/127.0.0.1/"))
         .find(|a| a.contains("/tcp/") == tcp && !a.contains("p2p-circuit"))
         .map(|a| without_p2p(&a.parse().unwrap()))
-        .unwrap_or_else(|| panic!("no loopback address in {s}"))
+        .unwrap_or_else(|| panic!("no loopback address in {:?}", s.listen_addrs))
 }
 
 async fn subscribers_that_never_read_cannot_hold_the_upload(tcp: bool) {
@@ -379,7 +378,7 @@ async fn subscribers_that_never_read_cannot_hold_the_upload(tcp: bool) {
     assert!(
         wait_until(Duration::from_secs(10), || victim
             .stream("alice")
-            .is_some_and(|s| s["live"] == true))
+            .is_some_and(|s| s.live))
         .await
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -503,7 +502,7 @@ async fn a_catalog_and_connection_flood_is_bounded_and_the_real_stream_still_spr
     assert!(
         wait_until(Duration::from_secs(10), || viewer
             .stream("alice")
-            .is_some_and(|s| s["players"] == 1))
+            .is_some_and(|s| s.players == 1))
         .await
     );
 

@@ -43,14 +43,14 @@ async fn hostile_peers_are_refused_counted_and_honest_viewers_keep_playing() {
     assert!(
         wait_until(Duration::from_secs(10), || honest
             .stream("alice")
-            .is_some_and(|s| s["players"] == 1))
+            .is_some_and(|s| s.players == 1))
         .await
     );
     let mut publisher = publish(&clip, &victim.url("alice"));
     assert!(
         wait_until(Duration::from_secs(15), || honest
             .stream("alice")
-            .is_some_and(|s| s["live"] == true))
+            .is_some_and(|s| s.live))
         .await
     );
 
@@ -120,13 +120,12 @@ async fn hostile_peers_are_refused_counted_and_honest_viewers_keep_playing() {
     }
 
     let providers = || {
-        victim.status()["mesh_streams"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["name"] == "alice" && s["origin"] == victim.peer_id.as_str())
-            .map(|s| s["providers"].as_u64().unwrap_or(0))
-            .unwrap_or(0)
+        victim
+            .status()
+            .mesh_streams
+            .iter()
+            .find(|s| s.name == "alice" && s.origin == victim.peer_id)
+            .map_or(0, |s| s.providers)
     };
     let providers_before = providers();
 

@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use std::time::Duration;
 
 async fn node_via(boot: &TestNode, extra: &[&str]) -> TestNode {
@@ -13,10 +12,19 @@ async fn node_via(boot: &TestNode, extra: &[&str]) -> TestNode {
     TestNode::start(&args).await
 }
 
-fn stream_field(node: &TestNode, name: &str, field: &str) -> Value {
-    node.stream(name)
-        .map(|s| s[field].clone())
-        .unwrap_or(Value::Null)
+/// Whether `node` has stream `name` live.
+fn live(node: &TestNode, name: &str) -> bool {
+    node.stream(name).is_some_and(|s| s.live)
+}
+
+/// The node `node` receives stream `name` from.
+fn upstream(node: &TestNode, name: &str) -> Option<String> {
+    node.stream(name).and_then(|s| s.upstream)
+}
+
+/// Frames `node` has received of stream `name`.
+fn frames(node: &TestNode, name: &str) -> u64 {
+    node.stream(name).map_or(0, |s| s.frames)
 }
 
 #[tokio::test]
@@ -35,22 +43,20 @@ async fn chain_a_b_c_delivers_every_frame() {
     assert!(
         wait_until(Duration::from_secs(10), || c
             .stream("alice")
-            .is_some_and(|s| s["players"] == 1))
+            .is_some_and(|s| s.players == 1))
         .await
     );
     let mut publisher = publish(&clip, &a.url("alice"));
     // The stream reaches C through the mesh, and C names its origin.
     assert!(
-        wait_until(Duration::from_secs(15), || stream_field(
-            &c, "alice", "live"
-        ) == true)
-        .await,
+        wait_until(Duration::from_secs(15), || live(&c, "alice")).await,
         "C never got the stream; C:\n{}\nB:\n{}",
         c.log_text(),
         b.log_text()
     );
-    assert_eq!(stream_field(&c, "alice", "origin"), a.peer_id.as_str());
-    assert!(stream_field(&c, "alice", "hops").as_u64() >= Some(1));
+    let at_c = c.stream("alice").unwrap();
+    assert_eq!(at_c.origin.as_deref(), Some(a.peer_id.as_str()));
+    assert!(at_c.hops >= Some(1), "{at_c:?}");
     assert!(publisher.wait().await.unwrap().success());
     let p = player.await.unwrap();
     assert_eq!(p.sorted_codecs(), ["aac", "h264"], "{}", p.stderr);
@@ -61,14 +67,11 @@ async fn chain_a_b_c_delivers_every_frame() {
     );
     p.assert_monotonic();
     // C knew only B, so the mesh (catalog, DHT) found the stream: C lists it with its origin.
-    let listed = c.status()["mesh_streams"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let listed = c.status().mesh_streams;
     assert!(
         listed
             .iter()
-            .any(|s| s["name"] == "alice" && s["origin"] == a.peer_id.as_str()),
+            .any(|s| s.name == "alice" && s.origin == a.peer_id),
         "{listed:?}"
     );
 }
@@ -95,7 +98,7 @@ async fn upload_cap_builds_a_tree_of_depth_two_and_every_viewer_plays() {
         assert!(
             wait_until(Duration::from_secs(10), || v
                 .stream("tree")
-                .is_some_and(|s| s["players"] == 1))
+                .is_some_and(|s| s.players == 1))
             .await
         );
     }
@@ -103,20 +106,16 @@ async fn upload_cap_builds_a_tree_of_depth_two_and_every_viewer_plays() {
     // Wait for every viewer to be live, then look at the tree.
     for v in &viewers {
         assert!(
-            wait_until(Duration::from_secs(20), || stream_field(v, "tree", "live")
-                == true)
-            .await,
+            wait_until(Duration::from_secs(20), || live(v, "tree")).await,
             "a viewer never got the stream:\n{}",
             v.log_text()
         );
     }
-    let hops: Vec<u64> = viewers
+    let hops: Vec<u8> = viewers
         .iter()
-        .map(|v| stream_field(v, "tree", "hops").as_u64().unwrap_or(0))
+        .map(|v| v.stream("tree").and_then(|s| s.hops).unwrap_or(0))
         .collect();
-    let origin_subs = stream_field(&origin, "tree", "subscribers")
-        .as_u64()
-        .unwrap_or(99);
+    let origin_subs = origin.stream("tree").map_or(99, |s| s.subscribers);
     assert!(
         origin_subs <= 1,
         "origin serves {origin_subs} peers despite its cap"
@@ -154,53 +153,38 @@ async fn killing_the_middle_node_keeps_the_far_player_playing() {
     let mut b = node_via(&a, &[]).await;
     let c = node_via(&b, &[]).await;
     let _publisher = publish(&clip, &a.url("live1"));
-    assert!(
-        wait_until(Duration::from_secs(10), || stream_field(
-            &a, "live1", "live"
-        ) == true)
-        .await
-    );
+    assert!(wait_until(Duration::from_secs(10), || live(&a, "live1")).await);
     let b_player = play(&b.url("live1"), 5, 60);
-    assert!(
-        wait_until(Duration::from_secs(15), || stream_field(
-            &b, "live1", "live"
-        ) == true)
-        .await
-    );
+    assert!(wait_until(Duration::from_secs(15), || live(&b, "live1")).await);
     let c_player = play(&c.url("live1"), 6, 90);
     assert!(
-        wait_until(Duration::from_secs(15), || stream_field(
-            &c, "live1", "upstream"
-        ) == b.peer_id.as_str())
+        wait_until(Duration::from_secs(15), || upstream(&c, "live1")
+            == Some(b.peer_id.clone()))
         .await,
         "C should first receive through B: {:?}",
         c.stream("live1")
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = stream_field(&c, "live1", "frames").as_u64().unwrap();
+    let before = frames(&c, "live1");
     b.kill().await;
     drop(b_player);
     // C resubscribes (to A) without its player noticing: frames keep coming, now from A.
     assert!(
-        wait_until(Duration::from_secs(15), || stream_field(
-            &c, "live1", "upstream"
-        ) == a.peer_id.as_str())
+        wait_until(Duration::from_secs(15), || upstream(&c, "live1")
+            == Some(a.peer_id.clone()))
         .await,
         "C did not fail over to A: {:?}\n{}",
         c.stream("live1"),
         c.log_text()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || stream_field(
-            &c, "live1", "frames"
-        )
-        .as_u64()
-            > Some(before + 60))
+        wait_until(Duration::from_secs(10), || frames(&c, "live1")
+            > before + 60)
         .await
     );
     assert_eq!(
-        stream_field(&c, "live1", "players"),
-        1,
+        c.stream("live1").map(|s| s.players),
+        Some(1),
         "the player stayed connected"
     );
     let metrics = http_get(c.http, "/metrics").1;
@@ -227,24 +211,25 @@ async fn same_name_from_two_origins_is_told_apart_by_origin_prefix() {
     let _pb = publish(&clip, &b.url("same"));
     // C lists both, each with the name to play to pick it.
     let both = || {
-        c.status()["mesh_streams"]
-            .as_array()
-            .map(|v| v.iter().filter(|s| s["name"] == "same").count())
-            .unwrap_or(0)
+        c.status()
+            .mesh_streams
+            .iter()
+            .filter(|s| s.name == "same")
+            .count()
     };
     assert!(
         wait_until(Duration::from_secs(10), || both() == 2).await,
-        "{}",
+        "{:?}",
         c.status()
     );
     // Enough of B's id that no other node can match it (see streamr_mesh::play_name).
     let pick_b = format!("same@{}", &b.peer_id[..24]);
-    let listed = c.status()["mesh_streams"].as_array().cloned().unwrap();
-    assert!(
-        listed.iter().any(|s| s["play_as"] == pick_b.as_str()),
-        "{listed:?}"
-    );
+    let listed = c.status().mesh_streams;
+    assert!(listed.iter().any(|s| s.play_as == pick_b), "{listed:?}");
     let p = play_with(&c.url(&pick_b), 5, 30, Some(60)).await.unwrap();
     assert!(p.video() > 0, "{}", p.stderr);
-    assert_eq!(stream_field(&c, &pick_b, "origin"), b.peer_id.as_str());
+    assert_eq!(
+        c.stream(&pick_b).and_then(|s| s.origin),
+        Some(b.peer_id.clone())
+    );
 }

@@ -19,7 +19,7 @@ async fn pull_from_ffmpeg_listen() {
     assert!(
         wait_until(Duration::from_secs(10), || node
             .stream("up")
-            .is_some_and(|s| s["players"] == 1))
+            .is_some_and(|s| s.players == 1))
         .await
     );
     // ffmpeg as a one-shot RTMP server: it waits for our pull, then sends the clip in real time.
@@ -86,7 +86,7 @@ async fn push_to_and_pull_from_nginx_rtmp() {
     assert!(
         wait_until(Duration::from_secs(10), || b
             .stream("copy")
-            .is_some_and(|s| s["players"] == 1))
+            .is_some_and(|s| s.players == 1))
         .await
     );
     let st = publish(&clip, &a.url("cam")).wait().await.unwrap();

@@ -31,8 +31,9 @@ pub struct Announcement {
     pub id: StreamId,
     /// When this publish started (Unix ms): a newer publish of the same stream supersedes an older one.
     pub started_ms: u64,
-    public_key: Vec<u8>,
-    signature: Vec<u8>,
+    /// Shared, not copied: an announcement is cloned into every catalog entry and accept.
+    public_key: bytes::Bytes,
+    signature: bytes::Bytes,
 }
 
 /// Why an announcement is not valid.
@@ -74,8 +75,8 @@ impl Announcement {
         Ok(Announcement {
             id,
             started_ms,
-            public_key: key.public().encode_protobuf(),
-            signature,
+            public_key: key.public().encode_protobuf().into(),
+            signature: signature.into(),
         })
     }
 
@@ -116,8 +117,8 @@ impl Announcement {
         let name = r.str()?;
         let origin = r.peer()?;
         let started_ms = r.u64()?;
-        let public_key = r.bytes()?.to_vec();
-        let signature = r.bytes()?.to_vec();
+        let public_key = bytes::Bytes::copy_from_slice(r.bytes()?);
+        let signature = bytes::Bytes::copy_from_slice(r.bytes()?);
         Ok(Announcement {
             id: StreamId { origin, name },
             started_ms,
@@ -135,8 +136,8 @@ impl Announcement {
                 name: name.to_string(),
             },
             started_ms,
-            public_key: Vec::new(),
-            signature: Vec::new(),
+            public_key: bytes::Bytes::new(),
+            signature: bytes::Bytes::new(),
         }
     }
 

@@ -444,6 +444,37 @@ pub struct Catalog {
     per_origin: HashMap<PeerId, usize>,
 }
 
+/// What to gossip this round, ordered once for every peer (see [`Catalog::gossip_plan`]).
+#[derive(Debug, Clone, Default)]
+pub struct GossipPlan {
+    local: Vec<CatalogEntry>,
+    /// Learned streams in gossip order: how many providers a message carries for it, and one more than
+    /// that of them, best first.
+    learned: Vec<(usize, Vec<CatalogEntry>)>,
+}
+
+impl GossipPlan {
+    /// The message for `peer`: our own entries, then the learned ones, never an entry about `peer` itself,
+    /// at most [`MAX_ENTRIES`].
+    pub fn for_peer(&self, peer: &PeerId) -> Vec<CatalogEntry> {
+        let mut out: Vec<CatalogEntry> = self.local.clone();
+        for (room, group) in &self.learned {
+            if out.len() >= MAX_ENTRIES {
+                break;
+            }
+            out.extend(
+                group
+                    .iter()
+                    .filter(|e| e.provider != *peer)
+                    .take(*room)
+                    .cloned(),
+            );
+        }
+        out.truncate(MAX_ENTRIES);
+        out
+    }
+}
+
 impl Catalog {
     /// Replaces this node's own entries.
     pub fn set_local(&mut self, entries: Vec<CatalogEntry>) {
@@ -665,16 +696,14 @@ impl Catalog {
         }
     }
 
-    /// What to gossip to `peer`: our own entries, then what we learned (except entries about `peer`
-    /// itself), at most [`GOSSIP_PROVIDERS_PER_STREAM`] per stream (fewest hops, most spare upload first)
-    /// and [`MAX_STREAMS_PER_ORIGIN`] streams per origin. Learned streams are taken in turns from each peer
-    /// that told us of them, each peer's oldest first: a peer that floods us with new streams gets its
-    /// turns, not the whole message.
-    pub fn gossip_for(&self, peer: &PeerId, now: Instant) -> Vec<CatalogEntry> {
-        let mut out: Vec<CatalogEntry> = self.local.clone();
-        let live = |s: &&Stored| {
-            s.expires > now && s.entry.provider != *peer && s.entry.hops < MAX_GOSSIP_HOPS
-        };
+    /// What to gossip this round: ordered once, then cut per peer with [`GossipPlan::for_peer`] (a node
+    /// with many peers would otherwise order everything it learned once per peer). Our own entries come
+    /// first, then learned streams, at most [`GOSSIP_PROVIDERS_PER_STREAM`] providers each (fewest hops,
+    /// most spare upload first) and [`MAX_STREAMS_PER_ORIGIN`] streams per origin. Learned streams are taken
+    /// in turns from each peer that told us of them, each peer's oldest first: a peer that floods us with
+    /// new streams gets its turns, not the whole message.
+    pub fn gossip_plan(&self, now: Instant) -> GossipPlan {
+        let live = |s: &&Stored| s.expires > now && s.entry.hops < MAX_GOSSIP_HOPS;
         // Each source's streams, oldest first.
         let mut queues: BTreeMap<PeerId, Vec<(Instant, &StreamId)>> = BTreeMap::new();
         for (id, l) in &self.streams {
@@ -702,7 +731,10 @@ impl Catalog {
                 .filter(|e| e.announcement.id == *id)
                 .count()
         };
-        while out.len() < MAX_ENTRIES && queues.iter().any(|q| !q.is_empty()) {
+        let mut learned = Vec::new();
+        // Entries any peer's message will surely get (each peer's own entry may be left out of a group).
+        let mut sure = self.local.len();
+        while sure < MAX_ENTRIES && queues.iter().any(|q| !q.is_empty()) {
             for q in queues.iter_mut() {
                 let Some(id) = q.pop_front() else { continue };
                 if !done.insert(id) {
@@ -726,18 +758,32 @@ impl Catalog {
                     )
                 });
                 let room = GOSSIP_PROVIDERS_PER_STREAM.saturating_sub(ours);
-                out.extend(entries.into_iter().take(room).map(|s| s.entry.clone()));
-                if out.len() >= MAX_ENTRIES {
+                // One more than there is room for, so that the peer's own entry can be left out.
+                let group: Vec<CatalogEntry> = entries
+                    .into_iter()
+                    .take(room + 1)
+                    .map(|s| s.entry.clone())
+                    .collect();
+                sure += group.len().saturating_sub(1).min(room);
+                learned.push((room, group));
+                if sure >= MAX_ENTRIES {
                     break;
                 }
             }
         }
-        out.truncate(MAX_ENTRIES);
-        out
+        GossipPlan {
+            local: self.local.clone(),
+            learned,
+        }
+    }
+
+    /// What to gossip to `peer` now (see [`Catalog::gossip_plan`]).
+    pub fn gossip_for(&self, peer: &PeerId, now: Instant) -> Vec<CatalogEntry> {
+        self.gossip_plan(now).for_peer(peer)
     }
 
     /// Providers of `name` (optionally only of origins whose id starts with `origin_prefix`), newest publish
-    /// only, in no particular order.
+    /// only, in a stable order (by provider).
     pub fn providers(
         &self,
         name: &str,
@@ -765,6 +811,7 @@ impl Catalog {
                     .cloned(),
             );
         }
+        out.sort_by_key(|e| e.provider);
         out
     }
 

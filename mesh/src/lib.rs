@@ -10,8 +10,11 @@ pub mod net;
 pub mod routes;
 pub mod service;
 pub mod session;
+pub mod sim;
 pub mod wire;
 
 pub use routes::Lineage;
-pub use service::{Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh};
-pub use session::play_name;
+pub use service::{
+    DialFailure, Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh,
+};
+pub use session::{Friends, play_name};

@@ -2,16 +2,25 @@
 //!
 //! The lab builds an "internet" segment (documentation address ranges only), public hosts, and NAT sites
 //! whose routers are real nftables NATs of every classic type (full cone, restricted cone, port-restricted
-//! cone, symmetric, double NAT), with delay, jitter and loss on access links. It proves itself with two
-//! probes that need no node: [`classify`] measures each preset's mapping and filtering, and [`matrix`]
-//! punches UDP holes between every pair of presets and compares with what RFC 4787 predicts.
+//! cone, symmetric, double NAT), with delay, jitter and loss on access links. It proves itself with probes
+//! that need no node: [`proof::classify`] measures each preset's mapping and filtering, and
+//! [`proof::punch`] punches UDP holes between every pair of presets and compares with what RFC 4787
+//! predicts.
 //!
-//! The engine ([`Lab`]) is what scenario runners build on: add sites, start processes in their
-//! namespaces with [`Host::command`], read results, and let the lab tear everything down.
+//! The folders, each depending only on those listed before it:
+//! - [`engine`]: the lab engine ([`Lab`]): namespaces, links, the userspace wire, NAT rulesets, addresses,
+//!   names, host commands, cleanup. Scenario runners build on it: add sites, start processes in their
+//!   namespaces with [`Host::command`], read results, and let the lab tear everything down.
+//! - [`report`]: Markdown/text tables and SVG grids (no netlab imports).
+//! - [`probe`]: the programs that run inside the lab as `netlab agent ...` (STUN, punch, echo, and the
+//!   RTMP probe publisher and player).
+//! - [`node`]: `streamr-node` driven from outside: the one launcher (also used by the root package's
+//!   integration tests) and its status API read into the web crate's types.
+//! - [`proof`]: classify, punch and scale, the lab measured against its definitions.
+//! - [`scenario`]: scenario files, their runner and their results; [`bench`](mod@bench): benchmarks against a
+//!   baseline measured in the same run.
 //!
-//! On top of it, the node-facing half: the probe publisher and player ([`probe::rtmp`]), the
-//! `streamr-node` driver ([`node`]), scenario files ([`scenario`]) and their runner ([`runner`], results in
-//! [`results`]), and the benches ([`bench`]).
+//! The command line (`src/cmd/`, in the binary) sits on top of all of them.
 //!
 //! ```no_run
 //! use streamr_netlab::{Lab, LabConfig, LinkConditions, NatPreset, NatType, PublicHostOptions};
@@ -24,31 +33,16 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod addr;
 pub mod bench;
-pub mod classify;
-pub mod clean;
-mod error;
-pub mod lab;
-pub mod link;
-pub mod matrix;
-pub mod names;
-pub mod nat;
+pub mod engine;
 pub mod node;
 pub mod probe;
+pub mod proof;
 pub mod report;
-pub mod results;
-pub mod runner;
-pub mod scale;
 pub mod scenario;
-pub mod sys;
-pub mod wire;
-pub mod wiring;
 
-pub use error::{CommandFailed, LabError, LabResult};
-pub use lab::{
-    Carrier, Host, Lab, LabConfig, PublicHostOptions, Router, Site, SiteSpec, TeardownReport,
-    teardown_all,
+pub use engine::{
+    Behaviour, Carrier, CommandFailed, Filtering, Host, Impairment, Lab, LabConfig, LabError,
+    LabResult, LinkConditions, Mapping, NatPreset, NatType, PublicHostOptions, Router, Site,
+    SiteSpec, TeardownReport, teardown_all,
 };
-pub use link::{Impairment, LinkConditions};
-pub use nat::{Behaviour, Filtering, Mapping, NatPreset, NatType};

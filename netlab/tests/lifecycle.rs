@@ -34,7 +34,7 @@ fn sites_are_built_reachable_and_removed() {
 
 /// The prefix of the lab owned by `pid`, from its owner record.
 fn prefix_owned_by(pid: u32) -> Option<String> {
-    std::fs::read_dir(streamr_netlab::names::OWNER_DIR)
+    std::fs::read_dir(streamr_netlab::engine::names::OWNER_DIR)
         .ok()?
         .filter_map(|e| e.ok())
         .find_map(|e| {
@@ -76,7 +76,7 @@ fn ctrl_c_tears_the_lab_down() {
         "{:?}",
         common::namespaces_of(&prefix)
     );
-    assert!(!streamr_netlab::names::owner_file(&prefix).exists());
+    assert!(!streamr_netlab::engine::names::owner_file(&prefix).exists());
 }
 
 #[test]
@@ -110,5 +110,5 @@ fn clean_removes_a_killed_run_and_nothing_else() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("removed {prefix}")));
     assert!(common::namespaces_of(&prefix).is_empty());
-    assert!(!streamr_netlab::names::owner_file(&prefix).exists());
+    assert!(!streamr_netlab::engine::names::owner_file(&prefix).exists());
 }

@@ -1,15 +1,17 @@
-//! Shared helpers of the integration tests: start the real `streamr-node` binary on free ports, read its
-//! status, and drive real ffmpeg publishers and players. Every process started here is killed on drop.
+//! Shared helpers of the integration tests: start the real `streamr-node` binary on free ports (through
+//! netlab's node launcher, the one netlab itself uses), read its typed status, and drive real ffmpeg
+//! publishers and players. Every process started here is killed on drop.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use streamr_netlab::node::{
+    Launcher, NodeProcess, STATUS_PATH, Status, StatusExt, StreamStatus, http,
+};
 use tokio::process::{Child, Command};
 
 /// True when the tests must not skip for a missing external tool (CI sets it after installing them).
@@ -39,10 +41,11 @@ pub fn have(tool: &str, why: &str) -> bool {
     ok
 }
 
-/// A `streamr-node` process on free loopback ports with its own data dir.
+/// A `streamr-node` process on free loopback ports with its own data dir, started through netlab's
+/// launcher (the one both netlab and these tests use).
 pub struct TestNode {
-    /// The process.
-    pub child: Child,
+    /// The process (killed on drop).
+    pub process: NodeProcess,
     /// RTMP address.
     pub rtmp: SocketAddr,
     /// HTTP address.
@@ -51,9 +54,12 @@ pub struct TestNode {
     pub peer_id: String,
     /// Data dir (removed on drop).
     pub dir: tempfile::TempDir,
-    /// Everything the node logged so far (JSON lines).
-    pub log: Arc<Mutex<Vec<String>>>,
 }
+
+/// How long a node may take to print its ready line.
+const READY_LIMIT: Duration = Duration::from_secs(30);
+/// How long a node gets to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(15);
 
 impl TestNode {
     /// Starts a node with `extra` flags and waits until it is ready.
@@ -64,69 +70,28 @@ impl TestNode {
 
     /// Starts a node with an existing data dir.
     pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> TestNode {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamr-node"));
-        cmd.arg("run")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args([
-                "--rtmp-listen",
-                "127.0.0.1:0",
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--p2p-port", "0", "--log-format", "json"])
-            .args(extra)
-            .env_remove("RUST_LOG")
+        let launcher = Launcher {
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            env_remove: vec!["RUST_LOG".into()],
             // STREAMR_TEST_LOG raises the nodes' log level when debugging a test.
-            .env(
-                "STREAMR_LOG",
+            env: vec![(
+                "STREAMR_LOG".into(),
                 std::env::var("STREAMR_TEST_LOG")
                     .unwrap_or_else(|_| "info,streamr_edge=debug".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().expect("spawn streamr-node");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let log2 = log.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut tx = Some(tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "streamr-node ready"
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(v);
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let ready = tokio::time::timeout(Duration::from_secs(30), rx)
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node not ready in 30 s; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                )
-            })
-            .unwrap_or_else(|_| {
-                panic!(
-                    "node exited before ready; log:\n{}",
-                    log.lock().unwrap().join("\n")
-                )
-            });
-        let addr = |k: &str| ready[k].as_str().unwrap().parse::<SocketAddr>().unwrap();
+            )],
+            ..Launcher::new(env!("CARGO_BIN_EXE_streamr-node"), dir.path())
+        };
+        let mut process = launcher.spawn().expect("spawn streamr-node");
+        let ready = match process.wait_ready(READY_LIMIT).await {
+            Ok(r) => r,
+            Err(e) => panic!("{e}\nthe whole log:\n{}", process.log_text()),
+        };
         TestNode {
-            child,
-            rtmp: addr("rtmp_listen"),
-            http: addr("http_listen"),
-            peer_id: ready["peer_id"].as_str().unwrap().to_string(),
+            process,
+            rtmp: ready.rtmp_listen,
+            http: ready.http_listen,
+            peer_id: ready.peer_id,
             dir,
-            log,
         }
     }
 
@@ -135,96 +100,65 @@ impl TestNode {
         format!("rtmp://{}/live/{name}", self.rtmp)
     }
 
-    /// GET `/api/v1/status` as JSON.
-    pub fn status(&self) -> Value {
-        let body = http_get(self.http, "/api/v1/status").1;
+    /// GET `/api/v1/status`, typed.
+    pub fn status(&self) -> Status {
+        self.process
+            .status_blocking()
+            .unwrap_or_else(|e| panic!("status of {}: {e:#}", self.http))
+    }
+
+    /// GET `/api/v1/status` as raw JSON, for tests of the JSON itself (field names, what is absent).
+    pub fn status_json(&self) -> Value {
+        let body = http_get(self.http, STATUS_PATH).1;
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad status JSON ({e}): {body}"))
     }
 
     /// The status entry of stream `name`.
-    pub fn stream(&self, name: &str) -> Option<Value> {
-        self.status()["streams"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned()
+    pub fn stream(&self, name: &str) -> Option<StreamStatus> {
+        self.status().stream(name).cloned()
     }
 
     /// The node's loopback QUIC multiaddr (with `/p2p/<id>`), for another node's `--bootstrap`.
     pub fn mesh_addr(&self) -> String {
         let s = self.status();
-        s["listen_addrs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a.as_str())
+        s.listen_addrs
+            .iter()
             .find(|a| a.starts_with("/ip4/127.0.0.1/") && a.contains("quic-v1"))
-            .unwrap_or_else(|| panic!("no loopback QUIC address in {s}"))
-            .to_string()
+            .unwrap_or_else(|| panic!("no loopback QUIC address in {:?}", s.listen_addrs))
+            .clone()
     }
 
     /// Resident memory of the node process in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        self.process.rss_kib().unwrap_or(0)
     }
 
     /// Kills the node at once (SIGKILL), as a crash or a pulled plug would.
     pub async fn kill(&mut self) {
-        let _ = self.child.kill().await;
+        self.process.kill().await;
     }
 
     /// True while the process runs.
     pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        self.process.alive()
     }
 
     /// The log so far, joined.
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.process.log_text()
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status code.
     pub async fn stop(mut self) -> Option<i32> {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
-        }
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(Ok(s)) => s.code(),
-            _ => {
-                let _ = self.child.kill().await;
-                None
-            }
-        }
+        self.process.stop(STOP_GRACE).await
     }
 }
 
 /// A plain HTTP/1.0 GET; returns (status code, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect http");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (code, body)
+    let a = http::get_blocking(addr, path, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("GET {path} on {addr}: {e:#}"));
+    (a.code, a.body)
 }
 
 /// A test clip: H.264 + AAC in FLV, 30 fps, keyframe every `gop` frames, encoded once per test binary.

@@ -1,10 +1,14 @@
 //! The JSON shapes of the HTTP API and the trait through which the web server asks the node for them.
 //! The web crate knows nothing of libp2p or RTMP: the node fills these in.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::pin::Pin;
 
-/// `GET /api/v1/status`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// `GET /api/v1/status`. Readers (netlab, the tests) deserialize it too; every type here takes a default
+/// for a field it lacks, so the status of an older or newer node still reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct Status {
     /// The node id: the libp2p PeerId of its key.
     pub peer_id: String,
@@ -43,7 +47,8 @@ pub struct Status {
 }
 
 /// NAT traversal in [`Status`].
-#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct NatStatus {
     /// "public", "private" or "unknown".
     pub reachability: String,
@@ -76,7 +81,8 @@ pub struct NatStatus {
 }
 
 /// A connected peer in [`Status`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct PeerStatus {
     /// Its node id.
     pub peer_id: String,
@@ -91,7 +97,8 @@ pub struct PeerStatus {
 }
 
 /// A stream known in the mesh, in [`Status`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct MeshStream {
     /// Stream name.
     pub name: String,
@@ -106,7 +113,8 @@ pub struct MeshStream {
 }
 
 /// One stream in [`Status`].
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
 pub struct StreamStatus {
     /// Stream name.
     pub name: String,
@@ -138,10 +146,187 @@ pub struct StreamStatus {
     pub subscribers: u64,
 }
 
+/// What the dashboard shows beyond [`Status`] (which stays as scripts and netlab know it). Pushed by
+/// `GET /api/v1/events` whenever it changes, at most once a second.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Overview {
+    /// The node takes part in the mesh and serves RTMP (false: paused with Stop).
+    pub running: bool,
+    /// The name this node shows to friends ("" = none set).
+    pub nickname: String,
+    /// The people whose invites this node accepted.
+    pub friends: Vec<FriendStatus>,
+    /// A setting was saved that only takes effect after a restart of the program.
+    pub restart_needed: bool,
+    /// A newer release, if the update check found one: (version, download page).
+    pub update: Option<UpdateNotice>,
+    /// Everything else, as `GET /api/v1/status` has it (with the publish key: the dashboard is local).
+    pub status: Status,
+}
+
+/// A newer release than the one running.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UpdateNotice {
+    /// Its version.
+    pub version: String,
+    /// Where to get it.
+    pub url: String,
+}
+
+/// A friend in [`Overview`].
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FriendStatus {
+    /// Their node id.
+    pub peer_id: String,
+    /// Their nickname (from their invite), if they had one.
+    pub nickname: Option<String>,
+    /// Connected now.
+    pub online: bool,
+    /// "direct" or "relayed" while online.
+    pub connection: Option<String>,
+    /// Last ping round trip, ms.
+    pub rtt_ms: Option<f64>,
+}
+
+/// `POST /api/v1/invites`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InviteRequest {
+    /// A stream the friend's node opens once joined.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// How long the invite stays valid: `30m`, `24h`, `7d`, `never` (default 7d).
+    #[serde(default)]
+    pub expires: Option<String>,
+}
+
+/// An invite, as the node makes it (the web server adds the QR code).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Invite {
+    /// The join code, for people (dash-separated groups).
+    pub code: String,
+    /// `http://127.0.0.1:8080/join#CODE`: opens the friend's own dashboard with the code filled in.
+    pub link: String,
+    /// When it expires (unix seconds), if ever.
+    pub expires: Option<u64>,
+}
+
+/// `POST /api/v1/join`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    /// The code, or the whole link.
+    pub code: String,
+}
+
+/// What a successful join did.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Joined {
+    /// The friend's node id.
+    pub peer_id: String,
+    /// Their nickname, if their invite had one.
+    pub nickname: Option<String>,
+    /// The stream the invite opens, if any (play it at `/live/NAME.flv`).
+    pub stream: Option<String>,
+    /// In words, for the page.
+    pub message: String,
+}
+
+/// One setting, as `GET /api/v1/settings` shows it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SettingView {
+    /// Key in `config.toml` (and in `PUT /api/v1/settings`).
+    pub key: String,
+    /// The value in effect now (as JSON); secrets are shown as `"set"` or null.
+    pub value: serde_json::Value,
+    /// The value saved in `config.toml`, if any (it may wait for a restart).
+    pub saved: Option<serde_json::Value>,
+    /// The built-in default, as `config.toml` spells it.
+    pub default: String,
+    /// What it does.
+    pub doc: String,
+    /// "live" (applied at once), "reconnect" (applied at once by reconnecting the mesh and the RTMP
+    /// edge: players and OBS reconnect), or "restart" (after a restart of the program).
+    pub applies: String,
+    /// Set by a command-line flag or an environment variable, which win over `config.toml`.
+    pub overridden: Option<String>,
+    /// Can be changed through the API (secrets and files are not).
+    pub editable: bool,
+}
+
+/// `GET|PUT /api/v1/settings`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Settings {
+    /// Every setting, in definition order.
+    pub settings: Vec<SettingView>,
+    /// A saved change waits for a restart of the program.
+    pub restart_needed: bool,
+    /// After a PUT: what happened, in words.
+    pub message: Option<String>,
+}
+
+/// A refusal the API explains.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    #[serde(skip)]
+    pub status: u16,
+    /// What happened and what to do next.
+    pub error: String,
+    /// The setting or field at fault, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Details for people who want them (e.g. each address tried and why it failed).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+impl ApiError {
+    /// A 400 with this message.
+    pub fn bad_request(error: impl Into<String>) -> Self {
+        ApiError {
+            status: 400,
+            error: error.into(),
+            field: None,
+            details: Vec::new(),
+        }
+    }
+
+    /// An error with this status.
+    pub fn with_status(status: u16, error: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            ..Self::bad_request(error)
+        }
+    }
+}
+
+/// What an asynchronous API call returns.
+pub type ApiFuture<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>> + Send>>;
+
 /// What the web server needs from the node.
 pub trait NodeApi: Send + Sync + 'static {
     /// The status; `local` says whether the request came from this machine (secrets are only shown then).
     fn status(&self, local: bool) -> Status;
     /// Prometheus text exposition.
     fn metrics(&self) -> String;
+    /// What the dashboard shows.
+    fn overview(&self) -> Overview;
+    /// The node's streams, for HTTP-FLV playback.
+    fn streams(&self) -> streamr_media::Streams;
+    /// Makes an invite.
+    fn invite(&self, request: InviteRequest) -> ApiFuture<Invite>;
+    /// Joins a friend by their invite: dial, remember, open the invited stream.
+    fn join(&self, code: String) -> ApiFuture<Joined>;
+    /// Stop (false) or start (true) the node; the dashboard stays up either way.
+    fn set_running(&self, running: bool) -> ApiFuture<()>;
+    /// The settings.
+    fn settings(&self) -> Settings;
+    /// Changes settings: `changes` maps keys to new values (JSON). Validates all before saving any.
+    fn update_settings(
+        &self,
+        changes: serde_json::Map<String, serde_json::Value>,
+    ) -> ApiFuture<Settings>;
+    /// Restarts the program (after settings that need it).
+    fn restart(&self) -> ApiFuture<()>;
 }

@@ -1,7 +1,24 @@
-//! streamr-web: the node's local HTTP surface (warp): JSON status, Prometheus metrics, and the dashboard.
+//! streamr-web: the node's local HTTP surface (warp): the dashboard (embedded assets), its JSON API and
+//! live events, HTTP-FLV playback, Prometheus metrics, and the rules that keep other sites and other
+//! machines out (Host, CSRF, password).
 
 mod api;
+mod assets;
+pub mod events;
+pub mod flv;
+mod qr;
+pub mod security;
 mod server;
 
-pub use api::{MeshStream, NatStatus, NodeApi, PeerStatus, Status, StreamStatus};
-pub use server::{BindError, WebServer};
+pub use api::{
+    ApiError, ApiFuture, FriendStatus, Invite, InviteRequest, JoinRequest, Joined, MeshStream,
+    NatStatus, NodeApi, Overview, PeerStatus, SettingView, Settings, Status, StreamStatus,
+    UpdateNotice,
+};
+pub use security::{hash_password, is_password_hash, verify_password};
+pub use server::{BindError, WebConfig, WebServer};
+
+/// Every embedded dashboard file with its bytes (the size budget is checked over these).
+pub fn embedded_assets() -> Vec<(&'static str, &'static [u8])> {
+    assets::all()
+}

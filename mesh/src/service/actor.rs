@@ -706,8 +706,9 @@ impl Actor {
             .net
             .with_snapshot(|s| s.peers.keys().copied().collect());
         self.last_sent.retain(|p, _| peers.contains(p));
+        let plan = self.catalog.gossip_plan(now);
         for peer in peers {
-            let entries = self.catalog.gossip_for(&peer, now);
+            let entries = plan.for_peer(&peer);
             let bytes = catalog::encode(&entries);
             let digest = {
                 use std::hash::{Hash, Hasher};

@@ -60,7 +60,7 @@ async fn set_lineage(ctx: &Ctx, hub: &Arc<Hub>, lineage: Arc<crate::routes::Line
 
 pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
     info!(stream = %key, "looking for the stream in the mesh");
-    let mut fetcher = Fetcher::new(ctx.me, &key);
+    let mut fetcher = Fetcher::new(ctx.me, &key).with_friends(ctx.config.friends.clone());
     loop {
         let now = Instant::now().into_std();
         let local_source = hub.is_live() && hub.snapshot().source != Some(SourceKind::Mesh);

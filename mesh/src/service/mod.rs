@@ -56,8 +56,22 @@ pub struct MeshConfig {
     pub relay: RelayLimits,
     /// Ask the home router to open our port (UPnP IGD).
     pub upnp: bool,
+    /// The node's friends: their streams win for a plain name (the node adds to the set live).
+    pub friends: crate::Friends,
     /// Timers and windows of the protocols.
     pub tuning: MeshTuning,
+}
+
+/// Why [`Mesh::dial`] found no connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot reach {peer} at {} address(es): {reason}", tried.len())]
+pub struct DialFailure {
+    /// The peer dialed.
+    pub peer: PeerId,
+    /// The addresses tried (those given, and any the node knew already).
+    pub tried: Vec<Multiaddr>,
+    /// What went wrong, as libp2p reports it (per address when it can tell).
+    pub reason: String,
 }
 
 /// Timers and windows of the mesh's protocols.
@@ -249,6 +263,35 @@ impl Mesh {
             client: self.client.clone(),
             cancel: self.cancel.clone(),
         })
+    }
+
+    /// Connects to `peer` at `addrs` (an invite's addresses, with or without `/p2p/<peer>`) within
+    /// `limit`, and remembers the addresses for later dials. Already connected is success.
+    pub async fn dial(
+        &self,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        limit: Duration,
+    ) -> Result<(), DialFailure> {
+        let addrs: Vec<Multiaddr> = addrs
+            .into_iter()
+            .map(|a| match a.iter().last() {
+                Some(libp2p::multiaddr::Protocol::P2p(p)) if p == peer => {
+                    let mut a = a;
+                    a.pop();
+                    a
+                }
+                _ => a,
+            })
+            .collect();
+        self.net
+            .connect(peer, addrs.clone(), limit)
+            .await
+            .map_err(|reason| DialFailure {
+                peer,
+                tried: addrs,
+                reason,
+            })
     }
 
     /// This node's id.

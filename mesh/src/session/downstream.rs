@@ -62,6 +62,9 @@ pub fn redirect_hints(
         .filter(|h| h.peer != *requester)
         .collect();
     for e in catalog {
+        if hints.len() >= MAX_REDIRECT_HINTS {
+            break;
+        }
         if e.provider != *requester
             && e.provider != *me
             && !hints.iter().any(|h| h.peer == e.provider)

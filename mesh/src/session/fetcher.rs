@@ -9,7 +9,9 @@ use crate::announce::StreamId;
 use crate::catalog::{CatalogEntry, PeerView, rank};
 use crate::wire::ProviderHint;
 use libp2p::PeerId;
-use std::collections::HashMap;
+use parking_lot::RwLock;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streamr_media::LookupState;
 
@@ -65,6 +67,29 @@ pub enum Next {
     Stop,
 }
 
+/// The node's friends (the people who invited it, or whom it joined): a plain stream name resolves to a
+/// friend's stream before a stranger's. Shared with the node, which adds a friend as soon as a join
+/// succeeds, so running fetches see it in their next round. Cloning shares the set.
+#[derive(Debug, Clone, Default)]
+pub struct Friends(Arc<RwLock<HashSet<PeerId>>>);
+
+impl Friends {
+    /// A set holding `peers`.
+    pub fn new(peers: impl IntoIterator<Item = PeerId>) -> Self {
+        Friends(Arc::new(RwLock::new(peers.into_iter().collect())))
+    }
+
+    /// Adds a friend; false if it was one already.
+    pub fn insert(&self, peer: PeerId) -> bool {
+        self.0.write().insert(peer)
+    }
+
+    /// Whether `peer` is a friend.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.0.read().contains(peer)
+    }
+}
+
 /// One fetch's policy state. See the module docs.
 #[derive(Debug)]
 pub struct Fetcher {
@@ -85,6 +110,8 @@ pub struct Fetcher {
     last_frame: Option<Instant>,
     unwanted_since: Option<Instant>,
     idle_wait: Duration,
+    /// Origins preferred for a plain name.
+    friends: Friends,
 }
 
 impl Fetcher {
@@ -108,7 +135,14 @@ impl Fetcher {
             last_frame: None,
             unwanted_since: None,
             idle_wait: IDLE_WAIT_MIN,
+            friends: Friends::default(),
         }
+    }
+
+    /// Prefers the streams of these origins for a plain name (see [`Friends`]).
+    pub fn with_friends(mut self, friends: Friends) -> Self {
+        self.friends = friends;
+        self
     }
 
     /// The stream name.
@@ -152,16 +186,17 @@ impl Fetcher {
     }
 
     /// Settles on one origin among the catalog's entries of this name: the one this node already plays;
-    /// else the one named by `NAME@ORIGIN`, which must be the only match; else, for a plain name, the
-    /// origin this node has known longest (`known_since`). Self-declared start times and hop counts do not
-    /// decide: anyone can sign its own stream of any name with any start time.
+    /// else the one named by `NAME@ORIGIN`, which must be the only match; else, for a plain name, a
+    /// friend's, then the origin this node has known longest (`known_since`). Self-declared start times and
+    /// hop counts do not decide: anyone can sign its own stream of any name with any start time. A choice
+    /// stays settled, except that a stranger's not yet played gives way to a friend's that appears.
     fn settle_origin(
         &mut self,
         entries: &[CatalogEntry],
         playing_origin: Option<PeerId>,
         known_since: &impl Fn(&StreamId) -> Option<Instant>,
     ) -> Option<PeerId> {
-        if let Some(o) = playing_origin.or(self.chosen) {
+        if let Some(o) = playing_origin {
             self.chosen = Some(o);
             return Some(o);
         }
@@ -184,10 +219,16 @@ impl Fetcher {
             ));
             return None;
         }
-        // Known longest first (None, "just now", sorts first only when nothing is known).
+        let friend_offered = origins.iter().any(|(_, o)| self.friends.contains(o));
+        if let Some(o) = self.chosen
+            && (self.friends.contains(&o) || !friend_offered)
+        {
+            return Some(o);
+        }
+        // Friends first, then known longest (None, "just now", sorts first only when nothing is known).
         let chosen = origins
             .iter()
-            .min_by_key(|(since, o)| (since.is_none(), *since, *o))
+            .min_by_key(|(since, o)| (!self.friends.contains(o), since.is_none(), *since, *o))
             .map(|(_, o)| *o)?;
         self.chosen = Some(chosen);
         Some(chosen)
@@ -494,6 +535,57 @@ mod tests {
         );
         assert_eq!(got.len(), 1);
         assert_eq!(f.origin(), Some(x.public().to_peer_id()));
+    }
+
+    #[test]
+    fn a_plain_name_resolves_to_a_friends_stream_before_a_strangers() {
+        let me = PeerId::random();
+        let (stranger, friend) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (near, far) = (PeerId::random(), PeerId::random());
+        let s_id = stranger.public().to_peer_id();
+        let catalog = || vec![entry(&stranger, 1, near, 0), entry(&friend, 9, far, 3)];
+        let t0 = Instant::now();
+        // The stranger's stream was known first: without friends it wins.
+        let since = move |id: &StreamId| {
+            Some(if id.origin == s_id {
+                t0
+            } else {
+                t0 + Duration::from_secs(5)
+            })
+        };
+        let view = |_: &PeerId| PeerView::default();
+        let got = Fetcher::new(me, "s").candidates(t0, catalog(), None, &[], view, since);
+        assert_eq!(got, vec![near]);
+        let friends = Friends::default();
+        let mut f = Fetcher::new(me, "s").with_friends(friends.clone());
+        assert_eq!(
+            f.candidates(t0, catalog(), None, &[], view, since),
+            vec![near]
+        );
+        // A friend added while the fetch runs (nothing played yet) counts from its next round on.
+        assert!(friends.insert(friend.public().to_peer_id()));
+        assert_eq!(
+            f.candidates(t0, catalog(), None, &[], view, since),
+            vec![far]
+        );
+        // But not once the stranger's stream plays.
+        let mut h = Fetcher::new(me, "s");
+        assert_eq!(
+            h.candidates(t0, catalog(), None, &[], view, since),
+            vec![near]
+        );
+        let mut h = h.with_friends(friends.clone());
+        assert_eq!(
+            h.candidates(t0, catalog(), Some(s_id), &[], view, since),
+            vec![near]
+        );
+        // An explicit origin still wins over friendship.
+        let origin = s_id.to_string();
+        let mut g = Fetcher::new(me, &format!("s@{origin}")).with_friends(friends);
+        assert_eq!(
+            g.candidates(t0, catalog(), None, &[], view, since),
+            vec![near]
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `netlab bench fanout`: one publisher, N ffmpeg players, our node against nginx-rtmp on loopback, in one run.
 //! Reports CPU of one core, RSS, frames per player, time to first frame of a late player, and startup time.
 
-use super::procstat;
+use crate::engine::procstat;
 use crate::report::Table;
 use anyhow::{Context, bail};
 use serde::Serialize;

@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::node::{self, NodeArgs, NodeProcess, Ready};
+use crate::node::{self, Launcher, NodeLog, NodeProcess, Ready, StatusExt};
 use crate::probe::playback::PlayReport;
 use crate::probe::rtmp::{self, PlayOptions, PublishOptions, PublishReport};
 use crate::report::Table;
@@ -218,28 +218,19 @@ async fn start_node(
     let data = tempfile::Builder::new()
         .prefix("netlab-mesh-node-")
         .tempdir()?;
-    let args = NodeArgs {
-        data_dir: data.path().to_path_buf(),
-        rtmp_listen: "127.0.0.1:0".parse()?,
-        http_listen: "127.0.0.1:0".parse()?,
-        p2p_port: 0,
+    let name = format!("node-{k}");
+    let launcher = Launcher {
         bootstrap,
         extra: extra.to_vec(),
+        log: NodeLog::File(dir.join(format!("{name}.log"))),
+        name,
+        ..Launcher::new(&opts.node, data.path())
     };
-    let name = format!("node-{k}");
-    let mut process = NodeProcess::spawn(
-        &name,
-        std::process::Command::new(&opts.node),
-        &args,
-        &dir.join(format!("{name}.log")),
-    )?;
-    let ready = match process.wait_ready(Duration::from_secs(30)).await {
-        Ok(r) => r,
-        Err(e) => {
-            process.stop(Duration::from_secs(1)).await;
-            return Err(e);
-        }
-    };
+    let process = launcher.start(Duration::from_secs(30)).await?;
+    let ready = process
+        .ready()
+        .cloned()
+        .context("the node has no ready line")?;
     Ok(ChainNode {
         process,
         ready,
@@ -253,12 +244,8 @@ async fn loopback_addr(prev: &Ready) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = node::fetch_status(prev.http_listen, Duration::from_secs(2)).await?;
-        let Some(addrs) = status.listen_addrs else {
-            bail!(
-                "the node's status has no listen_addrs: the mesh is not built into this node yet"
-            );
-        };
-        if let Some(a) = node::pick_bootstrap_addr(&addrs, Some(std::net::Ipv4Addr::LOCALHOST)) {
+        let addrs = &status.listen_addrs;
+        if let Some(a) = node::pick_bootstrap_addr(addrs, Some(std::net::Ipv4Addr::LOCALHOST)) {
             return Ok(a);
         }
         if Instant::now() > deadline {
@@ -332,7 +319,7 @@ async fn measure(
     if let Ok(status) = node::fetch_status(last.ready.http_listen, Duration::from_secs(2)).await
         && let Some(stream) = status.stream("bench")
     {
-        r.reported_hops = stream.hops;
+        r.reported_hops = stream.hops.map(u32::from);
         r.upstream_index = stream
             .upstream
             .as_ref()

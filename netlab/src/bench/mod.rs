@@ -3,4 +3,3 @@
 
 pub mod fanout;
 pub mod mesh;
-pub mod procstat;

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
+use streamr_netlab::engine::agent;
 use streamr_netlab::node;
 use streamr_netlab::probe::proto::Role;
 use streamr_netlab::probe::rtmp::{self as media_probe, PlayOptions, PublishOptions};
-use streamr_netlab::probe::{self, echo, punch, stun};
+use streamr_netlab::probe::{echo, punch, stun};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -154,20 +155,24 @@ async fn poll_status(addr: SocketAddr, interval: Duration) -> anyhow::Result<()>
     loop {
         tick.tick().await;
         let at_unix_ms = media_probe::unix_us() / 1000;
-        let line = match node::http_get(
+        let answer = node::http::get(
             addr,
             node::STATUS_PATH,
             interval.max(Duration::from_secs(1)),
         )
         .await
-        {
+        .and_then(node::http::HttpAnswer::ok);
+        let line = match answer {
             Ok(body) => match serde_json::from_str::<serde_json::Value>(&body) {
                 Ok(status) => serde_json::json!({ "at_unix_ms": at_unix_ms, "status": status }),
                 Err(e) => {
                     serde_json::json!({ "at_unix_ms": at_unix_ms, "error": format!("not JSON: {e}") })
                 }
             },
-            Err(e) => serde_json::json!({ "at_unix_ms": at_unix_ms, "error": format!("{e:#}") }),
+            Err(e) => {
+                let e = anyhow::Error::new(e);
+                serde_json::json!({ "at_unix_ms": at_unix_ms, "error": format!("{e:#}") })
+            }
         };
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")?;
@@ -189,12 +194,12 @@ fn print_json(value: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    probe::exit_when_stdin_closes();
+    agent::exit_when_stdin_closes();
     match args.agent {
         Agent::StunServer { primary, alternate } => {
             stun::serve(
                 stun::ServerAddrs { primary, alternate },
-                probe::announce_ready,
+                agent::announce_ready,
             )
             .context("stun server")?;
             Ok(ExitCode::SUCCESS)
@@ -208,7 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context("stun client")?,
         ),
         Agent::Rendezvous { bind } => {
-            punch::serve_rendezvous(bind, probe::announce_ready).context("rendezvous")?;
+            punch::serve_rendezvous(bind, agent::announce_ready).context("rendezvous")?;
             Ok(ExitCode::SUCCESS)
         }
         Agent::PunchPeer {
@@ -234,7 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_json(&punch::run_peer(&cfg).context("punch peer")?)
         }
         Agent::EchoServer { bind } => {
-            echo::serve(bind, probe::announce_ready).context("echo server")?;
+            echo::serve(bind, agent::announce_ready).context("echo server")?;
             Ok(ExitCode::SUCCESS)
         }
         Agent::EchoClient {

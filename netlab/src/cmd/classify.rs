@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use streamr_netlab::nat::parse_preset_list;
-use streamr_netlab::{Lab, LabConfig, classify};
+use streamr_netlab::engine::nat::parse_preset_list;
+use streamr_netlab::proof::classify;
+use streamr_netlab::{Lab, LabConfig};
 
 use super::{EXIT_MISMATCH, write_file};
 

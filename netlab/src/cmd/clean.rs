@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use streamr_netlab::{clean, sys};
+use streamr_netlab::engine::{clean, sys};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

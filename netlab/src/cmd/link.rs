@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::json;
-use streamr_netlab::{Lab, LabConfig, LinkConditions, NatPreset, scale};
+use streamr_netlab::proof::scale;
+use streamr_netlab::{Lab, LabConfig, LinkConditions, NatPreset};
 
 use super::write_file;
 

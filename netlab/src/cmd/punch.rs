@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use streamr_netlab::matrix::{self, PunchOptions, Start};
-use streamr_netlab::nat::parse_preset_list;
+use streamr_netlab::engine::nat::parse_preset_list;
+use streamr_netlab::proof::punch::{self, PunchOptions, Start};
 use streamr_netlab::{Lab, LabConfig};
 
 use super::{EXIT_MISMATCH, write_file};
@@ -78,24 +78,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         jobs: args.jobs.max(1),
         ..PunchOptions::default()
     };
-    let cases = matrix::cases(&presets, &starts, &delays);
+    let cases = punch::cases(&presets, &starts, &delays);
     println!("Expected (RFC 4787 behaviours; ok* = only via the observed source):");
     print!(
         "{}",
-        matrix::expectation_table(&presets, opts.follow_source).to_text()
+        punch::expectation_table(&presets, opts.follow_source).to_text()
     );
     eprint!("punch: {} cases, {} at a time: ", cases.len(), opts.jobs);
     let start = Instant::now();
     let lab = Lab::new(LabConfig::default())?;
-    let progress = |o: &matrix::PunchOutcome| {
+    let progress = |o: &punch::PunchOutcome| {
         eprint!("{}", if o.matches { "." } else { "!" });
         let _ = std::io::stderr().flush();
     };
-    let outcomes = matrix::run(&lab, &cases, &opts, &progress);
+    let outcomes = punch::run(&lab, &cases, &opts, &progress);
     let teardown = lab.shutdown()?;
     eprintln!();
     let outcomes = outcomes?;
-    let grids = matrix::grids(&outcomes, &opts);
+    let grids = punch::grids(&outcomes, &opts);
     let mut markdown = String::new();
     for m in &grids {
         println!("\n{}", m.grid.title);
@@ -119,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
-    let (n, ok) = matrix::summary(&outcomes);
+    let (n, ok) = punch::summary(&outcomes);
     println!(
         "\npunch: {n} cases, {ok} as expected, {} direct; lab {} in {:.1} s (teardown {:.2} s)",
         outcomes.iter().filter(|o| o.direct).count(),

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use streamr_netlab::results::RunReport;
-use streamr_netlab::runner;
+use streamr_netlab::scenario::results::RunReport;
+use streamr_netlab::scenario::runner;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use streamr_netlab::runner::{self, RunOptions};
-use streamr_netlab::{LabConfig, scenario};
+use streamr_netlab::LabConfig;
+use streamr_netlab::scenario::{
+    self,
+    runner::{self, RunOptions},
+};
 
 use super::EXIT_MISMATCH;
 use super::bench::sibling_node;
@@ -58,7 +61,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         lab: LabConfig::default(),
     };
     // Needs root before anything starts: say so at once rather than per trial.
-    streamr_netlab::sys::check_privileges()?;
+    streamr_netlab::engine::sys::check_privileges()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use streamr_netlab::{LabConfig, LinkConditions, NatPreset, scale};
+use streamr_netlab::proof::scale;
+use streamr_netlab::{LabConfig, LinkConditions, NatPreset};
 
 use super::{EXIT_MISMATCH, write_file};
 

@@ -1,9 +1,9 @@
-//! `netlab wire ...`: the userspace wire process (see `streamr_netlab::wire`).
+//! `netlab wire ...`: the userspace wire process (see `streamr_netlab::engine::wire`).
 
 use std::process::ExitCode;
 
 use streamr_netlab::LinkConditions;
-use streamr_netlab::wire::{self, WireConfig};
+use streamr_netlab::engine::wire::{self, WireConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

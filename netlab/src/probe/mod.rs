@@ -9,10 +9,11 @@
 //!   over RTMP: a synthetic live stream whose frames carry a sequence number and their send time, and a
 //!   player that measures loss, gaps, time to first frame and one-way latency.
 //!
-//! Agents print one JSON result (clients) or [`READY_LINE`] once listening (servers) on standard output,
-//! and exit when their standard input closes, so none outlives the lab that started it.
+//! Agents print one JSON result (clients) or the lab's ready line once listening (servers) on standard
+//! output, and exit when their standard input closes ([`crate::engine::agent`]), so none outlives the lab
+//! that started it. Probes use the lab engine's vocabulary (NAT behaviour, the STUN server's addresses);
+//! the engine never imports a probe.
 
-use std::io::Read;
 use std::time::Duration;
 
 pub mod echo;
@@ -24,26 +25,5 @@ pub mod rfc5389;
 pub mod rtmp;
 pub mod stun;
 
-/// What a server agent prints once its sockets are bound.
-pub const READY_LINE: &str = "ready";
-
 /// How long a client waits for one reply before it sends again.
 pub(crate) const RETRY_INTERVAL: Duration = Duration::from_millis(150);
-
-/// Exits the process when standard input closes: the lab that started this agent let go of it or died.
-pub fn exit_when_stdin_closes() {
-    std::thread::spawn(|| {
-        let mut stdin = std::io::stdin();
-        let mut buf = [0u8; 256];
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        std::process::exit(0);
-    });
-}
-
-/// Prints the ready line and flushes it, so the lab can stop waiting.
-pub fn announce_ready() {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{READY_LINE}");
-    let _ = out.flush();
-}

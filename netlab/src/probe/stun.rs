@@ -17,50 +17,35 @@ use serde::{Deserialize, Serialize};
 use super::RETRY_INTERVAL;
 use super::proto::Message;
 use super::rfc5389;
-use crate::nat::{Behaviour, Filtering, Mapping};
+use crate::engine::nat::{Behaviour, Filtering, Mapping};
 
 /// How long a client tries one question before it concludes that no answer will come.
 const QUESTION_TIMEOUT: Duration = Duration::from_millis(700);
 
-/// The server's two addresses and two ports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerAddrs {
-    /// The primary address (IP1, port1).
-    pub primary: SocketAddrV4,
-    /// The alternate address (IP2, port2).
-    pub alternate: SocketAddrV4,
-}
+/// The server's two addresses and two ports (the lab engine's, which starts the server).
+pub use crate::engine::stun_server::ServerAddrs;
 
-impl ServerAddrs {
-    /// The four sockets: (ip1,p1), (ip1,p2), (ip2,p1), (ip2,p2).
-    pub fn all(&self) -> [SocketAddrV4; 4] {
-        let (i1, i2) = (*self.primary.ip(), *self.alternate.ip());
-        let (p1, p2) = (self.primary.port(), self.alternate.port());
-        [
-            SocketAddrV4::new(i1, p1),
-            SocketAddrV4::new(i1, p2),
-            SocketAddrV4::new(i2, p1),
-            SocketAddrV4::new(i2, p2),
-        ]
-    }
-
-    /// The server address that answers a request received on `on` with the given change flags.
-    pub fn responder(&self, on: SocketAddrV4, change_ip: bool, change_port: bool) -> SocketAddrV4 {
-        let other_ip = if *on.ip() == *self.primary.ip() {
-            *self.alternate.ip()
-        } else {
-            *self.primary.ip()
-        };
-        let other_port = if on.port() == self.primary.port() {
-            self.alternate.port()
-        } else {
-            self.primary.port()
-        };
-        SocketAddrV4::new(
-            if change_ip { other_ip } else { *on.ip() },
-            if change_port { other_port } else { on.port() },
-        )
-    }
+/// The server address that answers a request received on `on` with the given change flags.
+pub fn answering_socket(
+    addrs: &ServerAddrs,
+    on: SocketAddrV4,
+    change_ip: bool,
+    change_port: bool,
+) -> SocketAddrV4 {
+    let other_ip = if *on.ip() == *addrs.primary.ip() {
+        *addrs.alternate.ip()
+    } else {
+        *addrs.primary.ip()
+    };
+    let other_port = if on.port() == addrs.primary.port() {
+        addrs.alternate.port()
+    } else {
+        addrs.primary.port()
+    };
+    SocketAddrV4::new(
+        if change_ip { other_ip } else { *on.ip() },
+        if change_port { other_port } else { on.port() },
+    )
 }
 
 /// Runs the server until the process is told to stop: binds the four sockets, calls `ready`, answers.
@@ -100,9 +85,9 @@ fn serve_socket(
         if let (Some(req), std::net::SocketAddr::V4(from)) =
             (rfc5389::decode_request(&buf[..n]), from)
         {
-            let responder = addrs.responder(all[i], req.change_ip, req.change_port);
+            let responder = answering_socket(&addrs, all[i], req.change_ip, req.change_port);
             let j = all.iter().position(|a| *a == responder).unwrap_or(i);
-            let other = addrs.responder(all[i], true, true);
+            let other = answering_socket(&addrs, all[i], true, true);
             let reply = rfc5389::encode_response(&req, from, responder, other);
             let _ = sockets[j].send_to(&reply, from);
             continue;
@@ -118,7 +103,7 @@ fn serve_socket(
         else {
             continue;
         };
-        let responder = addrs.responder(all[i], change_ip, change_port);
+        let responder = answering_socket(&addrs, all[i], change_ip, change_port);
         let j = all.iter().position(|a| *a == responder).unwrap_or(i);
         let reply = Message::BindingResponse {
             id,
@@ -206,7 +191,7 @@ pub fn run_client(bind_ip: std::net::Ipv4Addr, server: ServerAddrs) -> io::Resul
     let mut next_id = (std::process::id() as u64) << 32;
     let mut ask = |sock: &UdpSocket, to: SocketAddrV4, change_ip: bool, change_port: bool| {
         next_id += 1;
-        let expect_from = server.responder(to, change_ip, change_port);
+        let expect_from = answering_socket(&server, to, change_ip, change_port);
         question(sock, to, next_id, change_ip, change_port, expect_from)
     };
     let mapping_sock = UdpSocket::bind(SocketAddrV4::new(bind_ip, 0))?;
@@ -316,11 +301,17 @@ mod tests {
     fn responder_swaps_what_was_asked() {
         let s = server();
         let [p, _, _, alt] = s.all();
-        assert_eq!(s.responder(p, true, true), alt);
-        assert_eq!(s.responder(p, false, true), sa("198.51.100.10:3479"));
-        assert_eq!(s.responder(p, true, false), sa("198.51.100.11:3478"));
-        assert_eq!(s.responder(alt, true, true), p);
-        assert_eq!(s.responder(p, false, false), p);
+        assert_eq!(answering_socket(&s, p, true, true), alt);
+        assert_eq!(
+            answering_socket(&s, p, false, true),
+            sa("198.51.100.10:3479")
+        );
+        assert_eq!(
+            answering_socket(&s, p, true, false),
+            sa("198.51.100.11:3478")
+        );
+        assert_eq!(answering_socket(&s, alt, true, true), p);
+        assert_eq!(answering_socket(&s, p, false, false), p);
     }
 
     fn obs(mapped: [&str; 3], eif: bool, adf: bool) -> Observation {

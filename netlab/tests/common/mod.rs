@@ -11,7 +11,7 @@ pub const REQUIRE_EXTERNAL: &str = "STREAMR_REQUIRE_EXTERNAL";
 /// The skip rule: true when the lab can run here (root, `ip`, `nft`). Otherwise prints why the test is
 /// skipped and returns false, unless `STREAMR_REQUIRE_EXTERNAL=1`, where it panics instead.
 pub fn lab_available(test: &str) -> bool {
-    match streamr_netlab::sys::check_privileges() {
+    match streamr_netlab::engine::sys::check_privileges() {
         Ok(()) => true,
         Err(e) => {
             skip(&format!("{test} needs root, ip and nft: {e}"));
@@ -59,9 +59,9 @@ pub fn read_json(path: &PathBuf) -> serde_json::Value {
 
 /// Namespaces on the machine whose name starts with `prefix-`.
 pub fn namespaces_of(prefix: &str) -> Vec<String> {
-    streamr_netlab::sys::netns_list()
+    streamr_netlab::engine::sys::netns_list()
         .unwrap()
         .into_iter()
-        .filter(|n| streamr_netlab::names::prefix_of(n) == Some(prefix))
+        .filter(|n| streamr_netlab::engine::names::prefix_of(n) == Some(prefix))
         .collect()
 }

@@ -1,5 +1,5 @@
 //! Link conditions (one-way delay, jitter, loss) and how the lab applies them: `tc netem` where the kernel
-//! has it, otherwise the userspace wire ([`crate::wire`]). The choice is made once per process.
+//! has it, otherwise the userspace wire ([`super::wire`]). The choice is made once per process.
 
 use std::fmt;
 use std::str::FromStr;

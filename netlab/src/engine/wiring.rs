@@ -9,7 +9,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::lab::LAB_MTU;
+/// Every link in the lab has this MTU, whatever the host's own links use.
+pub const LAB_MTU: u32 = 1500;
 
 /// The internet router's address (on its loopback), every public namespace's gateway.
 pub const INTERNET_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);

@@ -2,8 +2,8 @@
 
 use std::io;
 
-use crate::addr::PoolExhausted;
-use crate::link::InvalidConditions;
+use super::addr::PoolExhausted;
+use super::link::InvalidConditions;
 
 /// A command the lab ran (`ip`, `nft`, `sysctl`, an agent) failed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::node::NodeStatus;
+use crate::node::{Status, StatusExt};
 use crate::probe::playback::{Percentiles, PlayReport};
 use crate::probe::rtmp::PublishReport;
 use crate::report::{CellClass, Grid, GridCell, Table};
@@ -646,7 +646,7 @@ impl RunReport {
 #[derive(Debug, Clone, Default)]
 pub struct StatusHistory {
     /// (Unix ms, status) of each successful poll.
-    pub samples: Vec<(u64, NodeStatus)>,
+    pub samples: Vec<(u64, Status)>,
     /// The last status as the node sent it (unknown fields kept).
     pub last_raw: Option<serde_json::Value>,
     /// Polls that failed.
@@ -655,7 +655,7 @@ pub struct StatusHistory {
 
 impl StatusHistory {
     /// The first poll at or after `from_ms` where `test` holds, as ms after `from_ms`.
-    pub fn first_after(&self, from_ms: u64, test: impl Fn(&NodeStatus) -> bool) -> Option<f64> {
+    pub fn first_after(&self, from_ms: u64, test: impl Fn(&Status) -> bool) -> Option<f64> {
         self.samples
             .iter()
             .find(|(at, s)| *at >= from_ms && test(s))
@@ -663,7 +663,7 @@ impl StatusHistory {
     }
 
     /// The last status read.
-    pub fn last(&self) -> Option<&NodeStatus> {
+    pub fn last(&self) -> Option<&Status> {
         self.samples.last().map(|(_, s)| s)
     }
 
@@ -679,10 +679,9 @@ pub fn final_connection(history: &StatusHistory, publisher_peer: &str) -> String
         None => connection::UNKNOWN.into(),
         Some(s) => match s.peer(publisher_peer) {
             None => connection::NONE.into(),
-            Some(p) => p
-                .connection
-                .clone()
-                .unwrap_or_else(|| connection::CONNECTED.into()),
+            // A node that does not say how it is connected is connected all the same.
+            Some(p) if p.connection.is_empty() => connection::CONNECTED.into(),
+            Some(p) => p.connection.clone(),
         },
     }
 }
@@ -690,7 +689,7 @@ pub fn final_connection(history: &StatusHistory, publisher_peer: &str) -> String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::PeerStatus;
+    use crate::node::{PeerStatus, PeerStatusExt};
 
     fn player(remote: bool, delivered: bool, connection: &str, ttd: Option<f64>) -> PlayerResult {
         PlayerResult {
@@ -869,18 +868,18 @@ mod tests {
 
     #[test]
     fn history_gives_times_and_the_final_connection() {
-        let status = |conn: Option<&str>| NodeStatus {
-            listen_addrs: Some(vec![]),
+        let status = |conn: Option<&str>| Status {
+            listen_addrs: vec!["/ip4/127.0.0.1/udp/4001/quic-v1/p2p/X".into()],
             peers: conn
                 .map(|c| {
                     vec![PeerStatus {
                         peer_id: "PUB".into(),
-                        connection: Some(c.into()),
+                        connection: c.into(),
                         ..PeerStatus::default()
                     }]
                 })
                 .unwrap_or_default(),
-            ..NodeStatus::default()
+            ..Status::default()
         };
         let h = StatusHistory {
             samples: vec![
@@ -906,5 +905,10 @@ mod tests {
             final_connection(&StatusHistory::default(), "PUB"),
             "unknown"
         );
+        let silent = StatusHistory {
+            samples: vec![(1000, status(Some("")))],
+            ..StatusHistory::default()
+        };
+        assert_eq!(final_connection(&silent, "PUB"), "connected");
     }
 }

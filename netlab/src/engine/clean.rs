@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::LabResult;
-use crate::names;
-use crate::sys;
+use super::error::LabResult;
+use super::names;
+use super::sys;
 
 /// One run's leftovers.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

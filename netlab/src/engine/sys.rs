@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::error::{CommandFailed, LabError, LabResult};
+use super::error::{CommandFailed, LabError, LabResult};
 
 /// Where `ip netns` keeps the named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::{LabError, LabResult};
-use crate::lab::{Lab, SiteSpec};
-use crate::link::LinkConditions;
-use crate::nat::{Behaviour, NatPreset};
+use crate::engine::lab::{Lab, SiteSpec};
+use crate::engine::link::LinkConditions;
+use crate::engine::nat::{Behaviour, NatPreset};
+use crate::engine::{LabError, LabResult};
 use crate::probe::stun::{ClientReport, Observation, ServerAddrs};
 use crate::report::Table;
 
@@ -29,20 +29,6 @@ pub struct ClassifyRow {
     pub ok: bool,
     /// The probe's raw observation.
     pub observation: Option<Observation>,
-}
-
-/// Arguments of the server agent.
-pub fn server_args(addrs: &ServerAddrs) -> Vec<String> {
-    [
-        "agent",
-        "stun-server",
-        "--primary",
-        &addrs.primary.to_string(),
-        "--alternate",
-        &addrs.alternate.to_string(),
-    ]
-    .map(String::from)
-    .to_vec()
 }
 
 /// Arguments of the client agent.
@@ -154,7 +140,7 @@ pub fn table(rows: &[ClassifyRow]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::{Filtering, Mapping, NatType};
+    use crate::engine::nat::{Filtering, Mapping, NatType};
 
     #[test]
     fn rows_compare_against_the_definition() {
@@ -206,6 +192,5 @@ mod tests {
             client_args("10.0.0.2".parse().unwrap(), &addrs).join(" "),
             "agent stun-client --bind 10.0.0.2 --primary 198.51.100.10:3478 --alternate 198.51.100.11:3479"
         );
-        assert_eq!(server_args(&addrs)[1], "stun-server");
     }
 }

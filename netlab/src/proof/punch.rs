@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::error::{LabError, LabResult};
-use crate::lab::{Host, Lab, PublicHostOptions, Site};
-use crate::link::LinkConditions;
-use crate::nat::{Behaviour, Filtering, NatPreset};
-use crate::probe::READY_LINE;
+use crate::engine::agent::READY_LINE;
+use crate::engine::lab::{Host, Lab, PublicHostOptions, Site};
+use crate::engine::link::LinkConditions;
+use crate::engine::nat::{Behaviour, Filtering, NatPreset};
+use crate::engine::{LabError, LabResult};
 use crate::probe::proto::Role;
 use crate::probe::punch::PeerReport;
 use crate::report::{CellClass, Grid, GridCell, Table};
@@ -512,7 +512,7 @@ pub fn summary(outcomes: &[PunchOutcome]) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::NatType;
+    use crate::engine::nat::NatType;
 
     const FC: NatPreset = NatPreset::Single(NatType::FullCone);
     const RC: NatPreset = NatPreset::Single(NatType::RestrictedCone);

@@ -1,6 +1,6 @@
 //! Scenario files (`netlab run FILE`): a topology of public hosts and NAT sites, which `streamr-node` runs
 //! where, who publishes and who plays when, for how long and how many times. This module parses and
-//! checks a file and expands it into concrete cases; [`crate::runner`] runs them.
+//! checks a file and expands it into concrete cases; [`crate::scenario::runner`] runs them.
 //!
 //! ```toml
 //! name = "smoke"
@@ -60,8 +60,8 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use crate::link::LinkConditions;
-use crate::nat::NatPreset;
+use crate::engine::link::LinkConditions;
+use crate::engine::nat::NatPreset;
 
 /// A scenario file that cannot be used, with the file and the key at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -779,7 +779,7 @@ pub fn bootstrap_layers(nodes: &[NodePlan]) -> Result<Vec<Vec<String>>, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nat::NatType;
+    use crate::engine::nat::NatType;
 
     fn parse_str(text: &str) -> Result<Scenario, ScenarioError> {
         parse(text, Path::new("test.toml"))

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tun::Tun;
 
-use crate::link::LinkConditions;
+use super::link::LinkConditions;
 
 /// What the wire prints on standard output once both TAP devices exist.
 pub const READY_LINE: &str = "ready";

@@ -12,6 +12,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::stun_server::ServerAddrs;
+
 /// How a NAT chooses the external address and port for an internal endpoint (RFC 4787 section 4.1).
 ///
 /// Ordered from the most to the least permissive, so the behaviour of two NATs in a row is the maximum.
@@ -480,11 +482,7 @@ fn ruleset(
 /// - the `inet filter` table with the chains miniupnpd's nftables backend adds its rules to (it creates
 ///   none itself): a dnat chain hooked at `dstnat`, a filter chain in `forward`, and its postrouting chain.
 ///   Packets it forwards are accepted by the main table's `ct status dnat` rule.
-pub fn upnp_ruleset(
-    ports: &RouterPorts<'_>,
-    timeouts: &NatTimeouts,
-    stun: &crate::probe::stun::ServerAddrs,
-) -> String {
+pub fn upnp_ruleset(ports: &RouterPorts<'_>, timeouts: &NatTimeouts, stun: &ServerAddrs) -> String {
     let stun_in = format!(
         "ip saddr {{ {}, {} }} udp sport {{ {}, {} }} accept",
         stun.primary.ip(),
@@ -511,7 +509,7 @@ pub fn upnp_ruleset(
 pub fn miniupnpd_args(
     wan_if: &str,
     lan_if: &str,
-    stun: &crate::probe::stun::ServerAddrs,
+    stun: &ServerAddrs,
     pid_file: &str,
 ) -> Vec<String> {
     [
@@ -676,7 +674,7 @@ mod tests {
 
     #[test]
     fn upnp_router_lets_only_the_stun_server_in_and_has_miniupnpds_chains() {
-        let stun = crate::probe::stun::ServerAddrs {
+        let stun = ServerAddrs {
             primary: "198.51.100.2:3478".parse().unwrap(),
             alternate: "198.51.100.3:3479".parse().unwrap(),
         };

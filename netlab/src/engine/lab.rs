@@ -7,7 +7,7 @@
 //! namespaces and deletes the namespaces by exact name, which also removes every interface of the lab: no
 //! interface of the lab ever exists in the host namespace.
 //!
-//! Topology (the internet is routed by `<prefix>-inet`, see [`crate::wiring`]):
+//! Topology (the internet is routed by `<prefix>-inet`, see [`super::wiring`]):
 //! ```text
 //!  public host 198.51.100.x --+
 //!                             +-- <prefix>-inet (gateway 203.0.113.1) --+-- wan 203.0.113.x router -- lan 10.a.b.1 -- host 10.a.b.2
@@ -29,17 +29,18 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::addr::{self, PREFIX_LEN, SlotPool};
-use crate::error::{LabError, LabResult};
-use crate::link::{IMPAIRMENT_ENV, Impairment, ImpairmentChoice, LinkConditions, impairment_for};
-use crate::names;
-use crate::nat::{
+use super::addr::{self, PREFIX_LEN, SlotPool};
+use super::agent;
+use super::error::{LabError, LabResult};
+use super::link::{IMPAIRMENT_ENV, Impairment, ImpairmentChoice, LinkConditions, impairment_for};
+use super::names;
+use super::nat::{
     NatPreset, NatTimeouts, NatType, RouterPorts, miniupnpd_args, router_ruleset, upnp_ruleset,
 };
-use crate::probe::stun::ServerAddrs;
-use crate::sys;
-use crate::wire;
-use crate::wiring::{self, LinkEnds};
+use super::stun_server::{self, ServerAddrs};
+use super::sys;
+use super::wire;
+use super::wiring::{self, LAB_MTU, LinkEnds};
 
 /// A router's interface towards its uplink.
 const WAN_IF: &str = "wan";
@@ -47,8 +48,6 @@ const WAN_IF: &str = "wan";
 const LAN_IF: &str = "lan";
 /// A host's only interface.
 const HOST_IF: &str = "eth0";
-/// Every link in the lab has this MTU, whatever the host's own links use.
-pub const LAB_MTU: u32 = 1500;
 /// Longest teardown waits for operations in flight.
 const OPERATION_DRAIN: Duration = Duration::from_secs(15);
 /// How long an agent or wire may take to say it is ready.
@@ -141,7 +140,7 @@ fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
 pub struct Carrier {
     /// The carrier's router.
     pub router: Router,
-    /// Number of its network (100.64.<network>.0/24).
+    /// Number of its network (`100.64.<network>.0/24`).
     pub network: u8,
 }
 
@@ -857,8 +856,8 @@ impl Lab {
         self.start_agent(
             &host.ns,
             "stun server",
-            &crate::classify::server_args(&addrs),
-            Some(crate::probe::READY_LINE),
+            &stun_server::server_args(&addrs),
+            Some(agent::READY_LINE),
         )?;
         *slot = Some(addrs);
         Ok(addrs)

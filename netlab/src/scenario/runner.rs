@@ -19,16 +19,16 @@ use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
 use tokio::time::Instant as TokioInstant;
 
-use crate::bench::procstat;
-use crate::lab::{Host, Lab, LabConfig, SiteSpec};
-use crate::node::{self, NodeArgs, NodeProcess, NodeStatus, Ready};
-use crate::probe::playback::PlayReport;
-use crate::probe::rtmp::{PublishReport, unix_us};
-use crate::results::{
+use super::file::{Case, NodePlan, PlayerPlan, PublisherPlan, Scenario, bootstrap_layers};
+use super::results::{
     CaseReport, MatrixAxes, NodeReport, PlayerResult, RunReport, StatusHistory, TrialReport,
     connection, final_connection, summarise,
 };
-use crate::scenario::{Case, NodePlan, PlayerPlan, Scenario, bootstrap_layers};
+use crate::engine::lab::{Host, Lab, LabConfig, SiteSpec};
+use crate::engine::procstat;
+use crate::node::{self, Launcher, NodeLog, NodeProcess, PeerStatusExt, Ready, Status, StatusExt};
+use crate::probe::playback::PlayReport;
+use crate::probe::rtmp::{PublishReport, unix_us};
 
 /// Ports every node uses inside its own namespace.
 const RTMP_LISTEN: &str = "127.0.0.1:1935";
@@ -344,7 +344,7 @@ async fn run_trial(t: &Trial<'_>) -> TrialReport {
     let built = tokio::task::spawn_blocking(move || {
         let lab = Lab::new(lab_config)?;
         let sites = lab.add_sites(&specs);
-        Ok::<_, crate::LabError>((lab, sites))
+        Ok::<_, crate::engine::LabError>((lab, sites))
     })
     .await;
     let (lab, sites) = match built {
@@ -561,12 +561,12 @@ async fn drive(
             error: o.error,
             reachability: h
                 .last()
-                .and_then(|s| s.nat.as_ref())
-                .and_then(|n| n.reachability.clone()),
+                .filter(|s| s.reports_nat())
+                .map(|s| s.nat.reachability.clone()),
             hole_punches: h
                 .last()
-                .and_then(|s| s.nat.as_ref())
-                .and_then(|n| Some((n.hole_punch_attempts?, n.hole_punch_successes.unwrap_or(0)))),
+                .filter(|s| s.reports_nat())
+                .map(|s| (s.nat.hole_punch_attempts, s.nat.hole_punch_successes)),
             cpu_s: usage.get(&n.name).map(|u| u.0),
             rss_mib: usage.get(&n.name).map(|u| u.1 as f64 / 1024.0),
             status_errors: h.errors,
@@ -605,7 +605,7 @@ async fn drive(
                             .upstream
                             .as_ref()
                             .map(|u| name_of.get(u).cloned().unwrap_or_else(|| u.clone()));
-                        p.hops = st.hops;
+                        p.hops = st.hops.map(u32::from);
                     }
                     if let Some(peer) = &publisher_peer {
                         p.connection = final_connection(&h, peer);
@@ -616,7 +616,8 @@ async fn drive(
                         p.node_time_to_direct_ms = h
                             .last()
                             .and_then(|s| s.peer(peer))
-                            .and_then(|x| x.node_time_to_direct_ms());
+                            .and_then(|x| x.direct_after_ms)
+                            .map(|ms| ms as f64);
                     }
                 }
                 p.play = Some(play);
@@ -680,8 +681,8 @@ async fn start_node(
             continue;
         }
         let status = wait_first_status(&state.histories[b]).await;
-        match status.and_then(|s| s.listen_addrs) {
-            // A node without the mesh has nothing to bootstrap from: start alone, as today's node does.
+        match status.filter(StatusExt::has_mesh).map(|s| s.listen_addrs) {
+            // A node without the mesh has nothing to bootstrap from: start alone, as such a node does.
             None => {}
             Some(addrs) => {
                 let addr = node::pick_bootstrap_addr(&addrs, Some(info.host.addr()))
@@ -702,25 +703,23 @@ async fn start_node(
         .prefix(&format!("{}.data-", plan.name))
         .tempdir_in(&state.dir)
         .context("cannot create a data dir")?;
-    let args = NodeArgs {
-        data_dir: data.path().to_path_buf(),
+    let launcher = Launcher {
+        name: plan.name.clone(),
         rtmp_listen: RTMP_LISTEN.parse()?,
         http_listen: HTTP_LISTEN.parse()?,
         p2p_port: P2P_PORT,
         bootstrap,
         extra: plan.args.clone(),
+        namespace: Some(host.ns.clone()),
+        log: NodeLog::File(state.dir.join(format!("{}.log", plan.name))),
+        ..Launcher::new(&state.node_exe, data.path())
     };
-    let log = state.dir.join(format!("{}.log", plan.name));
     let t = Instant::now();
-    let mut process = NodeProcess::spawn(&plan.name, host.command(&state.node_exe), &args, &log)?;
-    let ready = process.wait_ready(READY_TIMEOUT).await;
-    let ready = match ready {
-        Ok(r) => r,
-        Err(e) => {
-            process.stop(Duration::from_secs(1)).await;
-            return Err(e);
-        }
-    };
+    let process = launcher.start(READY_TIMEOUT).await?;
+    let ready = process
+        .ready()
+        .cloned()
+        .context("the node has no ready line")?;
     outcome.ready_ms = Some(t.elapsed().as_secs_f64() * 1000.0);
     outcome.peer_id = Some(ready.peer_id.clone());
     let poller = start_poller(state, &plan.name, &host, &ready)?;
@@ -737,7 +736,7 @@ async fn start_node(
 }
 
 /// Waits for a node's first status poll (bounded); None if none came.
-async fn wait_first_status(history: &Arc<Mutex<StatusHistory>>) -> Option<NodeStatus> {
+async fn wait_first_status(history: &Arc<Mutex<StatusHistory>>) -> Option<Status> {
     let deadline = Instant::now() + STATUS_WAIT;
     loop {
         if let Some(s) = lock(history).last().cloned() {
@@ -816,7 +815,7 @@ fn record_poll(history: &Mutex<StatusHistory>, line: &str) {
     let at = v.get("at_unix_ms").and_then(|x| x.as_u64()).unwrap_or(0);
     let mut h = lock(history);
     match v.get("status") {
-        Some(raw) => match serde_json::from_value::<NodeStatus>(raw.clone()) {
+        Some(raw) => match serde_json::from_value::<Status>(raw.clone()) {
             Ok(s) => {
                 h.samples.push((at, s));
                 h.last_raw = Some(raw.clone());
@@ -843,7 +842,7 @@ async fn node_ready(
 }
 
 async fn publisher_task(
-    plan: crate::scenario::PublisherPlan,
+    plan: PublisherPlan,
     stream: String,
     duration: Duration,
     zero: TokioInstant,

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::error::{LabError, LabResult};
-use crate::lab::{Lab, LabConfig, PublicHostOptions, SiteSpec};
-use crate::link::LinkConditions;
-use crate::nat::NatPreset;
-use crate::probe::READY_LINE;
+use crate::engine::agent::READY_LINE;
+use crate::engine::lab::{Lab, LabConfig, PublicHostOptions, SiteSpec};
+use crate::engine::link::LinkConditions;
+use crate::engine::nat::NatPreset;
+use crate::engine::{LabError, LabResult};
 use crate::probe::echo::RttReport;
 
 /// Port of the echo server used by the reachability check.
@@ -83,9 +83,9 @@ pub fn run(
     };
     let prefix = lab.prefix().to_string();
     let report = lab.shutdown()?;
-    let leftover_namespaces = crate::sys::netns_list()?
+    let leftover_namespaces = crate::engine::sys::netns_list()?
         .iter()
-        .filter(|n| crate::names::prefix_of(n) == Some(prefix.as_str()))
+        .filter(|n| crate::engine::names::prefix_of(n) == Some(prefix.as_str()))
         .count();
     Ok(ScaleReport {
         sites: sites.len(),
@@ -99,7 +99,7 @@ pub fn run(
 }
 
 /// How many sites get an echo back from a public server, all probed in parallel.
-fn reachability(lab: &Lab, sites: &[crate::lab::Site]) -> LabResult<usize> {
+fn reachability(lab: &Lab, sites: &[crate::engine::lab::Site]) -> LabResult<usize> {
     let server = lab.add_public_host("echo", PublicHostOptions::default())?;
     let addr = SocketAddrV4::new(server.addr(), ECHO_PORT);
     lab.start_agent(

@@ -37,7 +37,7 @@ const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
 const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
 /// Most of our addresses in a catalog entry.
 const MAX_GOSSIP_ADDRS: usize = 8;
-/// Most `/streamr/media/1` streams served to one peer at once (including ones not yet subscribed); more
+/// Most `/streamr/media/2` streams served to one peer at once (including ones not yet subscribed); more
 /// are dropped (a subscription flood).
 const MAX_SERVE_PER_PEER: usize = 16;
 /// Most served at once in total.

@@ -311,7 +311,7 @@ async fn a_relay_that_alters_media_is_caught_counted_and_replaced() {
 fn bare_peer(tcp: bool) -> libp2p::swarm::Swarm<libp2p_stream::Behaviour> {
     let key = Keypair::generate_ed25519();
     let idle = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(120));
-    let swarm = if tcp {
+    if tcp {
         libp2p::SwarmBuilder::with_existing_identity(key)
             .with_tokio()
             .with_tcp(
@@ -332,8 +332,7 @@ fn bare_peer(tcp: bool) -> libp2p::swarm::Swarm<libp2p_stream::Behaviour> {
             .unwrap()
             .with_swarm_config(idle)
             .build()
-    };
-    swarm
+    }
 }
 
 /// Drives `swarm` until `cancel`; returns its stream control.

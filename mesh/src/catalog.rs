@@ -1021,13 +1021,16 @@ mod tests {
         let mut c = Catalog::default();
         let t0 = Instant::now();
         let good = entry(&k[0], "alice", 10, &k[0], 0);
-        let m = c.merge(&me, from, checked(&[good.clone()]), t0);
+        let m = c.merge(&me, from, checked(std::slice::from_ref(&good)), t0);
         assert_eq!(m.accepted, 1);
         assert!(m.changed);
         assert_eq!(c.providers("alice", None, t0), vec![good.clone()]);
         assert_eq!(c.streams(t0).len(), 1);
         // The same again is not news.
-        assert!(!c.merge(&me, from, checked(&[good.clone()]), t0).changed);
+        assert!(
+            !c.merge(&me, from, checked(std::slice::from_ref(&good)), t0)
+                .changed
+        );
         c.expire(t0 + ENTRY_TTL + Duration::from_secs(1));
         assert!(
             c.providers("alice", None, t0 + ENTRY_TTL + Duration::from_secs(1))

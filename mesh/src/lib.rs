@@ -6,11 +6,13 @@ pub mod announce;
 pub mod catalog;
 pub mod codec;
 pub mod net;
+pub mod receipts;
 pub mod routes;
 pub mod service;
 pub mod session;
 pub mod wire;
 
+pub use receipts::{ReceiptMeter, Receipts};
 pub use routes::Lineage;
 pub use service::{
     DialFailure, Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh,

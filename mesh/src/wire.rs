@@ -5,7 +5,9 @@
 //! Flow: the subscriber sends `Subscribe`; the provider answers `Accept` (with the origin's signed
 //! announcement, its hop count and its path from the origin), `Redirect` (full: other providers to try) or
 //! `Reject`; after `Accept` the provider sends `Frame`s (and `Path` when its own upstream changes, `End` when
-//! the stream ends) while the subscriber sends `Ack`s, which bound the bytes in flight.
+//! the stream ends) while the subscriber sends `Ack`s, which bound the bytes in flight, and now and then a
+//! `Receipt`: its signed statement of what it received, which the mesh carries as opaque bytes (see
+//! [`crate::receipts`]).
 
 use crate::announce::Announcement;
 use crate::codec::{Reader, WireError, Writer};
@@ -20,6 +22,8 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/media/1");
 pub const MAX_FRAME: usize = 8 << 20;
 /// Largest control message accepted.
 pub const MAX_CONTROL: usize = 64 << 10;
+/// Largest receipt carried (a coordinator receipt between Ed25519 nodes is 184 bytes plus the stream name).
+pub const MAX_RECEIPT: usize = 1024;
 
 const T_SUBSCRIBE: u8 = 1;
 const T_ACCEPT: u8 = 2;
@@ -29,6 +33,8 @@ const T_FRAME: u8 = 5;
 const T_PATH: u8 = 6;
 const T_ACK: u8 = 7;
 const T_END: u8 = 8;
+// Types 9-15 are left for the protocol's own growth.
+const T_RECEIPT: u8 = 16;
 
 /// Bytes of a frame message before its payload: length, type, kind, flags, timestamp, seq.
 pub const FRAME_HEADER: usize = 4 + 1 + 1 + 1 + 4 + 8;
@@ -99,6 +105,9 @@ pub enum Message {
         /// Why.
         reason: String,
     },
+    /// Subscriber -> provider: a signed receipt for what it received (opaque here, 1 to [`MAX_RECEIPT`]
+    /// bytes).
+    Receipt(Bytes),
 }
 
 fn flags(frame: &Frame) -> u8 {
@@ -176,6 +185,11 @@ pub fn encode(msg: &Message) -> Bytes {
         Message::End { reason } => {
             w.u8(T_END);
             w.str(reason);
+        }
+        Message::Receipt(receipt) => {
+            w.u8(T_RECEIPT);
+            // Callers never build a larger one; cut rather than send what the peer would refuse.
+            w.bytes(&receipt[..receipt.len().min(MAX_RECEIPT)]);
         }
         Message::Frame(_) => unreachable!("handled above"),
     }
@@ -269,6 +283,20 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
             bytes: r.u64()?,
         },
         T_END => Message::End { reason: r.str()? },
+        T_RECEIPT => {
+            let receipt = r.bytes()?;
+            if receipt.len() > MAX_RECEIPT {
+                return Err(WireError::TooLong {
+                    what: "receipt",
+                    len: receipt.len() as u64,
+                    max: MAX_RECEIPT as u64,
+                });
+            }
+            if receipt.is_empty() {
+                return Err(WireError::Invalid("empty receipt"));
+            }
+            Message::Receipt(Bytes::copy_from_slice(receipt))
+        }
         _ => return Err(WireError::Invalid("message type")),
     };
     r.end()?;
@@ -391,6 +419,7 @@ mod tests {
             Message::End {
                 reason: "bye".into(),
             },
+            Message::Receipt(Bytes::from_static(&[1; 200])),
         ]
     }
 
@@ -447,6 +476,26 @@ mod tests {
     }
 
     #[test]
+    fn receipts_are_bounded_and_never_empty() {
+        let too_long = Message::Receipt(Bytes::from(vec![7u8; MAX_RECEIPT + 1]));
+        // The encoder cuts; a peer that sends more is refused.
+        match &decode_all(&encode(&too_long)).unwrap()[..] {
+            [Message::Receipt(r)] => assert_eq!(r.len(), MAX_RECEIPT),
+            m => panic!("{m:?}"),
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&((1 + 2 + MAX_RECEIPT + 1) as u32).to_be_bytes());
+        b.push(T_RECEIPT);
+        b.extend_from_slice(&((MAX_RECEIPT + 1) as u16).to_be_bytes());
+        b.extend_from_slice(&vec![7u8; MAX_RECEIPT + 1]);
+        assert!(matches!(
+            decode_all(&b),
+            Err(DecodeError::Wire(WireError::TooLong { .. }))
+        ));
+        assert!(decode_all(&[0, 0, 0, 3, T_RECEIPT, 0, 0]).is_err());
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bad in [
             &[0, 0, 0, 1, 99][..],
@@ -465,7 +514,7 @@ mod tests {
         }
 
         #[test]
-        fn decoder_never_panics_on_mutated_valid_messages(idx in 0usize..9, pos in 0usize..400, val in any::<u8>()) {
+        fn decoder_never_panics_on_mutated_valid_messages(idx in 0usize..10, pos in 0usize..400, val in any::<u8>()) {
             let msgs = samples();
             let mut b = encode(&msgs[idx % msgs.len()]).to_vec();
             let p = pos % b.len();

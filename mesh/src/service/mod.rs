@@ -58,6 +58,9 @@ pub struct MeshConfig {
     pub friends: crate::Friends,
     /// Timers and windows of the protocols.
     pub tuning: MeshTuning,
+    /// Bandwidth receipts: signs what this node receives and takes what its subscribers sign (none: the
+    /// node signs and forwards nothing).
+    pub receipts: Option<Arc<dyn crate::Receipts>>,
 }
 
 /// Why [`Mesh::dial`] found no connection.

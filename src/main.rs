@@ -3,6 +3,7 @@
 mod cli;
 mod client;
 mod config;
+mod coordinator;
 mod crash;
 mod dashboard;
 mod datafile;

@@ -5,6 +5,7 @@
 //! cancellation token; if one dies unexpectedly, the node stops everything and reports it.
 
 use crate::config::{Config, FileConfig};
+use crate::coordinator::{self, Coordinator};
 use crate::dashboard::Api;
 use crate::datafile::{self, NodeState};
 use crate::friends::FriendBook;
@@ -17,8 +18,8 @@ use libp2p::identity::Keypair;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
 use streamr_media::{HubConfig, Streams};
@@ -149,6 +150,8 @@ pub struct Shared {
     pub updates: UpdateNotices,
     /// Prometheus registry.
     pub registry: Registry,
+    /// The coordinator, when the `coordinator` setting is set (set once, right after start).
+    pub coordinator: OnceLock<Arc<Coordinator>>,
 }
 
 impl Shared {
@@ -157,11 +160,20 @@ impl Shared {
         self.config.read().clone()
     }
 
-    /// The mesh's settings now, with the friends as extra bootstrap peers.
+    /// The coordinator, if the node has one.
+    pub fn coordinator(&self) -> Option<&Arc<Coordinator>> {
+        self.coordinator.get()
+    }
+
+    /// The mesh's settings now, with the friends as extra bootstrap peers and, with a coordinator, the
+    /// bandwidth receipts.
     fn mesh_config(&self) -> anyhow::Result<MeshConfig> {
         let mut cfg = self.config().mesh_config(self.key.clone())?;
         cfg.bootstrap.extend(self.friends.lock().bootstrap_addrs());
         cfg.friends = self.friend_set.clone();
+        cfg.receipts = self
+            .coordinator()
+            .map(|c| c.receipt_hook(self.key.clone()));
         Ok(cfg)
     }
 
@@ -228,6 +240,14 @@ impl Parts {
             tasks.spawn(async move {
                 streamr_edge::relay::push(spec.name, spec.url, streams, token).await;
                 "push relay"
+            });
+        }
+        if let Some(c) = shared.coordinator() {
+            let own_pulls = config.pull.iter().map(|p| p.name.clone()).collect();
+            let (c, streams, token) = (c.clone(), shared.streams.clone(), token.child_token());
+            tasks.spawn(async move {
+                coordinator::assignments::run(c, streams, own_pulls, token).await;
+                "coordinator assignments"
             });
         }
         {
@@ -425,7 +445,15 @@ impl Node {
             restart: CancellationToken::new(),
             updates,
             registry,
+            coordinator: OnceLock::new(),
         });
+        if let Some(url) = config.coordinator_url() {
+            let figures = Arc::new(coordinator::report::NodeFigures::new(Arc::downgrade(
+                &shared,
+            )));
+            let c = Coordinator::start(url, shared.key.clone(), &config.data_dir, figures)?;
+            let _ = shared.coordinator.set(c);
+        }
         let first_parts = if paused {
             info!("the node was stopped from the dashboard: only the dashboard runs until Start");
             None
@@ -439,6 +467,13 @@ impl Node {
         {
             let (shared, token) = (shared.clone(), shutdown.clone());
             tasks.spawn(run_engine(shared, first_parts, token));
+        }
+        if let Some(c) = shared.coordinator() {
+            let (c, shared, token) = (c.clone(), shared.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                c.run(shared, token).await;
+                "coordinator"
+            });
         }
         {
             let token = shutdown.child_token();

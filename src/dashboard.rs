@@ -287,10 +287,13 @@ impl Api {
         let text = match normalize_invite_code(text.trim()) {
             None => text,
             Some(short) => match shared.coordinator() {
-                Some(c) => c.resolve_short_code(&short).await.map_err(|(status, e)| ApiError {
-                    field: Some("code".into()),
-                    ..ApiError::with_status(status, e)
-                })?,
+                Some(c) => c
+                    .resolve_short_code(&short)
+                    .await
+                    .map_err(|(status, e)| ApiError {
+                        field: Some("code".into()),
+                        ..ApiError::with_status(status, e)
+                    })?,
                 None => {
                     return Err(ApiError {
                         field: Some("code".into()),

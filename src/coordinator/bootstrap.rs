@@ -61,7 +61,12 @@ impl Bootstrap {
     }
 
     /// The node registered `current` and was given `peers`.
-    pub fn registered(&mut self, current: &NodeRegistration, peers: Vec<BootstrapPeer>, now: Instant) {
+    pub fn registered(
+        &mut self,
+        current: &NodeRegistration,
+        peers: Vec<BootstrapPeer>,
+        now: Instant,
+    ) {
         self.registered = Some((normalized(current), now));
         self.extra = peers;
     }
@@ -74,7 +79,7 @@ impl Bootstrap {
     }
 
     /// Peers to dial now: listed, not us, not connected, not dialed lately; with their addresses.
-    pub fn to_dial(
+    pub fn dials_due(
         &mut self,
         listed: &[BootstrapPeer],
         me: &PeerId,
@@ -136,13 +141,20 @@ mod tests {
             addrs: vec!["/ip4/127.0.0.1/udp/3/quic-v1".into()],
         };
         let listed = vec![a.clone(), c.clone(), bad, mine];
-        let d = b.to_dial(&listed, &me, &[c.peer_id], t0);
+        let d = b.dials_due(&listed, &me, &[c.peer_id], t0);
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].0, a.peer_id);
-        assert!(b.to_dial(&listed, &me, &[], t0 + Duration::from_secs(1)).iter().all(|(p, _)| *p == c.peer_id));
-        assert!(b.to_dial(&listed, &me, &[], t0 + Duration::from_secs(2)).is_empty());
+        assert!(
+            b.dials_due(&listed, &me, &[], t0 + Duration::from_secs(1))
+                .iter()
+                .all(|(p, _)| *p == c.peer_id)
+        );
+        assert!(
+            b.dials_due(&listed, &me, &[], t0 + Duration::from_secs(2))
+                .is_empty()
+        );
         let later = t0 + REDIAL_AFTER + Duration::from_secs(2);
-        assert_eq!(b.to_dial(&listed, &me, &[], later).len(), 2);
+        assert_eq!(b.dials_due(&listed, &me, &[], later).len(), 2);
     }
 
     #[test]
@@ -157,8 +169,14 @@ mod tests {
         b.runner_registered(&r, t0);
         assert!(!b.should_register(&r, 3, t0 + Duration::from_secs(60)));
         r.reachability = Reachability::Public;
-        r.external_addrs = vec!["/ip4/127.0.0.1/udp/1/quic-v1".into(), "/ip4/127.0.0.1/tcp/1".into()];
-        assert!(!b.should_register(&r, 3, t0 + Duration::from_secs(1)), "spaced");
+        r.external_addrs = vec![
+            "/ip4/127.0.0.1/udp/1/quic-v1".into(),
+            "/ip4/127.0.0.1/tcp/1".into(),
+        ];
+        assert!(
+            !b.should_register(&r, 3, t0 + Duration::from_secs(1)),
+            "spaced"
+        );
         let t1 = t0 + REREGISTER_SPACING;
         assert!(b.should_register(&r, 3, t1));
         b.registered(&r, vec![], t1);

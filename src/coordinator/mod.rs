@@ -38,8 +38,7 @@ use streamr_coordinator::client::{
 };
 use streamr_media::SourceKind;
 use streamr_web::{
-    AssignmentStatus, CoordinatorStatus, EarningsStatus, NetworkStream, TrustStatus,
-    VersionStatus,
+    AssignmentStatus, CoordinatorStatus, EarningsStatus, NetworkStream, TrustStatus, VersionStatus,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -136,7 +135,11 @@ impl Coordinator {
 
     /// The mesh's receipt hook (signs with `key`, queues downstreams' receipts).
     pub fn receipt_hook(&self, key: Keypair) -> Arc<dyn streamr_mesh::Receipts> {
-        Arc::new(ReceiptHook::new(key, self.handle.clone(), self.book.clone()))
+        Arc::new(ReceiptHook::new(
+            key,
+            self.handle.clone(),
+            self.book.clone(),
+        ))
     }
 
     /// What the assignments part runs now.
@@ -156,7 +159,12 @@ impl Coordinator {
     pub fn update_notice(&self) -> Option<(String, String)> {
         let s = self.handle.state();
         let v = s.latest_version.filter(|_| s.update_available)?;
-        Some((v.version, v.url.unwrap_or_default()))
+        // The page makes a link of it: only a web address (never `javascript:` from an untrusted answer).
+        let url = v
+            .url
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+            .unwrap_or_default();
+        Some((v.version, url))
     }
 
     /// The `coordinator` section of the status.
@@ -260,9 +268,9 @@ impl Coordinator {
             Ok(Err(e)) => Err(format!(
                 "the coordinator could not store a short code ({e}); the long code works without it"
             )),
-            Err(_) => Err(
-                "the coordinator did not answer in time; the long code works without it".into(),
-            ),
+            Err(_) => {
+                Err("the coordinator did not answer in time; the long code works without it".into())
+            }
         }
     }
 
@@ -341,14 +349,18 @@ impl Coordinator {
                 let dials = {
                     let mut b = self.bootstrap.lock();
                     b.runner_registered(&current, now);
-                    b.to_dial(&state.bootstrap_peers, &self.me, &connected, now)
+                    b.dials_due(&state.bootstrap_peers, &self.me, &connected, now)
                 };
                 for (peer, addrs) in dials {
                     let mesh = mesh.clone();
                     tokio::spawn(async move {
                         match mesh.dial(peer, addrs, DIAL_LIMIT).await {
-                            Ok(()) => info!(%peer, "joined the mesh through a node the coordinator listed"),
-                            Err(e) => debug!(%peer, error = %e, "cannot reach a node the coordinator listed"),
+                            Ok(()) => {
+                                info!(%peer, "joined the mesh through a node the coordinator listed")
+                            }
+                            Err(e) => {
+                                debug!(%peer, error = %e, "cannot reach a node the coordinator listed")
+                            }
                         }
                     });
                 }
@@ -384,7 +396,10 @@ impl Coordinator {
     }
 
     /// Registers again with what the node would register now; dials happen on the next ticks.
-    async fn register_again(self: Arc<Self>, current: streamr_coordinator::client::NodeRegistration) {
+    async fn register_again(
+        self: Arc<Self>,
+        current: streamr_coordinator::client::NodeRegistration,
+    ) {
         let client = self.handle.client();
         let req = RegisterRequest {
             peer_id: client.peer_id(),

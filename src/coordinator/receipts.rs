@@ -30,10 +30,10 @@ pub enum Refused {
     /// Signed by another node than the one that sent it.
     #[error("signed by {signer}, sent by {sender}")]
     NotFromSender {
-        /// The receipt's receiver (signer).
-        signer: PeerId,
+        /// The receipt's receiver (signer), as text (keeps the error small).
+        signer: String,
         /// The peer that sent it.
-        sender: PeerId,
+        sender: String,
     },
     /// For another stream than the one served on that subscription.
     #[error("for stream {got:?}, served {served:?}")]
@@ -118,8 +118,8 @@ pub fn check(sender: PeerId, served: &str, bytes: &[u8]) -> Result<SignedReceipt
     let r = SignedReceipt::decode(bytes).map_err(|e| Refused::Malformed(e.to_string()))?;
     if r.receipt.receiver != sender {
         return Err(Refused::NotFromSender {
-            signer: r.receipt.receiver,
-            sender,
+            signer: r.receipt.receiver.to_string(),
+            sender: sender.to_string(),
         });
     }
     if r.receipt.stream != served {
@@ -275,7 +275,10 @@ mod tests {
         let bytes = meter.due().expect("due after 10 s with new bytes");
         let r = SignedReceipt::decode(&bytes).unwrap();
         r.verify().unwrap();
-        assert_eq!((r.receipt.bytes, r.receipt.frames, r.receipt.counter), (5000, 3, 1));
+        assert_eq!(
+            (r.receipt.bytes, r.receipt.frames, r.receipt.counter),
+            (5000, 3, 1)
+        );
         assert!(meter.due().is_none(), "the next one waits 10 s");
         assert_eq!(book.status().signed_bytes, 5000);
     }

@@ -240,8 +240,11 @@ mod tests {
         assert!(matches!(&c[..], [Change::Opened { stream, .. }] if stream == "cam"));
         // A second player, and a second hub of the same stream (`cam@...`): still one session.
         assert!(
-            t.observe(&[w("cam", o, 2, true, 5000), w("cam", o, 1, true, 0)], &mut ids)
-                .is_empty()
+            t.observe(
+                &[w("cam", o, 2, true, 5000), w("cam", o, 1, true, 0)],
+                &mut ids
+            )
+            .is_empty()
         );
         assert_eq!(t.status().len(), 1);
         assert_eq!(t.status()[0].players, 3);

@@ -171,9 +171,7 @@ impl Shared {
         let mut cfg = self.config().mesh_config(self.key.clone())?;
         cfg.bootstrap.extend(self.friends.lock().bootstrap_addrs());
         cfg.friends = self.friend_set.clone();
-        cfg.receipts = self
-            .coordinator()
-            .map(|c| c.receipt_hook(self.key.clone()));
+        cfg.receipts = self.coordinator().map(|c| c.receipt_hook(self.key.clone()));
         Ok(cfg)
     }
 

@@ -10,6 +10,7 @@ pub mod receipts;
 pub mod routes;
 pub mod service;
 pub mod session;
+pub mod sim;
 pub mod wire;
 
 pub use receipts::{ReceiptMeter, Receipts};

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use streamr_coordinator::api::{Assignment, validate_rtmp_url};
+use streamr_edge::EdgeStats;
 use streamr_media::{SourceKind, Streams};
 use streamr_web::AssignmentStatus;
 use tokio::task::JoinSet;
@@ -81,10 +82,12 @@ fn taken_by_owner(streams: &Streams, own_pulls: &[String], name: &str) -> Option
         .map(|_| "a stream with this name is published on this node".into())
 }
 
-/// Runs the coordinator's assignments until `token` is cancelled (the engine stops).
+/// Runs the coordinator's assignments until `token` is cancelled (the engine stops). Each runs as the
+/// node's own pull relays do: supervised (started again if it ends or panics), counted in `stats`.
 pub async fn run(
     coordinator: Arc<Coordinator>,
     streams: Streams,
+    stats: Arc<EdgeStats>,
     own_pulls: Vec<String>,
     token: CancellationToken,
 ) {
@@ -111,13 +114,27 @@ pub async fn run(
         for a in &p.start {
             let t = token.child_token();
             info!(id = %a.id, stream = %a.stream_name, url = %a.rtmp_url, "running the coordinator's assignment");
-            let (name, url, s, tt) = (
+            let (name, url, s, st, tt) = (
                 a.stream_name.clone(),
                 a.rtmp_url.clone(),
                 streams.clone(),
+                stats.clone(),
                 t.clone(),
             );
-            tasks.spawn(streamr_edge::relay::pull(name, url, s, tt));
+            tasks.spawn(async move {
+                let restarts = st.clone();
+                crate::node::supervise_relay(
+                    "pull",
+                    &name,
+                    &restarts.relays.task_restarts,
+                    tt,
+                    |t| {
+                        let (name, url, s, st) = (name.clone(), url.clone(), s.clone(), st.clone());
+                        async move { streamr_edge::relay::pull(name, url, s, st, t).await }
+                    },
+                )
+                .await;
+            });
             running.insert(a.id.clone(), (a.clone(), t));
         }
         for (a, why) in &p.refused {

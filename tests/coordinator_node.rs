@@ -4,7 +4,8 @@
 //! the other node opens a viewing session and closes it when it stops; the receiving node's signed
 //! receipts reach the coordinator through the provider and are credited; an operator's assignment is
 //! ingested (ffmpeg publishes to nginx-rtmp, the node pulls it) and stopped. A coordinator that is down
-//! changes nothing for the node, which registers once it comes up.
+//! changes nothing for the node, which registers once it comes up; invites get a short code that a friend
+//! types to join.
 
 mod common;
 
@@ -385,7 +386,7 @@ async fn two_nodes_register_list_view_sign_receipts_and_run_assignments() {
 }
 
 #[tokio::test]
-async fn a_coordinator_that_is_down_changes_nothing_and_is_joined_when_it_comes_up() {
+async fn a_coordinator_that_is_down_changes_nothing_then_registers_and_stores_short_invite_codes() {
     let _serial = serial().await;
     let Some(bin) = coordinator_binary() else {
         return;
@@ -424,5 +425,52 @@ async fn a_coordinator_that_is_down_changes_nothing_and_is_joined_when_it_comes_
     );
     let info = coordinator.get(&format!("/api/v1/nodes/{}", node.peer_id));
     assert_eq!(info["online"], true);
+
+    // Invites get a short code at the coordinator; a friend types it (any case, with a dash) and joins.
+    let (code, invite) = post(&node, "/api/v1/invites", json!({})).await;
+    assert_eq!(code, 200, "{invite}");
+    let short = invite["short_code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no short code: {invite}"));
+    assert_eq!(short.len(), 10, "{short}");
+    let typed = format!("{}-{}", &short[..5], &short[5..]).to_lowercase();
+    let friend = TestNode::start(&["--coordinator", &url]).await;
+    let (code, joined) = post(&friend, "/api/v1/join", json!({ "code": typed })).await;
+    assert_eq!(code, 200, "{joined}");
+    assert!(
+        wait_until(Duration::from_secs(20), || connected(
+            &friend,
+            &node.peer_id
+        ))
+        .await,
+        "the friend never connected after joining with the short code"
+    );
+    // Without a coordinator a short code cannot work, and the answer says what to do instead.
+    let alone = TestNode::start(&[]).await;
+    let (code, refused) = post(&alone, "/api/v1/join", json!({ "code": short })).await;
+    assert_eq!(code, 400, "{refused}");
+    assert!(refused.to_string().contains("long code"), "{refused}");
+
+    assert_eq!(alone.stop().await, Some(0));
+    assert_eq!(friend.stop().await, Some(0));
     assert_eq!(node.stop().await, Some(0));
+}
+
+/// POST `path` on a node with its API key (as the CLI does); returns the status and the JSON body.
+async fn post(node: &TestNode, path: &str, body: Value) -> (u16, Value) {
+    let key = std::fs::read_to_string(node.dir.path().join("api-key")).expect("the api-key file");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}{path}", node.http))
+        .header("X-API-Key", key.trim())
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("a body");
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} answered {text} ({e})"));
+    (status, json)
 }

@@ -503,6 +503,10 @@ $("invite-create").addEventListener("click", async () => {
     $("invite-qr").src = "data:image/svg+xml;base64," + btoa(inv.qr_svg);
     $("invite-code").value = inv.code;
     $("invite-link").value = inv.link;
+    $("invite-short-box").hidden = !inv.short_code;
+    $("invite-short").value = inv.short_code || "";
+    $("invite-short-note").hidden = !inv.short_code_error;
+    $("invite-short-note").textContent = inv.short_code_error || "";
     $("invite-expiry").textContent = inv.expires
       ? "Works until " + new Date(inv.expires * 1000).toLocaleString() + "."
       : "Works until you stop using this node.";

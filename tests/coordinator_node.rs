@@ -214,6 +214,28 @@ async fn two_nodes_register_list_view_sign_receipts_and_run_assignments() {
     );
     drop(h);
 
+    // The operator names a newer release: the nodes show it.
+    let (code, v) = coordinator
+        .operator(
+            reqwest::Method::PUT,
+            "/api/v1/operator/version",
+            Some(json!({"version": "99.0.0", "url": "https://example.org/releases/99.0.0", "notes": "test"})),
+        )
+        .await;
+    assert!((200..300).contains(&code), "{code} {v}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let c = coord(&b);
+            c.update_available && c.latest_version.is_some_and(|v| v.version == "99.0.0")
+        })
+        .await,
+        "{:?}",
+        coord(&b)
+    );
+    let overview = serde_json::from_str::<Value>(&http_get(b.http, "/api/v1/overview").1)
+        .unwrap_or(Value::Null);
+    assert_eq!(overview["update"]["version"], "99.0.0", "{overview}");
+
     // A publishes: the coordinator lists the stream, and B's dashboard shows it.
     let clip = clip(10, 60);
     let mut publisher = publish_looped(&clip, &a.url("cam"));
@@ -269,6 +291,16 @@ async fn two_nodes_register_list_view_sign_receipts_and_run_assignments() {
         "A was never credited: A {:?}\nB {:?}",
         coord(&a).receipts,
         coord(&b).receipts
+    );
+    // A's dashboard shows what the coordinator says: earnings backed by receipts, and a trust score.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let c = coord(&a);
+            c.earnings.is_some_and(|e| e.verified_bytes > 0) && c.trust.is_some()
+        })
+        .await,
+        "{:?}",
+        coord(&a)
     );
     let (ra, rb) = (coord(&a).receipts, coord(&b).receipts);
     assert!(rb.signed > 0 && rb.signed_bytes > 0, "{rb:?}");

@@ -1,8 +1,9 @@
 //! streamr-mesh: the libp2p mesh that carries streams between nodes: reachability (AutoNAT, relays, DCUtR,
-//! UPnP), discovery (catalog gossip, Kademlia), the `/streamr/media/1` protocol, the tree and failover. Media
+//! UPnP), discovery (catalog gossip, Kademlia), the `/streamr/media/2` protocol, the tree and failover. Media
 //! arrives and leaves through `streamr-media` hubs.
 
 pub mod announce;
+pub mod auth;
 pub mod catalog;
 pub mod codec;
 pub mod net;
@@ -18,4 +19,4 @@ pub use routes::Lineage;
 pub use service::{
     DialFailure, Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh,
 };
-pub use session::Friends;
+pub use session::{Friends, play_name};

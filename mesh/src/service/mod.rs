@@ -6,7 +6,7 @@
 //! through a [`Client`] (commands, some with a reply). Frames never pass through the actor: they go from
 //! the wire into a hub and from a hub onto the wire inside the tasks.
 //!
-//! Where a peer's request goes: a `/streamr/media/1` stream arrives at the accept loop, which hands it to the
+//! Where a peer's request goes: a `/streamr/media/2` stream arrives at the accept loop, which hands it to the
 //! actor; the actor applies the flood limits and starts a `serve` task; that task reads the `Subscribe` and
 //! asks the actor to admit it (stream, loops, upload cap: one place decides, so simultaneous subscribers
 //! cannot all slip in); then it sends frames from the hub under the flow control of
@@ -18,6 +18,8 @@ mod fetch;
 mod gossip;
 mod serve;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 pub use stats::MeshStats;
 
@@ -215,7 +217,8 @@ impl Mesh {
         let me = net.peer_id;
         let watch_cancel = cancel.clone();
         tokio::spawn(async move {
-            let actor_task = tokio::spawn(actor.run());
+            let mut actor_task = tokio::spawn(actor.run());
+            let mut actor_done = false;
             // Whichever ends first: libp2p's task ending before we were cancelled means it failed (a panic
             // in a behaviour); the actor ending before means it panicked. Either way the service stops and
             // the node starts a new one.
@@ -225,17 +228,25 @@ impl Mesh {
                     Err(e) => Some(format!("the libp2p event loop failed: {e}")),
                     Ok(()) => Some("the libp2p event loop stopped".to_string()),
                 },
-                r = actor_task => match r {
-                    Err(e) if e.is_panic() => Some(format!("the mesh service panicked: {}", panic_text(e))),
-                    Err(e) => Some(format!("the mesh service failed: {e}")),
-                    Ok(()) => None,
-                },
+                r = &mut actor_task => {
+                    actor_done = true;
+                    match r {
+                        Err(e) if e.is_panic() => Some(format!("the mesh service panicked: {}", panic_text(e))),
+                        Err(e) => Some(format!("the mesh service failed: {e}")),
+                        Ok(()) => None,
+                    }
+                }
             };
             let why = why.filter(|_| !watch_cancel.is_cancelled());
             if let Some(w) = &why {
                 warn!("{w}; the mesh stops");
             }
             watch_cancel.cancel();
+            // The actor stops its tasks before anyone hears that the mesh stopped: fetches drop their
+            // sources, so the next mesh sees which streams players still wait for and fetches them again.
+            if !actor_done {
+                let _ = actor_task.await;
+            }
             let _ = done_tx.send(Some(why));
         });
         Ok(Mesh {

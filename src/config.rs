@@ -84,6 +84,7 @@ impl Config {
             upnp: self.upnp,
             friends: streamr_mesh::Friends::default(),
             tuning: streamr_mesh::MeshTuning::default(),
+            receipts: None,
         })
     }
 
@@ -96,11 +97,23 @@ impl Config {
         }
     }
 
+    /// The coordinator's URL, if one is set (an empty value means none, so that `STREAMR_COORDINATOR_URL=`
+    /// turns it off).
+    pub fn coordinator_url(&self) -> Option<&str> {
+        self.coordinator
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+    }
+
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> anyhow::Result<()> {
         self.bootstrap_addrs()?;
         if let Some(url) = &self.update_url {
             crate::update::parse_url(url)?;
+        }
+        if let Some(url) = self.coordinator_url() {
+            crate::coordinator::check_url(url)?;
         }
         if self.nickname.chars().count() > 32 || self.nickname.chars().any(char::is_control) {
             bail!("nickname: use at most 32 characters, on one line");

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use streamr_coordinator::api::normalize_invite_code;
 use streamr_media::SourceKind;
 use streamr_web::{
     ApiError, ApiFuture, FriendStatus, Invite, InviteRequest, Joined, MeshStream, NatStatus,
@@ -218,6 +219,7 @@ impl Api {
             upload_kbps,
             max_upload_kbps: config.max_upload_kbps,
             nat,
+            coordinator: shared.coordinator().map(|c| c.status()),
         }
     }
 
@@ -258,14 +260,47 @@ impl Api {
         }
         .encode(&shared.key)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        // With a coordinator, the same invite under a code short enough to read aloud.
+        let (short_code, short_code_expires, short_code_error) = match shared.coordinator() {
+            None => (None, None, None),
+            Some(c) => match c.short_code(&code).await {
+                Ok((short, until)) => (Some(short), Some(until), None),
+                Err(e) => (None, None, Some(e)),
+            },
+        };
         Ok(Invite {
             link: Code::link(&code),
             code,
             expires,
+            short_code,
+            short_code_expires,
+            short_code_error,
         })
     }
 
     async fn do_join(shared: Arc<Shared>, text: String) -> Result<Joined, ApiError> {
+        // A short code (10 letters and digits) stands for a long one at the coordinator.
+        let text = match normalize_invite_code(text.trim()) {
+            None => text,
+            Some(short) => match shared.coordinator() {
+                Some(c) => c
+                    .resolve_short_code(&short)
+                    .await
+                    .map_err(|(status, e)| ApiError {
+                        field: Some("code".into()),
+                        ..ApiError::with_status(status, e)
+                    })?,
+                None => {
+                    return Err(ApiError {
+                        field: Some("code".into()),
+                        ..ApiError::bad_request(
+                            "this is a short code, which only works through a coordinator, and this node has \
+                             none: ask your friend for the long code, or set a coordinator in Settings",
+                        )
+                    });
+                }
+            },
+        };
         let invite = Code::decode(&text, now_unix()).map_err(|e| {
             let status = match e {
                 InviteError::Expired { .. } => 410,
@@ -518,6 +553,7 @@ impl Api {
             c.log = keep.log;
             c.log_format = keep.log_format;
             c.update_url = keep.update_url;
+            c.coordinator = keep.coordinator;
             c.http_password = keep.http_password;
         }
         shared.restart_needed.store(restart, Relaxed);
@@ -576,10 +612,20 @@ impl NodeApi for Api {
             nickname: shared.config().nickname,
             friends,
             restart_needed: shared.restart_needed.load(Relaxed),
-            update: shared.updates.latest().map(|u| UpdateNotice {
-                version: u.version,
-                url: u.download_url,
-            }),
+            // A signed release manifest's notice first, else the coordinator's: one notice either way.
+            update: shared
+                .updates
+                .latest()
+                .map(|u| UpdateNotice {
+                    version: u.version,
+                    url: u.download_url,
+                })
+                .or_else(|| {
+                    shared
+                        .coordinator()
+                        .and_then(|c| c.update_notice())
+                        .map(|(version, url)| UpdateNotice { version, url })
+                }),
             status,
         }
     }

@@ -3,6 +3,7 @@
 mod cli;
 mod client;
 mod config;
+mod coordinator;
 mod crash;
 mod dashboard;
 mod datafile;
@@ -136,7 +137,14 @@ fn build_config_with_flags(
         .unwrap_or_else(config::default_data_dir);
     let mut c = config::Config::defaults(data_dir.clone());
     c.apply_file(config::read_file(&data_dir)?);
-    let flags = args.into_layer();
+    let mut flags = args.into_layer();
+    // The coordinator's URL is also found under the name the coordinator's docs give nodes (the
+    // environment layer, below the flag and the setting's own variable).
+    if flags.coordinator.is_none()
+        && let Ok(url) = std::env::var("STREAMR_COORDINATOR_URL")
+    {
+        flags.coordinator = Some(Some(url));
+    }
     c.apply_file(flags.clone());
     c.validate()?;
     Ok((c, flags))

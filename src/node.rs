@@ -6,6 +6,7 @@
 //! mesh are restarted instead: they talk to other machines, and what those send must not stop the node.
 
 use crate::config::{Config, FileConfig};
+use crate::coordinator::{self, Coordinator};
 use crate::dashboard::Api;
 use crate::datafile::{self, NodeState};
 use crate::friends::FriendBook;
@@ -19,8 +20,8 @@ use libp2p::identity::Keypair;
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
 use streamr_media::{HubConfig, Streams};
@@ -151,6 +152,8 @@ pub struct Shared {
     pub updates: UpdateNotices,
     /// Prometheus registry.
     pub registry: Registry,
+    /// The coordinator, when the `coordinator` setting is set (set once, right after start).
+    pub coordinator: OnceLock<Arc<Coordinator>>,
 }
 
 impl Shared {
@@ -159,11 +162,18 @@ impl Shared {
         self.config.read().clone()
     }
 
-    /// The mesh's settings now, with the friends as extra bootstrap peers.
+    /// The coordinator, if the node has one.
+    pub fn coordinator(&self) -> Option<&Arc<Coordinator>> {
+        self.coordinator.get()
+    }
+
+    /// The mesh's settings now, with the friends as extra bootstrap peers and, with a coordinator, the
+    /// bandwidth receipts.
     fn mesh_config(&self) -> anyhow::Result<MeshConfig> {
         let mut cfg = self.config().mesh_config(self.key.clone())?;
         cfg.bootstrap.extend(self.friends.lock().bootstrap_addrs());
         cfg.friends = self.friend_set.clone();
+        cfg.receipts = self.coordinator().map(|c| c.receipt_hook(self.key.clone()));
         Ok(cfg)
     }
 
@@ -249,6 +259,15 @@ impl Parts {
                     "relay supervisor"
                 });
             }
+        }
+        if let Some(c) = shared.coordinator() {
+            let own_pulls = config.pull.iter().map(|p| p.name.clone()).collect();
+            let (c, streams, token) = (c.clone(), shared.streams.clone(), token.child_token());
+            let stats = relay_stats.clone();
+            tasks.spawn(async move {
+                coordinator::assignments::run(c, streams, stats, own_pulls, token).await;
+                "coordinator assignments"
+            });
         }
         {
             // Friends added while running are dialed by the join; this reconnects them after they went
@@ -445,7 +464,15 @@ impl Node {
             restart: CancellationToken::new(),
             updates,
             registry,
+            coordinator: OnceLock::new(),
         });
+        if let Some(url) = config.coordinator_url() {
+            let figures = Arc::new(coordinator::report::NodeFigures::new(Arc::downgrade(
+                &shared,
+            )));
+            let c = Coordinator::start(url, shared.key.clone(), &config.data_dir, figures)?;
+            let _ = shared.coordinator.set(c);
+        }
         let first_parts = if paused {
             info!("the node was stopped from the dashboard: only the dashboard runs until Start");
             None
@@ -459,6 +486,13 @@ impl Node {
         {
             let (shared, token) = (shared.clone(), shutdown.clone());
             tasks.spawn(run_engine(shared, first_parts, token));
+        }
+        if let Some(c) = shared.coordinator() {
+            let (c, shared, token) = (c.clone(), shared.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                c.run(shared, token).await;
+                "coordinator"
+            });
         }
         {
             let token = shutdown.child_token();
@@ -612,7 +646,7 @@ const RAN_STABLE: Duration = Duration::from_secs(30);
 /// whenever it ends or panics before `token` is cancelled, after [`restart_delays`]. A relay
 /// catches the panics of its own attempts; this is the net under that, so that no relay can stop the node
 /// (a relay task used to be one of the node's parts: its panic stopped everything).
-async fn supervise_relay<F, Fut>(
+pub(crate) async fn supervise_relay<F, Fut>(
     what: &'static str,
     name: &str,
     restarts: &AtomicU64,

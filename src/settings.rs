@@ -204,6 +204,13 @@ settings! {
     /// Your name as friends see it: invites carry it, and their dashboards show it.
     nickname: String = String::new();
         env "STREAMR_NICKNAME"; value "NAME"; applies Live;
+    /// A coordinator to register with, e.g. `https://coordinator.example.org`: it
+    /// lists the network's streams, gives public nodes to join the mesh through (no `bootstrap` needed),
+    /// pays for the bandwidth you relay when the receiving nodes sign for it, and shows your earnings and
+    /// trust score on the dashboard. none (or empty) = no coordinator; the node works without one.
+    /// `STREAMR_COORDINATOR_URL` is read too when `STREAMR_COORDINATOR` and the flag are not given.
+    coordinator: Option<String> = None;
+        env "STREAMR_COORDINATOR"; value "URL"; applies Restart;
     /// The dashboard's password, as an argon2 hash (set it with `streamr-node password`). Needed before
     /// the dashboard listens beyond this computer (`http_listen`); other machines then log in with it.
     http_password: Option<String> = None;

@@ -6,7 +6,9 @@
 //! Flow: the subscriber sends `Subscribe`; the provider answers `Accept` (with the origin's signed
 //! announcement, its hop count and its path from the origin), `Redirect` (full: other providers to try) or
 //! `Reject`; after `Accept` the provider sends `Frame`s (and `Path` when its own upstream changes, `End` when
-//! the stream ends) while the subscriber sends `Ack`s, which bound the bytes in flight.
+//! the stream ends) while the subscriber sends `Ack`s, which bound the bytes in flight, and now and then a
+//! `Receipt`: its signed statement of what it received, which the mesh carries as opaque bytes (see
+//! [`crate::receipts`]).
 //!
 //! Version 2 (version 1 carried frames unauthenticated): every frame carries the publish it belongs to (its
 //! announcement's start time) and its origin's signature ([`crate::auth`]); relays forward those bytes as
@@ -27,6 +29,8 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/media/2");
 pub const MAX_FRAME: usize = 8 << 20;
 /// Largest control message accepted.
 pub const MAX_CONTROL: usize = 64 << 10;
+/// Largest receipt carried (a coordinator receipt between Ed25519 nodes is 184 bytes plus the stream name).
+pub const MAX_RECEIPT: usize = 1024;
 
 const T_SUBSCRIBE: u8 = 1;
 const T_ACCEPT: u8 = 2;
@@ -36,6 +40,8 @@ const T_FRAME: u8 = 5;
 const T_PATH: u8 = 6;
 const T_ACK: u8 = 7;
 const T_END: u8 = 8;
+// Types 9-15 are left for the protocol's own growth.
+const T_RECEIPT: u8 = 16;
 
 /// Bytes of a frame message before its payload: length, type, kind, flags, timestamp, seq, publish (the
 /// announcement's start time), signature.
@@ -55,7 +61,7 @@ pub struct ProviderHint {
     pub addrs: Vec<Multiaddr>,
 }
 
-/// One message of `/streamr/media/1`.
+/// One message of `/streamr/media/2`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// Subscriber -> provider: send me this stream.
@@ -115,6 +121,9 @@ pub enum Message {
         /// Why.
         reason: String,
     },
+    /// Subscriber -> provider: a signed receipt for what it received (opaque here, 1 to [`MAX_RECEIPT`]
+    /// bytes).
+    Receipt(Bytes),
 }
 
 /// A frame as it travels: the frame, the publish it belongs to and its origin's signature.
@@ -221,6 +230,11 @@ pub fn encode(msg: &Message) -> Bytes {
         Message::End { reason } => {
             w.u8(T_END);
             w.str(reason);
+        }
+        Message::Receipt(receipt) => {
+            w.u8(T_RECEIPT);
+            // Callers never build a larger one; cut rather than send what the peer would refuse.
+            w.bytes(&receipt[..receipt.len().min(MAX_RECEIPT)]);
         }
         Message::Frame(_) => unreachable!("handled above"),
     }
@@ -355,6 +369,20 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
             bytes: r.u64()?,
         },
         T_END => Message::End { reason: r.str()? },
+        T_RECEIPT => {
+            let receipt = r.bytes()?;
+            if receipt.len() > MAX_RECEIPT {
+                return Err(WireError::TooLong {
+                    what: "receipt",
+                    len: receipt.len() as u64,
+                    max: MAX_RECEIPT as u64,
+                });
+            }
+            if receipt.is_empty() {
+                return Err(WireError::Invalid("empty receipt"));
+            }
+            Message::Receipt(Bytes::copy_from_slice(receipt))
+        }
         _ => return Err(WireError::Invalid("message type")),
     };
     r.end()?;
@@ -495,6 +523,7 @@ mod tests {
             Message::End {
                 reason: "bye".into(),
             },
+            Message::Receipt(Bytes::from_static(&[1; 200])),
         ]
     }
 
@@ -576,6 +605,26 @@ mod tests {
     }
 
     #[test]
+    fn receipts_are_bounded_and_never_empty() {
+        let too_long = Message::Receipt(Bytes::from(vec![7u8; MAX_RECEIPT + 1]));
+        // The encoder cuts; a peer that sends more is refused.
+        match &decode_all(&encode(&too_long)).unwrap()[..] {
+            [Message::Receipt(r)] => assert_eq!(r.len(), MAX_RECEIPT),
+            m => panic!("{m:?}"),
+        }
+        let mut b = Vec::new();
+        b.extend_from_slice(&((1 + 2 + MAX_RECEIPT + 1) as u32).to_be_bytes());
+        b.push(T_RECEIPT);
+        b.extend_from_slice(&((MAX_RECEIPT + 1) as u16).to_be_bytes());
+        b.extend_from_slice(&vec![7u8; MAX_RECEIPT + 1]);
+        assert!(matches!(
+            decode_all(&b),
+            Err(DecodeError::Wire(WireError::TooLong { .. }))
+        ));
+        assert!(decode_all(&[0, 0, 0, 3, T_RECEIPT, 0, 0]).is_err());
+    }
+
+    #[test]
     fn a_provider_refuses_frames_and_nobody_reserves_what_was_only_claimed() {
         // A subscriber sends a frame header: refused before anything is buffered.
         let mut b = (1000u32).to_be_bytes().to_vec();
@@ -612,7 +661,7 @@ mod tests {
         }
 
         #[test]
-        fn decoder_never_panics_on_mutated_valid_messages(idx in 0usize..9, pos in 0usize..400, val in any::<u8>()) {
+        fn decoder_never_panics_on_mutated_valid_messages(idx in 0usize..10, pos in 0usize..400, val in any::<u8>()) {
             let msgs = samples();
             let mut b = encode(&msgs[idx % msgs.len()]).to_vec();
             let p = pos % b.len();

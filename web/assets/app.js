@@ -214,6 +214,7 @@ function render(u) {
   renderFriends(u);
   renderObs(u);
   renderUpload(u);
+  renderCoordinator(u);
 }
 
 function reachText(u) {
@@ -256,7 +257,82 @@ function renderStreams(u) {
         el("span", { class: "muted small", text: " · from " + (who || "node " + shortId(m.origin)) })),
       playButton(key));
   }));
-  $("mesh-empty").hidden = mesh.length > 0;
+  // The coordinator's streams that the mesh has not shown this node yet.
+  const c = s.coordinator;
+  const known = new Set(s.mesh_streams.map((m) => m.name + "@" + m.origin));
+  const network = c ? c.streams.filter((n) => n.origin_peer !== s.peer_id && !known.has(n.name + "@" + n.origin_peer)) : [];
+  $("mesh-streams").append(...network.map((n) => {
+    const who = friendName(n.origin_peer);
+    return el("li", { "data-stream": n.name, "data-source": "coordinator" },
+      el("span", { class: "dot live" }),
+      el("span", { class: "grow" }, el("span", { class: "name", text: n.name }),
+        el("span", { class: "muted small", text: " · from " + (who || "node " + shortId(n.origin_peer)) + " · " +
+          n.viewers + " watching · via the coordinator" })),
+      playButton(n.play_as));
+  }));
+  $("mesh-empty").hidden = mesh.length + network.length > 0;
+}
+
+function bytesText(b) {
+  if (b >= 1e9) return (b / 1e9).toFixed(2) + " GB";
+  if (b >= 1e6) return (b / 1e6).toFixed(1) + " MB";
+  return Math.round(b / 1e3) + " kB";
+}
+
+function renderCoordinator(u) {
+  const c = u.status.coordinator;
+  $("coordinator-card").hidden = !c;
+  if (!c) return;
+  const state = $("coordinator-state");
+  const help = $("coordinator-help");
+  if (c.online) {
+    state.textContent = "Connected to " + c.url + (c.registered ? "" : " (registering…)");
+    state.className = "status ok";
+    help.hidden = true;
+  } else if (c.last_error) {
+    state.textContent = "Coordinator unreachable";
+    state.className = "status bad";
+    help.hidden = false;
+    help.textContent = "Your node keeps working: friends can still watch and relay. " + c.last_error +
+      ". It tries again by itself; if this lasts, check the coordinator address in Settings and your internet connection." +
+      (c.queued_receipts + c.queued_session_events > 0
+        ? " " + (c.queued_receipts + c.queued_session_events) + " reports wait on this computer until it answers." : "");
+  } else {
+    state.textContent = "Contacting " + c.url + "…";
+    state.className = "status";
+    help.hidden = true;
+  }
+  const figures = $("coordinator-figures");
+  figures.hidden = !c.earnings && !c.trust;
+  if (c.earnings) {
+    const e = c.earnings;
+    $("coordinator-earnings").textContent = e.earnings_today.toFixed(4) + " today, " + e.earnings_total.toFixed(4) +
+      " in all (" + e.rate_per_gb + " per GB relayed)";
+    $("coordinator-bytes").textContent = "Relayed and signed for by the receiving nodes: " + bytesText(e.verified_bytes) +
+      " of " + bytesText(e.claimed_bytes) + " reported. Only signed bytes are paid.";
+  }
+  if (c.trust) {
+    $("coordinator-trust").textContent = c.trust.score + " / 100";
+    $("coordinator-reasons").replaceChildren(...c.trust.reasons.map((r) => el("li", { text: r })));
+  }
+  const v = $("coordinator-version");
+  v.hidden = !c.update_available || !c.latest_version;
+  if (!v.hidden) {
+    const lv = c.latest_version;
+    v.replaceChildren("Newer version: " + lv.version + (lv.notes ? " (" + lv.notes + ")" : "") + " ",
+      ...(/^https?:\/\//.test(lv.url || "") ? [el("a", { href: lv.url, target: "_blank", rel: "noopener", text: "read more" })] : []));
+  }
+  const more = [
+    "Sessions open: " + c.sessions.length,
+    "Receipts signed for what this node received: " + c.receipts.signed + " (" + bytesText(c.receipts.signed_bytes) + ")",
+    "Receipts from nodes this node relays to: " + c.receipts.received + " (" + bytesText(c.receipts.received_bytes) + ")" +
+      (c.receipts.refused + c.receipts.refused_by_coordinator > 0
+        ? ", refused: " + (c.receipts.refused + c.receipts.refused_by_coordinator) : ""),
+    "Nodes to join the mesh through: " + c.bootstrap_peers.length,
+    ...c.assignments.map((a) => "Assigned: " + a.stream_name + " from " + a.rtmp_url + " (" + a.state + ")"),
+  ];
+  if (c.queue_dropped > 0) more.push("Reports dropped because the queue was full: " + c.queue_dropped);
+  $("coordinator-more").replaceChildren(...more.map((t) => el("li", { text: t })));
 }
 
 function renderFriends(u) {
@@ -427,6 +503,10 @@ $("invite-create").addEventListener("click", async () => {
     $("invite-qr").src = "data:image/svg+xml;base64," + btoa(inv.qr_svg);
     $("invite-code").value = inv.code;
     $("invite-link").value = inv.link;
+    $("invite-short-box").hidden = !inv.short_code;
+    $("invite-short").value = inv.short_code || "";
+    $("invite-short-note").hidden = !inv.short_code_error;
+    $("invite-short-note").textContent = inv.short_code_error || "";
     $("invite-expiry").textContent = inv.expires
       ? "Works until " + new Date(inv.expires * 1000).toLocaleString() + "."
       : "Works until you stop using this node.";

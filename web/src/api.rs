@@ -44,6 +44,160 @@ pub struct Status {
     pub max_upload_kbps: u32,
     /// How this node reaches and is reached through NATs.
     pub nat: NatStatus,
+    /// The coordinator, when the node has one (the `coordinator` setting): absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<CoordinatorStatus>,
+}
+
+/// The coordinator in [`Status`]: whether it answers, what it says about this node (earnings, trust,
+/// assignments, the latest version), the network's streams it lists, and the node's receipts and sessions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct CoordinatorStatus {
+    /// Its URL.
+    pub url: String,
+    /// The last request to it succeeded.
+    pub online: bool,
+    /// This node is registered with it (in this run).
+    pub registered: bool,
+    /// Why the last request failed, while it is offline.
+    pub last_error: Option<String>,
+    /// Unix ms of the last successful request.
+    pub last_contact_ms: Option<i64>,
+    /// Seconds between heartbeats, as the coordinator asks.
+    pub heartbeat_interval_secs: u64,
+    /// Node ids of the public nodes it gave to join the mesh through.
+    pub bootstrap_peers: Vec<String>,
+    /// What this node earned (from the last heartbeat).
+    pub earnings: Option<EarningsStatus>,
+    /// This node's trust score (from the last heartbeat).
+    pub trust: Option<TrustStatus>,
+    /// The newest release, as the coordinator names it.
+    pub latest_version: Option<VersionStatus>,
+    /// `latest_version` is newer than this node.
+    pub update_available: bool,
+    /// Streams the operator asked this node to pull into the mesh.
+    pub assignments: Vec<AssignmentStatus>,
+    /// The network's live streams, as the coordinator lists them (`GET /api/v1/streams`).
+    pub streams: Vec<NetworkStream>,
+    /// Viewing sessions open now (one per stream watched here from another node).
+    pub sessions: Vec<SessionStatus>,
+    /// Bandwidth receipts, both ways.
+    pub receipts: ReceiptStatus,
+    /// Receipts and session events waiting for the coordinator (kept on disk).
+    pub queued_receipts: usize,
+    /// Session events waiting for the coordinator.
+    pub queued_session_events: usize,
+    /// Queued items dropped because the queue was full (or too old).
+    pub queue_dropped: u64,
+}
+
+/// Earnings in [`CoordinatorStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct EarningsStatus {
+    /// Bytes relayed and signed for by the nodes that received them, all time.
+    pub verified_bytes: u64,
+    /// Bytes this node said it relayed, all time (shown, never paid).
+    pub claimed_bytes: u64,
+    /// The operator's rate per GB (10^9 bytes) verified.
+    pub rate_per_gb: f64,
+    /// Earned today (UTC).
+    pub earnings_today: f64,
+    /// Earned all time.
+    pub earnings_total: f64,
+}
+
+/// Trust in [`CoordinatorStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct TrustStatus {
+    /// 0-100.
+    pub score: u8,
+    /// Points per part: uptime (of 35), receipt backing (30), reachability (15), age (10), conduct (10).
+    pub components: std::collections::BTreeMap<String, f64>,
+    /// Why points were lost, one sentence each.
+    pub reasons: Vec<String>,
+}
+
+/// A release the coordinator names.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct VersionStatus {
+    /// Its version.
+    pub version: String,
+    /// Where to read about it.
+    pub url: Option<String>,
+    /// One line about it.
+    pub notes: Option<String>,
+}
+
+/// An operator's assignment in [`CoordinatorStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct AssignmentStatus {
+    /// The coordinator's id for it.
+    pub id: String,
+    /// The name it is published under.
+    pub stream_name: String,
+    /// The `rtmp://` URL pulled.
+    pub rtmp_url: String,
+    /// "running", "stopped" (the node is stopped) or why it was refused.
+    pub state: String,
+}
+
+/// A stream of the network in [`CoordinatorStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct NetworkStream {
+    /// Stream name.
+    pub name: String,
+    /// The publishing node.
+    pub origin_peer: String,
+    /// What to play to get exactly this stream: `NAME@<first 12 characters of the origin id>`.
+    pub play_as: String,
+    /// Viewers the coordinator counts (the origin's players and open sessions).
+    pub viewers: u64,
+    /// kbit/s as the origin measured it.
+    pub bitrate_kbps: u64,
+    /// When publishing started (Unix ms).
+    pub started_at_ms: i64,
+}
+
+/// An open viewing session in [`CoordinatorStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct SessionStatus {
+    /// The session id told to the coordinator.
+    pub session_id: String,
+    /// Stream watched.
+    pub stream: String,
+    /// Its origin, when known.
+    pub origin: Option<String>,
+    /// Local players now.
+    pub players: u64,
+    /// Bytes of the stream received since the session opened.
+    pub bytes: u64,
+}
+
+/// Bandwidth receipts in [`CoordinatorStatus`]: what this node signed for what it received, and what the
+/// nodes it relays to signed for it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct ReceiptStatus {
+    /// Receipts this node signed and sent to its upstreams.
+    pub signed: u64,
+    /// Bytes in the latest receipt of each series it signed, summed.
+    pub signed_bytes: u64,
+    /// Receipts its downstream peers sent that it accepted and queued for the coordinator.
+    pub received: u64,
+    /// Bytes in the latest accepted receipt of each series, summed: what the coordinator pays once it has
+    /// them all.
+    pub received_bytes: u64,
+    /// Receipts refused here (bad signature, for another node or stream, undecodable).
+    pub refused: u64,
+    /// Receipts the coordinator refused for good (forged, duplicate...), this run.
+    pub refused_by_coordinator: u64,
 }
 
 /// NAT traversal in [`Status`].
@@ -209,6 +363,13 @@ pub struct Invite {
     pub link: String,
     /// When it expires (unix seconds), if ever.
     pub expires: Option<u64>,
+    /// With a coordinator: the same invite under a 10-character code to read aloud (it stands for the
+    /// long code at the coordinator).
+    pub short_code: Option<String>,
+    /// When the short code stops working (unix seconds).
+    pub short_code_expires: Option<u64>,
+    /// Why there is no short code although a coordinator is set.
+    pub short_code_error: Option<String>,
 }
 
 /// `POST /api/v1/join`.

@@ -11,9 +11,10 @@ pub mod security;
 mod server;
 
 pub use api::{
-    ApiError, ApiFuture, FriendStatus, Invite, InviteRequest, JoinRequest, Joined, MeshStream,
-    NatStatus, NodeApi, Overview, PeerStatus, SettingView, Settings, Status, StreamStatus,
-    UpdateNotice,
+    ApiError, ApiFuture, AssignmentStatus, CoordinatorStatus, EarningsStatus, FriendStatus, Invite,
+    InviteRequest, JoinRequest, Joined, MeshStream, NatStatus, NetworkStream, NodeApi, Overview,
+    PeerStatus, ReceiptStatus, SessionStatus, SettingView, Settings, Status, StreamStatus,
+    TrustStatus, UpdateNotice, VersionStatus,
 };
 pub use security::{hash_password, is_password_hash, verify_password};
 pub use server::{BindError, WebConfig, WebServer};

@@ -216,6 +216,9 @@ pub(crate) fn routes(
                 "link": invite.link,
                 "qr_svg": qr_svg,
                 "expires": invite.expires,
+                "short_code": invite.short_code,
+                "short_code_expires": invite.short_code_expires,
+                "short_code_error": invite.short_code_error,
             })))
         });
     let join = warp::path!("api" / "v1" / "join")
@@ -427,6 +430,7 @@ mod tests {
             upload_kbps: 0,
             max_upload_kbps: 0,
             nat: Default::default(),
+            coordinator: None,
         }
     }
 
@@ -459,6 +463,9 @@ mod tests {
                         req.stream.unwrap_or_default()
                     ),
                     expires: None,
+                    short_code: None,
+                    short_code_expires: None,
+                    short_code_error: None,
                 })
             })
         }

@@ -285,6 +285,12 @@ async fn session(
     set_lineage(ctx, hub, lineage).await;
     let mut source = hub.attach_mesh(session);
     info!(stream = %hub.name(), provider = %peer, hops, "subscribed");
+    // Signs, now and then, what this provider delivered (when the node keeps receipts).
+    let mut meter = ctx
+        .config
+        .receipts
+        .as_ref()
+        .and_then(|r| r.meter(&request.name, peer));
 
     let mut acked_bytes = 0u64;
     loop {
@@ -293,6 +299,12 @@ async fn session(
             biased;
             _ = ctx.cancel.cancelled() => return Outcome::Superseded,
             _ = tokio::time::sleep_until(wake) => {
+                if let Some(receipt) = meter.as_mut().and_then(|m| m.due()) {
+                    if let Err(e) = wr.write_all(&wire::encode(&Message::Receipt(receipt))).await {
+                        return up.on_closed(Some(format!("cannot send a receipt: {e}")));
+                    }
+                    let _ = wr.flush().await;
+                }
                 match up.on_timeout(Instant::now().into_std()) {
                     Ok(None) => continue,
                     Ok(Some(ack)) => {
@@ -326,6 +338,10 @@ async fn session(
             Ok(Event::Frame { frame, gap_ms }) => {
                 if let Some(gap) = gap_ms {
                     ctx.stats.record_gap(gap);
+                }
+                if let Some(m) = meter.as_mut() {
+                    // Counted as the provider counts what it sent: with the frame's wire header.
+                    m.record((wire::FRAME_HEADER + frame.len()) as u64, 1);
                 }
                 ctx.stats
                     .bytes_received

@@ -6,7 +6,7 @@
 //! through a [`Client`] (commands, some with a reply). Frames never pass through the actor: they go from
 //! the wire into a hub and from a hub onto the wire inside the tasks.
 //!
-//! Where a peer's request goes: a `/streamr/media/1` stream arrives at the accept loop, which hands it to the
+//! Where a peer's request goes: a `/streamr/media/2` stream arrives at the accept loop, which hands it to the
 //! actor; the actor applies the flood limits and starts a `serve` task; that task reads the `Subscribe` and
 //! asks the actor to admit it (stream, loops, upload cap: one place decides, so simultaneous subscribers
 //! cannot all slip in); then it sends frames from the hub under the flow control of
@@ -60,6 +60,9 @@ pub struct MeshConfig {
     pub friends: crate::Friends,
     /// Timers and windows of the protocols.
     pub tuning: MeshTuning,
+    /// Bandwidth receipts: signs what this node receives and takes what its subscribers sign (none: the
+    /// node signs and forwards nothing).
+    pub receipts: Option<Arc<dyn crate::Receipts>>,
 }
 
 /// Why [`Mesh::dial`] found no connection.

@@ -173,6 +173,14 @@ async fn serve_inner(
             biased;
             _ = ctx.cancel.cancelled() => return Ok(()),
             msg = rd.next() => match msg {
+                // A signed receipt for what it received: the node judges it (the mesh cannot read it).
+                Some(Ok(Message::Receipt(receipt))) => {
+                    if down.on_receipt(Instant::now().into_std())
+                        && let Some(hook) = &ctx.config.receipts
+                    {
+                        hook.receive(peer, &name, receipt);
+                    }
+                }
                 Some(Ok(m)) => down.on_message(m, Instant::now().into_std())?,
                 Some(Err(e)) => return Err(e.into()),
                 None => return Ok(()),

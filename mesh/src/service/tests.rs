@@ -15,6 +15,7 @@ fn config(bootstrap: Vec<Multiaddr>) -> MeshConfig {
         relay: RelayLimits::new(8, 4, Duration::from_secs(3600), 1 << 30),
         upnp: false,
         friends: crate::Friends::default(),
+        receipts: None,
         tuning: MeshTuning {
             gossip_interval: Duration::from_millis(300),
             ..MeshTuning::default()

@@ -22,6 +22,9 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_REDIRECT_HINTS: usize = 16;
 /// Most fallbacks named in an accept.
 pub const MAX_FALLBACKS: usize = 4;
+/// Least time between two receipts passed on from one subscriber. An honest one signs every 10 s; each
+/// receipt costs the node a signature check, so a flood is cut down to one a second.
+pub const MIN_RECEIPT_SPACING: Duration = Duration::from_secs(1);
 
 /// Why serving a subscriber ended abnormally.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +106,7 @@ pub struct Downstream {
     sent: u64,
     acked: u64,
     last_ack: Instant,
+    last_receipt: Option<Instant>,
 }
 
 impl Downstream {
@@ -115,6 +119,7 @@ impl Downstream {
             sent: 0,
             acked: 0,
             last_ack: now,
+            last_receipt: None,
         }
     }
 
@@ -139,6 +144,19 @@ impl Downstream {
             }
             m => Err(ServeError::Protocol(format!("unexpected {m:?}"))),
         }
+    }
+
+    /// The subscriber sent a receipt: whether to hand it to the node (at most one per
+    /// [`MIN_RECEIPT_SPACING`]; the others are dropped).
+    pub fn on_receipt(&mut self, now: Instant) -> bool {
+        if self
+            .last_receipt
+            .is_some_and(|t| now.duration_since(t) < MIN_RECEIPT_SPACING)
+        {
+            return false;
+        }
+        self.last_receipt = Some(now);
+        true
     }
 
     /// When the subscriber is cut off unless it acknowledges: only while bytes are outstanding.
@@ -244,6 +262,17 @@ mod tests {
             d.on_message(Message::End { reason: "x".into() }, late)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn receipts_are_passed_on_at_most_once_a_second() {
+        let t0 = Instant::now();
+        let mut d = Downstream::new(PeerId::random(), lineage(vec![PeerId::random()]), 1000, t0);
+        assert!(d.on_receipt(t0));
+        assert!(!d.on_receipt(t0 + Duration::from_millis(10)));
+        assert!(!d.on_receipt(t0 + Duration::from_millis(999)));
+        assert!(d.on_receipt(t0 + MIN_RECEIPT_SPACING));
+        assert!(d.on_receipt(t0 + Duration::from_secs(11)));
     }
 
     #[test]

@@ -84,7 +84,16 @@ pub fn carrier_addr6(carrier: u8, host: u8) -> Ipv6Addr {
 /// The IPv6 prefix a carrier delegates to home router `home` on its network `carrier`:
 /// `2001:db8:65:<carrier><home>::/64`, inside the carrier's aggregate [`carrier_aggregate6`].
 pub fn carrier_home_prefix6(carrier: u8, home: u8) -> Ipv6Addr {
-    Ipv6Addr::new(0x2001, 0xdb8, 0x65, u16::from_be_bytes([carrier, home]), 0, 0, 0, 0)
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x65,
+        u16::from_be_bytes([carrier, home]),
+        0,
+        0,
+        0,
+        0,
+    )
 }
 
 /// The /56 a carrier holds for its customers' prefixes, which the internet routes to the carrier.

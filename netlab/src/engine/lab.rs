@@ -871,9 +871,7 @@ impl Lab {
                     // A home router's delegated prefix, or a carrier's network and its customers' aggregate.
                     let mut prefixes = vec![(v6.lan_prefix, PREFIX_LEN6)];
                     if !v6.firewall {
-                        prefixes.push(addr::carrier_aggregate6(
-                            router.lan_addr.octets()[2],
-                        ));
+                        prefixes.push(addr::carrier_aggregate6(router.lan_addr.octets()[2]));
                     }
                     up.extend(wiring::internet_route_lines6(
                         &ends,
@@ -1009,7 +1007,13 @@ impl Lab {
         // miniupnpd logs to standard error with -d; the shell folds it into the output the lab reads.
         let mut cmd = sys::command_in(ns, "sh");
         cmd.args(["-c", "exec miniupnpd \"$@\" 2>&1", "miniupnpd"])
-            .args(miniupnpd_args(WAN_IF, LAN_IF, stun, &pid_file, &config_file));
+            .args(miniupnpd_args(
+                WAN_IF,
+                LAN_IF,
+                stun,
+                &pid_file,
+                &config_file,
+            ));
         let seen = self.start_owned(
             ns,
             "miniupnpd",

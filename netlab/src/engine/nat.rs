@@ -89,7 +89,9 @@ impl fmt::Display for Filtering {
 }
 
 /// An IP address family: the lab measures each separately.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     /// IPv4 (through the NAT).
@@ -268,7 +270,8 @@ impl NatPreset {
 
     /// The presets with IPv6 or a PCP router, in table order (issue 15). Not in `all`, whose table is the
     /// IPv4 one of the classic types; `classify` and `punch` take them by name.
-    pub const ROUND_TWO: [NatPreset; 3] = [NatPreset::V6Firewall, NatPreset::CgnatV6, NatPreset::Pcp];
+    pub const ROUND_TWO: [NatPreset; 3] =
+        [NatPreset::V6Firewall, NatPreset::CgnatV6, NatPreset::Pcp];
 
     /// What a host behind this preset experiences over IPv4.
     pub fn behaviour(self) -> Behaviour {

@@ -199,7 +199,9 @@ pub fn internet_client_lines6(ends: &LinkEnds, addrs: &[Ipv6Addr]) -> Vec<String
         "neigh replace {INTERNET_GATEWAY6} lladdr {} dev {dev} nud permanent",
         ends.port_mac
     ));
-    v.push(format!("route add default via {INTERNET_GATEWAY6} dev {dev}"));
+    v.push(format!(
+        "route add default via {INTERNET_GATEWAY6} dev {dev}"
+    ));
     v
 }
 
@@ -230,7 +232,10 @@ pub fn carrier_home_lines6(
 ) -> Vec<String> {
     vec![
         format!("neigh replace {home} lladdr {home_mac} dev {lan_if} nud permanent"),
-        format!("route add {}/{} via {home} dev {lan_if}", prefix.0, prefix.1),
+        format!(
+            "route add {}/{} via {home} dev {lan_if}",
+            prefix.0, prefix.1
+        ),
     ]
 }
 
@@ -336,8 +341,16 @@ mod tests {
             "route add default via 2001:db8:113::1 dev wan"
         );
         let (r, h) = lan_lines6(
-            ("2001:db8:1:3::1".parse().unwrap(), "02:00:0a:00:03:01", "lan"),
-            ("2001:db8:1:3::2".parse().unwrap(), "02:00:0a:00:03:02", "eth0"),
+            (
+                "2001:db8:1:3::1".parse().unwrap(),
+                "02:00:0a:00:03:01",
+                "lan",
+            ),
+            (
+                "2001:db8:1:3::2".parse().unwrap(),
+                "02:00:0a:00:03:02",
+                "eth0",
+            ),
             64,
         );
         assert_eq!(

@@ -695,7 +695,12 @@ mod tests {
         }));
         // IPv6 cases only where both sites have IPv6 and one is firewalled.
         let c = cases(
-            &[NatPreset::None, PR, NatPreset::V6Firewall, NatPreset::CgnatV6],
+            &[
+                NatPreset::None,
+                PR,
+                NatPreset::V6Firewall,
+                NatPreset::CgnatV6,
+            ],
             &[Start::Simultaneous],
             &[0],
         );

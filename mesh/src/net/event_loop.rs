@@ -628,8 +628,7 @@ impl EventLoop {
                 Err(e) => debug!(%relay, error = %e, "cannot listen through relay"),
             }
         }
-        // Close relayed connections to peers we now reach directly, and IPv4 ones to peers we reach over
-        // IPv6 (see `dualstack`).
+        // Close relayed connections to peers we now reach directly (see `dualstack::superseded`).
         let mut due = Vec::new();
         self.close_relayed_at.retain(|p, at| {
             if *at <= now {
@@ -640,28 +639,19 @@ impl EventLoop {
             }
         });
         for peer in due {
-            let worse: Vec<(ConnectionId, bool)> = self
+            let relayed: Vec<ConnectionId> = self
                 .snapshot
                 .read()
                 .peers
                 .get(&peer)
-                .map(|p| {
-                    let ids = dualstack::superseded(&p.connections);
-                    p.connections
-                        .iter()
-                        .filter(|c| ids.contains(&c.id))
-                        .map(|c| (c.id, c.relayed))
-                        .collect()
-                })
+                .map(|p| dualstack::superseded(&p.connections))
                 .unwrap_or_default();
-            for (id, relayed) in worse {
+            for id in relayed {
                 if self.swarm.close_connection(id) {
-                    if relayed {
-                        self.stats
-                            .relayed_connections_replaced
-                            .fetch_add(1, Relaxed);
-                    }
-                    debug!(%peer, relayed, "closed a connection: a better direct path exists");
+                    self.stats
+                        .relayed_connections_replaced
+                        .fetch_add(1, Relaxed);
+                    debug!(%peer, "closed a relayed connection: a direct one exists");
                 }
             }
         }
@@ -911,7 +901,7 @@ impl EventLoop {
                     established: Instant::now(),
                 };
                 if dualstack::needs_sorting(&info.connections, dualstack::path_rank(&conn)) {
-                    info!(%peer_id, remote = %conn.remote, "direct connection established; worse paths to the peer will be closed");
+                    info!(%peer_id, remote = %conn.remote, relayed, "a direct and a relayed connection to the peer; the relayed one will be closed");
                     self.close_relayed_at
                         .insert(peer_id, Instant::now() + RELAYED_CLOSE_GRACE);
                 }

@@ -3,11 +3,15 @@
 //!
 //! Why prefer IPv6: between two homes IPv6 needs no translation, so a path through two stateful firewalls
 //! opens with one simultaneous open, and it survives the carrier-grade NATs that make IPv4 fragile.
-//! libp2p-stream opens streams on any connection to a peer, so "prefer" means: once a direct IPv6
-//! connection exists, the peer's relayed and direct IPv4 connections are closed after a short grace (as
-//! relayed ones already were), and a peer reached only over IPv4 whose IPv6 address we know is dialed over
-//! IPv6 once. Both ends do this at about the same moment (the IPv4 connection's establishment), so between
-//! two firewalled homes the two dials cross and open both firewalls, like a hole punch.
+//! A peer reached only over IPv4 whose IPv6 address we know is dialed over IPv6 once a minute at most.
+//! Both ends do this at about the same moment (the IPv4 connection's establishment), so between two
+//! firewalled homes the two dials cross and open both firewalls, like a hole punch. Once a direct path
+//! exists, relayed connections to the peer close after a short grace, as before.
+//!
+//! Direct IPv4 connections are kept beside IPv6 ones: closing them (tried first) killed AutoNAT v2, whose
+//! server only tests an address of the family the request arrived over. In netlab a dual-stack public
+//! relay then never confirmed its IPv4 address, never offered a relay, and `cgnat-v6 x cgnat-v6` viewers
+//! got no stream at all.
 //!
 //! A host without IPv6 loses nothing: the IPv6 listeners fail at once (logged at debug), no IPv6 address
 //! is advertised, and no upgrade is tried.
@@ -77,23 +81,24 @@ pub fn path_rank(conn: &ConnInfo) -> u8 {
     }
 }
 
-/// The connections to close because a better path to the same peer exists: everything ranked below the
-/// best direct connection. Nothing while the peer has no direct connection.
+/// The connections to close because a better path to the same peer exists: the relayed ones, once a
+/// direct connection (either family) exists. Nothing while the peer has no direct connection.
 pub fn superseded(conns: &[ConnInfo]) -> Vec<ConnectionId> {
-    let Some(best) = conns.iter().map(path_rank).filter(|r| *r < 2).min() else {
+    if !conns.iter().any(|c| !c.relayed) {
         return Vec::new();
-    };
-    conns
-        .iter()
-        .filter(|c| path_rank(c) > best)
-        .map(|c| c.id)
-        .collect()
+    }
+    conns.iter().filter(|c| c.relayed).map(|c| c.id).collect()
 }
 
-/// Whether a new connection ranked `new_rank` makes another of `existing` worse than the best (or is
-/// itself worse than one of them): then the peer's connections are sorted out after the grace period.
+/// Whether a new connection ranked `new_rank` (see [`path_rank`]) makes one of `existing` superseded:
+/// a direct one beside a relayed one. Then the peer's connections are sorted out after the grace period.
 pub fn needs_sorting(existing: &[ConnInfo], new_rank: u8) -> bool {
-    new_rank < 2 && existing.iter().any(|c| path_rank(c) != new_rank)
+    let relayed = |r: u8| r == 2;
+    if relayed(new_rank) {
+        existing.iter().any(|c| !c.relayed)
+    } else {
+        existing.iter().any(|c| c.relayed)
+    }
 }
 
 /// The IPv6 QUIC addresses of a peer worth an upgrade dial: routable, from what it listens on.
@@ -203,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn a_direct_ipv6_path_supersedes_relayed_and_ipv4_ones() {
+    fn a_direct_path_supersedes_relayed_ones_and_both_families_stay() {
         let v6 = conn(1, "/ip6/2001:db8:1:3::2/udp/4001/quic-v1", false);
         let v4 = conn(2, "/ip4/203.0.113.2/udp/4001/quic-v1", false);
         let relayed = conn(
@@ -211,17 +216,25 @@ mod tests {
             "/ip4/198.51.100.10/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
             true,
         );
-        let ids = |v: Vec<ConnectionId>| v;
         assert_eq!(
-            ids(superseded(&[v4.clone(), v6.clone(), relayed.clone()])),
-            vec![v4.id, relayed.id]
+            superseded(&[v4.clone(), v6.clone(), relayed.clone()]),
+            vec![relayed.id]
         );
-        assert_eq!(superseded(&[v4.clone(), relayed.clone()]), vec![relayed.id]);
+        assert_eq!(superseded(&[v6.clone(), relayed.clone()]), vec![relayed.id]);
+        assert!(superseded(&[v4.clone(), v6.clone()]).is_empty());
         assert!(superseded(std::slice::from_ref(&relayed)).is_empty());
-        assert!(superseded(std::slice::from_ref(&v4)).is_empty());
-        assert!(needs_sorting(std::slice::from_ref(&v4), 0));
-        assert!(needs_sorting(std::slice::from_ref(&relayed), 1));
-        assert!(!needs_sorting(std::slice::from_ref(&v4), 1));
-        assert!(!needs_sorting(std::slice::from_ref(&v4), 2));
+        assert!(needs_sorting(
+            std::slice::from_ref(&relayed),
+            path_rank(&v6)
+        ));
+        assert!(needs_sorting(
+            std::slice::from_ref(&v4),
+            path_rank(&relayed)
+        ));
+        assert!(!needs_sorting(std::slice::from_ref(&v4), path_rank(&v6)));
+        assert!(!needs_sorting(
+            std::slice::from_ref(&relayed),
+            path_rank(&relayed)
+        ));
     }
 }

@@ -66,18 +66,45 @@ pub fn load_or_create_publish_key(data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Writes a file readable by its owner only, atomically (a crash never leaves half a key).
+///
+/// The bytes go to `NAME.tmp`, created afresh with `O_EXCL | O_NOFOLLOW` and mode 0600, then renamed over
+/// `path`. A `.tmp` left by a crash (or planted: a symlink to another file, a file readable by others) is
+/// removed first, never opened: opening it would follow a symlink and keep the old file's mode.
 fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600).custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut f = match opts.open(&tmp) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // remove_file unlinks a symlink itself, not what it points to.
+            std::fs::remove_file(&tmp).with_context(|| {
+                format!(
+                    "{} is left from an earlier run and cannot be removed: remove it and start again",
+                    tmp.display()
+                )
+            })?;
+            opts.open(&tmp)
+                .with_context(|| format!("cannot create {}", tmp.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot create {}", tmp.display())),
+    };
     f.write_all(bytes)?;
     f.sync_all()?;
+    drop(f);
     std::fs::rename(&tmp, path).with_context(|| format!("cannot create {}", path.display()))?;
+    // The rename itself survives a crash once the directory is synced too.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync {}", dir.display()))?;
+    }
     Ok(())
 }
 
@@ -120,5 +147,42 @@ mod tests {
         assert!(a.len() >= 16);
         std::fs::write(dir.path().join(PUBLISH_KEY_FILE), "x y").unwrap();
         assert!(load_or_create_publish_key(dir.path()).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stale_tmp_neither_keeps_its_mode_nor_redirects_the_key() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        // A world-readable `.tmp` left behind: the key must not inherit its mode.
+        let tmp = dir.path().join("publish.tmp");
+        std::fs::write(&tmp, "old").unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        load_or_create_publish_key(dir.path()).unwrap();
+        let mode = std::fs::metadata(dir.path().join(PUBLISH_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!tmp.exists());
+
+        // A `.tmp` that is a symlink to another file: that file must be left alone.
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "not yours").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("identity.tmp")).unwrap();
+        load_or_create_identity(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "not yours");
+        let key = dir.path().join(IDENTITY_FILE);
+        assert!(
+            !std::fs::symlink_metadata(&key)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
 }

@@ -98,6 +98,35 @@ impl Collector for NodeCollector {
             l(&s.bytes_out),
         )?;
 
+        // ---- RTMP edge limits and relays (edge-hardening; see docs/security.md) ----
+        {
+            let mut d = e.encode_descriptor(
+                "streamr_rtmp_limit_hits",
+                "RTMP sessions ended or refused by a limit, by limit",
+                None,
+                MetricType::Counter,
+            )?;
+            for (limit, v) in s.limits.by_label() {
+                ConstCounter::new(v).encode(d.encode_family(&[("limit", limit)])?)?;
+            }
+            let mut d = e.encode_descriptor(
+                "streamr_rtmp_relay_failures",
+                "Failed pull/push relay attempts, by reason (each is retried)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (reason, v) in s.relays.failures_by_reason() {
+                ConstCounter::new(v).encode(d.encode_family(&[("reason", reason)])?)?;
+            }
+            counter(
+                &mut e,
+                "streamr_rtmp_relay_restarts",
+                "Relay tasks started again by the node after they ended or panicked",
+                l(&s.relays.task_restarts),
+            )?;
+        }
+        // ---- end of RTMP edge limits and relays ----
+
         // No mesh has run yet when the node was stopped from the dashboard before this start.
         if let Some(mesh) = self.mesh.get() {
             self.encode_mesh(&mut e, &mesh)?;

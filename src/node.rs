@@ -2,7 +2,8 @@
 //! runs for the whole life of the process; the rest (the mesh, the RTMP edge, the pull/push relays) is the
 //! node's *engine*, which the dashboard's Stop pauses and Start resumes (the choice is kept in the data dir
 //! and survives a restart), and which settings that apply at once restart. Each part is a task under a
-//! cancellation token; if one dies unexpectedly, the node stops everything and reports it.
+//! cancellation token; if one dies unexpectedly, the node stops everything and reports it. Relays and the
+//! mesh are restarted instead: they talk to other machines, and what those send must not stop the node.
 
 use crate::config::{Config, FileConfig};
 use crate::dashboard::Api;
@@ -18,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use prometheus_client::registry::Registry;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
 use streamr_media::{HubConfig, Streams};
@@ -214,21 +215,39 @@ impl Parts {
                 "rtmp edge"
             });
         }
-        for spec in &config.pull {
-            let (streams, token, spec) =
-                (shared.streams.clone(), token.child_token(), spec.clone());
-            tasks.spawn(async move {
-                streamr_edge::relay::pull(spec.name, spec.url, streams, token).await;
-                "pull relay"
-            });
-        }
-        for spec in &config.push {
-            let (streams, token, spec) =
-                (shared.streams.clone(), token.child_token(), spec.clone());
-            tasks.spawn(async move {
-                streamr_edge::relay::push(spec.name, spec.url, streams, token).await;
-                "push relay"
-            });
+        let relay_stats = shared.edge.0.read().clone();
+        for (what, specs) in [("pull", &config.pull), ("push", &config.push)] {
+            for spec in specs {
+                let (streams, token, spec) =
+                    (shared.streams.clone(), token.child_token(), spec.clone());
+                let stats = relay_stats.clone();
+                tasks.spawn(async move {
+                    let restarts = stats.clone();
+                    supervise_relay(
+                        what,
+                        &spec.name,
+                        &restarts.relays.task_restarts,
+                        token,
+                        |t| {
+                            let (name, url, streams, stats) = (
+                                spec.name.clone(),
+                                spec.url.clone(),
+                                streams.clone(),
+                                stats.clone(),
+                            );
+                            async move {
+                                if what == "pull" {
+                                    streamr_edge::relay::pull(name, url, streams, stats, t).await
+                                } else {
+                                    streamr_edge::relay::push(name, url, streams, stats, t).await
+                                }
+                            }
+                        },
+                    )
+                    .await;
+                    "relay supervisor"
+                });
+            }
         }
         {
             // Friends added while running are dialed by the join; this reconnects them after they went
@@ -572,7 +591,89 @@ async fn supervise_mesh(
     }
 }
 
+/// Runs a relay (`start` gives its future for a cancellation token) as a task of its own, and starts it again
+/// whenever it ends or panics before `token` is cancelled, with a backoff of 1 s doubling to 30 s. A relay
+/// catches the panics of its own attempts; this is the net under that, so that no relay can stop the node
+/// (a relay task used to be one of the node's parts: its panic stopped everything).
+async fn supervise_relay<F, Fut>(
+    what: &'static str,
+    name: &str,
+    restarts: &AtomicU64,
+    token: CancellationToken,
+    mut start: F,
+) where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let mut task = tokio::spawn(start(token.child_token()));
+        let ended = tokio::select! {
+            _ = token.cancelled() => {
+                let _ = task.await;
+                return;
+            }
+            r = &mut task => r,
+        };
+        if token.is_cancelled() {
+            return;
+        }
+        restarts.fetch_add(1, Relaxed);
+        match ended {
+            Err(e) if e.is_panic() => {
+                error!(stream = %name, retry_in = ?delay, "the {what} relay panicked; starting it again")
+            }
+            _ => {
+                warn!(stream = %name, retry_in = ?delay, "the {what} relay stopped; starting it again")
+            }
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// Restarts the program: after this, `run_until` returns [`Exit::Restart`].
 pub fn request_restart(shared: &Shared) {
     shared.restart.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_that_panics_or_ends_is_started_again_until_shutdown() {
+        let restarts = Arc::new(AtomicU64::new(0));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let token = CancellationToken::new();
+        let sup = {
+            let (restarts, runs, token) = (restarts.clone(), runs.clone(), token.clone());
+            tokio::spawn(async move {
+                supervise_relay("pull", "cam", &restarts, token, |t| {
+                    let n = runs.fetch_add(1, Relaxed);
+                    async move {
+                        match n {
+                            0 => panic!("a bug in a relay"),
+                            1 => {} // ended on its own
+                            _ => t.cancelled().await,
+                        }
+                    }
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            runs.load(Relaxed),
+            3,
+            "started again after a panic and after an end"
+        );
+        assert_eq!(restarts.load(Relaxed), 2);
+        token.cancel();
+        sup.await.expect("the supervisor returns on shutdown");
+    }
 }

@@ -1,5 +1,5 @@
 //! Hostile and broken clients against a node that is serving an honest publisher and player: garbage, a
-//! truncated handshake, an absurd chunk size, input that makes rml_rtmp panic, and a player that never reads.
+//! truncated handshake, an absurd chunk size, input that made rml_rtmp panic, and a player that never reads.
 //! Each ends or stalls only its own session; the honest player keeps receiving and memory stays bounded.
 
 mod common;
@@ -158,7 +158,8 @@ async fn hostile_clients_end_only_their_own_sessions() {
     header.extend_from_slice(&[0u8; 1000]);
     c.write_all(&header).await.unwrap();
 
-    // 4. `@setDataFrame` with no values after it: rml_rtmp indexes an empty vector and panics.
+    // 4. `@setDataFrame` with no values after it: rml_rtmp's session indexed an empty vector and panicked; the
+    // edge's own command flow drops the message and the publisher stays connected.
     let (mut evil, mut session) = connect(node.rtmp, None).await;
     let r = session
         .request_publishing("evil".into(), PublishRequestType::Live)
@@ -180,8 +181,8 @@ async fn hostile_clients_end_only_their_own_sessions() {
         .unwrap();
     evil.write_all(&p.bytes).await.unwrap();
     assert!(
-        closed_within(&mut evil, Duration::from_secs(5)).await,
-        "the panicking session was not closed"
+        !closed_within(&mut evil, Duration::from_secs(2)).await,
+        "a bare @setDataFrame is dropped, not a reason to close"
     );
 
     // 5. A player that never reads, with a tiny receive buffer.
@@ -211,11 +212,17 @@ async fn hostile_clients_end_only_their_own_sessions() {
         "memory grew from {rss_before} KiB to {rss_after} KiB"
     );
     let m = http_get(node.http, "/metrics").1;
-    assert!(
+    assert_eq!(
         metric(
             &m,
             r#"streamr_rtmp_sessions_rejected_total{reason="panic"}"#
-        ) >= 1,
+        ),
+        0,
+        "{m}"
+    );
+    // The 16 MiB message header before any publish is over the limit for commands.
+    assert!(
+        metric(&m, r#"streamr_rtmp_limit_hits_total{limit="message_size"}"#) >= 1,
         "{m}"
     );
     assert!(
@@ -233,6 +240,5 @@ async fn hostile_clients_end_only_their_own_sessions() {
         ) >= 1,
         "{m}"
     );
-    assert!(node.log_text().contains("panicked"), "the panic is logged");
-    drop((t, c, stalled, idle, Bytes::new()));
+    drop((t, c, evil, stalled, idle, Bytes::new()));
 }

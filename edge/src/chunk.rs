@@ -37,7 +37,7 @@ pub fn encode(frame: &Frame, timestamp: u32, stream_id: u32, chunk_size: usize) 
     )
 }
 
-/// Encodes a message on chunk stream `csid` (3..=63).
+/// Encodes a message on chunk stream `csid` (2..=63; 2 is for protocol control).
 pub fn encode_message(
     csid: u8,
     type_id: u8,
@@ -46,7 +46,7 @@ pub fn encode_message(
     payload: &[u8],
     chunk_size: usize,
 ) -> Bytes {
-    debug_assert!((3..=63).contains(&csid));
+    debug_assert!((2..=63).contains(&csid));
     let chunk_size = chunk_size.max(1);
     let extended = timestamp >= EXTENDED;
     let chunks = payload.len().div_ceil(chunk_size).max(1);

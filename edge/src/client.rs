@@ -1,18 +1,24 @@
 //! An RTMP client: plays from or publishes to an upstream RTMP server. Used by the pull/push relays and by
 //! netlab's probes.
 //!
-//! It speaks the command flow itself on rml_rtmp's chunk and message codecs instead of using rml_rtmp's
-//! `ClientSession`, because that session drops media whose message stream id differs from the one its
-//! `createStream` returned, and ffmpeg's `-listen 1` server sends media on another id: a pull from it
-//! received nothing. Media is accepted on any message stream id here, as ffmpeg and nginx do.
+//! It speaks the command flow itself instead of using rml_rtmp's `ClientSession`, because that session drops
+//! media whose message stream id differs from the one its `createStream` returned, and ffmpeg's `-listen 1`
+//! server sends media on another id: a pull from it received nothing. Media is accepted on any message
+//! stream id here, as ffmpeg and nginx do.
+//!
+//! The upstream is as untrusted as any peer (a relay may point at a server that turns hostile): what it sends
+//! goes through the bounded chunk decoder and AMF0 decoder ([`ServerStream`], plain code with no socket), a
+//! server that sends nothing for [`Timeouts::read`] despite pings is given up, and a write that does not
+//! finish within [`Timeouts::write`] fails. URLs carry stream keys: they are shown redacted
+//! ([`RtmpUrl`]'s `Display` and `Debug`, [`redact_url`]).
 
-use crate::metadata;
+use crate::chunk::{self, CHUNK_SIZE};
+use crate::chunk_decoder::{ChunkDecoder, ChunkError, Message};
+use crate::message::{self, Command, Inbound, MessageError, events, types};
+use crate::server::panic_message;
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
-use rml_rtmp::chunk_io::{ChunkDeserializer, ChunkSerializer};
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::messages::{MessagePayload, RtmpMessage, UserControlEventType};
-use rml_rtmp::time::RtmpTimestamp;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -21,8 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-/// A parsed `rtmp://HOST[:PORT]/APP/KEY` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `rtmp://HOST[:PORT]/APP/KEY` URL. `Display` and `Debug` redact the key.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
     /// Host name or address.
     pub host: String,
@@ -30,16 +36,83 @@ pub struct RtmpUrl {
     pub port: u16,
     /// Application (first path segment).
     pub app: String,
-    /// Stream key (the rest, including any query).
+    /// Stream key (the rest, including any query): a secret for YouTube, Twitch and most services.
     pub key: String,
 }
 
+impl std::fmt::Debug for RtmpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtmpUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("app", &self.app)
+            .field("key", &"***")
+            .finish()
+    }
+}
+
+impl std::fmt::Display for RtmpUrl {
+    /// `rtmp://HOST:PORT/APP/***`: safe for logs and status pages.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/***", self.tc_url())
+    }
+}
+
+/// `url` with its secrets replaced by `***`: user info, everything after the application (the stream key)
+/// and every query value. Works on any text, even one that does not parse as a URL, so that an invalid URL
+/// in an error message is safe too.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match rest.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (rest, None),
+    };
+    let mut out = scheme;
+    match authority.rsplit_once('@') {
+        Some((_, host)) => {
+            out.push_str("***@");
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    if let Some(path) = path {
+        out.push('/');
+        match path.split_once('/') {
+            Some((app, _)) => {
+                out.push_str(app);
+                out.push_str("/***");
+            }
+            None => out.push_str(path),
+        }
+    }
+    if let Some(q) = query {
+        out.push('?');
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) => format!("{k}=***"),
+                None => "***".to_string(),
+            })
+            .collect();
+        out.push_str(&parts.join("&"));
+    }
+    out
+}
+
 impl RtmpUrl {
-    /// Parses an RTMP URL.
+    /// Parses an RTMP URL. The error shows the URL redacted.
     pub fn parse(url: &str) -> Result<Self, ClientError> {
         let bad = |why: &str| {
             ClientError::BadUrl(format!(
-                "{url:?}: {why}; expected rtmp://HOST[:PORT]/APP/KEY"
+                "{:?}: {why}; expected rtmp://HOST[:PORT]/APP/KEY",
+                redact_url(url)
             ))
         };
         let rest = url
@@ -68,9 +141,31 @@ impl RtmpUrl {
         })
     }
 
-    /// The `tcUrl` sent with `connect` (some servers require it).
+    /// The `tcUrl` sent with `connect` (some servers require it). It has no key.
     pub fn tc_url(&self) -> String {
         format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+    }
+
+    /// `text` (a server's error, say) with this URL's secrets replaced by `***`: the key, its path segments
+    /// and its query values, wherever a server echoed them.
+    pub fn scrub(&self, text: &str) -> String {
+        let (path, query) = self.key.split_once('?').unwrap_or((&self.key, ""));
+        let mut secrets: Vec<&str> = vec![self.key.as_str(), path];
+        secrets.extend(path.split('/'));
+        secrets.extend(
+            query
+                .split('&')
+                .filter_map(|kv| kv.split_once('=').map(|x| x.1)),
+        );
+        // Longest first, so that a secret containing another is replaced whole; very short pieces would
+        // mangle ordinary words and are no secret.
+        secrets.retain(|s| s.len() >= 4);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let mut out = text.to_string();
+        for s in secrets {
+            out = out.replace(s, "***");
+        }
+        out
     }
 }
 
@@ -95,6 +190,30 @@ pub enum ClientError {
     /// The bytes from the server are not valid RTMP.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The server ran into one of our limits (message size, AMF nesting, chunk streams): a broken or
+    /// hostile server.
+    #[error("the server exceeded a limit: {0}")]
+    Limit(String),
+}
+
+impl From<ChunkError> for ClientError {
+    fn from(e: ChunkError) -> Self {
+        if e.is_limit() {
+            ClientError::Limit(e.to_string())
+        } else {
+            ClientError::Protocol(e.to_string())
+        }
+    }
+}
+
+impl From<MessageError> for ClientError {
+    fn from(e: MessageError) -> Self {
+        if e.is_limit() {
+            ClientError::Limit(e.to_string())
+        } else {
+            ClientError::Protocol(e.to_string())
+        }
+    }
 }
 
 /// A media message received from the server.
@@ -108,21 +227,235 @@ pub struct Media {
     pub payload: Bytes,
 }
 
-/// A connected RTMP client (handshake and `connect` done).
-pub struct RtmpClient {
-    stream: TcpStream,
-    de: ChunkDeserializer,
-    ser: ChunkSerializer,
-    buf: Vec<u8>,
-    /// Bytes read but not yet given to the chunk deserializer.
-    buf_leftover: Vec<u8>,
-    url: RtmpUrl,
-    next_txn: f64,
-    /// The peer's window acknowledgement size, once it told us.
+/// How long the client waits on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A server that sends nothing at all for this long is given up. After [`Timeouts::ping`] of silence the
+    /// client asks for a ping response, so a server that is alive but has nothing to send (a stream not
+    /// published yet) keeps the connection. Default 15 s.
+    pub read: Duration,
+    /// Silence after which the client pings the server. Default 5 s.
+    pub ping: Duration,
+    /// One write that does not finish within this fails (a server that stopped reading). Default 15 s.
+    pub write: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            read: Duration::from_secs(15),
+            ping: Duration::from_secs(5),
+            write: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Largest message accepted from a server: a video frame (the mesh carries at most 8 MiB too).
+pub const MAX_SERVER_MESSAGE: usize = 8 << 20;
+
+/// What the server's bytes mean, with no socket: the chunk layer, protocol control, acknowledgements owed and
+/// ping responses, media and command replies. Fed by [`RtmpClient`]; fuzzed on its own.
+#[derive(Debug)]
+pub struct ServerStream {
+    decoder: ChunkDecoder,
+    /// The server's window acknowledgement size, once it told us.
     ack_window: Option<u32>,
     received: u64,
     since_ack: u64,
+    /// Messages to send back (acknowledgements, ping responses), in order.
+    pub replies: Vec<Bytes>,
+}
+
+/// Something the server said.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// Audio, video or metadata.
+    Media {
+        /// Audio, video or data.
+        kind: FrameKind,
+        /// RTMP timestamp.
+        timestamp: u32,
+        /// FLV tag body (data: `onMetaData` without a `@setDataFrame` wrapper).
+        payload: Bytes,
+    },
+    /// `_result` (`ok`) or `_error` of transaction `transaction`, with the arguments after the command object.
+    Reply {
+        /// Transaction id.
+        transaction: f64,
+        /// `_result` rather than `_error`.
+        ok: bool,
+        /// The arguments after the command object.
+        args: Vec<Amf0Value>,
+    },
+    /// An `onStatus` that is not an error: its code.
+    Status(String),
+    /// Anything else (other commands, data, control we handled).
+    Other,
+}
+
+impl Default for ServerStream {
+    fn default() -> Self {
+        ServerStream {
+            decoder: ChunkDecoder::new(MAX_SERVER_MESSAGE),
+            ack_window: None,
+            received: 0,
+            since_ack: 0,
+            replies: Vec::new(),
+        }
+    }
+}
+
+impl ServerStream {
+    /// Adds bytes read from the server; drain [`ServerStream::next_event`] before feeding more.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.received += bytes.len() as u64;
+        self.since_ack += bytes.len() as u64;
+        if let Some(window) = self.ack_window.filter(|w| *w > 0)
+            && self.since_ack >= u64::from(window)
+        {
+            self.since_ack = 0;
+            self.replies.push(message::acknowledgement(self.received));
+        }
+        self.decoder.push(bytes);
+    }
+
+    /// The next event, `None` when more bytes are needed. An `onStatus` with level `error` is
+    /// `Err(Refused)`.
+    pub fn next_event(&mut self) -> Result<Option<ServerEvent>, ClientError> {
+        let Some(m) = self.decoder.next_message()? else {
+            return Ok(None);
+        };
+        self.event(m).map(Some)
+    }
+
+    fn event(&mut self, m: Message) -> Result<ServerEvent, ClientError> {
+        let inbound = match message::parse(&m) {
+            Ok(i) => i,
+            // Metadata that does not decode is dropped, as the server does with a publisher's; a limit is not.
+            Err(e) if !e.is_limit() && matches!(m.type_id, types::DATA_AMF0 | types::DATA_AMF3) => {
+                return Ok(ServerEvent::Other);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(match inbound {
+            Inbound::SetChunkSize(size) => {
+                self.decoder.set_chunk_size(size)?;
+                ServerEvent::Other
+            }
+            Inbound::Abort(csid) => {
+                self.decoder.abort(csid);
+                ServerEvent::Other
+            }
+            Inbound::WindowAckSize(size) => {
+                self.ack_window = Some(size);
+                ServerEvent::Other
+            }
+            Inbound::UserControl { event, data } if event == events::PING_REQUEST => {
+                let ts = data.get(..4).unwrap_or(&[0, 0, 0, 0]);
+                self.replies
+                    .push(message::user_control(events::PING_RESPONSE, ts));
+                ServerEvent::Other
+            }
+            Inbound::Media => ServerEvent::Media {
+                kind: if m.type_id == types::AUDIO {
+                    FrameKind::Audio
+                } else {
+                    FrameKind::Video
+                },
+                timestamp: m.timestamp,
+                payload: m.payload,
+            },
+            Inbound::Data(values) => match metadata_payload(&m.payload, &values) {
+                Some(payload) => ServerEvent::Media {
+                    kind: FrameKind::Data,
+                    timestamp: m.timestamp,
+                    payload,
+                },
+                None => ServerEvent::Other,
+            },
+            Inbound::Command(c) => command_event(c)?,
+            _ => ServerEvent::Other,
+        })
+    }
+}
+
+/// `"@setDataFrame", "onMetaData", {..}` or `"onMetaData", {..}` -> the payload `"onMetaData", {..}`; other
+/// data messages -> `None`. `values` are the message's values, already decoded (bounded).
+fn metadata_payload(data: &Bytes, values: &[Amf0Value]) -> Option<Bytes> {
+    const PREFIX: &[u8] = b"\x02\x00\x0d@setDataFrame";
+    let (payload, rest) = match values.first()? {
+        // Encoded any other way (as a long string), the wrapper cannot be cut off: the message is dropped.
+        Amf0Value::Utf8String(s) if s == "@setDataFrame" => data
+            .starts_with(PREFIX)
+            .then(|| (data.slice(PREFIX.len()..), &values[1..]))?,
+        _ => (data.clone(), values),
+    };
+    match rest.first()? {
+        Amf0Value::Utf8String(s) if s == "onMetaData" => {}
+        _ => return None,
+    }
+    matches!(rest.get(1)?, Amf0Value::Object(_)).then_some(payload)
+}
+
+fn command_event(c: Command) -> Result<ServerEvent, ClientError> {
+    Ok(match c.name.as_str() {
+        "_result" | "_error" => ServerEvent::Reply {
+            transaction: c.transaction,
+            ok: c.name == "_result",
+            args: c.args,
+        },
+        "onStatus" => match message::status_of(&c) {
+            Some((_, level, _)) if level == "error" => {
+                return Err(ClientError::Refused(describe(
+                    &std::iter::once(c.object).chain(c.args).collect::<Vec<_>>(),
+                )));
+            }
+            Some((code, _, _)) => ServerEvent::Status(code),
+            None => ServerEvent::Other,
+        },
+        _ => ServerEvent::Other,
+    })
+}
+
+fn describe(values: &[Amf0Value]) -> String {
+    for v in values {
+        if let Amf0Value::Object(props) = v {
+            let get = |k: &str| match props.get(k) {
+                Some(Amf0Value::Utf8String(s)) => Some(s.clone()),
+                _ => None,
+            };
+            if let Some(code) = get("code") {
+                return match get("description") {
+                    Some(d) => format!("{code}: {d}"),
+                    None => code,
+                };
+            }
+        }
+    }
+    "error".into()
+}
+
+/// Runs the client's handling of a server's bytes (after the handshake) over bytes in memory, with no
+/// socket: every event is taken and dropped. For fuzzing and tests; returns how it ended.
+pub fn run_server_bytes(reads: &mut dyn Iterator<Item = &[u8]>) -> Result<(), String> {
+    let mut s = ServerStream::default();
+    for bytes in reads {
+        s.feed(bytes);
+        while let Some(_event) = s.next_event().map_err(|e| e.to_string())? {}
+        s.replies.clear();
+    }
+    Ok(())
+}
+
+/// A connected RTMP client (handshake and `connect` done).
+pub struct RtmpClient {
+    stream: TcpStream,
+    server: ServerStream,
+    buf: Vec<u8>,
+    url: RtmpUrl,
+    next_txn: f64,
     epoch: Instant,
+    timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for RtmpClient {
@@ -134,32 +467,33 @@ impl std::fmt::Debug for RtmpClient {
 }
 
 /// Outbound chunk size we announce.
-const OUT_CHUNK_SIZE: u32 = 4096;
-
-/// A message received from the server. Its message stream id is not kept: media is accepted on any.
-struct Received {
-    type_id: u8,
-    timestamp: u32,
-    data: Bytes,
-}
-
-fn protocol<E: std::fmt::Debug>(e: E) -> ClientError {
-    ClientError::Protocol(format!("{e:?}"))
-}
+const OUT_CHUNK_SIZE: u32 = CHUNK_SIZE as u32;
+/// Chunk streams for what we send: commands, then media (every message with a full header).
+const CSID_COMMAND: u8 = 3;
+const CSID_AUDIO: u8 = 4;
+const CSID_VIDEO: u8 = 6;
+const CSID_DATA: u8 = 5;
 
 impl RtmpClient {
-    /// Connects, handshakes and sends `connect` for the URL's application.
+    /// Connects, handshakes and sends `connect` for the URL's application, all within `limit`.
     pub async fn connect(url: &RtmpUrl, limit: Duration) -> Result<Self, ClientError> {
         timeout(limit, Self::connect_inner(url))
             .await
             .map_err(|_| ClientError::Timeout("connecting"))?
     }
 
+    /// Changes how long this client waits on the server (see [`Timeouts`]).
+    pub fn set_timeouts(&mut self, timeouts: Timeouts) {
+        self.timeouts = timeouts;
+    }
+
     async fn connect_inner(url: &RtmpUrl) -> Result<Self, ClientError> {
         let mut stream = TcpStream::connect((url.host.as_str(), url.port)).await?;
         stream.set_nodelay(true)?;
         let mut hs = Handshake::new(PeerType::Client);
-        let p0p1 = hs.generate_outbound_p0_and_p1().map_err(protocol)?;
+        let p0p1 = hs
+            .generate_outbound_p0_and_p1()
+            .map_err(|e| ClientError::Protocol(format!("{e:?}")))?;
         stream.write_all(&p0p1).await?;
         let mut buf = vec![0u8; 64 * 1024];
         let leftover = loop {
@@ -167,7 +501,16 @@ impl RtmpClient {
             if n == 0 {
                 return Err(ClientError::Closed);
             }
-            match hs.process_bytes(&buf[..n]).map_err(protocol)? {
+            // rml_rtmp's code on the server's bytes: isolated.
+            let step = std::panic::catch_unwind(AssertUnwindSafe(|| hs.process_bytes(&buf[..n])))
+                .map_err(|p| {
+                    ClientError::Protocol(format!(
+                        "the handshake library panicked on the server's bytes: {}",
+                        panic_message(&p)
+                    ))
+                })?
+                .map_err(|e| ClientError::Protocol(format!("handshake: {e:?}")))?;
+            match step {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     stream.write_all(&response_bytes).await?;
                 }
@@ -182,23 +525,15 @@ impl RtmpClient {
         };
         let mut c = RtmpClient {
             stream,
-            de: ChunkDeserializer::new(),
-            ser: ChunkSerializer::new(),
+            server: ServerStream::default(),
             buf,
-            buf_leftover: Vec::new(),
             url: url.clone(),
             next_txn: 1.0,
-            ack_window: None,
-            received: 0,
-            since_ack: 0,
             epoch: Instant::now(),
+            timeouts: Timeouts::default(),
         };
-        c.pending_input(leftover);
-        let p = c
-            .ser
-            .set_max_chunk_size(OUT_CHUNK_SIZE, RtmpTimestamp::new(0))
-            .map_err(protocol)?;
-        c.stream.write_all(&p.bytes).await?;
+        c.server.feed(&leftover);
+        c.write(&message::set_chunk_size(OUT_CHUNK_SIZE)).await?;
         let mut props = HashMap::new();
         props.insert("app".into(), Amf0Value::Utf8String(url.app.clone()));
         props.insert("type".into(), Amf0Value::Utf8String("nonprivate".into()));
@@ -231,14 +566,20 @@ impl RtmpClient {
         // Some servers send media before (or instead of) NetStream.Play.Start: keep what arrives.
         let first = timeout(limit, async {
             loop {
-                let m = self.recv().await?;
-                if let Some(media) = to_media(&m) {
-                    return Ok::<_, ClientError>(Some(media));
-                }
-                if m.type_id == 20
-                    && status_code(&m.data).as_deref() == Some("NetStream.Play.Start")
-                {
-                    return Ok(None);
+                match self.recv().await? {
+                    ServerEvent::Media {
+                        kind,
+                        timestamp,
+                        payload,
+                    } => {
+                        return Ok::<_, ClientError>(Some(Media {
+                            kind,
+                            timestamp,
+                            payload,
+                        }));
+                    }
+                    ServerEvent::Status(code) if code == "NetStream.Play.Start" => return Ok(None),
+                    _ => {}
                 }
             }
         })
@@ -270,9 +611,8 @@ impl RtmpClient {
         .await?;
         timeout(limit, async {
             loop {
-                let m = self.recv().await?;
-                if m.type_id == 20
-                    && status_code(&m.data).as_deref() == Some("NetStream.Publish.Start")
+                if let ServerEvent::Status(code) = self.recv().await?
+                    && code == "NetStream.Publish.Start"
                 {
                     return Ok::<_, ClientError>(());
                 }
@@ -308,216 +648,104 @@ impl RtmpClient {
     ) -> Result<f64, ClientError> {
         let txn = self.next_txn;
         self.next_txn += 1.0;
-        let msg = RtmpMessage::Amf0Command {
-            command_name: name.into(),
-            transaction_id: txn,
-            command_object: object,
-            additional_arguments: args,
+        let mut rest = vec![object];
+        rest.extend(args);
+        let body = {
+            let mut values = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];
+            values.extend(rest);
+            crate::amf0::encode(&values)
         };
-        self.send_message(msg, stream_id).await?;
+        let ts = self.epoch.elapsed().as_millis() as u32;
+        let bytes = chunk::encode_message(
+            CSID_COMMAND,
+            types::COMMAND_AMF0,
+            stream_id,
+            ts,
+            &body,
+            CHUNK_SIZE,
+        );
+        self.write(&bytes).await?;
         Ok(txn)
     }
 
-    async fn send_message(&mut self, msg: RtmpMessage, stream_id: u32) -> Result<(), ClientError> {
-        let ts = RtmpTimestamp::new(self.epoch.elapsed().as_millis() as u32);
-        let payload = msg.into_message_payload(ts, stream_id).map_err(protocol)?;
-        self.send_payload(&payload).await
+    /// Writes bytes within the write timeout.
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), ClientError> {
+        timeout(self.timeouts.write, self.stream.write_all(bytes))
+            .await
+            .map_err(|_| ClientError::Timeout("sending to the server (it stopped reading)"))??;
+        Ok(())
     }
 
-    async fn send_payload(&mut self, payload: &MessagePayload) -> Result<(), ClientError> {
-        let p = self
-            .ser
-            .serialize(payload, false, false)
-            .map_err(protocol)?;
-        self.stream.write_all(&p.bytes).await?;
+    /// Sends the acknowledgements and ping responses owed.
+    async fn send_replies(&mut self) -> Result<(), ClientError> {
+        for r in std::mem::take(&mut self.server.replies) {
+            self.write(&r).await?;
+        }
         Ok(())
     }
 
     /// Waits for `_result` of `txn`; `_error` or an error status is a refusal.
     async fn await_result(&mut self, txn: f64) -> Result<Vec<Amf0Value>, ClientError> {
         loop {
-            let m = self.recv().await?;
-            if m.type_id != 20 {
-                continue;
-            }
-            let mut values = rml_amf0::deserialize(&mut &m.data[..])
-                .map_err(protocol)?
-                .into_iter();
-            let name = values
-                .next()
-                .and_then(|v| v.get_string())
-                .unwrap_or_default();
-            let id = values.next().and_then(|v| v.get_number()).unwrap_or(-1.0);
-            if id != txn {
-                continue;
-            }
-            let _object = values.next();
-            let rest: Vec<Amf0Value> = values.collect();
-            match name.as_str() {
-                "_result" => return Ok(rest),
-                "_error" => return Err(ClientError::Refused(describe(&rest))),
-                _ => {}
-            }
-        }
-    }
-
-    /// Queues bytes that arrived with the handshake.
-    fn pending_input(&mut self, bytes: Vec<u8>) {
-        self.buf_leftover = bytes;
-    }
-
-    /// The next message, handling chunk size, acknowledgements, pings and error statuses on the way.
-    async fn recv(&mut self) -> Result<Received, ClientError> {
-        loop {
-            let input = std::mem::take(&mut self.buf_leftover);
-            let de = &mut self.de;
-            let next = std::panic::catch_unwind(AssertUnwindSafe(|| de.get_next_message(&input)))
-                .map_err(|_| {
-                    ClientError::Protocol("rml_rtmp panicked on the server's bytes".into())
-                })?
-                .map_err(protocol)?;
-            let Some(payload) = next else {
-                let n = self.stream.read(&mut self.buf).await?;
-                if n == 0 {
-                    return Err(ClientError::Closed);
-                }
-                self.buf_leftover = self.buf[..n].to_vec();
-                self.count_received(n).await?;
-                continue;
-            };
-            match payload.type_id {
-                1 | 3 | 4 | 5 | 6 => match payload.to_rtmp_message().map_err(protocol)? {
-                    RtmpMessage::SetChunkSize { size } => {
-                        self.de
-                            .set_max_chunk_size(size as usize)
-                            .map_err(protocol)?;
-                    }
-                    RtmpMessage::WindowAcknowledgement { size } => self.ack_window = Some(size),
-                    RtmpMessage::UserControl {
-                        event_type: UserControlEventType::PingRequest,
-                        timestamp,
-                        ..
-                    } => {
-                        let pong = RtmpMessage::UserControl {
-                            event_type: UserControlEventType::PingResponse,
-                            stream_id: None,
-                            buffer_length: None,
-                            timestamp,
-                        };
-                        self.send_message(pong, 0).await?;
-                    }
-                    _ => {}
-                },
-                20 => {
-                    if let Some(err) = error_status(&payload.data) {
-                        return Err(ClientError::Refused(err));
-                    }
-                    return Ok(received(payload));
-                }
-                _ => return Ok(received(payload)),
-            }
-        }
-    }
-
-    async fn count_received(&mut self, n: usize) -> Result<(), ClientError> {
-        self.received += n as u64;
-        self.since_ack += n as u64;
-        if let Some(window) = self.ack_window
-            && window > 0
-            && self.since_ack >= u64::from(window)
-        {
-            self.since_ack = 0;
-            let ack = RtmpMessage::Acknowledgement {
-                sequence_number: self.received as u32,
-            };
-            self.send_message(ack, 0).await?;
-        }
-        Ok(())
-    }
-}
-
-fn received(p: MessagePayload) -> Received {
-    Received {
-        type_id: p.type_id,
-        timestamp: p.timestamp.value,
-        data: p.data,
-    }
-}
-
-/// Media from a received message (audio, video, `onMetaData`).
-fn to_media(m: &Received) -> Option<Media> {
-    let kind = match m.type_id {
-        8 => FrameKind::Audio,
-        9 => FrameKind::Video,
-        18 => FrameKind::Data,
-        _ => return None,
-    };
-    if kind == FrameKind::Data {
-        // Only metadata travels as data; a publisher's `@setDataFrame` wrapper is removed.
-        let payload = strip_set_data_frame(&m.data)?;
-        metadata::from_payload(&payload)?;
-        return Some(Media {
-            kind,
-            timestamp: m.timestamp,
-            payload,
-        });
-    }
-    Some(Media {
-        kind,
-        timestamp: m.timestamp,
-        payload: m.data.clone(),
-    })
-}
-
-/// `"@setDataFrame", "onMetaData", {..}` -> `"onMetaData", {..}`; other payloads unchanged.
-fn strip_set_data_frame(data: &Bytes) -> Option<Bytes> {
-    const PREFIX: &[u8] = b"\x02\x00\x0d@setDataFrame";
-    Some(match data.strip_prefix(PREFIX) {
-        Some(_) => data.slice(PREFIX.len()..),
-        None => data.clone(),
-    })
-}
-
-/// The `code` of an `onStatus` command.
-fn status_code(data: &[u8]) -> Option<String> {
-    let values = rml_amf0::deserialize(&mut &data[..]).ok()?;
-    if values.first()?.clone().get_string()? != "onStatus" {
-        return None;
-    }
-    let props = values.into_iter().find_map(|v| v.get_object_properties())?;
-    props.get("code")?.clone().get_string()
-}
-
-/// An `onStatus` with level "error" (or `_error` outside a transaction we wait for), as text.
-fn error_status(data: &[u8]) -> Option<String> {
-    let values = rml_amf0::deserialize(&mut &data[..]).ok()?;
-    let name = values.first()?.clone().get_string()?;
-    if name != "onStatus" {
-        return None;
-    }
-    let props = values
-        .iter()
-        .find_map(|v| v.clone().get_object_properties())?;
-    let level = props.get("level").and_then(|v| v.clone().get_string());
-    if level.as_deref() != Some("error") {
-        return None;
-    }
-    Some(describe(&values[1..]))
-}
-
-fn describe(values: &[Amf0Value]) -> String {
-    for v in values {
-        if let Some(props) = v.clone().get_object_properties() {
-            let get = |k: &str| props.get(k).and_then(|v| v.clone().get_string());
-            if let Some(code) = get("code") {
-                return match get("description") {
-                    Some(d) => format!("{code}: {d}"),
-                    None => code,
+            if let ServerEvent::Reply {
+                transaction,
+                ok,
+                args,
+            } = self.recv().await?
+                && transaction == txn
+            {
+                return if ok {
+                    Ok(args)
+                } else {
+                    Err(ClientError::Refused(describe(&args)))
                 };
             }
         }
     }
-    "error".into()
+
+    /// The next event from the server, answering pings and acknowledging on the way. Pings the server after
+    /// [`Timeouts::ping`] of silence and gives up after [`Timeouts::read`].
+    async fn recv(&mut self) -> Result<ServerEvent, ClientError> {
+        let mut last_heard = tokio::time::Instant::now();
+        let mut pinged = false;
+        loop {
+            let event = self.server.next_event()?;
+            self.send_replies().await?;
+            if let Some(e) = event {
+                return Ok(e);
+            }
+            let since = last_heard.elapsed();
+            if since >= self.timeouts.read {
+                return Err(ClientError::Timeout(
+                    "waiting for the server (it sent nothing, not even a ping response)",
+                ));
+            }
+            let wait = if pinged {
+                self.timeouts.read - since
+            } else {
+                self.timeouts.ping.saturating_sub(since)
+            };
+            match timeout(wait, self.stream.read(&mut self.buf)).await {
+                Ok(r) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Err(ClientError::Closed);
+                    }
+                    last_heard = tokio::time::Instant::now();
+                    pinged = false;
+                    let (server, buf) = (&mut self.server, &self.buf);
+                    server.feed(&buf[..n]);
+                }
+                Err(_) if !pinged => {
+                    pinged = true;
+                    let ts = self.epoch.elapsed().as_millis() as u32;
+                    let ping = message::user_control(events::PING_REQUEST, &ts.to_be_bytes());
+                    self.write(&ping).await?;
+                }
+                Err(_) => {}
+            }
+        }
+    }
 }
 
 /// A client that plays a stream.
@@ -529,15 +757,24 @@ pub struct RtmpPlayer {
 
 impl RtmpPlayer {
     /// The next media message; `Err(Closed)` when the server ends the connection, `Err(Refused)` when it
-    /// reports an error (for example the stream was unpublished with an error status).
+    /// reports an error (for example the stream was unpublished with an error status), `Err(Timeout)` when it
+    /// sends nothing for the read timeout.
     pub async fn next(&mut self) -> Result<Media, ClientError> {
         if let Some(m) = self.first.take() {
             return Ok(m);
         }
         loop {
-            let m = self.client.recv().await?;
-            if let Some(media) = to_media(&m) {
-                return Ok(media);
+            if let ServerEvent::Media {
+                kind,
+                timestamp,
+                payload,
+            } = self.client.recv().await?
+            {
+                return Ok(Media {
+                    kind,
+                    timestamp,
+                    payload,
+                });
             }
         }
     }
@@ -551,69 +788,63 @@ pub struct RtmpPublisher {
 }
 
 impl RtmpPublisher {
-    /// Sends one media message. Data payloads must be AMF0 `onMetaData` (they are sent as `@setDataFrame`).
+    /// Sends one media message within the write timeout. Data payloads must be AMF0 `onMetaData` (they are
+    /// sent as `@setDataFrame`).
     pub async fn send(
         &mut self,
         kind: FrameKind,
         timestamp: u32,
         payload: Bytes,
     ) -> Result<(), ClientError> {
-        let (type_id, data) = match kind {
-            FrameKind::Video => (9, payload),
-            FrameKind::Audio => (8, payload),
+        let bytes = match kind {
+            FrameKind::Video => chunk::encode_message(
+                CSID_VIDEO,
+                types::VIDEO,
+                self.stream_id,
+                timestamp,
+                &payload,
+                CHUNK_SIZE,
+            ),
+            FrameKind::Audio => chunk::encode_message(
+                CSID_AUDIO,
+                types::AUDIO,
+                self.stream_id,
+                timestamp,
+                &payload,
+                CHUNK_SIZE,
+            ),
             FrameKind::Data => {
                 let mut d = b"\x02\x00\x0d@setDataFrame".to_vec();
                 d.extend_from_slice(&payload);
-                (18, Bytes::from(d))
+                chunk::encode_message(
+                    CSID_DATA,
+                    types::DATA_AMF0,
+                    self.stream_id,
+                    timestamp,
+                    &d,
+                    CHUNK_SIZE,
+                )
             }
         };
-        let p = MessagePayload {
-            timestamp: RtmpTimestamp::new(timestamp),
-            type_id,
-            message_stream_id: self.stream_id,
-            data,
-        };
-        self.client.send_payload(&p).await
+        self.client.write(&bytes).await
     }
 
-    /// Handles whatever the server sent (acks, pings, errors) without waiting.
-    /// Returns an error if the server refused or closed.
+    /// Handles whatever the server sent (acks, pings, errors) without waiting for more.
+    /// Returns an error if the server refused, closed, or broke the protocol.
     pub async fn poll_server(&mut self) -> Result<(), ClientError> {
         loop {
             match self.client.stream.try_read(&mut self.client.buf) {
                 Ok(0) => return Err(ClientError::Closed),
                 Ok(n) => {
-                    let mut pending = std::mem::take(&mut self.client.buf_leftover);
-                    pending.extend_from_slice(&self.client.buf[..n]);
-                    self.client.buf_leftover = pending;
-                    self.client.count_received(n).await?;
+                    let (server, buf) = (&mut self.client.server, &self.client.buf);
+                    server.feed(&buf[..n]);
+                    while server.next_event()?.is_some() {}
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e.into()),
             }
         }
-        // Drain complete messages without blocking on the socket.
-        let mut input = std::mem::take(&mut self.client.buf_leftover);
-        while let Some(p) = self.client.de.get_next_message(&input).map_err(protocol)? {
-            input.clear();
-            match p.type_id {
-                20 => {
-                    if let Some(err) = error_status(&p.data) {
-                        return Err(ClientError::Refused(err));
-                    }
-                }
-                1 => {
-                    if let Ok(RtmpMessage::SetChunkSize { size }) = p.to_rtmp_message() {
-                        self.client
-                            .de
-                            .set_max_chunk_size(size as usize)
-                            .map_err(protocol)?;
-                    }
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        self.client.send_replies().await
     }
 }
 
@@ -646,5 +877,107 @@ mod tests {
             RtmpUrl::parse("rtmp://h:1/live/k").unwrap().tc_url(),
             "rtmp://h:1/live"
         );
+    }
+
+    #[test]
+    fn keys_never_show() {
+        let secret = "rtmp://user:pw@a.rtmp.youtube.com/live2/abcd-efgh-ijkl?key=s3cr3t&x";
+        let r = redact_url(secret);
+        assert_eq!(r, "rtmp://***@a.rtmp.youtube.com/live2/***?key=***&***");
+        assert_eq!(
+            redact_url("rtmp://live.twitch.tv/app/live_123_abc"),
+            "rtmp://live.twitch.tv/app/***"
+        );
+        assert_eq!(redact_url("rtmp://h/live"), "rtmp://h/live");
+        assert_eq!(redact_url("not a url?token=zz"), "not a url?token=***");
+        let u = RtmpUrl::parse("rtmp://h:1935/live/cam42/sub?key=T0PSECRET").unwrap();
+        for shown in [
+            format!("{u}"),
+            format!("{u:?}"),
+            RtmpUrl::parse("rtmp://h:bad/live/T0PSECRET")
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(
+                !shown.contains("T0PSECRET") && !shown.contains("cam42"),
+                "{shown}"
+            );
+        }
+        assert_eq!(
+            u.scrub("NetStream.Publish.BadName: cam42/sub?key=T0PSECRET is taken; T0PSECRET"),
+            "NetStream.Publish.BadName: *** is taken; ***"
+        );
+    }
+
+    fn server_bytes(messages: &[Bytes]) -> Vec<u8> {
+        messages.iter().flat_map(|b| b.iter().copied()).collect()
+    }
+
+    #[test]
+    fn server_stream_answers_pings_acknowledges_and_reports() {
+        let mut s = ServerStream::default();
+        let bytes = server_bytes(&[
+            message::set_chunk_size(4096),
+            message::window_ack_size(100),
+            message::user_control(events::PING_REQUEST, &[0, 0, 0, 9]),
+            message::command_message(
+                0,
+                "_result",
+                1.0,
+                vec![Amf0Value::Null, Amf0Value::Number(1.0)],
+            ),
+            crate::status::on_status(1, "status", "NetStream.Play.Start", "go"),
+            crate::status::on_status(1, "error", "NetStream.Play.StreamNotFound", "gone"),
+        ]);
+        s.feed(&bytes);
+        assert_eq!(s.next_event().unwrap(), Some(ServerEvent::Other));
+        assert_eq!(s.next_event().unwrap(), Some(ServerEvent::Other));
+        assert_eq!(s.next_event().unwrap(), Some(ServerEvent::Other));
+        assert_eq!(
+            s.next_event().unwrap(),
+            Some(ServerEvent::Reply {
+                transaction: 1.0,
+                ok: true,
+                args: vec![Amf0Value::Number(1.0)]
+            })
+        );
+        assert_eq!(
+            s.next_event().unwrap(),
+            Some(ServerEvent::Status("NetStream.Play.Start".into()))
+        );
+        let e = s.next_event().unwrap_err().to_string();
+        assert!(e.contains("StreamNotFound: gone"), "{e}");
+        // A pong for the ping; an acknowledgement once 100 bytes arrived after the window was set.
+        assert_eq!(s.replies.len(), 1);
+        assert_eq!(&s.replies[0][12..], &[0, 7, 0, 0, 0, 9]);
+        s.feed(&[0u8; 0]);
+        s.feed(&message::set_chunk_size(4096));
+        assert_eq!(s.replies.len(), 2, "acknowledged");
+    }
+
+    #[test]
+    fn hostile_server_bytes_are_errors() {
+        // Nesting deeper than the limit in a `_result`, in one message of 1.4 MB.
+        let mut body = vec![0x02, 0x00, 0x07];
+        body.extend_from_slice(b"_result");
+        body.push(0x00);
+        body.extend_from_slice(&1f64.to_be_bytes());
+        for _ in 0..200_000 {
+            body.extend_from_slice(&[0x03, 0x00, 0x04, b'a', b'b', b'c', b'd']);
+        }
+        let bytes = chunk::encode_message(3, 20, 0, 0, &body, 128);
+        let e = run_server_bytes(&mut std::iter::once(&bytes[..])).unwrap_err();
+        assert!(e.contains("nested deeper"), "{e}");
+        // A declared message beyond the limit.
+        let e = run_server_bytes(&mut std::iter::once(
+            &[0x04, 0, 0, 0, 0xff, 0xff, 0xff, 9, 1, 0, 0, 0][..],
+        ))
+        .unwrap_err();
+        assert!(e.contains("limit"), "{e}");
+        // rml_rtmp's decoder panicked on this (a new header inside a message whose length it shortens).
+        let mut b = vec![0x04, 0, 0, 0, 0, 0, 200, 9, 1, 0, 0, 0];
+        b.extend_from_slice(&[0u8; 128]);
+        b.extend_from_slice(&[0x04, 0, 0, 0, 0, 0, 10, 9, 1, 0, 0, 0]);
+        assert!(run_server_bytes(&mut std::iter::once(&b[..])).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! Stream metadata (`onMetaData`) between rml_rtmp's `StreamMetadata` and the AMF0 payload of a data frame,
 //! which is how metadata travels through hubs and the mesh.
 
+use crate::amf0;
 use bytes::Bytes;
 use rml_amf0::Amf0Value;
 use rml_rtmp::sessions::StreamMetadata;
@@ -33,18 +34,23 @@ pub fn to_payload(m: &StreamMetadata) -> Bytes {
         Amf0Value::Utf8String("onMetaData".into()),
         Amf0Value::Object(p),
     ];
-    // Serializing numbers, booleans and strings into a Vec cannot fail.
-    Bytes::from(rml_amf0::serialize(&values).unwrap_or_default())
+    Bytes::from(amf0::encode(&values))
 }
 
-/// Decodes a data frame's payload back into metadata; `None` if it is not `onMetaData`.
+/// Decodes a data frame's payload back into metadata; `None` if it is not `onMetaData`. The payload may come
+/// from anyone (an upstream server, a mesh peer): it is decoded with the bounded AMF0 decoder.
 pub fn from_payload(payload: &[u8]) -> Option<StreamMetadata> {
-    let mut values = rml_amf0::deserialize(&mut &payload[..]).ok()?.into_iter();
+    let mut values = amf0::decode(payload).ok()?.into_iter();
     match values.next()? {
         Amf0Value::Utf8String(s) if s == "onMetaData" => {}
         _ => return None,
     }
-    let props = values.next()?.get_object_properties()?;
+    Some(from_properties(&values.next()?.get_object_properties()?))
+}
+
+/// Metadata from the properties of an `onMetaData` object (or ECMA array). Numbers that are negative, not
+/// finite or of the wrong type are left out.
+pub fn from_properties(props: &HashMap<String, Amf0Value>) -> StreamMetadata {
     let num = |k: &str| match props.get(k) {
         Some(Amf0Value::Number(n)) if n.is_finite() && *n >= 0.0 => Some(*n),
         _ => None,
@@ -67,7 +73,7 @@ pub fn from_payload(payload: &[u8]) -> Option<StreamMetadata> {
         Some(Amf0Value::Utf8String(s)) => Some(s.clone()),
         _ => None,
     };
-    Some(m)
+    m
 }
 
 #[cfg(test)]
@@ -92,7 +98,7 @@ mod tests {
     fn rejects_other_payloads() {
         assert!(from_payload(b"").is_none());
         assert!(from_payload(b"\xff\x00garbage").is_none());
-        let other = rml_amf0::serialize(&vec![Amf0Value::Utf8String("onCuePoint".into())]).unwrap();
+        let other = amf0::encode(&[Amf0Value::Utf8String("onCuePoint".into())]);
         assert!(from_payload(&other).is_none());
     }
 }

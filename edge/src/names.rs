@@ -74,14 +74,20 @@ pub fn validate(name: &str) -> Result<(), NameError> {
     Ok(())
 }
 
-/// Compares two keys in constant time (the publish key is a secret).
+/// Compares a given key with the publish key in constant time: the time depends on the length of the
+/// expected key only, never on where the given one differs or how long it is (an early return on a length
+/// mismatch would tell a guesser the key's length).
 pub fn key_matches(expected: &str, given: Option<&str>) -> bool {
     let Some(given) = given else { return false };
     let (a, b) = (expected.as_bytes(), given.as_bytes());
-    if a.len() != b.len() {
-        return false;
+    let mut diff = a.len() ^ b.len();
+    for (i, x) in a.iter().enumerate() {
+        // Past the end of the given key, compare with a byte that differs from every key byte's complement:
+        // the length difference above already makes the result false.
+        let y = b.get(i).copied().unwrap_or(!x);
+        diff |= usize::from(x ^ y);
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    std::hint::black_box(diff) == 0
 }
 
 #[cfg(test)]
@@ -127,6 +133,10 @@ mod tests {
         assert!(key_matches("abc", Some("abc")));
         assert!(!key_matches("abc", Some("abd")));
         assert!(!key_matches("abc", Some("ab")));
+        assert!(!key_matches("abc", Some("abcd")));
+        assert!(!key_matches("abc", Some("")));
         assert!(!key_matches("abc", None));
+        assert!(!key_matches("", Some("a")));
+        assert!(key_matches("", Some("")));
     }
 }

@@ -1,6 +1,7 @@
 //! The RTMP listener: accepts connections, caps their number, and runs each as an isolated session task so
 //! that malformed input, a stalled peer or a panic ends that one connection and nothing else.
 
+use crate::admission::{Admission, Refusal};
 use crate::session;
 use futures::FutureExt;
 use std::net::SocketAddr;
@@ -8,14 +9,14 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+use std::time::Instant;
 use streamr_media::Streams;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, warn};
 
-/// Settings of the RTMP edge.
+/// Settings of the RTMP edge. The limits are described, with their reasons, in `docs/security.md`.
 #[derive(Debug, Clone)]
 pub struct EdgeConfig {
     /// Where to listen, e.g. `127.0.0.1:1935`.
@@ -24,14 +25,29 @@ pub struct EdgeConfig {
     pub app: String,
     /// When set, a publish must carry `?key=` with this value.
     pub publish_key: Option<String>,
-    /// Time allowed for the RTMP handshake.
-    pub handshake_timeout: Duration,
-    /// A session that is not playing and sends nothing for this long is closed.
+    /// From accept until the session publishes or plays: the handshake, `connect`, `createStream` and
+    /// `publish`/`play` together, however slowly the bytes come. Default 10 s.
+    pub setup_timeout: Duration,
+    /// A publisher that sends no media for this long is closed, and so is a session that stopped publishing or
+    /// playing. Bytes that are not media do not count. Default 30 s.
     pub idle_timeout: Duration,
-    /// A player whose socket accepts no bytes for this long is closed.
+    /// A player whose socket accepts no bytes for this long is closed. Default 15 s.
     pub write_timeout: Duration,
-    /// Connections served at once; more are closed on accept.
+    /// Connections served at once; more are closed on accept. Default 512.
     pub max_sessions: usize,
+    /// Of `max_sessions`, how many peers on other machines may hold: the rest stay free for this machine's
+    /// OBS and players, whatever arrives from the network. Default 448.
+    pub max_remote_sessions: usize,
+    /// Connections one remote address (an IPv4 address, or an IPv6 /64) may hold at once. Loopback is not
+    /// limited: it is this machine. Default 32.
+    pub max_sessions_per_address: usize,
+    /// Largest message a session may send before a publish is authorised: commands only. Default 64 KiB.
+    pub max_setup_message: usize,
+    /// Largest message of an authorised publisher (a video frame; the mesh carries at most 8 MiB). Default
+    /// 8 MiB.
+    pub max_publish_message: usize,
+    /// Message streams (`createStream`) one connection may hold at once; clients use one. Default 8.
+    pub max_streams_per_connection: usize,
     /// Merged writes to players: after a write, frames are collected for this long and written together.
     /// Each player then wakes and calls `writev` about 1/merge times a second instead of once per audio and
     /// video message (~77/s for 30 fps + 48 kHz AAC), which is most of the fan-out CPU. Players buffer far
@@ -46,10 +62,15 @@ impl EdgeConfig {
             listen,
             app: "live".into(),
             publish_key: None,
-            handshake_timeout: Duration::from_secs(10),
+            setup_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(15),
             max_sessions: 512,
+            max_remote_sessions: 448,
+            max_sessions_per_address: 32,
+            max_setup_message: 64 * 1024,
+            max_publish_message: 8 << 20,
+            max_streams_per_connection: 8,
             play_merge: Duration::from_millis(40),
         }
     }
@@ -70,13 +91,13 @@ pub struct EdgeStats {
     pub rejected_unauthorized: AtomicU64,
     /// Requests refused for a bad application or stream name.
     pub rejected_bad_name: AtomicU64,
-    /// Connections refused because `max_sessions` were open.
+    /// Connections refused because `max_sessions` (or `max_remote_sessions`) were open.
     pub rejected_full: AtomicU64,
     /// Plays that ended with `NetStream.Play.StreamNotFound`.
     pub not_found: AtomicU64,
     /// Sessions ended by malformed RTMP.
     pub protocol_errors: AtomicU64,
-    /// Sessions ended by a handshake, idle or write timeout.
+    /// Sessions ended by an idle or write timeout.
     pub timeouts: AtomicU64,
     /// Sessions ended by a panic (in rml_rtmp or here); the node kept running.
     pub panics: AtomicU64,
@@ -84,6 +105,61 @@ pub struct EdgeStats {
     pub bytes_in: AtomicU64,
     /// Bytes written to clients.
     pub bytes_out: AtomicU64,
+    /// Sessions ended (or refused) because they ran into a limit.
+    pub limits: LimitStats,
+    /// Pull and push relays.
+    pub relays: crate::relay::RelayStats,
+}
+
+/// Sessions ended or refused by each limit of the edge (see [`EdgeConfig`] and `docs/security.md`).
+#[derive(Debug, Default)]
+pub struct LimitStats {
+    /// AMF0 nested deeper than 64 levels.
+    pub amf_depth: AtomicU64,
+    /// More than 65,536 AMF0 values in one message.
+    pub amf_values: AtomicU64,
+    /// A message longer than allowed at its stage (`max_setup_message`, `max_publish_message`).
+    pub message_size: AtomicU64,
+    /// Partial messages holding more than twice the message limit.
+    pub buffered_bytes: AtomicU64,
+    /// More chunk streams than 32.
+    pub chunk_streams: AtomicU64,
+    /// More `createStream`s than `max_streams_per_connection`.
+    pub streams_per_connection: AtomicU64,
+    /// No publish or play within `setup_timeout`.
+    pub setup_deadline: AtomicU64,
+    /// Connections refused: their address already held `max_sessions_per_address`.
+    pub per_address: AtomicU64,
+}
+
+impl LimitStats {
+    pub(crate) fn counter(&self, l: session::Limit) -> &AtomicU64 {
+        use session::Limit::*;
+        match l {
+            AmfDepth => &self.amf_depth,
+            AmfValues => &self.amf_values,
+            MessageSize => &self.message_size,
+            BufferedBytes => &self.buffered_bytes,
+            ChunkStreams => &self.chunk_streams,
+            StreamsPerConnection => &self.streams_per_connection,
+            SetupDeadline => &self.setup_deadline,
+        }
+    }
+
+    /// Every counter with its metric label, for `/metrics`.
+    pub fn by_label(&self) -> [(&'static str, u64); 8] {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        [
+            ("amf_depth", l(&self.amf_depth)),
+            ("amf_values", l(&self.amf_values)),
+            ("message_size", l(&self.message_size)),
+            ("buffered_bytes", l(&self.buffered_bytes)),
+            ("chunk_streams", l(&self.chunk_streams)),
+            ("streams_per_connection", l(&self.streams_per_connection)),
+            ("setup_deadline", l(&self.setup_deadline)),
+            ("per_address", l(&self.per_address)),
+        ]
+    }
 }
 
 /// Why the RTMP edge could not start.
@@ -152,9 +228,15 @@ impl RtmpServer {
             streams,
             stats: self.stats.clone(),
         });
-        let slots = Arc::new(Semaphore::new(self.config.max_sessions));
+        let admission = Admission::new(
+            self.config.max_sessions,
+            self.config.max_remote_sessions,
+            self.config.max_sessions_per_address,
+        );
         let tracker = TaskTracker::new();
         let mut next_id: u64 = 0;
+        // Refusals come in floods: one warning per 10 s says so, the rest go to debug.
+        let mut last_warning: Option<Instant> = None;
         loop {
             let (socket, peer) = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -168,10 +250,29 @@ impl RtmpServer {
                     }
                 },
             };
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                ctx.stats.rejected_full.fetch_add(1, Relaxed);
-                warn!(%peer, max = self.config.max_sessions, "RTMP connection refused: too many sessions");
-                continue;
+            let ticket = match admission.admit(peer.ip()) {
+                Ok(t) => t,
+                Err(why) => {
+                    let (counter, text) = match why {
+                        Refusal::Full => (&ctx.stats.rejected_full, "too many sessions"),
+                        Refusal::RemoteFull => (
+                            &ctx.stats.rejected_full,
+                            "too many sessions from other machines (the rest are kept for this one)",
+                        ),
+                        Refusal::PerAddress => (
+                            &ctx.stats.limits.per_address,
+                            "too many sessions from this address",
+                        ),
+                    };
+                    counter.fetch_add(1, Relaxed);
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                        last_warning = Some(Instant::now());
+                        warn!(%peer, "RTMP connection refused: {text} (further refusals in the next 10 s are logged at debug level)");
+                    } else {
+                        debug!(%peer, "RTMP connection refused: {text}");
+                    }
+                    continue;
+                }
             };
             next_id += 1;
             let id = next_id;
@@ -197,7 +298,7 @@ impl RtmpServer {
                         }
                     }
                     stats.sessions_active.fetch_sub(1, Relaxed);
-                    drop(permit);
+                    drop(ticket);
                 }
                 .instrument(span),
             );

@@ -9,6 +9,7 @@ pub mod net;
 pub mod routes;
 pub mod service;
 pub mod session;
+pub mod sim;
 pub mod wire;
 
 pub use routes::Lineage;

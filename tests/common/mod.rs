@@ -41,6 +41,14 @@ pub fn have(tool: &str, why: &str) -> bool {
     ok
 }
 
+/// The `streamr-node` binary under test: `STREAMR_TEST_NODE_BIN` when set (a copy of this worktree's build,
+/// when several worktrees share one cargo target dir and overwrite each other's binary), else cargo's.
+pub fn node_binary() -> PathBuf {
+    std::env::var_os("STREAMR_TEST_NODE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_streamr-node").into())
+}
+
 /// A `streamr-node` process on free loopback ports with its own data dir, started through netlab's
 /// launcher (the one both netlab and these tests use).
 pub struct TestNode {
@@ -70,8 +78,16 @@ impl TestNode {
 
     /// Starts a node with an existing data dir.
     pub async fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> TestNode {
+        // A test may bind the RTMP edge elsewhere (e.g. 0.0.0.0:0 to be reached from a LAN address).
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut rtmp_listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        if let Some(i) = extra.iter().position(|a| a == "--rtmp-listen") {
+            rtmp_listen = extra[i + 1].parse().expect("--rtmp-listen ADDR");
+            extra.drain(i..=i + 1);
+        }
         let launcher = Launcher {
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            extra,
+            rtmp_listen,
             env_remove: vec!["RUST_LOG".into()],
             // STREAMR_TEST_LOG raises the nodes' log level when debugging a test.
             env: vec![(
@@ -79,16 +95,20 @@ impl TestNode {
                 std::env::var("STREAMR_TEST_LOG")
                     .unwrap_or_else(|_| "info,streamr_edge=debug".into()),
             )],
-            ..Launcher::new(env!("CARGO_BIN_EXE_streamr-node"), dir.path())
+            ..Launcher::new(node_binary(), dir.path())
         };
         let mut process = launcher.spawn().expect("spawn streamr-node");
         let ready = match process.wait_ready(READY_LIMIT).await {
             Ok(r) => r,
             Err(e) => panic!("{e}\nthe whole log:\n{}", process.log_text()),
         };
+        let mut rtmp = ready.rtmp_listen;
+        if rtmp.ip().is_unspecified() {
+            rtmp.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         TestNode {
             process,
-            rtmp: ready.rtmp_listen,
+            rtmp,
             http: ready.http_listen,
             peer_id: ready.peer_id,
             dir,
@@ -512,4 +532,241 @@ impl Nginx {
     pub fn url(&self, name: &str) -> String {
         format!("rtmp://127.0.0.1:{}/live/{name}", self.port)
     }
+}
+
+// ---- Raw RTMP for hostile tests (edge hardening) ----
+
+/// A TCP connection to an RTMP server with the handshake done (rml_rtmp's client handshake), as an attacker
+/// would start; returns the socket and any bytes the server sent after its handshake.
+pub async fn rtmp_handshake(addr: SocketAddr) -> (tokio::net::TcpStream, Vec<u8>) {
+    use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect rtmp");
+    let mut hs = Handshake::new(PeerType::Client);
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("handshake timed out")
+            .expect("handshake read");
+        assert!(n > 0, "server closed during handshake");
+        match hs.process_bytes(&buf[..n]).unwrap() {
+            HandshakeProcessResult::InProgress { response_bytes } => {
+                s.write_all(&response_bytes).await.unwrap()
+            }
+            HandshakeProcessResult::Completed {
+                response_bytes,
+                remaining_bytes,
+            } => {
+                s.write_all(&response_bytes).await.unwrap();
+                return (s, remaining_bytes);
+            }
+        }
+    }
+}
+
+/// One RTMP message as chunks: a full (type 0) header on chunk stream `csid` (3..=63), then continuation
+/// (type 3) chunks of `chunk_size` bytes.
+pub fn rtmp_chunks(
+    csid: u8,
+    type_id: u8,
+    stream_id: u32,
+    payload: &[u8],
+    chunk_size: usize,
+) -> Vec<u8> {
+    assert!((2..=63).contains(&csid) && payload.len() < 1 << 24);
+    let mut out = Vec::with_capacity(payload.len() + payload.len() / chunk_size + 12);
+    out.push(csid);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.push(type_id);
+    out.extend_from_slice(&stream_id.to_le_bytes());
+    for (i, piece) in payload.chunks(chunk_size).enumerate() {
+        if i > 0 {
+            out.push(0xc0 | csid);
+        }
+        out.extend_from_slice(piece);
+    }
+    out
+}
+
+/// AMF0 bytes: a command `name` with transaction id 1 whose command object nests `depth` objects, each the
+/// value of key `abcd` in the one above (7 bytes a level: 200,000 levels are 1.4 MB).
+pub fn amf0_nested_command(name: &str, depth: usize) -> Vec<u8> {
+    let mut p = vec![0x02];
+    p.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    p.extend_from_slice(name.as_bytes());
+    p.push(0x00);
+    p.extend_from_slice(&1f64.to_be_bytes());
+    p.reserve(depth * 7);
+    for _ in 0..depth {
+        p.extend_from_slice(&[0x03, 0x00, 0x04, b'a', b'b', b'c', b'd']);
+    }
+    // The innermost value, then no closing markers: a decoder that recurses overflows before it gets here.
+    p.push(0x05);
+    p
+}
+
+/// True when the server closes the connection within `limit` (reading and discarding what it sends).
+pub async fn rtmp_closed_within(s: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 65536];
+    tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// An honest stream on `node`: an ffprobe player that waits for stream `name`, then an ffmpeg publisher of
+/// `clip` (with `?key=` when `key` is given). Returns once the stream is live.
+pub async fn honest_stream(
+    node: &TestNode,
+    name: &str,
+    clip: &Path,
+    key: Option<&str>,
+) -> (tokio::task::JoinHandle<Played>, Child) {
+    let player = play(&node.url(name), 6, 120);
+    assert!(
+        wait_until(Duration::from_secs(10), || node
+            .stream(name)
+            .is_some_and(|s| s.players == 1))
+        .await,
+        "the honest player did not register"
+    );
+    let url = match key {
+        Some(k) => node.url(&format!("{name}?key={k}")),
+        None => node.url(name),
+    };
+    let publisher = publish(clip, &url);
+    assert!(
+        wait_until(Duration::from_secs(10), || node
+            .stream(name)
+            .is_some_and(|s| s.live))
+        .await,
+        "the honest publisher did not go live"
+    );
+    (player, publisher)
+}
+
+/// An AMF0 command message `name(transaction, values...)` on message stream `stream_id`, as chunks of 128
+/// bytes on chunk stream 3.
+pub fn rtmp_command(
+    stream_id: u32,
+    name: &str,
+    transaction: f64,
+    values: Vec<rml_amf0::Amf0Value>,
+) -> Vec<u8> {
+    use rml_amf0::Amf0Value;
+    let mut all = vec![
+        Amf0Value::Utf8String(name.into()),
+        Amf0Value::Number(transaction),
+    ];
+    all.extend(values);
+    rtmp_chunks(3, 20, stream_id, &rml_amf0::serialize(&all).unwrap(), 128)
+}
+
+/// Reads from `s` until what arrived contains `needle` (true) or `limit` passes or the server closes (false).
+pub async fn rtmp_read_until(
+    s: &mut tokio::net::TcpStream,
+    needle: &[u8],
+    limit: Duration,
+) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    tokio::time::timeout(limit, async {
+        loop {
+            if seen.windows(needle.len()).any(|w| w == needle) {
+                return true;
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A raw RTMP client that did the handshake and `connect` to app `live` (and, with `publish`, created a
+/// stream and got `NetStream.Publish.Start` for it on message stream 1).
+pub async fn rtmp_connected(addr: SocketAddr, publish: Option<&str>) -> tokio::net::TcpStream {
+    use rml_amf0::Amf0Value;
+    use tokio::io::AsyncWriteExt;
+    let (mut s, _) = rtmp_handshake(addr).await;
+    let mut app = std::collections::HashMap::new();
+    app.insert("app".to_string(), Amf0Value::Utf8String("live".into()));
+    s.write_all(&rtmp_command(
+        0,
+        "connect",
+        1.0,
+        vec![Amf0Value::Object(app)],
+    ))
+    .await
+    .unwrap();
+    assert!(
+        rtmp_read_until(
+            &mut s,
+            b"NetConnection.Connect.Success",
+            Duration::from_secs(10)
+        )
+        .await,
+        "connect was not accepted"
+    );
+    if let Some(name) = publish {
+        s.write_all(&rtmp_command(0, "createStream", 2.0, vec![Amf0Value::Null]))
+            .await
+            .unwrap();
+        s.write_all(&rtmp_command(
+            1,
+            "publish",
+            3.0,
+            vec![
+                Amf0Value::Null,
+                Amf0Value::Utf8String(name.into()),
+                Amf0Value::Utf8String("live".into()),
+            ],
+        ))
+        .await
+        .unwrap();
+        assert!(
+            rtmp_read_until(&mut s, b"NetStream.Publish.Start", Duration::from_secs(10)).await,
+            "publish was not accepted"
+        );
+    }
+    s
+}
+
+/// A global (non-loopback) IPv4 address of this machine, to reach the node as another machine on the LAN
+/// would; `None` (after the skip rule) when there is none.
+pub fn lan_ipv4() -> Option<std::net::Ipv4Addr> {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output();
+    let found = out.ok().and_then(|o| {
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next()?.parse().ok())
+    });
+    if found.is_none() {
+        if require_external() {
+            panic!("a non-loopback IPv4 address is required and STREAMR_REQUIRE_EXTERNAL=1");
+        }
+        eprintln!("SKIP: no non-loopback IPv4 address on this machine (`ip -4 addr` shows none)");
+    }
+    found
 }

@@ -13,6 +13,7 @@ mod punch;
 mod report;
 mod run;
 mod scale;
+mod sim;
 mod wire;
 
 /// Exit code when the lab worked but a result differs from the theory.
@@ -47,6 +48,9 @@ enum Command {
     /// Benchmarks against a baseline measured in the same run (e.g. `bench fanout` against nginx-rtmp).
     #[command(subcommand)]
     Bench(bench::Args),
+    /// The simulated mesh: many virtual nodes running the mesh's own decision code, deterministic from a
+    /// seed (no namespaces, no root).
+    Sim(sim::Args),
     /// Remove namespaces left by crashed runs (never a live run's, unless --force).
     Clean(clean::Args),
     /// Probe programs that run inside the lab's namespaces (used by the lab itself).
@@ -70,6 +74,7 @@ pub fn main() -> ExitCode {
         Command::Run(a) => with_lab_teardown(move || run::run(a)),
         Command::Report(a) => report(report::run(a)),
         Command::Clean(a) => report(clean::run(a)),
+        Command::Sim(a) => report(sim::run(a)),
         Command::Bench(a) => report(bench::run(a)),
     }
 }

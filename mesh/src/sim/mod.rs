@@ -1,0 +1,1055 @@
+//! A simulated mesh for audiences no machine here can hold: thousands of virtual nodes that run the mesh's
+//! real decision code — the [`Catalog`] (gossip, merge, provider lists), the [`Fetcher`] (which providers
+//! to try, rests, waits), [`Upstream::on_answer`] (loop and forgery checks on an accept), and the
+//! provider's admission and redirects ([`admits`], [`redirect_hints`], [`fallbacks`]) — over a simulated
+//! network with virtual time, deterministic from a seed.
+//!
+//! What is simulated and what is not: the network is a latency per access link (RTT = twice the sum of
+//! both ends' one-way delays), reachability classes decide whether a pair connects directly (public,
+//! cone NATs that punch, symmetric NATs that only punch with open cones) or through a relay, and a
+//! connection costs one RTT to a public node and about three through a relay and a hole punch. Frames
+//! are not simulated one by one: a viewer is *served* while every node on its path from the origin is
+//! alive, and it notices a dead upstream after the stall timeout, as the real node does. Upload caps are
+//! slots of the stream's bitrate. There is no DHT (the catalog alone finds providers) and no loss.
+
+mod net;
+
+use crate::announce::Announcement;
+use crate::catalog::{Catalog, CatalogEntry, PeerView};
+use crate::routes::Lineage;
+use crate::session::downstream::{admits, fallbacks, redirect_hints};
+use crate::session::upstream::{Loss, Refusal, Request};
+use crate::session::{Fetcher, Next, Outcome, Stop, Upstream};
+use crate::wire::{Message, ProviderHint};
+use libp2p::PeerId;
+use libp2p::identity::Keypair;
+use net::{Reach, Topology};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The stream every viewer watches.
+const STREAM: &str = "live";
+/// Time to wait for an answer before giving a provider up (as the real fetch).
+const ANSWER_TIMEOUT_MS: u64 = 5_000;
+/// Time to give up connecting to a node that does not answer (as the real fetch).
+const CONNECT_TIMEOUT_MS: u64 = 3_000;
+/// A provider cuts off a subscriber that acknowledged nothing for this long (as the real one).
+const ACK_TIMEOUT_MS: u64 = crate::session::downstream::ACK_TIMEOUT.as_millis() as u64;
+/// An unchanged catalog is sent to a peer again after this long (as the real actor).
+const GOSSIP_REPEAT_MS: u64 = 5_000;
+
+/// What identifies a catalog message's content for the repeat rule.
+fn digest(entries: &[CatalogEntry]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for e in entries {
+        e.provider.hash(&mut h);
+        e.hops.hash(&mut h);
+        e.spare_kbps.hash(&mut h);
+        e.announcement.started_ms.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// What to simulate.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Nodes in all, the publisher's included.
+    pub nodes: usize,
+    /// Seed of every random choice: the same seed gives the same run.
+    pub seed: u64,
+    /// Viewers join evenly over this long.
+    pub join: Duration,
+    /// Time after the last join before relaying nodes are killed.
+    pub settle: Duration,
+    /// Share of the nodes that relay to others (have downstreams) killed at once.
+    pub kill_share: f64,
+    /// Time observed after the kill.
+    pub observe: Duration,
+    /// The stream's bitrate, kbit/s: one upload slot.
+    pub stream_kbps: u64,
+    /// Public nodes every viewer may bootstrap from (besides the publisher).
+    pub bootstrap_nodes: usize,
+    /// Catalog gossip interval.
+    pub gossip_interval: Duration,
+    /// Silence after which a viewer replaces its upstream.
+    pub stall_timeout: Duration,
+}
+
+impl SimConfig {
+    /// The defaults of `netlab sim`: viewers join over a minute, a 2.5 Mbit/s stream, 10% of the relays
+    /// killed 30 s after the last join, the real node's timers.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        SimConfig {
+            nodes,
+            seed,
+            join: Duration::from_secs(60),
+            settle: Duration::from_secs(30),
+            kill_share: 0.10,
+            observe: Duration::from_secs(30),
+            stream_kbps: 2500,
+            bootstrap_nodes: 8,
+            gossip_interval: Duration::from_secs(2),
+            stall_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What a run measured. Field names are what `netlab sim --json` prints.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimReport {
+    /// Nodes in all.
+    pub nodes: usize,
+    /// Viewers (every node but the publisher).
+    pub viewers: usize,
+    /// Viewers served (receiving the stream through live nodes) just before the kill.
+    pub served: usize,
+    /// Longest path from the publisher, in hops, just before the kill.
+    pub max_depth: u32,
+    /// Viewers at each depth (index = hops) just before the kill.
+    pub depth_histogram: Vec<usize>,
+    /// Time from a viewer's play request to its first frame: median, ms.
+    pub join_p50_ms: u64,
+    /// ... 95th percentile, ms.
+    pub join_p95_ms: u64,
+    /// ... longest, ms.
+    pub join_max_ms: u64,
+    /// Viewers served over a relayed connection (no direct path to their upstream).
+    pub relayed_viewers: usize,
+    /// Relaying nodes killed.
+    pub killed: usize,
+    /// Live viewers whose path ran through a killed node.
+    pub orphaned: usize,
+    /// Share of the orphaned viewers served again by the end (1.0 = all).
+    pub repaired: f64,
+    /// Time from the kill to an orphaned viewer's next frame: median, ms.
+    pub repair_p50_ms: u64,
+    /// ... 95th percentile, ms.
+    pub repair_p95_ms: u64,
+    /// ... longest, ms.
+    pub repair_max_ms: u64,
+    /// Viewers served at the end (of those alive).
+    pub served_at_end: usize,
+    /// Live viewers at the end.
+    pub alive_at_end: usize,
+    /// Subscriptions tried, accepted, redirected, refused (all viewers, whole run).
+    pub subscribes: u64,
+    /// See [`SimReport::subscribes`].
+    pub accepts: u64,
+    /// See [`SimReport::subscribes`].
+    pub redirects: u64,
+    /// See [`SimReport::subscribes`].
+    pub refusals: u64,
+    /// Catalog messages delivered.
+    pub catalog_messages: u64,
+    /// Simulated events processed.
+    pub events: u64,
+    /// Wall-clock time of the run, ms.
+    pub wall_ms: u64,
+}
+
+/// A viewer's fetch: the real policy plus the round being tried.
+#[derive(Debug)]
+struct Fetch {
+    fetcher: Fetcher,
+    round: VecDeque<usize>,
+    /// Bumped whenever the fetch moves on, so stale timers and answers are ignored.
+    epoch: u64,
+    /// The subscription being tried (answer pending).
+    attempt: Option<(usize, Upstream)>,
+    /// Waiting for providers (catalog news wakes it).
+    waiting: bool,
+}
+
+#[derive(Debug)]
+struct Node {
+    peer: PeerId,
+    cap_kbps: u64,
+    alive: bool,
+    catalog: Catalog,
+    /// Connected peers and whether the connection is direct.
+    conns: HashMap<usize, bool>,
+    /// What each peer was last sent (digest) and when, ms.
+    last_sent: HashMap<usize, (u64, u64)>,
+    fetch: Option<Fetch>,
+    /// Where it receives the stream from, once accepted (the origin has none).
+    upstream: Option<usize>,
+    /// Its place in the tree while it holds the stream.
+    lineage: Option<Arc<Lineage>>,
+    /// The lineage of the upstream it lost (the origin it stays with, the fallbacks it was given).
+    lost: Option<Arc<Lineage>>,
+    /// Subscribers it serves.
+    children: Vec<usize>,
+    /// When its player asked for the stream, ms.
+    play_at: Option<u64>,
+    /// Its first frame arrived.
+    joined: bool,
+    /// Its path ran through a killed node.
+    orphaned: bool,
+    /// ... and frames reach it again.
+    repaired: bool,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Join(usize),
+    Tick(usize),
+    Catalog {
+        to: usize,
+        entries: Vec<CatalogEntry>,
+    },
+    /// A fetch looks again (its wait ended).
+    Wake {
+        node: usize,
+        epoch: u64,
+    },
+    /// A connection attempt ended.
+    Connected {
+        node: usize,
+        provider: usize,
+        epoch: u64,
+        direct: Option<bool>,
+    },
+    /// A subscribe reaches a provider.
+    Subscribe {
+        provider: usize,
+        from: usize,
+        epoch: u64,
+    },
+    /// The provider's answer reaches the viewer (None: it never came).
+    Answer {
+        to: usize,
+        from: usize,
+        epoch: u64,
+        msg: Option<Box<Message>>,
+    },
+    /// A node's upstream went silent (checked against the current upstream).
+    Stalled {
+        node: usize,
+        upstream: usize,
+    },
+    Kill,
+    /// A provider notices a subscriber is gone (it stopped acknowledging) and frees its slot.
+    Release {
+        provider: usize,
+        child: usize,
+    },
+    /// Measure the tree just before the kill.
+    Snapshot,
+}
+
+struct Sim {
+    cfg: SimConfig,
+    rng: StdRng,
+    /// Virtual time zero (the machines take `Instant`s: virtual time is `t0 + now_ms`).
+    t0: Instant,
+    now_ms: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Ev>,
+    nodes: Vec<Node>,
+    index: HashMap<PeerId, usize>,
+    topo: Topology,
+    bootstrap: Vec<usize>,
+    kill_at: u64,
+    join_times: Vec<u64>,
+    repair_times: Vec<u64>,
+    report: SimReport,
+}
+
+/// Runs one simulation.
+pub fn run(cfg: SimConfig) -> SimReport {
+    let started = Instant::now();
+    let mut sim = Sim::new(cfg);
+    sim.run();
+    sim.report.wall_ms = started.elapsed().as_millis() as u64;
+    sim.report
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl Sim {
+    fn new(cfg: SimConfig) -> Sim {
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let n = cfg.nodes.max(2);
+        let topo = Topology::draw(n, &mut rng);
+        let key_of = |rng: &mut StdRng| {
+            let mut bytes: [u8; 32] = rng.random();
+            Keypair::ed25519_from_bytes(&mut bytes).expect("32 bytes make an ed25519 key")
+        };
+        let origin_key = key_of(&mut rng);
+        let announcement =
+            Announcement::sign(&origin_key, STREAM, 1).expect("an ed25519 key signs");
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let peer = if i == 0 {
+                origin_key.public().to_peer_id()
+            } else {
+                key_of(&mut rng).public().to_peer_id()
+            };
+            nodes.push(Node {
+                peer,
+                cap_kbps: if i == 0 {
+                    32_000
+                } else {
+                    net::draw_cap(&mut rng)
+                },
+                alive: true,
+                catalog: Catalog::default(),
+                conns: HashMap::new(),
+                last_sent: HashMap::new(),
+                fetch: None,
+                upstream: None,
+                lineage: None,
+                lost: None,
+                children: Vec::new(),
+                play_at: None,
+                joined: false,
+                orphaned: false,
+                repaired: false,
+            });
+        }
+        nodes[0].lineage = Some(Arc::new(Lineage {
+            announcement: announcement.clone(),
+            hops: 0,
+            path: vec![nodes[0].peer],
+            upstream: None,
+            fallbacks: Vec::new(),
+        }));
+        // Bootstrap nodes: the publisher and a few public viewers, which join first.
+        let mut bootstrap = vec![0];
+        bootstrap.extend(
+            (1..n)
+                .filter(|&i| topo.reach(i) == Reach::Public)
+                .take(cfg.bootstrap_nodes),
+        );
+        let index = nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect();
+        let kill_at = (cfg.join + cfg.settle).as_millis() as u64;
+        Sim {
+            report: SimReport {
+                nodes: n,
+                viewers: n - 1,
+                ..SimReport::default()
+            },
+            cfg,
+            rng,
+            t0: Instant::now(),
+            now_ms: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            nodes,
+            index,
+            topo,
+            bootstrap,
+            kill_at,
+            join_times: Vec::new(),
+            repair_times: Vec::new(),
+        }
+    }
+
+    fn at(&self) -> Instant {
+        self.t0 + Duration::from_millis(self.now_ms)
+    }
+
+    fn schedule(&mut self, delay_ms: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((self.now_ms + delay_ms, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn run(&mut self) {
+        let n = self.nodes.len();
+        let gossip_ms = self.cfg.gossip_interval.as_millis() as u64;
+        let join_ms = self.cfg.join.as_millis().max(1) as u64;
+        let phase = self.rng.random_range(0..gossip_ms);
+        self.schedule(phase, Ev::Tick(0));
+        let bootstrap = self.bootstrap.clone();
+        for (k, &b) in bootstrap.iter().enumerate().skip(1) {
+            self.schedule(k as u64, Ev::Join(b));
+        }
+        for i in 1..n {
+            if !bootstrap.contains(&i) {
+                let t = self
+                    .rng
+                    .random_range(bootstrap.len() as u64..join_ms.max(bootstrap.len() as u64 + 1));
+                self.schedule(t, Ev::Join(i));
+            }
+        }
+        self.schedule(self.kill_at.saturating_sub(1), Ev::Snapshot);
+        self.schedule(self.kill_at, Ev::Kill);
+        let end = self.kill_at + self.cfg.observe.as_millis() as u64;
+        while let Some(Reverse((t, seq))) = self.queue.pop() {
+            if t > end {
+                break;
+            }
+            self.now_ms = t;
+            let Some(ev) = self.events.remove(&seq) else {
+                continue;
+            };
+            self.report.events += 1;
+            self.handle(ev);
+        }
+        self.finish();
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Join(i) => self.join(i),
+            Ev::Tick(i) => self.tick(i),
+            Ev::Catalog { to, entries } => self.catalog(to, entries),
+            Ev::Wake { node, epoch } => {
+                if self.epoch(node) == Some(epoch) {
+                    self.fetch_step(node);
+                }
+            }
+            Ev::Connected {
+                node,
+                provider,
+                epoch,
+                direct,
+            } => self.connected(node, provider, epoch, direct),
+            Ev::Subscribe {
+                provider,
+                from,
+                epoch,
+            } => self.subscribe(provider, from, epoch),
+            Ev::Answer {
+                to,
+                from,
+                epoch,
+                msg,
+            } => self.answer(to, from, epoch, msg),
+            Ev::Stalled { node, upstream } => self.stalled(node, upstream),
+            Ev::Snapshot => self.snapshot(),
+            Ev::Kill => self.kill(),
+            Ev::Release { provider, child } => {
+                self.nodes[provider].children.retain(|c| *c != child);
+            }
+        }
+    }
+
+    fn epoch(&self, i: usize) -> Option<u64> {
+        self.nodes[i].fetch.as_ref().map(|f| f.epoch)
+    }
+
+    fn join(&mut self, i: usize) {
+        let gossip_ms = self.cfg.gossip_interval.as_millis() as u64;
+        let phase = self.rng.random_range(0..gossip_ms);
+        self.schedule(phase, Ev::Tick(i));
+        // Connect to two bootstrap nodes (the publisher among the candidates).
+        let others: Vec<usize> = self.bootstrap.iter().copied().filter(|&b| b != i).collect();
+        for _ in 0..2.min(others.len()) {
+            let b = others[self.rng.random_range(0..others.len())];
+            let (_, direct) = self.topo.connect(i, b);
+            self.link(i, b, direct);
+        }
+        let node = &mut self.nodes[i];
+        node.play_at = Some(self.now_ms);
+        node.fetch = Some(Fetch {
+            fetcher: Fetcher::new(node.peer, STREAM),
+            round: VecDeque::new(),
+            epoch: 0,
+            attempt: None,
+            waiting: false,
+        });
+        self.fetch_step(i);
+    }
+
+    fn link(&mut self, a: usize, b: usize, direct: bool) {
+        self.nodes[a].conns.insert(b, direct);
+        self.nodes[b].conns.insert(a, direct);
+    }
+
+    /// A node's catalog round: its own entry (when it holds the stream), then gossip to every peer.
+    fn tick(&mut self, i: usize) {
+        if !self.nodes[i].alive {
+            return;
+        }
+        let now = self.at();
+        let kbps = self.cfg.stream_kbps;
+        let node = &mut self.nodes[i];
+        let local = match &node.lineage {
+            Some(l) => vec![CatalogEntry {
+                announcement: l.announcement.clone(),
+                provider: node.peer,
+                addrs: Vec::new(),
+                hops: l.hops,
+                spare_kbps: node
+                    .cap_kbps
+                    .saturating_sub(node.children.len() as u64 * kbps)
+                    .min(u64::from(u32::MAX)) as u32,
+            }],
+            None => Vec::new(),
+        };
+        node.catalog.set_local(local);
+        node.catalog.expire(now);
+        let plan = node.catalog.gossip_plan(now);
+        let mut peers: Vec<usize> = node.conns.keys().copied().collect();
+        peers.sort_unstable();
+        for j in peers {
+            if !self.nodes[j].alive {
+                continue;
+            }
+            let entries = plan.for_peer(&self.nodes[j].peer);
+            if entries.is_empty() {
+                continue;
+            }
+            // As the real node: an unchanged catalog goes to a peer again only every GOSSIP_REPEAT.
+            let digest = digest(&entries);
+            let due = match self.nodes[i].last_sent.get(&j) {
+                Some((d, at)) => *d != digest || self.now_ms - at >= GOSSIP_REPEAT_MS,
+                None => true,
+            };
+            if due {
+                self.nodes[i].last_sent.insert(j, (digest, self.now_ms));
+                let d = self.topo.one_way(i, j);
+                self.schedule(d, Ev::Catalog { to: j, entries });
+            }
+        }
+        let gossip_ms = self.cfg.gossip_interval.as_millis() as u64;
+        self.schedule(gossip_ms, Ev::Tick(i));
+    }
+
+    fn catalog(&mut self, to: usize, entries: Vec<CatalogEntry>) {
+        if !self.nodes[to].alive {
+            return;
+        }
+        self.report.catalog_messages += 1;
+        let now = self.at();
+        let node = &mut self.nodes[to];
+        let merged = node.catalog.merge(&node.peer, entries, now);
+        // News wakes a fetch that waits for providers, as the real catalog_changed does.
+        if merged.changed && node.fetch.as_ref().is_some_and(|f| f.waiting) {
+            self.fetch_step(to);
+        }
+    }
+
+    fn view(&self, i: usize, p: &PeerId) -> PeerView {
+        match self
+            .index
+            .get(p)
+            .and_then(|j| Some((*j, *self.nodes[i].conns.get(j)?)))
+        {
+            Some((j, direct)) => PeerView {
+                connected: true,
+                direct,
+                rtt_ms: Some(self.topo.rtt(i, j) as u32),
+            },
+            None => PeerView::default(),
+        }
+    }
+
+    /// One step of a viewer's fetch loop: choose candidates, or wait.
+    fn fetch_step(&mut self, i: usize) {
+        if !self.nodes[i].alive || self.nodes[i].upstream.is_some() {
+            return;
+        }
+        let now = self.at();
+        let Some(mut fetch) = self.nodes[i].fetch.take() else {
+            return;
+        };
+        fetch.epoch += 1;
+        fetch.attempt = None;
+        fetch.waiting = false;
+        match fetch.fetcher.check(now, 1, false) {
+            Some(Stop::Unwanted | Stop::LocalSource) => {
+                self.nodes[i].fetch = Some(fetch);
+                return;
+            }
+            None => {}
+        }
+        let entries = self.nodes[i].catalog.providers(STREAM, None, now);
+        let (origin, fallbacks) = match &self.nodes[i].lost {
+            Some(l) => (Some(l.announcement.id.origin), l.fallbacks.clone()),
+            None => (None, Vec::new()),
+        };
+        let candidates = fetch
+            .fetcher
+            .candidates(now, entries, origin, &fallbacks, |p| self.view(i, p));
+        fetch.round = candidates
+            .iter()
+            .filter_map(|p| self.index.get(p).copied())
+            .collect();
+        if fetch.round.is_empty() {
+            let wake = fetch.fetcher.idle_until(now);
+            let delay = wake.saturating_duration_since(now).as_millis() as u64;
+            fetch.waiting = true;
+            let epoch = fetch.epoch;
+            self.nodes[i].fetch = Some(fetch);
+            self.schedule(delay.max(1), Ev::Wake { node: i, epoch });
+            return;
+        }
+        fetch.fetcher.round_started();
+        self.nodes[i].fetch = Some(fetch);
+        self.try_next(i);
+    }
+
+    /// Tries the next candidate of the round, or starts a new round.
+    fn try_next(&mut self, i: usize) {
+        let Some(fetch) = self.nodes[i].fetch.as_mut() else {
+            return;
+        };
+        let Some(p) = fetch.round.pop_front() else {
+            self.fetch_step(i);
+            return;
+        };
+        fetch.epoch += 1;
+        let epoch = fetch.epoch;
+        let (delay, direct) = if let Some(&d) = self.nodes[i].conns.get(&p) {
+            (0, Some(d))
+        } else if !self.nodes[p].alive {
+            (CONNECT_TIMEOUT_MS, None)
+        } else {
+            let (ms, d) = self.topo.connect(i, p);
+            (ms, Some(d))
+        };
+        self.schedule(
+            delay,
+            Ev::Connected {
+                node: i,
+                provider: p,
+                epoch,
+                direct,
+            },
+        );
+    }
+
+    fn connected(&mut self, i: usize, p: usize, epoch: u64, direct: Option<bool>) {
+        if self.epoch(i) != Some(epoch) || !self.nodes[i].alive {
+            return;
+        }
+        let Some(direct) = direct else {
+            let outcome = Outcome::Unreachable("no answer to the dial".into());
+            self.outcome(i, p, outcome);
+            return;
+        };
+        self.link(i, p, direct);
+        let now = self.at();
+        let me = self.nodes[i].peer;
+        let provider = self.nodes[p].peer;
+        let stall = self.cfg.stall_timeout;
+        let origin = self.nodes[i]
+            .lost
+            .as_ref()
+            .map(|l| l.announcement.id.origin);
+        let Some(fetch) = self.nodes[i].fetch.as_mut() else {
+            return;
+        };
+        let request = Request {
+            name: STREAM.into(),
+            origin,
+            prefix: None,
+            have_seq: 0,
+        };
+        let up = Upstream::new(
+            me,
+            provider,
+            request,
+            stall,
+            fetch.fetcher.last_frame(),
+            now,
+        );
+        fetch.attempt = Some((p, up));
+        self.report.subscribes += 1;
+        let d = self.topo.one_way(i, p);
+        self.schedule(
+            d,
+            Ev::Subscribe {
+                provider: p,
+                from: i,
+                epoch,
+            },
+        );
+    }
+
+    /// The provider's side: the real admission, redirect and fallback choices.
+    fn subscribe(&mut self, p: usize, from: usize, epoch: u64) {
+        if !self.nodes[p].alive {
+            self.schedule(
+                ANSWER_TIMEOUT_MS,
+                Ev::Answer {
+                    to: from,
+                    from: p,
+                    epoch,
+                    msg: None,
+                },
+            );
+            return;
+        }
+        let now = self.at();
+        let kbps = self.cfg.stream_kbps;
+        let requester = self.nodes[from].peer;
+        let msg = match self.nodes[p].lineage.clone() {
+            None => Message::Reject {
+                reason: "not live here".into(),
+            },
+            Some(l) if l.path.contains(&requester) => Message::Reject {
+                reason: "you are upstream of me: a loop".into(),
+            },
+            Some(l) => {
+                let node = &self.nodes[p];
+                let serving = node.children.len();
+                if admits(node.cap_kbps, serving as u64 * kbps, kbps, serving) {
+                    let upstream = node.upstream.map(|u| ProviderHint {
+                        peer: self.nodes[u].peer,
+                        addrs: Vec::new(),
+                    });
+                    let msg = Message::Accept {
+                        announcement: l.announcement.clone(),
+                        hops: l.hops,
+                        path: l.path.clone(),
+                        fallbacks: fallbacks(&l, upstream, &requester),
+                    };
+                    self.nodes[p].children.push(from);
+                    msg
+                } else {
+                    // The real provider lists its downstreams in hash-map order: random, not oldest first.
+                    let mut own: Vec<ProviderHint> = node
+                        .children
+                        .iter()
+                        .map(|c| ProviderHint {
+                            peer: self.nodes[*c].peer,
+                            addrs: Vec::new(),
+                        })
+                        .collect();
+                    own.shuffle(&mut self.rng);
+                    let origin = l.announcement.id.origin.to_string();
+                    let listed = node.catalog.providers(STREAM, Some(&origin), now);
+                    let hints = redirect_hints(own, listed, &requester, &node.peer);
+                    if hints.is_empty() {
+                        Message::Reject {
+                            reason: "upload capacity reached and no other provider known".into(),
+                        }
+                    } else {
+                        Message::Redirect {
+                            reason: "upload capacity reached".into(),
+                            providers: hints,
+                        }
+                    }
+                }
+            }
+        };
+        let d = self.topo.one_way(p, from);
+        self.schedule(
+            d,
+            Ev::Answer {
+                to: from,
+                from: p,
+                epoch,
+                msg: Some(Box::new(msg)),
+            },
+        );
+    }
+
+    fn answer(&mut self, i: usize, from: usize, epoch: u64, msg: Option<Box<Message>>) {
+        let current = self.epoch(i) == Some(epoch) && self.nodes[i].alive;
+        let attempt = if current {
+            self.nodes[i].fetch.as_mut().and_then(|f| f.attempt.take())
+        } else {
+            None
+        };
+        let Some((p, mut up)) = attempt else {
+            // A late answer: a provider that admitted us learns we are gone (we close the stream).
+            if matches!(msg.as_deref(), Some(Message::Accept { .. }))
+                && self.nodes[i].upstream != Some(from)
+            {
+                self.nodes[from].children.retain(|c| *c != i);
+            }
+            return;
+        };
+        let Some(msg) = msg else {
+            let outcome = Outcome::Refused(Refusal::NoAnswer("no answer".into()));
+            self.outcome(i, p, outcome);
+            return;
+        };
+        let now = self.at();
+        match up.on_answer(*msg, now) {
+            Ok(lineage) => {
+                self.report.accepts += 1;
+                let node = &mut self.nodes[i];
+                node.upstream = Some(p);
+                node.lineage = Some(lineage);
+                if let Some(f) = node.fetch.as_mut() {
+                    f.round.clear();
+                    f.waiting = false;
+                }
+                if self.chain_alive(i) {
+                    self.delivered(i);
+                } else {
+                    // Accepted by a node whose own upstream died: no frame will come.
+                    let stall = self.cfg.stall_timeout.as_millis() as u64;
+                    self.schedule(
+                        stall,
+                        Ev::Stalled {
+                            node: i,
+                            upstream: p,
+                        },
+                    );
+                }
+            }
+            Err(outcome) => self.outcome(i, p, outcome),
+        }
+    }
+
+    fn outcome(&mut self, i: usize, p: usize, outcome: Outcome) {
+        match &outcome {
+            Outcome::Redirected(_) => self.report.redirects += 1,
+            Outcome::Refused(_) | Outcome::Unreachable(_) => self.report.refusals += 1,
+            _ => {}
+        }
+        let now = self.at();
+        let provider = self.nodes[p].peer;
+        let direct = self.nodes[i].conns.get(&p).copied().unwrap_or(false);
+        let Some(fetch) = self.nodes[i].fetch.as_mut() else {
+            return;
+        };
+        match fetch.fetcher.on_outcome(provider, &outcome, now, direct) {
+            Next::NextCandidate => self.try_next(i),
+            Next::NewRound => self.fetch_step(i),
+            Next::Stop => {}
+        }
+    }
+
+    /// True when every node from `i` up to the origin is alive and attached.
+    fn chain_alive(&self, mut i: usize) -> bool {
+        let mut steps = 0;
+        loop {
+            let n = &self.nodes[i];
+            if !n.alive || n.lineage.is_none() {
+                return false;
+            }
+            if i == 0 {
+                return true;
+            }
+            match n.upstream {
+                Some(u) => i = u,
+                None => return false,
+            }
+            steps += 1;
+            if steps > self.nodes.len() {
+                return false;
+            }
+        }
+    }
+
+    /// Frames reach `i` (and whatever hangs below it): record first joins and repairs.
+    fn delivered(&mut self, root: usize) {
+        let mut stack = vec![root];
+        while let Some(i) = stack.pop() {
+            let since_kill = self.now_ms.saturating_sub(self.kill_at);
+            let node = &mut self.nodes[i];
+            if !node.alive || node.lineage.is_none() {
+                continue;
+            }
+            if !node.joined
+                && let Some(at) = node.play_at
+            {
+                node.joined = true;
+                self.join_times.push(self.now_ms - at);
+            }
+            if node.orphaned && !node.repaired {
+                node.repaired = true;
+                self.repair_times.push(since_kill);
+            }
+            stack.extend(node.children.iter().copied());
+        }
+    }
+
+    /// `i` noticed its upstream went silent: it lets go and fetches again, like the real node.
+    fn stalled(&mut self, i: usize, upstream: usize) {
+        if !self.nodes[i].alive || self.nodes[i].upstream != Some(upstream) {
+            return;
+        }
+        if self.chain_alive(i) {
+            return; // frames flow again
+        }
+        self.nodes[upstream].children.retain(|c| *c != i);
+        let node = &mut self.nodes[i];
+        node.upstream = None;
+        node.lost = node.lineage.take();
+        let last_frame = Some(self.t0 + Duration::from_millis(self.kill_at.min(self.now_ms)));
+        let outcome = Outcome::Lost {
+            loss: Loss::Stalled(self.cfg.stall_timeout),
+            last_frame,
+        };
+        self.outcome(i, upstream, outcome);
+    }
+
+    fn depth(&self, mut i: usize) -> u32 {
+        let mut d = 0;
+        while let Some(u) = self.nodes[i].upstream {
+            d += 1;
+            i = u;
+            if d as usize > self.nodes.len() {
+                break;
+            }
+        }
+        d
+    }
+
+    fn snapshot(&mut self) {
+        let mut hist: Vec<usize> = Vec::new();
+        let (mut served, mut relayed) = (0, 0);
+        for i in 1..self.nodes.len() {
+            if !self.chain_alive(i) {
+                continue;
+            }
+            served += 1;
+            let d = self.depth(i) as usize;
+            if hist.len() <= d {
+                hist.resize(d + 1, 0);
+            }
+            hist[d] += 1;
+            let up = self.nodes[i]
+                .upstream
+                .expect("served viewers have an upstream");
+            if self.nodes[i].conns.get(&up) == Some(&false) {
+                relayed += 1;
+            }
+        }
+        self.report.served = served;
+        self.report.max_depth = hist.len().saturating_sub(1) as u32;
+        self.report.depth_histogram = hist;
+        self.report.relayed_viewers = relayed;
+    }
+
+    /// Kills a share of the relaying nodes at once; everyone below them notices after the stall timeout.
+    fn kill(&mut self) {
+        let relays: Vec<usize> = (1..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive && !self.nodes[i].children.is_empty())
+            .collect();
+        let count = ((relays.len() as f64) * self.cfg.kill_share).round() as usize;
+        let mut pool = relays;
+        let mut killed = Vec::with_capacity(count);
+        for _ in 0..count.min(pool.len()) {
+            let k = self.rng.random_range(0..pool.len());
+            killed.push(pool.swap_remove(k));
+        }
+        for &k in &killed {
+            self.nodes[k].alive = false;
+            // Its upstream frees the slot when the dead subscriber stops acknowledging.
+            if let Some(u) = self.nodes[k].upstream {
+                self.schedule(
+                    ACK_TIMEOUT_MS,
+                    Ev::Release {
+                        provider: u,
+                        child: k,
+                    },
+                );
+            }
+        }
+        self.report.killed = killed.len();
+        // Everyone whose path ran through a killed node is orphaned and notices after the stall timeout.
+        let stall = self.cfg.stall_timeout.as_millis() as u64;
+        let mut orphaned = 0;
+        for i in 1..self.nodes.len() {
+            let n = &self.nodes[i];
+            if !n.alive || n.upstream.is_none() || self.chain_alive(i) {
+                continue;
+            }
+            orphaned += 1;
+            self.nodes[i].orphaned = true;
+            let upstream = self.nodes[i].upstream.expect("checked above");
+            let jitter = self.rng.random_range(0..50);
+            self.schedule(stall + jitter, Ev::Stalled { node: i, upstream });
+        }
+        self.report.orphaned = orphaned;
+    }
+
+    fn finish(&mut self) {
+        self.join_times.sort_unstable();
+        self.repair_times.sort_unstable();
+        let r = &mut self.report;
+        r.join_p50_ms = percentile(&self.join_times, 0.50);
+        r.join_p95_ms = percentile(&self.join_times, 0.95);
+        r.join_max_ms = self.join_times.last().copied().unwrap_or(0);
+        r.repair_p50_ms = percentile(&self.repair_times, 0.50);
+        r.repair_p95_ms = percentile(&self.repair_times, 0.95);
+        r.repair_max_ms = self.repair_times.last().copied().unwrap_or(0);
+        r.repaired = if r.orphaned == 0 {
+            1.0
+        } else {
+            self.repair_times.len() as f64 / r.orphaned as f64
+        };
+        let alive: Vec<usize> = (1..self.nodes.len())
+            .filter(|&i| self.nodes[i].alive)
+            .collect();
+        let served = alive.iter().filter(|&&i| self.chain_alive(i)).count();
+        self.report.alive_at_end = alive.len();
+        self.report.served_at_end = served;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small(nodes: usize, seed: u64) -> SimConfig {
+        SimConfig {
+            join: Duration::from_secs(20),
+            settle: Duration::from_secs(15),
+            observe: Duration::from_secs(20),
+            ..SimConfig::new(nodes, seed)
+        }
+    }
+
+    #[test]
+    fn every_viewer_is_served_and_the_tree_respects_upload_caps() {
+        let r = run(small(200, 7));
+        assert_eq!(r.viewers, 199);
+        assert_eq!(r.served, r.viewers, "{r:?}");
+        assert!(
+            r.max_depth >= 2,
+            "300 viewers cannot all hang off the publisher: {r:?}"
+        );
+        assert!(r.join_p50_ms > 0 && r.join_p95_ms >= r.join_p50_ms, "{r:?}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_run() {
+        let a = run(small(120, 3));
+        let b = run(small(120, 3));
+        assert_eq!(
+            (
+                a.served,
+                a.max_depth,
+                a.join_p50_ms,
+                a.join_p95_ms,
+                a.orphaned,
+                a.repair_p95_ms
+            ),
+            (
+                b.served,
+                b.max_depth,
+                b.join_p50_ms,
+                b.join_p95_ms,
+                b.orphaned,
+                b.repair_p95_ms
+            )
+        );
+        assert_eq!(a.depth_histogram, b.depth_histogram);
+    }
+
+    #[test]
+    fn orphans_of_killed_relays_are_served_again() {
+        let r = run(small(200, 11));
+        assert!(r.killed > 0 && r.orphaned > 0, "{r:?}");
+        assert!(r.repaired >= 0.99, "{r:?}");
+        assert_eq!(r.served_at_end, r.alive_at_end, "{r:?}");
+        // Nobody notices a dead upstream before the stall timeout: repairs cannot be faster.
+        assert!(r.repair_p50_ms >= 2000, "{r:?}");
+    }
+}

@@ -897,7 +897,9 @@ impl EventLoop {
                         (self.real_remote(send_back_addr.clone()), false)
                     }
                 };
-                let relayed = is_relayed(&remote);
+                // An inbound circuit's send-back address is only `/p2p/<peer>`; the relayed listen
+                // address it arrived on (`local_addr`) is what shows it is relayed.
+                let relayed = is_relayed(&remote) || endpoint.is_relayed();
                 self.prediction_connected(peer_id, relayed);
                 debug!(%peer_id, %remote, relayed, "connected");
                 let mut snap = self.snapshot.write();

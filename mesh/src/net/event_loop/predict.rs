@@ -451,6 +451,7 @@ impl super::EventLoop {
     /// A hole punch with `peer` failed: try port prediction, once per [`RETRY_AFTER`].
     pub(super) fn on_punch_failed(&mut self, peer: PeerId) {
         let Some(ctx) = self.predict.clone() else {
+            debug!(%peer, "port prediction is off");
             return;
         };
         if self
@@ -460,12 +461,15 @@ impl super::EventLoop {
             .get(&peer)
             .is_some_and(|p| p.is_direct())
         {
+            debug!(%peer, "port prediction not needed: a direct connection exists");
             return;
         }
         let now = Instant::now();
         if !ctx.shared.lock().begin(peer, now) {
+            debug!(%peer, "port prediction tried with this peer recently");
             return;
         }
+        debug!(%peer, "port prediction: asking the peer");
         self.predicting.insert(peer, now);
         tokio::spawn(initiate(ctx, peer));
     }

@@ -13,6 +13,7 @@ use crate::identity;
 use crate::metrics::{NodeCollector, render};
 use crate::update::UpdateNotices;
 use anyhow::Context;
+use backon::{BackoffBuilder, ExponentialBuilder};
 use libp2p::PeerId;
 use libp2p::identity::Keypair;
 use parking_lot::{Mutex, RwLock};
@@ -569,8 +570,9 @@ async fn supervise_mesh(
         }
         let why = mesh.failure().unwrap_or_else(|| "it stopped".into());
         error!(reason = %why, "the mesh failed; restarting it (players and publishers stay connected)");
-        let mut delay = Duration::from_secs(1);
+        let mut delays = restart_delays();
         loop {
+            let delay = delays.next().unwrap_or(RESTART_MAX);
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(delay) => {}
@@ -584,15 +586,30 @@ async fn supervise_mesh(
                 }
                 Err(e) => {
                     warn!(error = %e, "cannot restart the mesh yet");
-                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
         }
     }
 }
 
+/// Delays before a failed part of the node (the mesh, a relay task) is started again: 1 s doubling to 30 s.
+/// No jitter: nothing outside this process waits on these restarts.
+fn restart_delays() -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(RESTART_MAX)
+        .without_max_times()
+        .build()
+}
+
+/// The longest step of [`restart_delays`].
+const RESTART_MAX: Duration = Duration::from_secs(30);
+
+/// A part that ran this long before it ended had worked: its restart delays start over.
+const RAN_STABLE: Duration = Duration::from_secs(30);
+
 /// Runs a relay (`start` gives its future for a cancellation token) as a task of its own, and starts it again
-/// whenever it ends or panics before `token` is cancelled, with a backoff of 1 s doubling to 30 s. A relay
+/// whenever it ends or panics before `token` is cancelled, after [`restart_delays`]. A relay
 /// catches the panics of its own attempts; this is the net under that, so that no relay can stop the node
 /// (a relay task used to be one of the node's parts: its panic stopped everything).
 async fn supervise_relay<F, Fut>(
@@ -605,8 +622,9 @@ async fn supervise_relay<F, Fut>(
     F: FnMut(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let mut delay = Duration::from_secs(1);
+    let mut delays = restart_delays();
     loop {
+        let started = Instant::now();
         let mut task = tokio::spawn(start(token.child_token()));
         let ended = tokio::select! {
             _ = token.cancelled() => {
@@ -619,6 +637,10 @@ async fn supervise_relay<F, Fut>(
             return;
         }
         restarts.fetch_add(1, Relaxed);
+        if started.elapsed() >= RAN_STABLE {
+            delays = restart_delays();
+        }
+        let delay = delays.next().unwrap_or(RESTART_MAX);
         match ended {
             Err(e) if e.is_panic() => {
                 error!(stream = %name, retry_in = ?delay, "the {what} relay panicked; starting it again")
@@ -631,7 +653,6 @@ async fn supervise_relay<F, Fut>(
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

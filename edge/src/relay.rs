@@ -4,6 +4,7 @@
 
 use crate::client::{ClientError, RtmpClient, RtmpUrl};
 use crate::server::{EdgeStats, panic_message};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -16,36 +17,19 @@ use tracing::{error, info, warn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Exponential backoff with a cap; resets after a connection that lasted.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
+/// Delays between attempts: 1 s doubling to 30 s, each stretched by up to as much again at random, so
+/// that the nodes pulling from one server after it restarts do not all come back at the same moment.
+fn reconnect_delays() -> backon::ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(RECONNECT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
-impl Backoff {
-    /// Starts at `min`, doubles up to `max`.
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            next: min,
-            min,
-            max,
-        }
-    }
-
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        d
-    }
-
-    /// Back to the minimum delay.
-    pub fn reset(&mut self) {
-        self.next = self.min;
-    }
-}
+/// The longest step of [`reconnect_delays`] before its jitter.
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// A connection that lasted this long counts as having worked; the backoff starts over after it.
 const STABLE: Duration = Duration::from_secs(30);
@@ -101,7 +85,7 @@ async fn retry_loop<F, Fut>(
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), ClientError>>,
 {
-    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut delays = reconnect_delays();
     loop {
         let started = Instant::now();
         let r = tokio::select! {
@@ -109,9 +93,9 @@ async fn retry_loop<F, Fut>(
             r = AssertUnwindSafe(attempt()).catch_unwind() => r,
         };
         if started.elapsed() >= STABLE {
-            backoff.reset();
+            delays = reconnect_delays();
         }
-        let delay = backoff.next_delay();
+        let delay = delays.next().unwrap_or(RECONNECT_MAX);
         match r {
             Ok(Ok(())) => {
                 info!(stream = name, url = %url, retry_in = ?delay, "{what} ended; reconnecting")
@@ -250,11 +234,15 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_to_a_cap_and_resets() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-        let d: Vec<u64> = (0..5).map(|_| b.next_delay().as_secs()).collect();
-        assert_eq!(d, [1, 2, 4, 5, 5]);
-        b.reset();
-        assert_eq!(b.next_delay().as_secs(), 1);
+    fn reconnect_delays_double_to_a_cap_with_jitter_of_at_most_their_own_length() {
+        let steps: Vec<Duration> = reconnect_delays().take(8).collect();
+        let bases = [1, 2, 4, 8, 16, 30, 30, 30].map(Duration::from_secs);
+        for (d, base) in steps.iter().zip(bases) {
+            assert!(*d >= base && *d < base * 2, "{d:?} for a step of {base:?}");
+        }
+        let firsts: std::collections::HashSet<Duration> = (0..20)
+            .map(|_| reconnect_delays().next().unwrap())
+            .collect();
+        assert!(firsts.len() > 1, "nodes do not retry in step: {firsts:?}");
     }
 }

@@ -2,7 +2,6 @@
 //! treats every answer as untrusted (bounded size, values checked); [`spawn`] runs registration and
 //! heartbeats in the background and keeps receipts and session ends on disk until they are delivered.
 
-mod backoff;
 mod outbox;
 mod runner;
 
@@ -18,7 +17,6 @@ use crate::api::*;
 use crate::auth::{new_nonce, sign_request};
 use crate::time::now_ms;
 
-pub use backoff::Backoff;
 pub use outbox::{Outbox, OutboxLimits, SessionEvent};
 pub use runner::{
     CoordinatorHandle, CoordinatorState, HeartbeatFigures, NodeRegistration, NodeReport,

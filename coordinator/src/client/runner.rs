@@ -16,12 +16,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::backoff::Backoff;
 use super::outbox::{Outbox, OutboxLimits, SessionEvent};
 use super::{ClientError, CoordinatorClient};
 use crate::api::*;
 use crate::receipt::{ReceiptError, SignedReceipt};
 use crate::time::now_ms;
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
 /// What the node registers with (everything but its id, which the key gives).
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -259,7 +259,14 @@ struct Runner {
     report: Arc<dyn NodeReport>,
     outbox: Outbox,
     state: watch::Sender<CoordinatorState>,
-    backoff: Backoff,
+    /// Retry steps after failures: doubling from the configured base to its max, jittered so that
+    /// thousands of nodes that lost the coordinator at one moment do not come back at one moment.
+    retry_policy: ExponentialBuilder,
+    retry_delays: ExponentialBackoff,
+    /// The longest retry step (before jitter).
+    max_retry_delay: Duration,
+    /// Failures since the last success.
+    failures: u32,
     version: String,
     registered: bool,
     interval: Duration,
@@ -269,6 +276,15 @@ struct Runner {
     /// Cumulative relayed bytes at the last accepted heartbeat.
     acked_bytes_total: u64,
     announced_version: Option<String>,
+}
+
+/// Retry delays from `base` doubling to `max`, each stretched by up to as much again at random.
+fn retry_policy(base: Duration, max: Duration) -> ExponentialBuilder {
+    ExponentialBuilder::new()
+        .with_min_delay(base)
+        .with_max_delay(max)
+        .with_jitter()
+        .without_max_times()
 }
 
 async fn run(
@@ -289,7 +305,10 @@ async fn run(
         report,
         outbox,
         state,
-        backoff: Backoff::new(config.backoff_base, config.backoff_max),
+        retry_policy: retry_policy(config.backoff_base, config.backoff_max),
+        retry_delays: retry_policy(config.backoff_base, config.backoff_max).build(),
+        max_retry_delay: config.backoff_max,
+        failures: 0,
         registered: false,
         interval: Duration::from_secs(30),
         next_heartbeat: now,
@@ -320,7 +339,7 @@ async fn run(
                 };
                 match done {
                     None => break,
-                    Some(Ok(())) => r.backoff.reset(),
+                    Some(Ok(())) => r.succeeded(),
                     Some(Err(e)) => r.failed(e),
                 }
                 r.save();
@@ -545,10 +564,17 @@ impl Runner {
         });
     }
 
+    /// A request went through: the retry steps start over.
+    fn succeeded(&mut self) {
+        self.retry_delays = self.retry_policy.build();
+        self.failures = 0;
+    }
+
     fn failed(&mut self, e: ClientError) {
-        let delay = self.backoff.next_delay();
+        let delay = self.retry_delays.next().unwrap_or(self.max_retry_delay);
+        self.failures = self.failures.saturating_add(1);
         self.not_before = Instant::now() + delay;
-        let first = self.backoff.failures() == 1;
+        let first = self.failures == 1;
         if first {
             warn!(error = %e, retry_in = ?delay, "coordinator request failed; the node keeps working without it");
         } else {

@@ -72,6 +72,17 @@ impl Friends {
     }
 }
 
+/// [`IDLE_WAIT_MIN`] doubling to [`IDLE_WAIT_MAX`]; no jitter, so that a simulated mesh stays a function of
+/// its seed (the catalog's news, not the timer, is what usually ends the wait).
+fn idle_waits() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::new()
+        .with_min_delay(IDLE_WAIT_MIN)
+        .with_max_delay(IDLE_WAIT_MAX)
+        .without_max_times()
+        .build()
+}
+
 /// One fetch's policy state. See the module docs.
 #[derive(Debug)]
 pub struct Fetcher {
@@ -87,7 +98,8 @@ pub struct Fetcher {
     /// When the last upstream's last frame arrived (to measure the failover gap).
     last_frame: Option<Instant>,
     unwanted_since: Option<Instant>,
-    idle_wait: Duration,
+    /// Waits between looks while no provider turns up.
+    idle_waits: backon::ExponentialBackoff,
     /// Origins preferred for a plain name.
     friends: Friends,
 }
@@ -104,7 +116,7 @@ impl Fetcher {
             hinted: Vec::new(),
             last_frame: None,
             unwanted_since: None,
-            idle_wait: IDLE_WAIT_MIN,
+            idle_waits: idle_waits(),
             friends: Friends::default(),
         }
     }
@@ -211,8 +223,7 @@ impl Fetcher {
     /// No candidate now: when to look again (unless the catalog learns something first). The wait grows
     /// while nothing turns up.
     pub fn idle_until(&mut self, now: Instant) -> Instant {
-        let backoff = now + self.idle_wait;
-        self.idle_wait = (self.idle_wait * 2).min(IDLE_WAIT_MAX);
+        let backoff = now + self.idle_waits.next().unwrap_or(IDLE_WAIT_MAX);
         self.cooldown
             .values()
             .min()
@@ -223,7 +234,7 @@ impl Fetcher {
 
     /// A round with candidates began.
     pub fn round_started(&mut self) {
-        self.idle_wait = IDLE_WAIT_MIN;
+        self.idle_waits = idle_waits();
     }
 
     /// How a session with `peer` ended; `direct_now` says whether we still hold a direct connection to it.

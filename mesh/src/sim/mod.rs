@@ -114,6 +114,9 @@ pub struct SimReport {
     pub max_depth: u32,
     /// Viewers at each depth (index = hops) just before the kill.
     pub depth_histogram: Vec<usize>,
+    /// The smallest `max_depth` these upload caps allow: every slot used, the biggest uploaders nearest
+    /// the origin. How far the tree is from a perfect one.
+    pub best_depth: u32,
     /// Time from a viewer's play request to its first frame: median, ms.
     pub join_p50_ms: u64,
     /// ... 95th percentile, ms.
@@ -270,6 +273,21 @@ pub fn run(cfg: SimConfig) -> SimReport {
     sim.run();
     sim.report.wall_ms = started.elapsed().as_millis() as u64;
     sim.report
+}
+
+/// The depth of the shallowest tree that holds every viewer: the origin serves `origin_slots`, each viewer
+/// up to its own slots (a node always serves one), and the viewers with the most slots sit nearest the
+/// origin, level by level.
+fn best_depth(origin_slots: u64, mut viewer_slots: Vec<u64>) -> u32 {
+    viewer_slots.sort_unstable_by(|a, b| b.cmp(a));
+    let (mut placed, mut room, mut depth) = (0usize, origin_slots, 0u32);
+    while placed < viewer_slots.len() {
+        let level = (room as usize).min(viewer_slots.len() - placed);
+        room = viewer_slots[placed..placed + level].iter().sum();
+        placed += level;
+        depth += 1;
+    }
+    depth
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -922,6 +940,15 @@ impl Sim {
         }
         self.report.served = served;
         self.report.max_depth = hist.len().saturating_sub(1) as u32;
+        let kbps = self.cfg.stream_kbps.max(1);
+        let slots = |cap: u64| (cap / kbps).max(1);
+        self.report.best_depth = best_depth(
+            slots(self.nodes[0].cap_kbps),
+            (1..self.nodes.len())
+                .filter(|&i| self.nodes[i].alive)
+                .map(|i| slots(self.nodes[i].cap_kbps))
+                .collect(),
+        );
         self.report.depth_histogram = hist;
         self.report.relayed_viewers = relayed;
     }
@@ -1041,6 +1068,16 @@ mod tests {
             )
         );
         assert_eq!(a.depth_histogram, b.depth_histogram);
+    }
+
+    #[test]
+    fn the_best_depth_fills_levels_biggest_uploaders_first() {
+        assert_eq!(best_depth(2, vec![]), 0);
+        assert_eq!(best_depth(2, vec![1, 1]), 1);
+        // Origin 2 slots: level 1 takes the two 3-slot viewers (6 slots), level 2 the other four.
+        assert_eq!(best_depth(2, vec![1, 3, 1, 1, 3, 1]), 2);
+        // A chain when everyone serves one.
+        assert_eq!(best_depth(1, vec![1; 5]), 5);
     }
 
     #[test]

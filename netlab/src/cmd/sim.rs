@@ -67,16 +67,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The Markdown table of the README.
 fn table(reports: &[SimReport]) -> String {
     let mut out = String::from(
-        "| nodes | served | max depth | join p50 / p95 | relays killed | orphaned | repaired | repair p50 / p95 | served at end |\n\
+        "| nodes | served | max depth (best possible) | join p50 / p95 | relays killed | orphaned | repaired | repair p50 / p95 | served at end |\n\
          |---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {}/{} | {} | {:.1} / {:.1} s | {} | {} | {:.0}% | {:.1} / {:.1} s | {}/{} |\n",
+            "| {} | {}/{} | {} ({}) | {:.1} / {:.1} s | {} | {} | {:.0}% | {:.1} / {:.1} s | {}/{} |\n",
             r.nodes,
             r.served,
             r.viewers,
             r.max_depth,
+            r.best_depth,
             r.join_p50_ms as f64 / 1000.0,
             r.join_p95_ms as f64 / 1000.0,
             r.killed,

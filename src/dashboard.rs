@@ -140,11 +140,7 @@ impl Api {
                         .map(|k| {
                             let origin = k.id.origin.to_string();
                             MeshStream {
-                                play_as: format!(
-                                    "{}@{}",
-                                    k.id.name,
-                                    &origin[..origin.len().min(12)]
-                                ),
+                                play_as: streamr_mesh::play_name(&k.id.name, &k.id.origin),
                                 name: k.id.name.clone(),
                                 origin,
                                 providers: k.providers,

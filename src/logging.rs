@@ -4,7 +4,7 @@
 use crate::config::LogFormat;
 use std::path::Path;
 use tracing_appender::rolling::{InitError, RollingFileAppender, Rotation};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -15,12 +15,13 @@ const KEEP_LOG_FILES: usize = 7;
 
 /// Installs the global subscriber. `RUST_LOG` wins over `filter` when set.
 pub fn init(format: LogFormat, filter: &str) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(env_filter(filter))
-        .with_writer(std::io::stderr);
+    use tracing_subscriber::fmt::layer;
+    let registry = tracing_subscriber::registry().with(targets(filter));
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => registry.with(layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Json => registry
+            .with(layer().json().flatten_event(true).with_writer(std::io::stderr))
+            .try_init(),
     };
 }
 
@@ -33,13 +34,13 @@ pub fn init_service(
     log_dir: &Path,
     also_stderr: bool,
 ) -> Result<(), InitError> {
-    let _ = service_subscriber(format, env_filter(filter), log_dir, also_stderr)?.try_init();
+    let _ = service_subscriber(format, targets(filter), log_dir, also_stderr)?.try_init();
     Ok(())
 }
 
 fn service_subscriber(
     format: LogFormat,
-    filter: EnvFilter,
+    filter: Targets,
     log_dir: &Path,
     also_stderr: bool,
 ) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, InitError> {
@@ -75,14 +76,20 @@ fn service_subscriber(
     })
 }
 
-/// `RUST_LOG` when set, else `filter`, else `info` with a word on stderr.
-fn env_filter(filter: &str) -> EnvFilter {
-    EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(filter))
-        .unwrap_or_else(|e| {
-            eprintln!("invalid log filter {filter:?} ({e}); using \"info\"");
-            EnvFilter::new("info")
-        })
+/// `RUST_LOG` when set, else `filter`, else `info` with a word on stderr. Filters are `LEVEL` and
+/// `TARGET=LEVEL` directives, comma separated (`info,streamr_edge=debug`): tracing-subscriber's `Targets`,
+/// which needs no regular-expression engine in the binary (`EnvFilter`'s span and field filters did).
+fn targets(filter: &str) -> Targets {
+    if let Some(from_env) = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()) {
+        match from_env.parse() {
+            Ok(t) => return t,
+            Err(e) => eprintln!("invalid RUST_LOG {from_env:?} ({e}); using {filter:?}"),
+        }
+    }
+    filter.parse().unwrap_or_else(|e| {
+        eprintln!("invalid log filter {filter:?} ({e}); using \"info\"");
+        Targets::new().with_default(LevelFilter::INFO)
+    })
 }
 
 #[cfg(test)]
@@ -106,7 +113,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let logs = dir.path().join(LOG_DIR);
             let subscriber =
-                service_subscriber(format, EnvFilter::new("info"), &logs, false).unwrap();
+                service_subscriber(format, Targets::new().with_default(LevelFilter::INFO), &logs, false).unwrap();
             tracing::subscriber::with_default(subscriber, || {
                 tracing::info!(stream = "alice", "hello from the service");
                 tracing::debug!("below the filter");

@@ -365,6 +365,77 @@ impl NodeCollector {
             "Relayed connections closed because a direct one exists",
             l(&n.relayed_connections_replaced),
         )?;
+        // ---- Mesh hardening: attacks refused and limits reached (the mesh-hardening branch). ----
+        {
+            let hardening: [(&str, &str, u64); 10] = [
+                (
+                    "streamr_mesh_forged_frames",
+                    "Upstreams dropped for media their origin did not sign, or sent out of order",
+                    l(&m.forged_frames),
+                ),
+                (
+                    "streamr_mesh_false_claims",
+                    "Providers or catalog entries refused for claims that cannot be true",
+                    l(&m.false_claims),
+                ),
+                (
+                    "streamr_mesh_catalogs_flooded",
+                    "Catalog transfers dropped by the per-peer and total limits",
+                    l(&m.catalogs_flooded),
+                ),
+                (
+                    "streamr_mesh_catalog_entries_dropped",
+                    "Catalog entries not kept because a bound was reached",
+                    l(&m.catalog_entries_dropped),
+                ),
+                (
+                    "streamr_mesh_task_panics",
+                    "Tasks of the mesh service that panicked (logged; fetches and accept loops restarted)",
+                    l(&m.task_panics),
+                ),
+                (
+                    "streamr_mesh_connections_denied",
+                    "Connections refused by the connection or memory limits",
+                    l(&n.connections_denied),
+                ),
+                (
+                    "streamr_mesh_addresses_refused",
+                    "Peer addresses refused (local ones from remote peers, hints beyond a share)",
+                    l(&n.addresses_refused),
+                ),
+                (
+                    "streamr_relay_outsiders_refused",
+                    "Relay service: reservations refused to peers that are not nodes of this mesh",
+                    l(&n.relay_outsiders_refused),
+                ),
+                (
+                    "streamr_mesh_write_stalls",
+                    "Downstream peers cut off because a write to them made no progress",
+                    l(&m.write_stalls),
+                ),
+                (
+                    "streamr_stream_refused_frames",
+                    "Frames refused by hubs for an implausible sequence number (all streams)",
+                    self.streams.snapshots().iter().map(|h| h.refused).sum(),
+                ),
+            ];
+            for (name, help, v) in hardening {
+                counter(e, name, help, v)?;
+            }
+            gauge(
+                e,
+                "streamr_mesh_catalog_entries",
+                "Catalog entries learned from peers now (bounded)",
+                l(&m.catalog_entries) as i64,
+            )?;
+            gauge(
+                e,
+                "streamr_relay_circuits_active",
+                "Relay service: circuits open now",
+                l(&n.relay_circuits_active) as i64,
+            )?;
+        }
+        // ---- end of mesh hardening ----
         let st = mesh.status();
         let nat = &st.nat;
         counter(

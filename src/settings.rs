@@ -151,7 +151,7 @@ settings! {
     /// Log lines for people (text) or machines (json).
     log_format: LogFormat = LogFormat::Text;
         env "STREAMR_LOG_FORMAT"; value "text|json"; applies Restart;
-    /// Log filter in RUST_LOG syntax, e.g. `info,streamr_edge=debug` (RUST_LOG also works and wins).
+    /// Log filter: a level and `target=level` directives, e.g. `info,streamr_edge=debug` (RUST_LOG also works and wins).
     log: String = "info".to_string();
         env "STREAMR_LOG"; value "FILTER"; applies Restart;
     /// When a publish needs `?key=` with the node's publish key: `auto` = only when the RTMP edge listens

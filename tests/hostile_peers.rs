@@ -10,7 +10,7 @@ use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use std::time::Duration;
 use streamr_mesh::announce::Announcement;
-use streamr_mesh::catalog::{self, CatalogEntry};
+use streamr_mesh::catalog::{self, CatalogEntry, ProviderRecord};
 use streamr_mesh::net::{self, NetCommand, NetConfig, RelayLimits};
 use streamr_mesh::wire::{self, Message};
 use tokio_util::sync::CancellationToken;
@@ -134,13 +134,9 @@ async fn hostile_peers_are_refused_counted_and_honest_viewers_keep_playing() {
     let forged = Announcement::sign(&key, "alice", 1)
         .unwrap()
         .forged_with_origin(victim_id);
-    let entry = CatalogEntry {
-        announcement: forged,
-        provider: h.peer_id,
-        addrs: vec![],
-        hops: 0,
-        spare_kbps: 100_000,
-    };
+    // (Our own signed record of our addresses: catalogs carry providers' records since /streamr/catalog/2.)
+    let record = ProviderRecord::new(&key, vec![]).unwrap();
+    let entry = CatalogEntry::new(forged, record, 0, 100_000);
     let mut s = control
         .open_stream(victim_id, catalog::PROTOCOL)
         .await

@@ -222,7 +222,8 @@ async fn same_name_from_two_origins_is_told_apart_by_origin_prefix() {
         "{:?}",
         c.status()
     );
-    let pick_b = format!("same@{}", &b.peer_id[..12]);
+    // Enough of B's id that no other node can match it (see streamr_mesh::play_name).
+    let pick_b = format!("same@{}", &b.peer_id[..24]);
     let listed = c.status().mesh_streams;
     assert!(listed.iter().any(|s| s.play_as == pick_b), "{listed:?}");
     let p = play_with(&c.url(&pick_b), 5, 30, Some(60)).await.unwrap();

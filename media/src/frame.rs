@@ -96,6 +96,35 @@ impl Frame {
         }))
     }
 
+    /// The same frame shown to this node's subscribers at another timestamp, keeping its sequence number
+    /// and its mesh wire form ([`EncodingSlot::Wire`]). A hub relaying a mesh stream shifts the timestamps
+    /// of a restarted origin's frames so that its players see time go forward, while downstream peers must
+    /// get the frame exactly as its origin signed it.
+    pub fn shown_at(&self, timestamp: u32) -> Self {
+        if timestamp == self.0.timestamp {
+            return self.clone();
+        }
+        let shifted = Frame(Arc::new(Inner {
+            kind: self.0.kind,
+            timestamp,
+            seq: self.0.seq,
+            keyframe: self.0.keyframe,
+            sequence_header: self.0.sequence_header,
+            payload: self.0.payload.clone(),
+            encodings: Default::default(),
+        }));
+        if let Some(wire) = self.0.encodings[EncodingSlot::Wire as usize].get() {
+            let _ = shifted.set_encoded(EncodingSlot::Wire, wire.clone());
+        }
+        shifted
+    }
+
+    /// Stores an encoding computed elsewhere: the mesh keeps the bytes a frame arrived in, which carry its
+    /// origin's signature, and passes them on unchanged. Returns false when the slot was filled already.
+    pub fn set_encoded(&self, slot: EncodingSlot, bytes: Bytes) -> bool {
+        self.0.encodings[slot as usize].set(bytes).is_ok()
+    }
+
     /// Audio, video or data.
     pub fn kind(&self) -> FrameKind {
         self.0.kind
@@ -282,6 +311,24 @@ mod tests {
         assert_eq!(
             &r.encoded(EncodingSlot::Edge, |_| Bytes::from_static(b"new"))[..],
             b"new"
+        );
+    }
+
+    #[test]
+    fn a_frame_shown_at_another_time_keeps_its_wire_form_only() {
+        let f = video(&[0x17, 0x01]);
+        assert!(f.set_encoded(EncodingSlot::Wire, Bytes::from_static(b"signed")));
+        assert!(!f.set_encoded(EncodingSlot::Wire, Bytes::from_static(b"again")));
+        let _ = f.encoded(EncodingSlot::Edge, |_| Bytes::from_static(b"edge@0"));
+        let g = f.shown_at(500);
+        assert_eq!((g.timestamp(), g.seq()), (500, f.seq()));
+        assert_eq!(
+            &g.encoded(EncodingSlot::Wire, |_| Bytes::from_static(b"x"))[..],
+            b"signed"
+        );
+        assert_eq!(
+            &g.encoded(EncodingSlot::Edge, |_| Bytes::from_static(b"edge@500"))[..],
+            b"edge@500"
         );
     }
 

@@ -80,6 +80,16 @@ impl Announcement {
         })
     }
 
+    /// The origin's public key, if it is one and it is the origin's.
+    pub fn public_key(&self) -> Result<PublicKey, AnnounceError> {
+        let pk = PublicKey::try_decode_protobuf(&self.public_key)
+            .map_err(|_| AnnounceError::WrongKey(self.id.origin))?;
+        if pk.to_peer_id() != self.id.origin {
+            return Err(AnnounceError::WrongKey(self.id.origin));
+        }
+        Ok(pk)
+    }
+
     /// Checks that the key is the origin's and the signature is right.
     pub fn verify(&self) -> Result<(), AnnounceError> {
         let pk = PublicKey::try_decode_protobuf(&self.public_key)
@@ -115,6 +125,20 @@ impl Announcement {
             public_key,
             signature,
         })
+    }
+
+    /// An announcement with no valid signature (it never verifies). For tests that need many quickly.
+    #[doc(hidden)]
+    pub fn unsigned_for_tests(origin: PeerId, name: &str, started_ms: u64) -> Self {
+        Announcement {
+            id: StreamId {
+                origin,
+                name: name.to_string(),
+            },
+            started_ms,
+            public_key: bytes::Bytes::new(),
+            signature: bytes::Bytes::new(),
+        }
     }
 
     /// A copy with another start time but the old signature: what a forger produces. For tests.

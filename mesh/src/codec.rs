@@ -212,6 +212,10 @@ impl<'a> Reader<'a> {
             })
             .collect()
     }
+    /// Exactly `n` bytes (a field of fixed size).
+    pub fn fixed(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        self.take(n)
+    }
     /// Everything left.
     pub fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.buf)

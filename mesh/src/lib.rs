@@ -3,6 +3,7 @@
 //! arrives and leaves through `streamr-media` hubs.
 
 pub mod announce;
+pub mod auth;
 pub mod catalog;
 pub mod codec;
 pub mod net;
@@ -16,4 +17,4 @@ pub use routes::Lineage;
 pub use service::{
     DialFailure, Mesh, MeshConfig, MeshStats, MeshStatus, MeshTuning, PeerStatus, StreamMesh,
 };
-pub use session::Friends;
+pub use session::{Friends, play_name};

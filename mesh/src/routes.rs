@@ -130,7 +130,6 @@ impl Routes {
     }
 
     /// True while a fetch of `name` runs.
-    #[cfg(test)]
     pub(crate) fn is_fetching(&self, name: &str) -> bool {
         self.rows.get(name).is_some_and(|r| r.fetch.is_some())
     }

@@ -1,20 +1,27 @@
-//! `/streamr/media/1`: the protocol between a subscriber and a provider of a stream, as plain code with no
+//! `/streamr/media/2`: the protocol between a subscriber and a provider of a stream, as plain code with no
 //! sockets. Every message is `u32 length | u8 type | body`; lengths are checked against hard limits before
-//! anything is buffered, so a peer that claims a 4 GiB frame is refused at once.
+//! anything is buffered, so a peer that claims a 4 GiB frame is refused at once, and a provider, to whom
+//! subscribers never send frames, accepts only small control messages.
 //!
 //! Flow: the subscriber sends `Subscribe`; the provider answers `Accept` (with the origin's signed
 //! announcement, its hop count and its path from the origin), `Redirect` (full: other providers to try) or
 //! `Reject`; after `Accept` the provider sends `Frame`s (and `Path` when its own upstream changes, `End` when
 //! the stream ends) while the subscriber sends `Ack`s, which bound the bytes in flight.
+//!
+//! Version 2 (version 1 carried frames unauthenticated): every frame carries the publish it belongs to (its
+//! announcement's start time) and its origin's signature ([`crate::auth`]); relays forward those bytes as
+//! they received them. `Path` carries the announcement, so a restarted origin's new publish reaches every
+//! node below a relay without a new subscription.
 
 use crate::announce::Announcement;
+use crate::auth::SIGNATURE_LEN;
 use crate::codec::{Reader, WireError, Writer};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
-use streamr_media::{Frame, FrameKind};
+use streamr_media::{EncodingSlot, Frame, FrameKind};
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/media/1");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/media/2");
 
 /// Largest frame payload accepted (RTMP's own limit is 16 MiB; real keyframes are far smaller).
 pub const MAX_FRAME: usize = 8 << 20;
@@ -30,8 +37,14 @@ const T_PATH: u8 = 6;
 const T_ACK: u8 = 7;
 const T_END: u8 = 8;
 
-/// Bytes of a frame message before its payload: length, type, kind, flags, timestamp, seq.
-pub const FRAME_HEADER: usize = 4 + 1 + 1 + 1 + 4 + 8;
+/// Bytes of a frame message before its payload: length, type, kind, flags, timestamp, seq, publish (the
+/// announcement's start time), signature.
+pub const FRAME_HEADER: usize = 4 + 1 + 1 + 1 + 4 + 8 + 8 + SIGNATURE_LEN;
+/// Where the publish field starts in an encoded frame message.
+const EPOCH_AT: usize = 4 + 1 + 1 + 1 + 4 + 8;
+/// A decoder never reserves more than this ahead of the bytes a peer actually sent (then doubles with what
+/// arrives), so a peer that claims a big frame and sends it slowly does not make us hold its claim.
+const RESERVE_AHEAD: usize = 64 << 10;
 
 /// A provider that can be tried instead (in `Redirect`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,10 +91,13 @@ pub enum Message {
         /// Why.
         reason: String,
     },
-    /// Provider -> subscriber: media.
-    Frame(Frame),
-    /// Provider -> subscriber: the provider's own upstream changed.
+    /// Provider -> subscriber: media, as its origin signed it.
+    Frame(SignedFrame),
+    /// Provider -> subscriber: the provider's own upstream changed (another path, or the origin published
+    /// again: a newer announcement).
     Path {
+        /// The origin's announcement the frames that follow belong to.
+        announcement: Announcement,
         /// New distance from the origin.
         hops: u8,
         /// New path from the origin to the provider.
@@ -101,12 +117,24 @@ pub enum Message {
     },
 }
 
+/// A frame as it travels: the frame, the publish it belongs to and its origin's signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedFrame {
+    /// The frame.
+    pub frame: Frame,
+    /// The start time of the announcement (publish) the frame belongs to.
+    pub epoch: u64,
+    /// The origin's signature ([`crate::auth`]).
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
 fn flags(frame: &Frame) -> u8 {
     (frame.is_keyframe() as u8) | ((frame.is_sequence_header() as u8) << 1)
 }
 
-/// Encodes a frame message (what [`streamr_media::EncodingSlot::Wire`] caches).
-pub fn encode_frame(frame: &Frame) -> Bytes {
+/// Encodes a frame message (what [`streamr_media::EncodingSlot::Wire`] caches): at the origin, with the
+/// signature it just made; a relay forwards the bytes it received instead.
+pub fn encode_frame(frame: &Frame, epoch: u64, signature: &[u8; SIGNATURE_LEN]) -> Bytes {
     let mut b = BytesMut::with_capacity(FRAME_HEADER + frame.len());
     b.put_u32((FRAME_HEADER - 4 + frame.len()) as u32);
     b.put_u8(T_FRAME);
@@ -114,14 +142,26 @@ pub fn encode_frame(frame: &Frame) -> Bytes {
     b.put_u8(flags(frame));
     b.put_u32(frame.timestamp());
     b.put_u64(frame.seq());
+    b.put_u64(epoch);
+    b.put_slice(signature);
     b.put_slice(frame.payload());
     b.freeze()
+}
+
+/// The publish (epoch) of an encoded frame message, None for anything else.
+pub fn frame_epoch(encoded: &[u8]) -> Option<u64> {
+    if encoded.len() < FRAME_HEADER || encoded[4] != T_FRAME {
+        return None;
+    }
+    Some(u64::from_be_bytes(
+        encoded[EPOCH_AT..EPOCH_AT + 8].try_into().ok()?,
+    ))
 }
 
 /// Encodes any message.
 pub fn encode(msg: &Message) -> Bytes {
     if let Message::Frame(f) = msg {
-        return encode_frame(f);
+        return encode_frame(&f.frame, f.epoch, &f.signature);
     }
     let mut w = Writer::with_capacity(64);
     w.u32(0); // length, patched below
@@ -163,8 +203,13 @@ pub fn encode(msg: &Message) -> Bytes {
             w.u8(T_REJECT);
             w.str(reason);
         }
-        Message::Path { hops, path } => {
+        Message::Path {
+            announcement,
+            hops,
+            path,
+        } => {
             w.u8(T_PATH);
+            announcement.write(&mut w);
             w.u8(*hops);
             w.peers(path);
         }
@@ -185,8 +230,24 @@ pub fn encode(msg: &Message) -> Bytes {
 }
 
 /// Decodes a stream of messages from bytes as they arrive. Implements tokio-util's `Decoder`.
-#[derive(Debug, Default)]
-pub struct Decoder;
+#[derive(Debug)]
+pub struct Decoder {
+    /// Whether frames are accepted: only a subscriber receives them.
+    frames: bool,
+}
+
+impl Decoder {
+    /// What a subscriber reads from its provider: control messages and frames up to [`MAX_FRAME`].
+    pub fn subscriber() -> Self {
+        Decoder { frames: true }
+    }
+
+    /// What a provider reads from a subscriber: control messages only (subscribers never send frames), so a
+    /// hostile subscriber never makes the provider reserve room for one.
+    pub fn provider() -> Self {
+        Decoder { frames: false }
+    }
+}
 
 impl tokio_util::codec::Decoder for Decoder {
     type Item = Message;
@@ -198,6 +259,9 @@ impl tokio_util::codec::Decoder for Decoder {
         }
         let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
         let ty = src[4];
+        if ty == T_FRAME && !self.frames {
+            return Err(WireError::Invalid("frame sent to a provider").into());
+        }
         let max = if ty == T_FRAME {
             MAX_FRAME + FRAME_HEADER
         } else {
@@ -215,8 +279,15 @@ impl tokio_util::codec::Decoder for Decoder {
             return Err(WireError::Invalid("empty message").into());
         }
         if src.len() < 4 + len {
-            src.reserve(4 + len - src.len());
+            // Room for what is missing, but never more ahead of what arrived than it holds already (the
+            // buffer doubles while a big frame really arrives).
+            let missing = 4 + len - src.len();
+            src.reserve(missing.min(src.len().max(RESERVE_AHEAD)));
             return Ok(None);
+        }
+        if ty == T_FRAME {
+            let raw = src.split_to(4 + len).freeze();
+            return Ok(Some(decode_frame(raw)?));
         }
         src.advance(5);
         let body = src.split_to(len - 1).freeze();
@@ -224,16 +295,30 @@ impl tokio_util::codec::Decoder for Decoder {
     }
 }
 
+/// A frame message, whole (length and type included): the frame keeps these bytes as its wire encoding, so
+/// a relay forwards exactly what the origin signed.
+fn decode_frame(raw: Bytes) -> Result<Message, WireError> {
+    let mut r = Reader::new(&raw[5..]);
+    let kind = FrameKind::from_code(r.u8()?).ok_or(WireError::Invalid("frame kind"))?;
+    let _flags = r.u8()?; // recomputed from the payload: a peer cannot mislabel keyframes
+    let ts = r.u32()?;
+    let seq = r.u64()?;
+    let epoch = r.u64()?;
+    let signature: [u8; SIGNATURE_LEN] = r
+        .fixed(SIGNATURE_LEN)?
+        .try_into()
+        .map_err(|_| WireError::Truncated)?;
+    let payload = raw.slice(raw.len() - r.rest().len()..);
+    let frame = Frame::new(kind, ts, seq, payload);
+    frame.set_encoded(EncodingSlot::Wire, raw);
+    Ok(Message::Frame(SignedFrame {
+        frame,
+        epoch,
+        signature,
+    }))
+}
+
 fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
-    if ty == T_FRAME {
-        let mut r = Reader::new(&body);
-        let kind = FrameKind::from_code(r.u8()?).ok_or(WireError::Invalid("frame kind"))?;
-        let _flags = r.u8()?; // recomputed from the payload: a peer cannot mislabel keyframes
-        let ts = r.u32()?;
-        let seq = r.u64()?;
-        let payload = body.slice(body.len() - r.rest().len()..);
-        return Ok(Message::Frame(Frame::new(kind, ts, seq, payload)));
-    }
     let mut r = Reader::new(&body);
     let msg = match ty {
         T_SUBSCRIBE => {
@@ -261,6 +346,7 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
         },
         T_REJECT => Message::Reject { reason: r.str()? },
         T_PATH => Message::Path {
+            announcement: Announcement::read(&mut r)?,
             hops: r.u8()?,
             path: r.peers()?,
         },
@@ -329,18 +415,31 @@ impl tokio_util::codec::Encoder<Bytes> for Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::{FrameSigner, FrameVerifier};
     use libp2p::identity::Keypair;
     use proptest::prelude::*;
     use tokio_util::codec::Decoder as _;
 
-    fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
+    fn decode_all_with(mut d: Decoder, bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
         let mut src = BytesMut::from(bytes);
-        let mut d = Decoder;
         let mut out = Vec::new();
         while let Some(m) = d.decode(&mut src)? {
             out.push(m);
         }
         Ok(out)
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Message>, DecodeError> {
+        decode_all_with(Decoder::subscriber(), bytes)
+    }
+
+    fn signed(key: &Keypair, ann: &Announcement, frame: Frame) -> SignedFrame {
+        let signature = FrameSigner::new(key, ann).unwrap().sign(&frame);
+        SignedFrame {
+            frame,
+            epoch: ann.started_ms,
+            signature,
+        }
     }
 
     fn samples() -> Vec<Message> {
@@ -359,7 +458,7 @@ mod tests {
                 have_seq: 0,
             },
             Message::Accept {
-                announcement: ann,
+                announcement: ann.clone(),
                 hops: 2,
                 path: vec![me, PeerId::random()],
                 fallbacks: vec![ProviderHint {
@@ -377,13 +476,18 @@ mod tests {
             Message::Reject {
                 reason: "no".into(),
             },
-            Message::Frame(Frame::new(
-                FrameKind::Video,
-                33,
-                5,
-                Bytes::from_static(&[0x17, 1, 0, 0, 0, 1]),
+            Message::Frame(signed(
+                &key,
+                &ann,
+                Frame::new(
+                    FrameKind::Video,
+                    33,
+                    5,
+                    Bytes::from_static(&[0x17, 1, 0, 0, 0, 1]),
+                ),
             )),
             Message::Path {
+                announcement: ann,
                 hops: 1,
                 path: vec![me],
             },
@@ -403,7 +507,7 @@ mod tests {
         }
         assert_eq!(decode_all(&all).unwrap(), msgs);
         // Delivered one byte at a time.
-        let mut d = Decoder;
+        let mut d = Decoder::subscriber();
         let mut src = BytesMut::new();
         let mut out = Vec::new();
         for b in &all {
@@ -416,17 +520,42 @@ mod tests {
     }
 
     #[test]
+    fn a_received_frame_keeps_the_bytes_it_came_in_and_they_still_verify() {
+        let key = Keypair::generate_ed25519();
+        let ann = Announcement::sign(&key, "alice", 7).unwrap();
+        let f = Frame::new(FrameKind::Audio, 21, 3, Bytes::from_static(&[0xaf, 1, 9]));
+        let sent = encode(&Message::Frame(signed(&key, &ann, f)));
+        assert_eq!(frame_epoch(&sent), Some(7));
+        let Message::Frame(got) = decode_all(&sent).unwrap().remove(0) else {
+            panic!("a frame")
+        };
+        assert!(
+            FrameVerifier::new(&ann)
+                .unwrap()
+                .verify(&got.frame, &got.signature)
+        );
+        let forwarded = got.frame.encoded(EncodingSlot::Wire, |_| Bytes::new());
+        assert_eq!(forwarded, sent, "a relay forwards exactly what it received");
+        assert_eq!(
+            frame_epoch(&encode(&Message::Ack { seq: 1, bytes: 1 })),
+            None
+        );
+    }
+
+    #[test]
     fn frame_flags_come_from_the_payload_not_the_peer() {
+        let key = Keypair::generate_ed25519();
+        let ann = Announcement::sign(&key, "alice", 7).unwrap();
         let f = Frame::new(
             FrameKind::Video,
             1,
             1,
             Bytes::from_static(&[0x27, 1, 0, 0, 0]),
         );
-        let mut b = encode_frame(&f).to_vec();
+        let mut b = encode(&Message::Frame(signed(&key, &ann, f))).to_vec();
         b[6] = 0xff; // claim keyframe + header
         match &decode_all(&b).unwrap()[0] {
-            Message::Frame(g) => assert!(!g.is_keyframe() && !g.is_sequence_header()),
+            Message::Frame(g) => assert!(!g.frame.is_keyframe() && !g.frame.is_sequence_header()),
             m => panic!("{m:?}"),
         }
     }
@@ -447,12 +576,29 @@ mod tests {
     }
 
     #[test]
+    fn a_provider_refuses_frames_and_nobody_reserves_what_was_only_claimed() {
+        // A subscriber sends a frame header: refused before anything is buffered.
+        let mut b = (1000u32).to_be_bytes().to_vec();
+        b.push(T_FRAME);
+        let e = decode_all_with(Decoder::provider(), &b).unwrap_err();
+        assert!(matches!(e, DecodeError::Wire(WireError::Invalid(_))), "{e}");
+        // A peer that claims an 8 MiB frame and sends 5 bytes: we hold far less than its claim.
+        let mut src = BytesMut::from(&((MAX_FRAME + FRAME_HEADER - 4) as u32).to_be_bytes()[..]);
+        src.put_u8(T_FRAME);
+        assert!(Decoder::subscriber().decode(&mut src).unwrap().is_none());
+        assert!(src.capacity() <= 2 * RESERVE_AHEAD, "{}", src.capacity());
+    }
+
+    #[test]
     fn garbage_is_an_error_not_a_panic() {
         for bad in [
             &[0, 0, 0, 1, 99][..],
             &[0, 0, 0, 0, 1],
             &[0, 0, 0, 3, T_SUBSCRIBE, 0, 200],
             &[0, 0, 0, 2, T_ACK, 1],
+            &[
+                0, 0, 0, 20, T_FRAME, 9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
         ] {
             assert!(decode_all(bad).is_err(), "{bad:?}");
         }
@@ -462,6 +608,7 @@ mod tests {
         #[test]
         fn decoder_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let _ = decode_all(&bytes);
+            let _ = decode_all_with(Decoder::provider(), &bytes);
         }
 
         #[test]
@@ -474,17 +621,19 @@ mod tests {
         }
 
         #[test]
-        fn frames_round_trip(kind in 0usize..3, ts in any::<u32>(), seq in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..5000)) {
+        fn frames_round_trip(kind in 0usize..3, ts in any::<u32>(), seq in any::<u64>(), epoch in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..5000)) {
             let kind = [FrameKind::Audio, FrameKind::Video, FrameKind::Data][kind];
             let f = Frame::new(kind, ts, seq, Bytes::from(payload));
-            let out = decode_all(&encode_frame(&f)).unwrap();
+            let out = decode_all(&encode_frame(&f, epoch, &[7; SIGNATURE_LEN])).unwrap();
             match &out[..] {
                 [Message::Frame(g)] => {
-                    prop_assert_eq!(g.kind(), f.kind());
-                    prop_assert_eq!(g.timestamp(), ts);
-                    prop_assert_eq!(g.seq(), seq);
-                    prop_assert_eq!(g.payload(), f.payload());
-                    prop_assert_eq!(g.is_keyframe(), f.is_keyframe());
+                    prop_assert_eq!(g.frame.kind(), f.kind());
+                    prop_assert_eq!(g.frame.timestamp(), ts);
+                    prop_assert_eq!(g.frame.seq(), seq);
+                    prop_assert_eq!(g.frame.payload(), f.payload());
+                    prop_assert_eq!(g.frame.is_keyframe(), f.is_keyframe());
+                    prop_assert_eq!(g.epoch, epoch);
+                    prop_assert_eq!(g.signature, [7; SIGNATURE_LEN]);
                 }
                 other => prop_assert!(false, "{:?}", other),
             }

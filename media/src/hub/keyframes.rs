@@ -43,6 +43,15 @@ impl KeyframeCache {
         self.gop_valid = false;
     }
 
+    /// Forgets everything: a new origin session's metadata and headers will come with its first frames,
+    /// and the old ones belong to another encoder session.
+    pub(crate) fn reset_all(&mut self) {
+        self.metadata = None;
+        self.video_header = None;
+        self.audio_header = None;
+        self.reset_gop();
+    }
+
     /// True once the stream carried video.
     pub(crate) fn has_video(&self) -> bool {
         self.has_video

@@ -12,9 +12,10 @@
 mod keyframes;
 mod meter;
 mod restamp;
+mod ring;
 mod subscription;
 
-pub use restamp::Continuity;
+pub use restamp::{Continuity, MAX_SEQ_JUMP};
 pub use subscription::{Ended, Subscription};
 
 use crate::frame::{Frame, FrameKind};
@@ -23,9 +24,10 @@ use keyframes::KeyframeCache;
 use meter::{BitrateMeter, declared_bitrate_bps};
 use parking_lot::Mutex;
 use restamp::{Admit, Restamper};
+use ring::Ring;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::{Duration, Instant};
 
 /// Limits of one hub.
@@ -33,6 +35,8 @@ use tokio::time::{Duration, Instant};
 pub struct HubConfig {
     /// Frames held in the shared ring; a subscriber further behind than this loses frames and skips.
     pub ring_frames: usize,
+    /// ... and payload bytes: a stream of huge frames gets a shorter ring, not more memory.
+    pub ring_max_bytes: usize,
     /// A subscriber with more than this many frames queued skips ahead to the next keyframe, which bounds
     /// the latency a slow subscriber accumulates.
     pub max_lag_frames: usize,
@@ -48,6 +52,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             ring_frames: 1024,
+            ring_max_bytes: 32 << 20,
             max_lag_frames: 512,
             gop_max_bytes: 16 << 20,
             gop_max_frames: 2048,
@@ -123,6 +128,7 @@ struct Counters {
     frames_out: AtomicU64,
     bytes_out: AtomicU64,
     dropped: AtomicU64,
+    refused: AtomicU64,
     players: AtomicU64,
     peers: AtomicU64,
     relays: AtomicU64,
@@ -148,6 +154,9 @@ pub struct HubSnapshot {
     pub bytes_out: u64,
     /// Frames skipped by slow subscribers.
     pub dropped: u64,
+    /// Frames refused because their sequence number jumped further than an origin can (forged or corrupt;
+    /// see [`MAX_SEQ_JUMP`]).
+    pub refused: u64,
     /// Local players now.
     pub players: u64,
     /// Downstream peers now.
@@ -177,7 +186,11 @@ pub struct Hub {
     name: String,
     config: HubConfig,
     state: Mutex<State>,
-    tx: broadcast::Sender<Frame>,
+    /// The frames emitted last, which subscribers read at their own position (taken after `state` when
+    /// both are).
+    ring: Mutex<Ring>,
+    /// Wakes subscribers waiting at the ring's head.
+    arrived: Notify,
     live: watch::Sender<bool>,
     counters: Counters,
     events: Option<broadcast::Sender<StreamEvent>>,
@@ -201,8 +214,8 @@ impl Hub {
         config: HubConfig,
         events: Option<broadcast::Sender<StreamEvent>>,
     ) -> Arc<Self> {
-        let (tx, _) = broadcast::channel(config.ring_frames.max(2));
         let (live, _) = watch::channel(false);
+        let ring = Ring::new(config.ring_frames, config.ring_max_bytes);
         Arc::new(Hub {
             name: name.into(),
             state: Mutex::new(State {
@@ -214,7 +227,8 @@ impl Hub {
                 meter: BitrateMeter::new(Instant::now()),
             }),
             config,
-            tx,
+            ring: Mutex::new(ring),
+            arrived: Notify::new(),
             live,
             counters: Counters::default(),
             events,
@@ -244,16 +258,30 @@ impl Hub {
 
     /// Attaches a new source; a previous one is cut off (its next push fails with [`Replaced`]).
     pub fn attach(self: &Arc<Self>, kind: SourceKind) -> Source {
+        self.attach_inner(kind, None)
+    }
+
+    /// Attaches a mesh upstream that relays its origin's publish `session` (a number that changes when the
+    /// origin starts its stream again). The same session through another path joins up with what was
+    /// emitted; a new one starts over: sequence numbers, metadata, headers and the keyframe cache are the
+    /// new session's, and timestamps continue after the last emitted one.
+    pub fn attach_mesh(self: &Arc<Self>, session: u64) -> Source {
+        self.attach_inner(SourceKind::Mesh, Some(session))
+    }
+
+    fn attach_inner(self: &Arc<Self>, kind: SourceKind, session: Option<u64>) -> Source {
         let continuity = kind.continuity();
         let mut st = self.state.lock();
         st.generation += 1;
         st.attached = true;
         st.kind = Some(kind);
         st.meter.restart_source();
-        st.restamp.start(continuity);
+        let new_session = st.restamp.start(continuity, session);
         if continuity == Continuity::Rebase {
             // A new encoder session: old keyframes do not decode with its headers.
             st.cache.reset_gop();
+        } else if new_session {
+            st.cache.reset_all();
         }
         let generation = st.generation;
         drop(st);
@@ -274,16 +302,16 @@ impl Hub {
         // Under the lock: the subscriber gets either the cache with a frame or the ring with it, never both
         // and never neither.
         let st = self.state.lock();
-        let rx = self.tx.subscribe();
+        let position = self.ring.lock().head();
         let start = st.cache.start_bundle();
         let skipping = !st.cache.joinable();
-        drop(st);
         self.kind_counter(kind).fetch_add(1, Relaxed);
+        drop(st);
         Subscription::new(
             self.clone(),
             kind,
             start,
-            rx,
+            position,
             self.live.subscribe(),
             skipping,
         )
@@ -305,6 +333,7 @@ impl Hub {
             frames_out: c.frames_out.load(Relaxed),
             bytes_out: c.bytes_out.load(Relaxed),
             dropped: c.dropped.load(Relaxed),
+            refused: c.refused.load(Relaxed),
             players: c.players.load(Relaxed),
             peers: c.peers.load(Relaxed),
             relays: c.relays.load(Relaxed),
@@ -325,7 +354,7 @@ impl Hub {
 
     /// No source and nobody subscribed: the hub can be forgotten.
     pub fn is_idle(&self) -> bool {
-        !self.is_live() && self.tx.receiver_count() == 0
+        !self.is_live() && self.subscribers() == 0
     }
 
     /// Subscribers now (players, peers and relays).
@@ -364,11 +393,18 @@ impl Hub {
                 self.counters.dropped.fetch_add(1, Relaxed);
                 return Ok(());
             }
+            Admit::Implausible => {
+                self.counters.refused.fetch_add(1, Relaxed);
+                return Ok(());
+            }
         };
         st.meter.emitted(frame.timestamp(), len);
         st.cache.remember(&frame);
-        // Sent under the lock so that subscribe() sees either the cache with this frame or the ring with it.
-        let _ = self.tx.send(frame);
+        // Into the ring under the lock, so that subscribe() sees either the cache with this frame or the ring
+        // with it.
+        self.ring.lock().push(frame);
+        drop(st);
+        self.arrived.notify_waiters();
         Ok(())
     }
 
@@ -644,6 +680,42 @@ mod tests {
         assert_eq!(hub.snapshot().dropped, 1);
     }
 
+    #[tokio::test]
+    async fn a_forged_sequence_number_freezes_nothing_and_an_origin_restart_starts_over() {
+        let hub = Hub::new("s", HubConfig::default());
+        let origin = |seq: u64, f: Frame| f.restamped(f.timestamp(), seq);
+        let up = hub.attach_mesh(1);
+        up.push(origin(1, vheader())).unwrap();
+        up.push(origin(2, key(0))).unwrap();
+        up.push(origin(3, inter(33))).unwrap();
+        up.push(origin(u64::MAX, inter(50))).unwrap();
+        let mut sub = hub.subscribe(SubscriberKind::Player);
+        let mut n = 0;
+        while sub.try_next().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3, "the forged frame was not emitted");
+        up.push(origin(4, inter(66))).unwrap();
+        assert_eq!(sub.next().await.unwrap().seq(), 4);
+        assert_eq!(hub.snapshot().refused, 1);
+        drop(up);
+
+        // The origin restarted: its sequence numbers start again at 1, its clock at 0.
+        let up = hub.attach_mesh(2);
+        let mut late = hub.subscribe(SubscriberKind::Player);
+        assert!(
+            late.try_next().unwrap().is_none(),
+            "nothing of the old session is offered to a new subscriber"
+        );
+        up.push(origin(1, vheader())).unwrap();
+        up.push(origin(2, key(0))).unwrap();
+        let h = sub.next().await.unwrap();
+        let k = sub.next().await.unwrap();
+        assert!(h.is_sequence_header() && k.is_keyframe());
+        assert_eq!(k.seq(), 2);
+        assert!(k.timestamp() > 66, "time goes forward for players");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn subscribers_wait_for_a_source_then_end_after_grace() {
         let hub = Hub::new("s", HubConfig::default());
@@ -706,6 +778,29 @@ mod tests {
         src.push(inter(2000)).unwrap();
         src.push(key(2033)).unwrap();
         assert!(late.next().await.unwrap().is_keyframe());
+    }
+
+    #[tokio::test]
+    async fn a_stream_of_huge_frames_shortens_the_ring_instead_of_filling_memory() {
+        let hub = Hub::new(
+            "s",
+            HubConfig {
+                ring_max_bytes: 4 << 20,
+                ..HubConfig::default()
+            },
+        );
+        let src = hub.attach(SourceKind::Publisher);
+        let mut idle = hub.subscribe(SubscriberKind::Player); // never reads
+        let huge = Bytes::from(vec![0x27u8; 1 << 20]);
+        src.push(key(0)).unwrap();
+        for i in 0..200 {
+            src.push_media(FrameKind::Video, i, huge.clone()).unwrap();
+        }
+        assert!(hub.ring.lock().bytes() <= 4 << 20);
+        // The idle subscriber lost what fell out, and says so when it reads again.
+        src.push(key(300)).unwrap();
+        assert!(idle.next().await.unwrap().is_keyframe());
+        assert!(idle.dropped() >= 190, "dropped {}", idle.dropped());
     }
 
     #[test]

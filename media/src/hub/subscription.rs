@@ -1,11 +1,12 @@
 //! `Subscription`: one subscriber's view of a hub: the start bundle, then live frames from the shared ring,
 //! skipping ahead to the next keyframe when it falls behind.
 
+use super::ring::Read;
 use super::{Hub, SubscriberKind};
 use crate::frame::{Frame, FrameKind};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::Duration;
 
 /// Why a subscription stopped yielding frames.
@@ -14,7 +15,7 @@ pub enum Ended {
     /// The source left and none came back within the grace period.
     #[error("the stream's source left and did not come back")]
     SourceGone,
-    /// The hub was dropped.
+    /// The hub was closed (kept for callers that match on it; a subscription keeps its hub alive).
     #[error("the stream was closed")]
     Closed,
 }
@@ -25,7 +26,8 @@ pub struct Subscription {
     hub: Arc<Hub>,
     kind: SubscriberKind,
     start: VecDeque<Frame>,
-    rx: broadcast::Receiver<Frame>,
+    /// Where this subscriber reads the hub's ring next.
+    position: u64,
     live: watch::Receiver<bool>,
     skipping: bool,
     dropped: u64,
@@ -36,7 +38,7 @@ impl Subscription {
         hub: Arc<Hub>,
         kind: SubscriberKind,
         start: VecDeque<Frame>,
-        rx: broadcast::Receiver<Frame>,
+        position: u64,
         live: watch::Receiver<bool>,
         skipping: bool,
     ) -> Self {
@@ -44,7 +46,7 @@ impl Subscription {
             hub,
             kind,
             start,
-            rx,
+            position,
             live,
             skipping,
             dropped: 0,
@@ -70,17 +72,18 @@ impl Subscription {
 
     /// The next frame. Cancel-safe.
     pub async fn next(&mut self) -> Result<Frame, Ended> {
+        let hub = self.hub.clone();
         loop {
+            // Registered before looking, so that a frame pushed meanwhile wakes us.
+            let arrived = hub.arrived.notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
             if let Some(frame) = self.try_next_inner()? {
                 return Ok(frame);
             }
             let grace = self.hub.config.source_grace;
             tokio::select! {
-                r = self.rx.recv() => {
-                    if let Some(f) = self.filter(r)? {
-                        return Ok(f);
-                    }
-                }
+                _ = &mut arrived => {}
                 _ = async {
                     // Sleep the grace period only while no source is attached.
                     let _ = self.live.wait_for(|live| !*live).await;
@@ -104,16 +107,16 @@ impl Subscription {
             return Ok(Some(self.count(frame)));
         }
         loop {
-            match self.rx.try_recv() {
-                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
-                r => {
-                    let r = r.map_err(|e| match e {
-                        broadcast::error::TryRecvError::Lagged(n) => {
-                            broadcast::error::RecvError::Lagged(n)
-                        }
-                        _ => broadcast::error::RecvError::Closed,
-                    });
-                    if let Some(f) = self.filter(r)? {
+            let (read, queued) = {
+                let ring = self.hub.ring.lock();
+                let read = ring.read(&mut self.position);
+                (read, ring.head() - self.position)
+            };
+            match read {
+                Read::Empty => return Ok(None),
+                Read::Lagged(n) => self.skip(n),
+                Read::Frame(f) => {
+                    if let Some(f) = self.filter(f, queued) {
                         return Ok(Some(f));
                     }
                 }
@@ -121,20 +124,9 @@ impl Subscription {
         }
     }
 
-    /// Applies lag handling to one receive result: `Ok(None)` means "skipped, try again".
-    fn filter(
-        &mut self,
-        r: Result<Frame, broadcast::error::RecvError>,
-    ) -> Result<Option<Frame>, Ended> {
-        let frame = match r {
-            Ok(f) => f,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                self.skip(n);
-                return Ok(None);
-            }
-            Err(broadcast::error::RecvError::Closed) => return Err(Ended::Closed),
-        };
-        if !self.skipping && self.rx.len() > self.hub.config.max_lag_frames {
+    /// Applies lag handling to one frame (`queued`: frames after it in the ring); None means "skipped".
+    fn filter(&mut self, frame: Frame, queued: u64) -> Option<Frame> {
+        if !self.skipping && queued > self.hub.config.max_lag_frames as u64 {
             self.skip(0);
         }
         if self.skipping {
@@ -143,10 +135,10 @@ impl Subscription {
                 self.skipping = false;
             } else if !passes {
                 self.skip(1);
-                return Ok(None);
+                return None;
             }
         }
-        Ok(Some(self.count(frame)))
+        Some(self.count(frame))
     }
 
     fn skip(&mut self, n: u64) {

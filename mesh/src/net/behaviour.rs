@@ -1,11 +1,61 @@
-//! The set of libp2p protocols every node runs.
+//! The set of libp2p protocols every node runs, and the limits that keep a hostile peer from taking the
+//! node's connections, memory or relay service: connection limits (pending and established, in total, per
+//! direction and per peer), a memory limit above which new connections are refused, and a relay service
+//! that reserves only for peers of this mesh.
 
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::{StreamProtocol, autonat, dcutr, identify, identity::Keypair, kad, ping, relay};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, autonat, connection_limits, dcutr, identify,
+    identity::Keypair, kad, memory_connection_limits, ping, relay,
+};
+use parking_lot::RwLock;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use super::portmap;
 use std::time::Duration;
+
+/// Connections being set up that others opened to us, at once: a handshake flood waits its turn.
+pub const MAX_PENDING_INCOMING: u32 = 64;
+/// Connections others opened to us, established, at once.
+pub const MAX_ESTABLISHED_INCOMING: u32 = 256;
+/// Connections established in all, at once.
+pub const MAX_ESTABLISHED: u32 = 512;
+/// Connections to one peer at once (QUIC, TCP, a relayed one and one being upgraded need four).
+pub const MAX_ESTABLISHED_PER_PEER: u32 = 8;
+/// Above this much memory in use by the whole process, new connections are refused until it falls: a
+/// node uses tens of MiB; this much means something is flooding it.
+pub const MAX_PROCESS_MEMORY: usize = 1 << 30;
+
+/// Peers that speak our protocols (identify says so), while connected: the only peers the relay service
+/// reserves a slot for, so it carries this mesh's traffic and nobody else's.
+#[derive(Debug, Clone, Default)]
+pub struct MeshMembers(Arc<RwLock<HashSet<PeerId>>>);
+
+impl MeshMembers {
+    /// Whether `peer` identified as a node of this mesh.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.0.read().contains(peer)
+    }
+
+    /// `peer` identified as a node of this mesh.
+    pub fn insert(&self, peer: PeerId) {
+        self.0.write().insert(peer);
+    }
+
+    /// `peer` disconnected (or identified as something else).
+    pub fn remove(&self, peer: &PeerId) {
+        self.0.write().remove(peer);
+    }
+}
+
+/// Whether an identify answer comes from a node of this mesh: our protocol version, and our media
+/// protocol among what it serves.
+pub fn is_mesh_node(info: &identify::Info) -> bool {
+    info.protocol_version == IDENTIFY_PROTOCOL && info.protocols.contains(&crate::wire::PROTOCOL)
+}
 
 /// Identify protocol version of streamr nodes.
 pub const IDENTIFY_PROTOCOL: &str = "/streamr/1.0.0";
@@ -53,8 +103,8 @@ impl RelayLimits {
         }
     }
 
-    fn to_config(&self) -> relay::Config {
-        relay::Config {
+    fn to_config(&self, members: MeshMembers, refused: Arc<AtomicU64>) -> relay::Config {
+        let mut config = relay::Config {
             max_reservations: self.max_reservations,
             max_reservations_per_peer: self.max_reservations_per_peer,
             reservation_duration: self.reservation_duration,
@@ -63,9 +113,20 @@ impl RelayLimits {
             max_circuit_duration: self.max_circuit_duration,
             max_circuit_bytes: self.max_circuit_bytes,
             ..relay::Config::default()
-        }
-        // libp2p's default rate limits (one circuit per source peer every 2 minutes) are kept: a viewer needs
-        // one circuit per stream, and re-subscribing after a failure must not be refused for minutes.
+        };
+        // libp2p's default rate limits (per peer and per IP) are kept; on top, only peers of this mesh get a
+        // reservation, so circuits only ever lead to them. A peer whose identify has not arrived yet is
+        // refused too; our nodes ask again half a second later (see nat_maintain).
+        config
+            .reservation_rate_limiters
+            .push(Box::new(move |peer: PeerId, _: &Multiaddr, _| {
+                let member = members.contains(&peer);
+                if !member {
+                    refused.fetch_add(1, Relaxed);
+                }
+                member
+            }));
+        config
     }
 }
 
@@ -73,6 +134,10 @@ impl RelayLimits {
 #[derive(NetworkBehaviour)]
 #[allow(missing_debug_implementations)] // the derived event type and most behaviours have no Debug
 pub struct Behaviour {
+    /// Bounds connections (first, so that a refused connection costs nothing else).
+    pub limits: connection_limits::Behaviour,
+    /// Refuses new connections while the process uses too much memory.
+    pub memory: memory_connection_limits::Behaviour,
     /// Learns peers' addresses and protocols, and our observed address.
     pub identify: identify::Behaviour,
     /// Liveness and round-trip time.
@@ -96,12 +161,15 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    /// Builds the protocols for `key`.
+    /// Builds the protocols for `key`; the relay service reserves only for `members`, counting refusals in
+    /// `relay_refused`.
     pub fn new(
         key: &Keypair,
         relay_client: relay::client::Behaviour,
         relay_limits: &RelayLimits,
         use_upnp: bool,
+        members: MeshMembers,
+        relay_refused: Arc<AtomicU64>,
     ) -> Self {
         let peer_id = key.public().to_peer_id();
         let identify = identify::Behaviour::new(
@@ -117,13 +185,20 @@ impl Behaviour {
             kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
         // Client until we know we are reachable (see nat.rs): a NATed node must not act as a DHT server.
         kad.set_mode(Some(kad::Mode::Client));
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+            .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+            .with_max_established(Some(MAX_ESTABLISHED))
+            .with_max_established_per_peer(Some(MAX_ESTABLISHED_PER_PEER));
         Behaviour {
+            limits: connection_limits::Behaviour::new(limits),
+            memory: memory_connection_limits::Behaviour::with_max_bytes(MAX_PROCESS_MEMORY),
             identify,
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
             kad,
             stream: libp2p_stream::Behaviour::new(),
             relay_client,
-            relay: relay::Behaviour::new(peer_id, relay_limits.to_config()),
+            relay: relay::Behaviour::new(peer_id, relay_limits.to_config(members, relay_refused)),
             dcutr: dcutr::Behaviour::new(peer_id),
             // Probe candidate addresses every 2 s (default 5 s): a node learns sooner that it is public
             // and can relay, which is what NATed friends wait for.
@@ -134,5 +209,55 @@ impl Behaviour {
             autonat_server: autonat::v2::server::Behaviour::default(),
             upnp: Toggle::from(use_upnp.then(portmap::Behaviour::new)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(version: &str, protocols: Vec<StreamProtocol>) -> identify::Info {
+        identify::Info {
+            public_key: Keypair::generate_ed25519().public(),
+            protocol_version: version.into(),
+            agent_version: "x".into(),
+            listen_addrs: vec![],
+            protocols,
+            observed_addr: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            signed_peer_record: None,
+        }
+    }
+
+    #[test]
+    fn only_nodes_of_this_mesh_get_a_relay_reservation() {
+        assert!(is_mesh_node(&info(
+            IDENTIFY_PROTOCOL,
+            vec![crate::wire::PROTOCOL]
+        )));
+        assert!(!is_mesh_node(&info(
+            "/ipfs/0.1.0",
+            vec![crate::wire::PROTOCOL]
+        )));
+        assert!(!is_mesh_node(&info(IDENTIFY_PROTOCOL, vec![KAD_PROTOCOL])));
+
+        let members = MeshMembers::default();
+        let refused = Arc::new(AtomicU64::new(0));
+        let limits = RelayLimits::new(8, 4, Duration::from_secs(60), 1 << 20);
+        let mut config = limits.to_config(members.clone(), refused.clone());
+        let limiter = config
+            .reservation_rate_limiters
+            .last_mut()
+            .expect("our limiter is installed");
+        let (friend, stranger) = (PeerId::random(), PeerId::random());
+        members.insert(friend);
+        let addr: Multiaddr = "/ip4/198.51.100.1/tcp/1".parse().unwrap();
+        // web_time's Instant is std's on every platform we build for.
+        let now = std::time::Instant::now();
+        assert!(limiter.try_next(friend, &addr, now));
+        assert!(!limiter.try_next(stranger, &addr, now));
+        assert_eq!(refused.load(Relaxed), 1);
+        // A member that disconnects is a stranger again.
+        members.remove(&friend);
+        assert!(!limiter.try_next(friend, &addr, now));
     }
 }

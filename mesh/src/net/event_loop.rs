@@ -1,7 +1,10 @@
 //! The swarm's event loop: the only code that touches the `Swarm`. Commands come in on a channel; a snapshot
 //! of peers and addresses goes out through a shared lock that readers never hold for long.
 
-use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, RelayLimits};
+use super::addrbook::{AddressBook, Source, is_local};
+use super::behaviour::{
+    Behaviour, BehaviourEvent, KAD_PROTOCOL, MeshMembers, RelayLimits, is_mesh_node,
+};
 use super::is_relayed;
 use super::nat::{NatState, Reachability, Reservation, Upnp};
 use super::portmap;
@@ -100,8 +103,18 @@ pub enum NetError {
 pub enum NetCommand {
     /// Connect to an address.
     Dial(Multiaddr),
-    /// Remember addresses of a peer (from a catalog entry or a redirect).
-    AddAddresses(PeerId, Vec<Multiaddr>),
+    /// Remember addresses of `peer` that `via` gave us: the peer's own signed record (a catalog entry,
+    /// `signed`), or a hint (a redirect, a fallback) that nobody signed.
+    AddAddresses {
+        /// Whose addresses.
+        peer: PeerId,
+        /// The addresses.
+        addrs: Vec<Multiaddr>,
+        /// The peer that told us.
+        via: PeerId,
+        /// They come from `peer`'s own signed record.
+        signed: bool,
+    },
     /// Announce in the DHT that we provide this key.
     StartProviding(kad::RecordKey),
     /// Stop announcing.
@@ -224,6 +237,15 @@ pub struct NetStats {
     pub relay_circuits_closed: AtomicU64,
     /// Relayed connections closed because a direct one to the same peer exists.
     pub relayed_connections_replaced: AtomicU64,
+    /// Addresses a peer gave us that we will not dial (local ones from a peer not on our network, hints
+    /// beyond a peer's share).
+    pub addresses_refused: AtomicU64,
+    /// Connections refused by the connection or memory limits.
+    pub connections_denied: AtomicU64,
+    /// Relay service: reservations refused because the peer is not a node of this mesh.
+    pub relay_outsiders_refused: AtomicU64,
+    /// Relay service: circuits open now (each is counted in the upload this node spends).
+    pub relay_circuits_active: AtomicU64,
 }
 
 /// A cloneable handle to the event loop.
@@ -311,6 +333,9 @@ pub async fn start(
     cancel: CancellationToken,
 ) -> Result<(NetHandle, tokio::task::JoinHandle<()>), NetError> {
     let relay_cfg = cfg.relay.clone();
+    let members = MeshMembers::default();
+    let stats = Arc::new(NetStats::default());
+    let relay_refused = Arc::new(AtomicU64::new(0));
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.key.clone())
         .with_tokio()
         .with_tcp(
@@ -331,7 +356,16 @@ pub async fn start(
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| NetError::Transport(e.to_string()))?
-        .with_behaviour(|key, relay_client| Behaviour::new(key, relay_client, &relay_cfg, cfg.upnp))
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(
+                key,
+                relay_client,
+                &relay_cfg,
+                cfg.upnp,
+                members.clone(),
+                relay_refused.clone(),
+            )
+        })
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
@@ -393,7 +427,6 @@ pub async fn start(
         .set_status(Some(relay::Status::Disable));
     let (tx, rx) = mpsc::channel(256);
     let control = swarm.behaviour().stream.new_control();
-    let stats = Arc::new(NetStats::default());
     let predict = cfg.traversal.port_prediction.then(|| predict::Ctx {
         me: peer_id,
         control: control.clone(),
@@ -427,10 +460,12 @@ pub async fn start(
         public: false,
         upnp_enabled: cfg.upnp,
         close_relayed_at: HashMap::new(),
-        address_book: HashMap::new(),
+        book: AddressBook::default(),
         connect_waiters: HashMap::new(),
         pending_dials: HashMap::new(),
         autonat_dialed_back: HashMap::new(),
+        members,
+        relay_refused,
         dialed_with: HashMap::new(),
         ipv6_upgrade_tried: HashMap::new(),
         relay_candidates: {
@@ -512,8 +547,8 @@ struct EventLoop {
     upnp_enabled: bool,
     /// Peers whose relayed connections are closed at this time (a direct one exists).
     close_relayed_at: HashMap<PeerId, Instant>,
-    /// Addresses we know peers by (from catalogs, redirects, identify), newest first.
-    address_book: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Where we can dial peers (identify, signed records, hints).
+    book: AddressBook,
     /// Callers waiting for a connection to a peer.
     connect_waiters: HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
     /// Our own dials in flight.
@@ -532,6 +567,10 @@ struct EventLoop {
     predict: Option<predict::Ctx>,
     /// Port prediction attempts we started, by peer, awaiting their outcome.
     predicting: HashMap<PeerId, Instant>,
+    /// Connected peers that identified as nodes of this mesh (the relay service reserves only for them).
+    members: MeshMembers,
+    /// Reservations the relay service refused to outsiders (counted inside the relay's limiter).
+    relay_refused: Arc<AtomicU64>,
 }
 
 impl EventLoop {
@@ -550,8 +589,13 @@ impl EventLoop {
         debug!("mesh event loop stopped");
     }
 
-    /// Keeps the DHT's routing table fresh and reconnects to bootstrap peers that went away.
+    /// Keeps the DHT's routing table fresh and reconnects to bootstrap peers that went away; forgets
+    /// callers that stopped waiting for a connection.
     fn maintain(&mut self) {
+        self.connect_waiters.retain(|_, w| {
+            w.retain(|tx| !tx.is_closed());
+            !w.is_empty()
+        });
         let _ = self.swarm.behaviour_mut().kad.bootstrap();
         for addr in self.bootstrap.clone() {
             let connected = match addr.iter().last() {
@@ -667,6 +711,9 @@ impl EventLoop {
                 }
             }
         }
+        self.stats
+            .relay_outsiders_refused
+            .store(self.relay_refused.load(Relaxed), Relaxed);
         let nat = &self.nat;
         let snap = NatSnapshot {
             reachability: nat.reachability().as_str(),
@@ -743,6 +790,9 @@ impl EventLoop {
                 .take(2)
                 .collect()
         };
+        // Only the last minute matters (see the filter above): older entries are forgotten.
+        self.autonat_dialed_back
+            .retain(|_, t| now.duration_since(*t) <= Duration::from_secs(60));
         for (peer, addr) in targets {
             self.autonat_dialed_back.insert(peer, now);
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
@@ -761,19 +811,34 @@ impl EventLoop {
                     debug!(%addr, error = %e, "dial failed");
                 }
             }
-            NetCommand::AddAddresses(peer, addrs) => {
+            NetCommand::AddAddresses {
+                peer,
+                addrs,
+                via,
+                signed,
+            } => {
+                let local = self.is_local_peer(&via);
+                let source = if signed {
+                    Source::Own { via_local: local }
+                } else {
+                    Source::Hint {
+                        from: via,
+                        from_local: local,
+                    }
+                };
                 // Someone waits to connect to this peer and we just learned new addresses: try them now.
-                if self.learn(peer, addrs) && self.connect_waiters.contains_key(&peer) {
+                if self.learn(peer, addrs, source) && self.connect_waiters.contains_key(&peer) {
                     self.dial_known(peer);
                 }
             }
             NetCommand::Connect(peer, addrs, reply) => {
-                let _ = self.learn(peer, addrs);
+                // Addresses from this node's own caller (the user, a test) are believed.
+                let _ = self.learn(peer, addrs, Source::Own { via_local: true });
                 if self.swarm.is_connected(&peer) {
                     let _ = reply.send(Ok(()));
                     return;
                 }
-                let known = self.address_book.get(&peer).cloned().unwrap_or_default();
+                let known = self.book.addresses(&peer);
                 if known.is_empty() {
                     let _ = reply.send(Err(format!("no address known for {peer}")));
                     return;
@@ -802,7 +867,7 @@ impl EventLoop {
     /// Dials `peer` with every address we know, even if an older dial is still running: the addresses may
     /// be new (a relay reservation), and an older dial on dead addresses can hang for seconds.
     fn dial_known(&mut self, peer: PeerId) {
-        let known = self.address_book.get(&peer).cloned().unwrap_or_default();
+        let known = self.book.addresses(&peer);
         if known.is_empty() || self.dialed_with.get(&peer) == Some(&known) {
             return;
         }
@@ -824,25 +889,28 @@ impl EventLoop {
         }
     }
 
-    /// Remembers addresses of a peer (bounded). Returns whether anything was new.
-    fn learn(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
-        if addrs.is_empty() {
-            return false;
-        }
-        let before = self.address_book.get(&peer).cloned();
-        let book = self.address_book.entry(peer).or_default();
-        for a in addrs.into_iter().rev() {
-            let a = strip_p2p(&a);
-            book.retain(|x| *x != a);
-            book.insert(0, a);
-        }
-        book.truncate(16);
-        let changed = before.as_ref() != Some(book);
-        if self.address_book.len() > 4096 {
-            // A crude bound: forget peers we are not connected to.
+    /// True when `peer` reaches us directly from an address on our network (or this machine): the
+    /// local addresses it gives are then worth dialing.
+    fn is_local_peer(&self, peer: &PeerId) -> bool {
+        self.snapshot.read().peers.get(peer).is_some_and(|p| {
+            p.connections
+                .iter()
+                .any(|c| !c.relayed && is_local(&c.remote))
+        })
+    }
+
+    /// Remembers addresses of a peer (bounded, filtered; see `addrbook`). Returns whether anything was new.
+    fn learn(&mut self, peer: PeerId, addrs: Vec<Multiaddr>, source: Source) -> bool {
+        let refused = self.book.refused();
+        let addrs: Vec<Multiaddr> = addrs.iter().map(strip_p2p).collect();
+        let changed = self.book.learn(peer, addrs, source, Instant::now());
+        self.stats
+            .addresses_refused
+            .fetch_add(self.book.refused() - refused, Relaxed);
+        if self.book.len() > super::addrbook::MAX_PEERS {
             let connected: std::collections::HashSet<PeerId> =
                 self.swarm.connected_peers().copied().collect();
-            self.address_book.retain(|p, _| connected.contains(p));
+            self.book.prune(|p| connected.contains(p));
         }
         changed
     }
@@ -933,14 +1001,26 @@ impl EventLoop {
                     if p.connections.is_empty() {
                         s.peers.remove(&peer_id);
                         self.nat.disconnected(&peer_id);
+                        self.members.remove(&peer_id);
                     }
                 }
+            }
+            SwarmEvent::IncomingConnectionError {
+                error: libp2p::swarm::ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } => {
+                self.stats.connections_denied.fetch_add(1, Relaxed);
+                debug!(%send_back_addr, error = %cause, "refused a connection: a limit is reached");
             }
             SwarmEvent::OutgoingConnectionError {
                 peer_id,
                 error,
                 connection_id,
             } => {
+                if matches!(error, libp2p::swarm::DialError::Denied { .. }) {
+                    self.stats.connections_denied.fetch_add(1, Relaxed);
+                }
                 self.stats.dial_failures.fetch_add(1, Relaxed);
                 self.pending_dials.remove(&connection_id);
                 // Answer waiters only when none of our dials to the peer is still running.
@@ -961,6 +1041,11 @@ impl EventLoop {
                 if !is_relayed(&info.observed_addr) {
                     self.observed_by(peer_id, &info.observed_addr);
                 }
+                if is_mesh_node(&info) {
+                    self.members.insert(peer_id);
+                } else {
+                    self.members.remove(&peer_id);
+                }
                 let kad = info.protocols.contains(&KAD_PROTOCOL);
                 if kad {
                     for a in &info.listen_addrs {
@@ -980,6 +1065,7 @@ impl EventLoop {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                 }
+                let via_local = self.is_local_peer(&peer_id);
                 let _ = self.learn(
                     peer_id,
                     info.listen_addrs
@@ -987,6 +1073,7 @@ impl EventLoop {
                         .filter(|a| !is_relayed(a) && dualstack::usable(a))
                         .cloned()
                         .collect(),
+                    Source::Own { via_local },
                 );
                 let mut s = self.snapshot.write();
                 if let Some(p) = s.peers.get_mut(&peer_id) {
@@ -1027,6 +1114,7 @@ impl EventLoop {
                     dst_peer_id,
                 } => {
                     self.stats.relay_circuits_accepted.fetch_add(1, Relaxed);
+                    self.stats.relay_circuits_active.fetch_add(1, Relaxed);
                     debug!(%src_peer_id, %dst_peer_id, "relaying a circuit");
                 }
                 relay::Event::CircuitReqDenied { .. } => {
@@ -1034,6 +1122,10 @@ impl EventLoop {
                 }
                 relay::Event::CircuitClosed { .. } => {
                     self.stats.relay_circuits_closed.fetch_add(1, Relaxed);
+                    let _ = self
+                        .stats
+                        .relay_circuits_active
+                        .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
                 }
                 _ => {}
             },

@@ -2,6 +2,7 @@
 //! [`NetHandle`]. It keeps a snapshot of peers, connections and addresses that status pages read without
 //! waiting for the loop.
 
+pub mod addrbook;
 mod behaviour;
 mod event_loop;
 pub mod nat;

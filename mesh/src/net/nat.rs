@@ -234,9 +234,11 @@ impl NatState {
         }
     }
 
-    /// All connections to `peer` closed.
+    /// All connections to `peer` closed: what was kept per peer goes (the status pages show connected peers
+    /// only; the record of upgrades keeps its own bounded history).
     pub fn disconnected(&mut self, peer: &PeerId) {
         self.relayed_since.remove(peer);
+        self.direct_after.remove(peer);
     }
 
     /// A DCUtR hole punch finished.
@@ -383,6 +385,10 @@ mod tests {
         // A direct connection with no relayed one before it is not an upgrade.
         n.connection(PeerId::random(), false, false, t);
         assert_eq!(n.upgrades(), 1);
+        // Per-peer state goes with the peer; the history of upgrades stays.
+        n.disconnected(&p);
+        assert!(n.direct_after.is_empty());
+        assert_eq!(n.direct_percentiles(), Some((700, 700)));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::{
     stream_kbps,
 };
 use crate::announce::Announcement;
-use crate::catalog::{self, Catalog, CatalogEntry};
+use crate::catalog::{self, Catalog, CatalogEntry, ProviderRecord};
 use crate::net::{NetCommand, NetHandle};
 use crate::routes::{Lineage, Routes};
 use crate::session::downstream::{admits, fallbacks, redirect_hints};
@@ -26,6 +26,9 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+/// What one circuit of our relay service counts in our upload, kbit/s (a typical stream, see
+/// `stream_kbps`).
+const RELAY_CIRCUIT_KBPS: u64 = 2500;
 /// Commands waiting for the actor; tasks wait when it is full.
 const INBOX: usize = 1024;
 /// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).
@@ -34,16 +37,27 @@ const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
 const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
 /// Most of our addresses in a catalog entry.
 const MAX_GOSSIP_ADDRS: usize = 8;
-/// Most `/streamr/media/1` streams served to one peer at once (including ones not yet subscribed); more
+/// Most `/streamr/media/2` streams served to one peer at once (including ones not yet subscribed); more
 /// are dropped (a subscription flood).
 const MAX_SERVE_PER_PEER: usize = 16;
 /// Most served at once in total.
 const MAX_SERVE: usize = 512;
 /// Most catalog transfers read from one peer at once (an honest peer sends one every few seconds).
 const MAX_CATALOG_READS_PER_PEER: usize = 4;
+/// Most catalog transfers read at once in all (each may check up to 512 signatures).
+const MAX_CATALOG_READS: usize = 64;
 /// New subscriptions a peer may open in a burst, and per second after it.
 const SUBSCRIBE_BURST: f64 = 20.0;
 const SUBSCRIBE_RATE: f64 = 2.0;
+/// Catalog transfers a peer may open in a burst, and per second after it: an honest peer sends one every
+/// gossip interval, and one more at most every second when something changed.
+const CATALOG_BURST: f64 = 8.0;
+const CATALOG_RATE: f64 = 1.0;
+/// Signatures a peer's catalogs may make us check that we had not checked before, in a burst and per
+/// second after it: a first catalog of a large mesh needs two per entry (512 for a full message); a peer
+/// that sends ever new entries then costs about 3 ms of one core a second.
+const VERIFY_BURST: f64 = 512.0;
+const VERIFY_RATE: f64 = 64.0;
 
 /// What a task asks of the actor.
 #[derive(Debug)]
@@ -61,10 +75,11 @@ pub(super) enum Command {
         name: String,
         reply: oneshot::Sender<Known>,
     },
-    /// A fetch subscribed, or its upstream's path changed.
+    /// A fetch subscribed, or its upstream's path or publish changed; `done` answers once it is recorded.
     SetLineage {
         hub: Arc<Hub>,
         lineage: Arc<Lineage>,
+        done: oneshot::Sender<()>,
     },
     /// A subscriber asks to be served.
     Admit {
@@ -80,10 +95,12 @@ pub(super) enum Command {
         stream: libp2p::Stream,
         protocol: Inbound,
     },
-    /// A peer's catalog arrived.
+    /// A peer's catalog arrived (and was checked); `refund` is the part of its allowance of new signatures
+    /// that it did not use.
     Merge {
         peer: PeerId,
-        entries: Vec<CatalogEntry>,
+        entries: catalog::Checked,
+        refund: usize,
     },
 }
 
@@ -103,6 +120,10 @@ pub(super) struct Known {
     pub origin: Option<PeerId>,
     /// The nodes above our (lost) upstream.
     pub fallbacks: Vec<ProviderHint>,
+    /// When this node first heard of each stream in `entries`.
+    pub first_seen: HashMap<crate::announce::StreamId, Instant>,
+    /// Our (lost) upstream, which named the fallbacks.
+    pub upstream: Option<PeerId>,
 }
 
 /// The answer to [`Command::Admit`].
@@ -160,6 +181,10 @@ pub(super) struct Ctx {
     pub cancel: CancellationToken,
     /// Woken when the catalog learned something: fetches waiting for providers look again.
     pub catalog_changed: Notify,
+    /// Catalog signatures already checked, shared by the tasks that read catalogs.
+    pub verified: catalog::SharedCache,
+    /// One catalog is checked at a time (on a blocking thread): a flood of them never takes every core.
+    pub checking: tokio::sync::Semaphore,
 }
 
 impl Ctx {
@@ -188,27 +213,55 @@ enum Task {
     Dht,
 }
 
-/// A token bucket per peer: a peer that opens subscriptions faster than any honest node would is refused.
-#[derive(Debug, Default)]
+/// A token bucket per peer: a peer that opens streams faster than any honest node would is refused.
+#[derive(Debug)]
 struct RateLimit {
+    burst: f64,
+    per_second: f64,
     buckets: HashMap<PeerId, (f64, Instant)>,
 }
 
 impl RateLimit {
+    fn new(burst: f64, per_second: f64) -> Self {
+        RateLimit {
+            burst,
+            per_second,
+            buckets: HashMap::new(),
+        }
+    }
+
     fn allow(&mut self, peer: PeerId, now: Instant) -> bool {
         if self.buckets.len() > 4096 {
             self.buckets
                 .retain(|_, (_, t)| now.duration_since(*t) < Duration::from_secs(60));
         }
-        let (tokens, last) = self.buckets.entry(peer).or_insert((SUBSCRIBE_BURST, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * SUBSCRIBE_RATE)
-            .min(SUBSCRIBE_BURST);
+        let (tokens, last) = self.buckets.entry(peer).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             true
         } else {
             false
+        }
+    }
+
+    /// Takes up to `most` tokens at once; returns how many.
+    fn take(&mut self, peer: PeerId, now: Instant, most: usize) -> usize {
+        if !self.allow(peer, now) {
+            return 0;
+        }
+        let (tokens, _) = self.buckets.get_mut(&peer).expect("allow made it");
+        let n = (*tokens + 1.0).floor().min(most as f64).max(1.0);
+        *tokens -= n - 1.0;
+        n as usize
+    }
+
+    /// Gives back `n` tokens taken but not used.
+    fn refund(&mut self, peer: PeerId, n: usize) {
+        if let Some((tokens, _)) = self.buckets.get_mut(&peer) {
+            *tokens = (*tokens + n as f64).min(self.burst);
         }
     }
 }
@@ -227,7 +280,14 @@ pub(super) struct Actor {
     /// What each peer was last sent (a hash of the message) and when.
     last_sent: HashMap<PeerId, (u64, Instant)>,
     last_triggered_gossip: Option<Instant>,
+    /// Subscriptions opened, per peer.
     rate: RateLimit,
+    /// Catalog transfers opened, per peer.
+    catalog_rate: RateLimit,
+    /// New signatures each peer's catalogs may make us check.
+    verify_budget: RateLimit,
+    /// Our signed peer record and the addresses it holds (signed again when they change).
+    record: Option<ProviderRecord>,
     next_serve_id: u64,
     tasks: JoinSet<()>,
     kinds: HashMap<tokio::task::Id, Task>,
@@ -280,6 +340,8 @@ impl Actor {
             client: client.clone(),
             cancel,
             catalog_changed: Notify::new(),
+            verified: Arc::default(),
+            checking: tokio::sync::Semaphore::new(1),
         });
         let actor = Actor {
             ctx,
@@ -291,7 +353,10 @@ impl Actor {
             providing: HashSet::new(),
             last_sent: HashMap::new(),
             last_triggered_gossip: None,
-            rate: RateLimit::default(),
+            rate: RateLimit::new(SUBSCRIBE_BURST, SUBSCRIBE_RATE),
+            catalog_rate: RateLimit::new(CATALOG_BURST, CATALOG_RATE),
+            verify_budget: RateLimit::new(VERIFY_BURST, VERIFY_RATE),
+            record: None,
             next_serve_id: 0,
             tasks: JoinSet::new(),
             kinds: HashMap::new(),
@@ -417,14 +482,28 @@ impl Actor {
             Command::FetchState { key, state } => self.routes.set_fetch_state(&key, state),
             Command::Known { hub, name, reply } => {
                 let lineage = self.routes.lineage(&hub);
+                let entries = self.catalog.providers(&name, None, Instant::now());
+                let first_seen = entries
+                    .iter()
+                    .filter_map(|e| {
+                        let id = &e.announcement.id;
+                        Some((id.clone(), self.catalog.first_seen(id)?))
+                    })
+                    .collect();
                 let _ = reply.send(Known {
-                    entries: self.catalog.providers(&name, None, Instant::now()),
+                    entries,
                     origin: lineage.as_ref().map(|l| l.announcement.id.origin),
-                    fallbacks: lineage.map(|l| l.fallbacks.clone()).unwrap_or_default(),
+                    fallbacks: lineage
+                        .as_ref()
+                        .map(|l| l.fallbacks.clone())
+                        .unwrap_or_default(),
+                    first_seen,
+                    upstream: lineage.and_then(|l| l.upstream),
                 });
             }
-            Command::SetLineage { hub, lineage } => {
+            Command::SetLineage { hub, lineage, done } => {
                 self.routes.set_lineage(&hub, lineage);
+                let _ = done.send(());
                 self.dirty = true;
                 self.refresh_local();
             }
@@ -443,7 +522,14 @@ impl Actor {
                 stream,
                 protocol,
             } => self.inbound(peer, stream, protocol),
-            Command::Merge { peer, entries } => self.merge(peer, entries),
+            Command::Merge {
+                peer,
+                entries,
+                refund,
+            } => {
+                self.verify_budget.refund(peer, refund);
+                self.merge(peer, entries)
+            }
         }
     }
 
@@ -478,14 +564,33 @@ impl Actor {
             }
             StreamEvent::SourceDetached { name } => {
                 debug!(stream = %name, "source detached");
+                // A mesh source that went without a fetch behind it (the previous mesh's, stopped after this
+                // one started) leaves players waiting: fetch the stream for them.
+                if let Some(hub) = self.ctx.streams.get(&name)
+                    && hub.subscribers() > 0
+                    && !hub.is_live()
+                    && hub.snapshot().source == Some(streamr_media::SourceKind::Mesh)
+                    && !self.routes.is_fetching(&name)
+                {
+                    self.want(name, watch::channel(LookupState::Searching).0);
+                }
                 self.refresh_local();
             }
         }
         self.dirty = true;
     }
 
-    /// Signs and records the lineage of a stream published on this node.
+    /// Signs and records the lineage of a stream published on this node. A publisher that reconnects keeps
+    /// the announcement: the hub continues the stream (timestamps and sequence numbers go on), so for the
+    /// mesh it is the same publish, and frames on their way stay valid.
     fn originate(&mut self, hub: &Arc<Hub>) {
+        if self
+            .routes
+            .lineage(hub)
+            .is_some_and(|l| l.upstream.is_none() && l.announcement.id.origin == self.ctx.me)
+        {
+            return;
+        }
         match Announcement::sign(&self.key, hub.name(), now_ms()) {
             Ok(a) => {
                 info!(stream = %hub.name(), origin = %self.ctx.me, "announcing stream to the mesh");
@@ -506,13 +611,17 @@ impl Actor {
         }
     }
 
-    /// Upload in use for downstream peers: each served subscription at its stream's bitrate.
+    /// Upload in use: each served subscription at its stream's bitrate, and each circuit our relay service
+    /// carries at a typical stream's (libp2p's relay does not say how many bytes a circuit carries, and a
+    /// circuit that lasts carries media between two nodes that cannot punch through).
     fn upload_kbps(&self) -> u64 {
+        let relayed = self.ctx.net.stats().relay_circuits_active.load(Relaxed) * RELAY_CIRCUIT_KBPS;
         self.serving
             .values()
             .filter_map(|h| self.ctx.streams.get(h))
             .map(|h| stream_kbps(&h))
-            .sum()
+            .sum::<u64>()
+            + relayed
     }
 
     fn spare_kbps(&self) -> u32 {
@@ -545,18 +654,25 @@ impl Actor {
     fn refresh_local(&mut self) {
         self.routes.prune();
         let addrs = self.my_addrs();
+        if self.record.as_ref().is_none_or(|r| r.addrs() != addrs) {
+            match ProviderRecord::new(&self.key, addrs) {
+                Ok(r) => self.record = Some(r),
+                Err(e) => warn!(error = %e, "cannot sign our peer record"),
+            }
+        }
         let spare = self.spare_kbps();
         let mut entries = Vec::new();
         let mut keys = HashSet::new();
         for (_, l) in self.routes.provided() {
             keys.insert(l.announcement.id.name.clone());
-            entries.push(CatalogEntry {
-                announcement: l.announcement.clone(),
-                provider: self.ctx.me,
-                addrs: addrs.clone(),
-                hops: l.hops,
-                spare_kbps: spare,
-            });
+            if let Some(record) = &self.record {
+                entries.push(CatalogEntry::new(
+                    l.announcement.clone(),
+                    record.clone(),
+                    l.hops,
+                    spare,
+                ));
+            }
         }
         self.catalog.set_local(entries);
         let start: Vec<String> = keys.difference(&self.providing).cloned().collect();
@@ -581,6 +697,10 @@ impl Actor {
     fn gossip(&mut self) {
         let now = Instant::now();
         self.catalog.expire(now);
+        self.ctx
+            .stats
+            .catalog_entries
+            .store(self.catalog.learned_len() as u64, Relaxed);
         let peers: Vec<PeerId> = self
             .ctx
             .net
@@ -635,19 +755,27 @@ impl Actor {
                 );
             }
             Inbound::Catalog => {
-                let reads = self
-                    .kinds
-                    .values()
-                    .filter(|t| matches!(t, Task::CatalogRead { peer: q } if *q == peer))
-                    .count();
-                if reads >= MAX_CATALOG_READS_PER_PEER {
-                    debug!(%peer, "too many catalog transfers from this peer at once; stream dropped");
+                let reads = |p: Option<PeerId>| {
+                    self.kinds
+                        .values()
+                        .filter(|t| matches!(t, Task::CatalogRead { peer: q } if p.is_none_or(|p| p == *q)))
+                        .count()
+                };
+                if reads(Some(peer)) >= MAX_CATALOG_READS_PER_PEER
+                    || reads(None) >= MAX_CATALOG_READS
+                    || !self.catalog_rate.allow(peer, Instant::now())
+                {
+                    self.ctx.stats.catalogs_flooded.fetch_add(1, Relaxed);
+                    debug!(%peer, "too many catalog transfers from this peer; stream dropped");
                     return;
                 }
+                let allowance =
+                    self.verify_budget
+                        .take(peer, Instant::now(), 2 * catalog::MAX_ENTRIES);
                 let ctx = self.ctx.clone();
                 self.spawn_with(
                     Task::CatalogRead { peer },
-                    gossip::receive(ctx, peer, stream),
+                    gossip::receive(ctx, peer, stream, allowance),
                 );
             }
         }
@@ -759,11 +887,20 @@ impl Actor {
         })
     }
 
-    fn merge(&mut self, peer: PeerId, entries: Vec<CatalogEntry>) {
-        let mut merged = self.catalog.merge(&self.ctx.me, entries, Instant::now());
-        for id in &merged.forged {
-            self.ctx.stats.forged_announcements.fetch_add(1, Relaxed);
-            warn!(%peer, stream = %id, "refused a forged stream announcement in a catalog");
+    fn merge(&mut self, peer: PeerId, entries: catalog::Checked) {
+        let mut merged = self
+            .catalog
+            .merge(&self.ctx.me, peer, entries, Instant::now());
+        self.ctx
+            .stats
+            .catalog_entries
+            .store(self.catalog.learned_len() as u64, Relaxed);
+        if merged.dropped > 0 {
+            self.ctx
+                .stats
+                .catalog_entries_dropped
+                .fetch_add(merged.dropped as u64, Relaxed);
+            debug!(%peer, n = merged.dropped, "catalog full for these entries; not kept");
         }
         if !merged.changed {
             return;
@@ -773,9 +910,16 @@ impl Actor {
         let addresses = std::mem::take(&mut merged.addresses);
         if !addresses.is_empty() {
             let net = self.ctx.net.clone();
+            let via = peer;
             self.spawn_with(Task::Dht, async move {
                 for (peer, addrs) in addresses {
-                    net.send(NetCommand::AddAddresses(peer, addrs)).await;
+                    net.send(NetCommand::AddAddresses {
+                        peer,
+                        addrs,
+                        via,
+                        signed: true,
+                    })
+                    .await;
                 }
             });
         }
@@ -793,6 +937,10 @@ impl Actor {
 
     fn publish_view(&mut self) {
         self.dirty = false;
+        self.ctx
+            .stats
+            .catalog_entries
+            .store(self.catalog.learned_len() as u64, Relaxed);
         let streams = self
             .routes
             .all()
@@ -854,7 +1002,7 @@ mod tests {
 
     #[test]
     fn subscription_rate_limit_allows_a_burst_then_a_trickle() {
-        let mut r = RateLimit::default();
+        let mut r = RateLimit::new(SUBSCRIBE_BURST, SUBSCRIBE_RATE);
         let p = PeerId::random();
         let t = Instant::now();
         let allowed = (0..60).filter(|_| r.allow(p, t)).count();
@@ -862,5 +1010,16 @@ mod tests {
         assert!(r.allow(p, t + Duration::from_millis(600)));
         assert!(!r.allow(p, t + Duration::from_millis(600)));
         assert!(r.allow(PeerId::random(), t), "other peers are not affected");
+    }
+
+    #[test]
+    fn a_peers_allowance_of_new_signatures_is_taken_at_once_and_refunded() {
+        let mut r = RateLimit::new(VERIFY_BURST, VERIFY_RATE);
+        let (p, t) = (PeerId::random(), Instant::now());
+        assert_eq!(r.take(p, t, 512), 512);
+        assert_eq!(r.take(p, t, 512), 0, "spent");
+        r.refund(p, 100);
+        assert_eq!(r.take(p, t, 512), 100);
+        assert_eq!(r.take(p, t + Duration::from_secs(1), 512), 64);
     }
 }

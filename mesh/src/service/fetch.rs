@@ -1,20 +1,21 @@
-//! The subscriber side of `/streamr/media/1`, as I/O around the session machines: ask the actor what is
+//! The subscriber side of `/streamr/media/2`, as I/O around the session machines: ask the actor what is
 //! known, let the [`Fetcher`] choose providers, run an [`Upstream`] with each until one delivers, push its
 //! frames into the local hub, and when it dies or stalls, subscribe elsewhere while local players and
 //! downstream peers stay connected.
 
 use super::actor::{Command, Ctx, Known};
 use super::provider_key;
+use crate::auth::PublishId;
 use crate::net::NetCommand;
 use crate::session::upstream::{Refusal, Request};
-use crate::session::{Event, Fetcher, Loss, Next, Outcome, Upstream};
+use crate::session::{Event, Fetcher, Loss, Next, Outcome, Stop, Upstream};
 use crate::wire::{self, DecodeError, Message};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use streamr_media::{Hub, SourceKind};
+use streamr_media::{Hub, LookupState, SourceKind};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 use tokio_util::compat::FuturesAsyncReadCompatExt;
@@ -25,6 +26,37 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time to connect to a provider we are not connected to. Its addresses may change meanwhile (a relay
 /// reservation appears in the catalog), so an attempt that hangs on dead addresses ends early.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time for one write to the provider (the subscription, an acknowledgement): a provider that stops reading
+/// must not hold the session, whose stall detection waits meanwhile.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Writes one message within [`WRITE_TIMEOUT`].
+async fn write_bounded<W: futures::AsyncWrite + Unpin>(
+    wr: &mut W,
+    msg: &Message,
+) -> Result<(), String> {
+    let write = async {
+        wr.write_all(&wire::encode(msg)).await?;
+        wr.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no progress writing for {WRITE_TIMEOUT:?}")),
+    }
+}
+
+/// Records our lineage in the routing table and waits until it is there: frames of a new publish may only
+/// enter the hub once the sessions serving it can see the new announcement.
+async fn set_lineage(ctx: &Ctx, hub: &Arc<Hub>, lineage: Arc<crate::routes::Lineage>) {
+    ctx.client
+        .ask(|done| Command::SetLineage {
+            hub: hub.clone(),
+            lineage,
+            done,
+        })
+        .await;
+}
 
 pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
     info!(stream = %key, "looking for the stream in the mesh");
@@ -34,6 +66,15 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
         let local_source = hub.is_live() && hub.snapshot().source != Some(SourceKind::Mesh);
         if let Some(stop) = fetcher.check(now, hub.subscribers(), local_source) {
             debug!(stream = %key, ?stop, "fetch stops");
+            if let Stop::BadOrigin(why) = stop {
+                info!(stream = %key, %why, "cannot fetch this stream");
+                ctx.client
+                    .send(Command::FetchState {
+                        key: key.clone(),
+                        state: LookupState::NotFound(why),
+                    })
+                    .await;
+            }
             return;
         }
         let name = fetcher.name().to_string();
@@ -50,16 +91,35 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             entries,
             origin,
             fallbacks,
+            first_seen,
+            upstream,
         } = known;
-        let addresses: Vec<_> = entries
+        // Catalog entries' addresses (their providers' signed records) went into the address book when
+        // they were merged; the fallbacks are hints from our last upstream.
+        let fallback_addrs: Vec<_> = fallbacks
             .iter()
-            .map(|e| (e.provider, e.addrs.clone()))
-            .chain(fallbacks.iter().map(|f| (f.peer, f.addrs.clone())))
+            .map(|f| (f.peer, f.addrs.clone()))
             .collect();
-        let mut candidates = fetcher.candidates(now, entries, origin, &fallbacks, |p| ctx.view(p));
-        for (peer, addrs) in addresses {
-            if candidates.contains(&peer) {
-                ctx.net.send(NetCommand::AddAddresses(peer, addrs)).await;
+        let mut candidates = fetcher.candidates(
+            now,
+            entries,
+            origin,
+            &fallbacks,
+            |p| ctx.view(p),
+            |id| first_seen.get(id).copied(),
+        );
+        if let Some(via) = upstream {
+            for (peer, addrs) in fallback_addrs {
+                if candidates.contains(&peer) {
+                    ctx.net
+                        .send(NetCommand::AddAddresses {
+                            peer,
+                            addrs,
+                            via,
+                            signed: false,
+                        })
+                        .await;
+                }
             }
         }
         if candidates.is_empty() {
@@ -84,7 +144,7 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
         for peer in candidates {
             let request = Request {
                 name: name.clone(),
-                origin,
+                origin: fetcher.origin(),
                 prefix: fetcher.prefix().map(str::to_string),
                 have_seq: hub.position().map_or(0, |(s, _)| s),
             };
@@ -95,7 +155,12 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
                     debug!(stream = %key, provider = %peer, n = hints.len(), "redirected");
                     for h in hints {
                         ctx.net
-                            .send(NetCommand::AddAddresses(h.peer, h.addrs.clone()))
+                            .send(NetCommand::AddAddresses {
+                                peer: h.peer,
+                                addrs: h.addrs.clone(),
+                                via: peer,
+                                signed: false,
+                            })
                             .await;
                     }
                 }
@@ -141,6 +206,19 @@ fn count(ctx: &Ctx, outcome: &Outcome) {
             s.protocol_violations.fetch_add(1, Relaxed);
         }
         Outcome::Lost {
+            loss: Loss::Forged(_),
+            ..
+        } => {
+            s.forged_frames.fetch_add(1, Relaxed);
+        }
+        Outcome::Refused(Refusal::FalseClaim(_))
+        | Outcome::Lost {
+            loss: Loss::FalseClaim(_),
+            ..
+        } => {
+            s.false_claims.fetch_add(1, Relaxed);
+        }
+        Outcome::Lost {
             loss: Loss::Stalled(_),
             ..
         } => {
@@ -173,7 +251,7 @@ async fn session(
             Err(_) => return no_answer("timed out opening a stream".into()),
         };
     let (rd, mut wr) = stream.split();
-    let mut rd = FramedRead::new(rd.compat(), wire::Decoder);
+    let mut rd = FramedRead::new(rd.compat(), wire::Decoder::subscriber());
     let mut up = Upstream::new(
         ctx.me,
         peer,
@@ -182,7 +260,7 @@ async fn session(
         fetcher.last_frame(),
         Instant::now().into_std(),
     );
-    if let Err(e) = wr.write_all(&wire::encode(&request.subscribe())).await {
+    if let Err(e) = write_bounded(&mut wr, &request.subscribe()).await {
         return no_answer(format!("cannot subscribe: {e}"));
     }
     let answer = match tokio::time::timeout(ANSWER_TIMEOUT, rd.next()).await {
@@ -201,14 +279,11 @@ async fn session(
         }
     };
     let hops = lineage.hops;
-    // The lineage is in the table before the source attaches, so the hub is provided as soon as it is live.
-    ctx.client
-        .send(Command::SetLineage {
-            hub: hub.clone(),
-            lineage,
-        })
-        .await;
-    let source = hub.attach(SourceKind::Mesh);
+    let session = PublishId::of(&lineage.announcement).session();
+    // The lineage is in the table before the source attaches, so the hub is provided as soon as it is live
+    // and sessions serving it announce the publish before its first frame.
+    set_lineage(ctx, hub, lineage).await;
+    let mut source = hub.attach_mesh(session);
     info!(stream = %hub.name(), provider = %peer, hops, "subscribed");
 
     let mut acked_bytes = 0u64;
@@ -229,10 +304,9 @@ async fn session(
                         if let Message::Ack { bytes, .. } = &ack {
                             acked_bytes = *bytes;
                         }
-                        if let Err(e) = wr.write_all(&wire::encode(&ack)).await {
+                        if let Err(e) = write_bounded(&mut wr, &ack).await {
                             return up.on_closed(Some(format!("cannot acknowledge: {e}")));
                         }
-                        let _ = wr.flush().await;
                         continue;
                     }
                     Err(outcome) => return outcome,
@@ -260,15 +334,29 @@ async fn session(
                     return Outcome::Superseded;
                 }
             }
-            Ok(Event::Path(lineage)) => {
-                ctx.client
-                    .send(Command::SetLineage {
-                        hub: hub.clone(),
-                        lineage,
-                    })
-                    .await;
+            Ok(Event::Path {
+                lineage,
+                new_publish,
+            }) => {
+                let session = PublishId::of(&lineage.announcement).session();
+                set_lineage(ctx, hub, lineage).await;
+                if new_publish {
+                    // The origin started its stream again: the hub starts a new session.
+                    info!(stream = %hub.name(), provider = %peer, "the origin published again");
+                    source = hub.attach_mesh(session);
+                }
             }
-            Err(outcome) => return outcome,
+            Ok(Event::Stale) => {}
+            Err(outcome) => {
+                if let Outcome::Lost {
+                    loss: loss @ (Loss::Forged(_) | Loss::FalseClaim(_)),
+                    ..
+                } = &outcome
+                {
+                    warn!(stream = %hub.name(), provider = %peer, reason = %loss, "the upstream sent media or claims that are not true; dropping it");
+                }
+                return outcome;
+            }
         }
     }
 }

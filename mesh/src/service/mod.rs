@@ -18,6 +18,8 @@ mod fetch;
 mod gossip;
 mod serve;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 pub use stats::MeshStats;
 
@@ -221,7 +223,8 @@ impl Mesh {
         let me = net.peer_id;
         let watch_cancel = cancel.clone();
         tokio::spawn(async move {
-            let actor_task = tokio::spawn(actor.run());
+            let mut actor_task = tokio::spawn(actor.run());
+            let mut actor_done = false;
             // Whichever ends first: libp2p's task ending before we were cancelled means it failed (a panic
             // in a behaviour); the actor ending before means it panicked. Either way the service stops and
             // the node starts a new one.
@@ -231,17 +234,25 @@ impl Mesh {
                     Err(e) => Some(format!("the libp2p event loop failed: {e}")),
                     Ok(()) => Some("the libp2p event loop stopped".to_string()),
                 },
-                r = actor_task => match r {
-                    Err(e) if e.is_panic() => Some(format!("the mesh service panicked: {}", panic_text(e))),
-                    Err(e) => Some(format!("the mesh service failed: {e}")),
-                    Ok(()) => None,
-                },
+                r = &mut actor_task => {
+                    actor_done = true;
+                    match r {
+                        Err(e) if e.is_panic() => Some(format!("the mesh service panicked: {}", panic_text(e))),
+                        Err(e) => Some(format!("the mesh service failed: {e}")),
+                        Ok(()) => None,
+                    }
+                }
             };
             let why = why.filter(|_| !watch_cancel.is_cancelled());
             if let Some(w) = &why {
                 warn!("{w}; the mesh stops");
             }
             watch_cancel.cancel();
+            // The actor stops its tasks before anyone hears that the mesh stopped: fetches drop their
+            // sources, so the next mesh sees which streams players still wait for and fetches them again.
+            if !actor_done {
+                let _ = actor_task.await;
+            }
             let _ = done_tx.send(Some(why));
         });
         Ok(Mesh {

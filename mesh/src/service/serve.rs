@@ -1,9 +1,15 @@
-//! The provider side of `/streamr/media/1`, as I/O around [`Downstream`]: read the subscription, ask the
-//! actor to admit it, answer, then send frames from the hub while the flow control allows.
+//! The provider side of `/streamr/media/2`, as I/O around [`Downstream`]: read the subscription, ask the
+//! actor to admit it, answer, then send frames from the hub while the flow control allows. At the origin the
+//! frames are signed here (once per frame, whoever sends it first); a relay sends the origin's bytes as it
+//! received them. Every write is bounded in time: a subscriber that stops reading cannot hold a task, an
+//! upload slot or our memory.
 
 use super::actor::{Admission, Command, Ctx};
+use crate::auth::FrameSigner;
+use crate::session::downstream::WRITE_TIMEOUT;
 use crate::session::{Downstream, ServeError};
 use crate::wire::{self, DecodeError, Message};
+use bytes::Bytes;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
 use std::sync::Arc;
@@ -29,8 +35,32 @@ impl From<DecodeError> for ServeError {
     }
 }
 
-fn io(e: std::io::Error) -> ServeError {
-    ServeError::Io(e.to_string())
+/// Writes `chunks` and flushes, within [`WRITE_TIMEOUT`]: a subscriber whose window stays full that long
+/// has stopped reading.
+async fn write_bounded<W: futures::AsyncWrite + Unpin>(
+    wr: &mut W,
+    chunks: &[Bytes],
+) -> Result<(), ServeError> {
+    let write = async {
+        for b in chunks {
+            wr.write_all(b).await?;
+        }
+        wr.flush().await
+    };
+    match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ServeError::Io(e.to_string())),
+        Err(_) => Err(ServeError::WriteStalled),
+    }
+}
+
+/// Says a last word (a refusal, the end) and closes, within [`WRITE_TIMEOUT`]; failures do not matter.
+async fn last_word<W: futures::AsyncWrite + Unpin>(wr: &mut W, msg: &Message) {
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
+        wr.write_all(&wire::encode(msg)).await?;
+        wr.close().await
+    })
+    .await;
 }
 
 /// Serves one inbound stream to its end; counts and logs how it ended.
@@ -39,6 +69,10 @@ pub(super) async fn serve(ctx: Arc<Ctx>, peer: PeerId, id: u64, stream: libp2p::
         match &e {
             ServeError::Protocol(_) => ctx.stats.protocol_violations.fetch_add(1, Relaxed),
             ServeError::Stalled => ctx.stats.stalled_downstreams.fetch_add(1, Relaxed),
+            ServeError::WriteStalled => {
+                ctx.stats.write_stalls.fetch_add(1, Relaxed);
+                ctx.stats.stalled_downstreams.fetch_add(1, Relaxed)
+            }
             _ => 0,
         };
         debug!(%peer, error = %e, "served subscription ended");
@@ -52,7 +86,7 @@ async fn serve_inner(
     stream: libp2p::Stream,
 ) -> Result<(), ServeError> {
     let (rd, mut wr) = stream.split();
-    let mut rd = FramedRead::new(rd.compat(), wire::Decoder);
+    let mut rd = FramedRead::new(rd.compat(), wire::Decoder::provider());
     let first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, rd.next())
         .await
         .map_err(|_| ServeError::Protocol("no subscribe within 5 s".into()))?;
@@ -77,7 +111,6 @@ async fn serve_inner(
         })
         .await
         .ok_or_else(|| ServeError::Refused("the mesh is stopping".into()))?;
-    let refuse = |reason: String| wire::encode(&Message::Reject { reason });
     let (hub, accept, first, mut lineage_rx) = match admission {
         Admission::Accepted {
             hub,
@@ -86,16 +119,26 @@ async fn serve_inner(
             lineage,
         } => (hub, accept, first, lineage),
         Admission::NotHere => {
-            let _ = wr
-                .write_all(&refuse(format!("{name:?} is not live here")))
-                .await;
-            return Err(ServeError::Refused(format!("{name:?} not live here")));
+            let reason = format!("{name:?} is not live here");
+            last_word(
+                &mut wr,
+                &Message::Reject {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            return Err(ServeError::Refused(reason));
         }
         Admission::Loop => {
-            let _ = wr
-                .write_all(&refuse("you are upstream of me: a loop".into()))
-                .await;
-            return Err(ServeError::Refused("loop".into()));
+            let reason = "you are upstream of me: a loop".to_string();
+            last_word(
+                &mut wr,
+                &Message::Reject {
+                    reason: reason.clone(),
+                },
+            )
+            .await;
+            return Err(ServeError::Refused(reason));
         }
         Admission::Full(hints) => {
             let msg = if hints.is_empty() {
@@ -108,12 +151,11 @@ async fn serve_inner(
                     providers: hints,
                 }
             };
-            let _ = wr.write_all(&wire::encode(&msg)).await;
-            let _ = wr.close().await;
+            last_word(&mut wr, &msg).await;
             return Ok(());
         }
     };
-    wr.write_all(&wire::encode(&accept)).await.map_err(io)?;
+    write_bounded(&mut wr, &[wire::encode(&accept)]).await?;
     tracing::info!(%peer, stream = %name, "serving a downstream peer");
     let mut sub = hub.subscribe(SubscriberKind::Peer);
     let mut down = Downstream::new(
@@ -122,7 +164,9 @@ async fn serve_inner(
         ctx.config.tuning.max_inflight,
         Instant::now().into_std(),
     );
-    let mut out: Vec<bytes::Bytes> = Vec::with_capacity(BATCH);
+    // At the origin we sign; a relay has no signer and forwards the bytes frames arrived in.
+    let mut signer = FrameSigner::new(&ctx.config.key, down.announcement());
+    let mut out: Vec<Bytes> = Vec::with_capacity(BATCH);
     loop {
         let deadline = down.deadline().map(Instant::from_std);
         tokio::select! {
@@ -135,28 +179,38 @@ async fn serve_inner(
             },
             f = sub.next(), if down.has_room() => {
                 let Ok(frame) = f else {
-                    let _ = wr.write_all(&wire::encode(&Message::End { reason: "stream ended".into() })).await;
-                    let _ = wr.close().await;
+                    last_word(&mut wr, &Message::End { reason: "stream ended".into() }).await;
                     return Ok(());
                 };
-                // Our own upstream changed: tell the subscriber before the frames that follow.
-                if lineage_rx.has_changed().unwrap_or(false)
-                    && let Some(l) = lineage_rx.borrow_and_update().clone()
-                {
-                    match down.on_lineage(&l) {
-                        Ok(Some(path)) => out.push(wire::encode(&path)),
-                        Ok(None) => {}
-                        Err(e) => {
-                            ctx.stats.loops_prevented.fetch_add(1, Relaxed);
-                            return Err(e);
-                        }
-                    }
-                }
                 let mut next = Some(frame);
                 while let Some(f) = next {
-                    let b = f.encoded(EncodingSlot::Wire, wire::encode_frame);
-                    down.on_sent(b.len() as u64);
-                    out.push(b);
+                    // Our own upstream changed (another path, or the origin published again): tell the
+                    // subscriber before the frames that follow. The change is in the table before the first
+                    // frame of a new publish enters the hub, so it is seen here in time.
+                    if lineage_rx.has_changed().unwrap_or(false)
+                        && let Some(l) = lineage_rx.borrow_and_update().clone()
+                    {
+                        match down.on_lineage(&l) {
+                            Ok(Some(path)) => {
+                                out.push(wire::encode(&path));
+                                signer = FrameSigner::new(&ctx.config.key, down.announcement());
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                ctx.stats.loops_prevented.fetch_add(1, Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                    let epoch = down.announcement().started_ms;
+                    let b = f.encoded(EncodingSlot::Wire, |f| match &signer {
+                        Some(s) => wire::encode_frame(f, epoch, &s.sign(f)),
+                        None => Bytes::new(),
+                    });
+                    if down.sends(&b) {
+                        down.on_sent(b.len() as u64);
+                        out.push(b);
+                    }
                     next = if out.len() < BATCH && down.has_room() {
                         sub.try_next().ok().flatten()
                     } else {
@@ -164,10 +218,8 @@ async fn serve_inner(
                     };
                 }
                 let total: usize = out.iter().map(|b| b.len()).sum();
-                for b in out.drain(..) {
-                    wr.write_all(&b).await.map_err(io)?;
-                }
-                wr.flush().await.map_err(io)?;
+                write_bounded(&mut wr, &out).await?;
+                out.clear();
                 ctx.stats.bytes_sent.fetch_add(total as u64, Relaxed);
                 if !ctx.view(&peer).direct {
                     ctx.stats.relayed_bytes_sent.fetch_add(total as u64, Relaxed);

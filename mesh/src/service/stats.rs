@@ -13,6 +13,10 @@ pub struct MeshStats {
     pub subscriptions_rejected: AtomicU64,
     /// Inbound streams dropped because a peer opened too many.
     pub subscriptions_flooded: AtomicU64,
+    /// Catalog transfers dropped because a peer (or all peers together) opened too many.
+    pub catalogs_flooded: AtomicU64,
+    /// Catalog entries not kept because a bound was reached (per stream, per origin, in total).
+    pub catalog_entries_dropped: AtomicU64,
     /// Times we subscribed again after losing an upstream.
     pub resubscriptions: AtomicU64,
     /// Sum of resubscription gaps (last frame from the old upstream to first from the new), ms.
@@ -25,10 +29,20 @@ pub struct MeshStats {
     pub forged_announcements: AtomicU64,
     /// Peers that broke the media or catalog protocol (garbage, oversized lengths, wrong messages).
     pub protocol_violations: AtomicU64,
+    /// Upstreams dropped for sending media their origin did not sign (injected, altered or replaced frames)
+    /// or sending it out of order.
+    pub forged_frames: AtomicU64,
+    /// Providers refused or dropped for claims that cannot be true (hops that do not match their path, a
+    /// relay claiming to be the origin, a publish switched backwards).
+    pub false_claims: AtomicU64,
     /// Subscriptions refused or dropped because they would have formed a loop.
     pub loops_prevented: AtomicU64,
-    /// Downstream peers that stopped acknowledging and were cut off.
+    /// Downstream peers that stopped acknowledging or reading and were cut off.
     pub stalled_downstreams: AtomicU64,
+    /// Of `stalled_downstreams`, those whose writes made no progress (they stopped reading).
+    pub write_stalls: AtomicU64,
+    /// Catalog entries learned from peers now.
+    pub catalog_entries: AtomicU64,
     /// Upstreams that went quiet and were replaced.
     pub stalled_upstreams: AtomicU64,
     /// Frame bytes sent to downstream peers.

@@ -1,4 +1,4 @@
-//! The provider's side of one `/streamr/media/1` subscription, as plain code with no I/O: whether to admit
+//! The provider's side of one `/streamr/media/2` subscription, as plain code with no I/O: whether to admit
 //! a subscriber within the upload cap, what to answer, where to redirect it, and the flow control that
 //! bounds unacknowledged bytes in flight and cuts off a subscriber that stops acknowledging. The shell in
 //! `service/serve.rs` moves the bytes.
@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 /// A subscriber that acknowledges nothing for this long while frames are outstanding is cut off (it
 /// acknowledges every 100 ms while it receives): a dead peer frees its upload slot quickly.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
+/// A write to a subscriber that does not complete in this time ends the subscription. Over TCP (yamux) and
+/// relay circuits a write waits once the subscriber's window is full, so without a bound a subscriber that
+/// never reads would hold its upload slot, and the task, forever (its acknowledgement deadline is never
+/// looked at while the write waits).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Most providers named in one redirect.
 pub const MAX_REDIRECT_HINTS: usize = 16;
 /// Most fallbacks named in an accept.
@@ -30,6 +35,9 @@ pub enum ServeError {
     /// It stopped acknowledging.
     #[error("subscriber stopped acknowledging")]
     Stalled,
+    /// It stopped reading: a write did not complete within [`WRITE_TIMEOUT`].
+    #[error("subscriber stopped reading")]
+    WriteStalled,
     /// We would not (or could no longer) serve it.
     #[error("refused: {0}")]
     Refused(String),
@@ -159,9 +167,22 @@ impl Downstream {
         }
         self.lineage = now.clone();
         Ok(Some(Message::Path {
+            announcement: now.announcement.clone(),
             hops: now.hops,
             path: now.path.clone(),
         }))
+    }
+
+    /// The announcement the subscriber was last told about: frames are signed for its publish.
+    pub fn announcement(&self) -> &crate::announce::Announcement {
+        &self.lineage.announcement
+    }
+
+    /// Whether an encoded frame goes to the subscriber: only frames of the publish it was told about. A frame
+    /// of an older publish (still in our ring when our upstream moved to the origin's newer one) is skipped,
+    /// and so is one we hold no signature for (empty).
+    pub fn sends(&self, encoded: &[u8]) -> bool {
+        crate::wire::frame_epoch(encoded) == Some(self.lineage.announcement.started_ms)
     }
 }
 
@@ -242,6 +263,41 @@ mod tests {
     }
 
     #[test]
+    fn only_frames_of_the_announced_publish_are_sent() {
+        let t0 = Instant::now();
+        let k = Keypair::generate_ed25519();
+        let first = Arc::new(Lineage {
+            announcement: Announcement::sign(&k, "s", 10).unwrap(),
+            hops: 0,
+            path: vec![k.public().to_peer_id()],
+            upstream: None,
+            fallbacks: vec![],
+        });
+        let mut d = Downstream::new(PeerId::random(), first.clone(), 1000, t0);
+        let f = streamr_media::Frame::new(
+            streamr_media::FrameKind::Audio,
+            0,
+            1,
+            bytes::Bytes::from_static(&[0xaf, 1]),
+        );
+        let sig = [0; crate::auth::SIGNATURE_LEN];
+        assert!(d.sends(&crate::wire::encode_frame(&f, 10, &sig)));
+        assert!(!d.sends(&crate::wire::encode_frame(&f, 11, &sig)));
+        assert!(!d.sends(&[]), "a frame with no signature is never sent");
+        // The origin published again: the subscriber hears of it, then gets the new publish's frames only.
+        let later = Arc::new(Lineage {
+            announcement: Announcement::sign(&k, "s", 11).unwrap(),
+            ..(*first).clone()
+        });
+        assert!(matches!(
+            d.on_lineage(&later),
+            Ok(Some(Message::Path { announcement, .. })) if announcement.started_ms == 11
+        ));
+        assert!(!d.sends(&crate::wire::encode_frame(&f, 10, &sig)));
+        assert!(d.sends(&crate::wire::encode_frame(&f, 11, &sig)));
+    }
+
+    #[test]
     fn redirects_name_our_downstreams_first_and_never_the_requester() {
         let (me, req, a, b) = (
             PeerId::random(),
@@ -254,6 +310,7 @@ mod tests {
             announcement: Announcement::sign(&k, "s", 1).unwrap(),
             provider: p,
             addrs: vec![],
+            record: None,
             hops: 1,
             spare_kbps: 0,
         };

@@ -4,7 +4,8 @@
 //! and the DHT, runs [`super::Upstream`] sessions and reports their [`Outcome`]s here; the simulator
 //! (`streamr_mesh::sim`) drives the same code with virtual time.
 
-use super::upstream::{Loss, Outcome};
+use super::upstream::{Loss, Outcome, Refusal};
+use crate::announce::StreamId;
 use crate::catalog::{CatalogEntry, PeerView, rank};
 use crate::wire::ProviderHint;
 use libp2p::PeerId;
@@ -24,18 +25,35 @@ pub const REST_REFUSED: Duration = Duration::from_secs(5);
 pub const REST_UNREACHABLE: Duration = Duration::from_secs(1);
 /// See [`REST_REDIRECTED`].
 pub const REST_LOST: Duration = Duration::from_secs(5);
+/// A provider that sent forged media or made a false claim: it (or a node above it) is hostile, so it is
+/// not asked again for a long time.
+pub const REST_HOSTILE: Duration = Duration::from_secs(600);
 /// First and longest wait when no provider is known (doubling in between).
 pub const IDLE_WAIT_MIN: Duration = Duration::from_millis(250);
 /// See [`IDLE_WAIT_MIN`].
 pub const IDLE_WAIT_MAX: Duration = Duration::from_secs(2);
 
+/// Shortest origin a player may name in `NAME@ORIGIN`. Every Ed25519 node id begins with the same eight
+/// characters (`12D3KooW`), so six characters named nobody in particular and a forger could grind a key to
+/// match a short prefix; twenty-four leave sixteen base58 characters, about 93 bits.
+pub const MIN_ORIGIN_PREFIX: usize = 24;
+
+/// The name a player plays to get `origin`'s stream `name` when several nodes publish that name:
+/// `NAME@` and the first [`MIN_ORIGIN_PREFIX`] characters of the origin's id.
+pub fn play_name(name: &str, origin: &PeerId) -> String {
+    let id = origin.to_string();
+    format!("{name}@{}", &id[..id.len().min(MIN_ORIGIN_PREFIX)])
+}
+
 /// Why a fetch stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stop {
     /// Nobody on this node wants the stream any more.
     Unwanted,
     /// A local source (publisher, pull relay) owns the name now.
     LocalSource,
+    /// The player's `NAME@ORIGIN` does not name one origin safely; the text says why, for the player.
+    BadOrigin(String),
 }
 
 /// After an outcome: go on down the candidate list, or look for candidates again.
@@ -91,6 +109,10 @@ pub struct Fetcher {
     name: String,
     /// `NAME@PREFIX`: only origins whose id starts with this.
     prefix: Option<String>,
+    /// The origin this fetch settled on (the only one it subscribes to from then on).
+    chosen: Option<PeerId>,
+    /// Why the fetch cannot go on (a bad or ambiguous origin), once known.
+    problem: Option<String>,
     /// Providers resting until an instant.
     cooldown: HashMap<PeerId, Instant>,
     /// Providers a redirect named: tried first in the next round.
@@ -108,10 +130,18 @@ impl Fetcher {
     /// A fetch of `key` (`NAME` or `NAME@ORIGIN-PREFIX`) by node `me`.
     pub fn new(me: PeerId, key: &str) -> Self {
         let (name, prefix) = split_key(key);
+        let problem = prefix.filter(|p| p.len() < MIN_ORIGIN_PREFIX).map(|p| {
+            format!(
+                "{p:?} is too short to name the node that publishes {name:?}: use at least \
+                 {MIN_ORIGIN_PREFIX} characters of its id (its dashboard shows the whole id), or just {name:?}"
+            )
+        });
         Fetcher {
             me,
             name: name.to_string(),
             prefix: prefix.map(str::to_string),
+            chosen: None,
+            problem,
             cooldown: HashMap::new(),
             hinted: Vec::new(),
             last_frame: None,
@@ -142,8 +172,16 @@ impl Fetcher {
         self.last_frame
     }
 
+    /// The origin subscriptions ask for: the one this fetch settled on, once it did.
+    pub fn origin(&self) -> Option<PeerId> {
+        self.chosen
+    }
+
     /// Whether to go on, given who wants the stream and whether a local source owns it.
     pub fn check(&mut self, now: Instant, subscribers: u64, local_source: bool) -> Option<Stop> {
+        if let Some(p) = &self.problem {
+            return Some(Stop::BadOrigin(p.clone()));
+        }
         if local_source {
             return Some(Stop::LocalSource);
         }
@@ -159,9 +197,58 @@ impl Fetcher {
         *p != self.me && !self.cooldown.contains_key(p)
     }
 
-    /// Providers to try, best first: those a redirect named, then the catalog's (of one origin: the one
-    /// this node already plays, else the one asked for, else a friend's, else the nearest and earliest),
-    /// then the nodes above a lost upstream. `view` says how this node sees a peer (connected, direct, RTT).
+    /// Settles on one origin among the catalog's entries of this name: the one this node already plays;
+    /// else the one named by `NAME@ORIGIN`, which must be the only match; else, for a plain name, a
+    /// friend's, then the origin this node has known longest (`known_since`). Self-declared start times and
+    /// hop counts do not decide: anyone can sign its own stream of any name with any start time. A choice
+    /// stays settled, except that a stranger's not yet played gives way to a friend's that appears.
+    fn settle_origin(
+        &mut self,
+        entries: &[CatalogEntry],
+        playing_origin: Option<PeerId>,
+        known_since: &impl Fn(&StreamId) -> Option<Instant>,
+    ) -> Option<PeerId> {
+        if let Some(o) = playing_origin {
+            self.chosen = Some(o);
+            return Some(o);
+        }
+        let origins: std::collections::BTreeSet<(Option<Instant>, PeerId)> = entries
+            .iter()
+            .filter(|e| e.announcement.id.origin != self.me)
+            .filter(|e| {
+                self.prefix
+                    .as_deref()
+                    .is_none_or(|p| e.announcement.id.origin.to_string().starts_with(p))
+            })
+            .map(|e| (known_since(&e.announcement.id), e.announcement.id.origin))
+            .collect();
+        if self.prefix.is_some() && origins.len() > 1 {
+            self.problem = Some(format!(
+                "{} nodes publish {:?} with ids starting {:?}: name the one you want with more of its id",
+                origins.len(),
+                self.name,
+                self.prefix.as_deref().unwrap_or_default()
+            ));
+            return None;
+        }
+        let friend_offered = origins.iter().any(|(_, o)| self.friends.contains(o));
+        if let Some(o) = self.chosen
+            && (self.friends.contains(&o) || !friend_offered)
+        {
+            return Some(o);
+        }
+        // Friends first, then known longest (None, "just now", sorts first only when nothing is known).
+        let chosen = origins
+            .iter()
+            .min_by_key(|(since, o)| (!self.friends.contains(o), since.is_none(), *since, *o))
+            .map(|(_, o)| *o)?;
+        self.chosen = Some(chosen);
+        Some(chosen)
+    }
+
+    /// Providers to try, best first: those a redirect named, then the catalog's (of the one origin this
+    /// fetch settled on, see [`Fetcher::origin`]), then the nodes above a lost upstream. `view` says how this
+    /// node sees a peer (connected, direct, RTT); `known_since` when it first heard of a stream.
     pub fn candidates(
         &mut self,
         now: Instant,
@@ -169,6 +256,7 @@ impl Fetcher {
         playing_origin: Option<PeerId>,
         fallbacks: &[ProviderHint],
         view: impl Fn(&PeerId) -> PeerView,
+        known_since: impl Fn(&StreamId) -> Option<Instant>,
     ) -> Vec<PeerId> {
         self.cooldown.retain(|_, until| *until > now);
         let hinted = std::mem::take(&mut self.hinted);
@@ -177,25 +265,19 @@ impl Fetcher {
             .filter(|h| self.usable(&h.peer))
             .map(|h| h.peer)
             .collect();
-        let origin = playing_origin.map(|o| o.to_string());
-        let prefix = origin.as_deref().or(self.prefix.as_deref());
-        let mut entries: Vec<CatalogEntry> = catalog
+        let catalog: Vec<CatalogEntry> = catalog
             .into_iter()
             .filter(|e| e.announcement.id.name == self.name)
-            .filter(|e| prefix.is_none_or(|p| e.announcement.id.origin.to_string().starts_with(p)))
+            .collect();
+        let origin = self.settle_origin(&catalog, playing_origin, &known_since);
+        if self.problem.is_some() {
+            return Vec::new();
+        }
+        let mut entries: Vec<CatalogEntry> = catalog
+            .into_iter()
+            .filter(|e| Some(e.announcement.id.origin) == origin)
             .filter(|e| self.usable(&e.provider) && e.announcement.id.origin != self.me)
             .collect();
-        if prefix.is_none()
-            && let Some(best) = entries
-                .iter()
-                .min_by_key(|e| {
-                    let stranger = !self.friends.contains(&e.announcement.id.origin);
-                    (stranger, e.hops, e.announcement.started_ms)
-                })
-                .map(|e| e.announcement.id.clone())
-        {
-            entries.retain(|e| e.announcement.id == best);
-        }
         rank(&mut entries, view);
         out.extend(entries.into_iter().map(|e| e.provider));
         out.extend(fallbacks.iter().map(|f| f.peer).filter(|p| self.usable(p)));
@@ -255,6 +337,10 @@ impl Fetcher {
                 self.cooldown.insert(peer, now + REST_UNREACHABLE);
                 Next::NextCandidate
             }
+            Outcome::Refused(Refusal::Forged(_) | Refusal::FalseClaim(_)) => {
+                self.cooldown.insert(peer, now + REST_HOSTILE);
+                Next::NextCandidate
+            }
             Outcome::Refused(_) => {
                 self.cooldown.insert(peer, now + REST_REFUSED);
                 Next::NextCandidate
@@ -263,7 +349,10 @@ impl Fetcher {
                 // The stream broke but we are still connected directly: the relayed connection it ran on
                 // was closed in favour of a direct one, so go straight back to the same provider.
                 let moved = direct_now && matches!(loss, Loss::Broken(_));
-                if !moved {
+                let hostile = matches!(loss, Loss::Forged(_) | Loss::FalseClaim(_));
+                if hostile {
+                    self.cooldown.insert(peer, now + REST_HOSTILE);
+                } else if !moved {
                     self.cooldown.insert(peer, now + REST_LOST);
                 }
                 if last_frame.is_some() {
@@ -293,7 +382,6 @@ fn dedup_keep_order(v: &mut Vec<PeerId>) {
 mod tests {
     use super::*;
     use crate::announce::Announcement;
-    use crate::session::upstream::Refusal;
     use libp2p::identity::Keypair;
 
     fn entry(origin: &Keypair, started: u64, provider: PeerId, hops: u8) -> CatalogEntry {
@@ -301,9 +389,14 @@ mod tests {
             announcement: Announcement::sign(origin, "s", started).unwrap(),
             provider,
             addrs: vec![],
+            record: None,
             hops,
             spare_kbps: 1000,
         }
+    }
+
+    fn unknown(_: &StreamId) -> Option<Instant> {
+        None
     }
 
     #[test]
@@ -331,9 +424,10 @@ mod tests {
         let catalog = vec![
             entry(&o1, 10, far, 3),
             entry(&o1, 10, near, 1),
-            // Another origin publishing the same name, farther away: not mixed in.
+            // Another origin publishing the same name, heard of later: not mixed in.
             entry(&o2, 5, other, 2),
         ];
+        let o1_id = o1.public().to_peer_id();
         let got = f.candidates(
             t0,
             catalog,
@@ -343,9 +437,115 @@ mod tests {
                 addrs: vec![],
             }],
             |_| PeerView::default(),
+            |id| {
+                Some(if id.origin == o1_id {
+                    t0
+                } else {
+                    t0 + Duration::from_secs(1)
+                })
+            },
         );
         assert_eq!(got, vec![hint, near, far, fb]);
+        assert_eq!(f.origin(), Some(o1_id));
         assert_eq!(f.lookup_state(&got), LookupState::Connecting);
+    }
+
+    #[test]
+    fn a_plain_name_keeps_the_origin_known_longest_whatever_others_claim() {
+        let me = PeerId::random();
+        let (alice, mallory) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let (a, m) = (alice.public().to_peer_id(), mallory.public().to_peer_id());
+        let t0 = Instant::now();
+        // Mallory signs its own "s" with start time 0, at hop 0; alice was known first.
+        let catalog = vec![entry(&alice, 5_000, a, 0), entry(&mallory, 0, m, 0)];
+        let since = |id: &StreamId| {
+            Some(if id.origin == a {
+                t0
+            } else {
+                t0 + Duration::from_secs(9)
+            })
+        };
+        let mut f = Fetcher::new(me, "s");
+        let got = f.candidates(
+            t0,
+            catalog.clone(),
+            None,
+            &[],
+            |_| PeerView::default(),
+            since,
+        );
+        assert_eq!(got, vec![a]);
+        // Once settled, the fetch stays with its origin, even if it rests.
+        f.on_outcome(
+            a,
+            &Outcome::Refused(Refusal::Rejected("full".into())),
+            t0,
+            false,
+        );
+        let got = f.candidates(t0, catalog, None, &[], |_| PeerView::default(), since);
+        assert!(got.is_empty(), "{got:?}");
+        assert_eq!(f.origin(), Some(a));
+    }
+
+    #[test]
+    fn an_origin_named_too_briefly_or_ambiguously_is_refused_with_words() {
+        let me = PeerId::random();
+        // Six characters: the same for every node id's first eight.
+        let mut f = Fetcher::new(me, "s@12D3Ko");
+        match f.check(Instant::now(), 1, false) {
+            Some(Stop::BadOrigin(why)) => assert!(why.contains("at least 24"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A long enough prefix that two origins share (only a forger can arrange that): refused too.
+        let (x, y) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+        let common = "12D3KooWAAAAAAAAAAAAAAAA";
+        let mut f = Fetcher::new(me, &format!("s@{common}"));
+        assert_eq!(f.check(Instant::now(), 1, false), None);
+        let mut cat = vec![
+            entry(&x, 1, PeerId::random(), 1),
+            entry(&y, 1, PeerId::random(), 1),
+        ];
+        // Pretend both ids start with the prefix: the test cannot grind keys, so it checks the rule with
+        // the real ids' own common prefix instead.
+        let (xs, ys) = (
+            x.public().to_peer_id().to_string(),
+            y.public().to_peer_id().to_string(),
+        );
+        let shared: String = xs
+            .chars()
+            .zip(ys.chars())
+            .take_while(|(a, b)| a == b)
+            .map(|(a, _)| a)
+            .collect();
+        f.prefix = Some(shared);
+        let got = f.candidates(
+            Instant::now(),
+            std::mem::take(&mut cat),
+            None,
+            &[],
+            |_| PeerView::default(),
+            unknown,
+        );
+        assert!(got.is_empty());
+        assert!(matches!(
+            f.check(Instant::now(), 1, false),
+            Some(Stop::BadOrigin(_))
+        ));
+        // The whole id of one of them: fine.
+        let mut f = Fetcher::new(me, &format!("s@{xs}"));
+        let got = f.candidates(
+            Instant::now(),
+            vec![
+                entry(&x, 1, PeerId::random(), 1),
+                entry(&y, 1, PeerId::random(), 1),
+            ],
+            None,
+            &[],
+            |_| PeerView::default(),
+            unknown,
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(f.origin(), Some(x.public().to_peer_id()));
     }
 
     #[test]
@@ -353,29 +553,48 @@ mod tests {
         let me = PeerId::random();
         let (stranger, friend) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
         let (near, far) = (PeerId::random(), PeerId::random());
-        // The stranger's stream is nearer and older: without friends it wins.
+        let s_id = stranger.public().to_peer_id();
         let catalog = || vec![entry(&stranger, 1, near, 0), entry(&friend, 9, far, 3)];
         let t0 = Instant::now();
-        let got =
-            Fetcher::new(me, "s").candidates(t0, catalog(), None, &[], |_| PeerView::default());
+        // The stranger's stream was known first: without friends it wins.
+        let since = move |id: &StreamId| {
+            Some(if id.origin == s_id {
+                t0
+            } else {
+                t0 + Duration::from_secs(5)
+            })
+        };
+        let view = |_: &PeerId| PeerView::default();
+        let got = Fetcher::new(me, "s").candidates(t0, catalog(), None, &[], view, since);
         assert_eq!(got, vec![near]);
         let friends = Friends::default();
         let mut f = Fetcher::new(me, "s").with_friends(friends.clone());
         assert_eq!(
-            f.candidates(t0, catalog(), None, &[], |_| PeerView::default()),
+            f.candidates(t0, catalog(), None, &[], view, since),
             vec![near]
         );
-        // A friend added while the fetch runs counts from its next round on.
+        // A friend added while the fetch runs (nothing played yet) counts from its next round on.
         assert!(friends.insert(friend.public().to_peer_id()));
         assert_eq!(
-            f.candidates(t0, catalog(), None, &[], |_| PeerView::default()),
+            f.candidates(t0, catalog(), None, &[], view, since),
             vec![far]
         );
-        // An explicit origin still wins over friendship.
-        let origin = stranger.public().to_peer_id().to_string();
-        let mut g = Fetcher::new(me, &format!("s@{}", &origin[..16])).with_friends(friends);
+        // But not once the stranger's stream plays.
+        let mut h = Fetcher::new(me, "s");
         assert_eq!(
-            g.candidates(t0, catalog(), None, &[], |_| PeerView::default()),
+            h.candidates(t0, catalog(), None, &[], view, since),
+            vec![near]
+        );
+        let mut h = h.with_friends(friends.clone());
+        assert_eq!(
+            h.candidates(t0, catalog(), Some(s_id), &[], view, since),
+            vec![near]
+        );
+        // An explicit origin still wins over friendship.
+        let origin = s_id.to_string();
+        let mut g = Fetcher::new(me, &format!("s@{origin}")).with_friends(friends);
+        assert_eq!(
+            g.candidates(t0, catalog(), None, &[], view, since),
             vec![near]
         );
     }
@@ -391,7 +610,7 @@ mod tests {
         assert_eq!(f.on_outcome(p, &refused, t0, false), Next::NextCandidate);
         let cat = || vec![entry(&o, 1, p, 0)];
         assert!(
-            f.candidates(t0, cat(), None, &[], |_| PeerView::default())
+            f.candidates(t0, cat(), None, &[], |_| PeerView::default(), unknown)
                 .is_empty()
         );
         // Resting providers still count as found: players keep waiting.
@@ -399,7 +618,7 @@ mod tests {
         assert_eq!(f.idle_until(t0), t0 + IDLE_WAIT_MIN);
         let later = t0 + REST_REFUSED + Duration::from_millis(1);
         assert_eq!(
-            f.candidates(later, cat(), None, &[], |_| PeerView::default()),
+            f.candidates(later, cat(), None, &[], |_| PeerView::default(), unknown),
             vec![p]
         );
     }
@@ -418,9 +637,14 @@ mod tests {
         assert_eq!(f.on_outcome(p, &broken, t0, true), Next::NewRound);
         assert_eq!(f.last_frame(), Some(t0));
         assert_eq!(
-            f.candidates(t0, vec![entry(&o, 1, p, 0)], None, &[], |_| {
-                PeerView::default()
-            }),
+            f.candidates(
+                t0,
+                vec![entry(&o, 1, p, 0)],
+                None,
+                &[],
+                |_| PeerView::default(),
+                unknown
+            ),
             vec![p]
         );
         // A stall is a real loss: the provider rests.
@@ -430,17 +654,23 @@ mod tests {
         };
         f.on_outcome(p, &stalled, t0, true);
         assert!(
-            f.candidates(t0, vec![entry(&o, 1, p, 0)], None, &[], |_| {
-                PeerView::default()
-            })
+            f.candidates(
+                t0,
+                vec![entry(&o, 1, p, 0)],
+                None,
+                &[],
+                |_| PeerView::default(),
+                unknown
+            )
             .is_empty()
         );
     }
 
     #[test]
     fn stops_when_unwanted_for_a_while_or_when_a_local_source_takes_over() {
-        let mut f = Fetcher::new(PeerId::random(), "s@12D3");
-        assert_eq!(f.prefix(), Some("12D3"));
+        let long = "12D3KooWAbcdefghijkmnopqrstuvwxyz";
+        let mut f = Fetcher::new(PeerId::random(), &format!("s@{long}"));
+        assert_eq!(f.prefix(), Some(long));
         let t0 = Instant::now();
         assert_eq!(f.check(t0, 0, false), None);
         assert_eq!(f.check(t0 + UNWANTED_AFTER, 0, false), None);

@@ -9,5 +9,5 @@ pub mod fetcher;
 pub mod upstream;
 
 pub use downstream::{Downstream, ServeError};
-pub use fetcher::{Fetcher, Friends, Next, Stop};
+pub use fetcher::{Fetcher, Friends, MIN_ORIGIN_PREFIX, Next, Stop, play_name};
 pub use upstream::{Event, Loss, Outcome, Refusal, Request, Upstream};

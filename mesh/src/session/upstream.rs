@@ -1,14 +1,22 @@
-//! The subscriber's side of one `/streamr/media/1` subscription, as a state machine with no I/O: feed it
+//! The subscriber's side of one `/streamr/media/2` subscription, as a state machine with no I/O: feed it
 //! the provider's messages and the clock, and it says what to push into the hub, what to send back
 //! (acknowledgements) and, in the end, how the subscription ended ([`Outcome`]). The shell in
 //! `service/fetch.rs` moves the bytes.
+//!
+//! Nothing the provider says is taken on trust where it can be checked: the announcement must verify and
+//! be the stream asked for, the path must lead from the origin to the provider without us or repeats and
+//! match the hop count, and every frame must carry its origin's signature for the announced publish and
+//! come in order ([`crate::auth`]). A provider caught lying about media is dropped at once.
 
+use crate::announce::Announcement;
+use crate::auth::FrameVerifier;
 use crate::routes::Lineage;
-use crate::wire::{Message, ProviderHint};
+use crate::wire::{Message, ProviderHint, SignedFrame};
 use libp2p::PeerId;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamr_media::Frame;
+use streamr_media::{Frame, FrameKind, MAX_SEQ_JUMP};
 
 /// How often acknowledgements are sent.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
@@ -28,6 +36,10 @@ pub enum Refusal {
     /// Its path from the origin contains us or does not lead from the origin to it.
     #[error("its path contains us or does not lead to the origin")]
     Loop,
+    /// It claims something about its place in the tree that cannot be true (hops that do not match its
+    /// path, a peer twice on the path).
+    #[error("false claim: {0}")]
+    FalseClaim(String),
     /// It broke the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -58,6 +70,13 @@ pub enum Loss {
     /// The provider broke the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The provider sent media its origin did not sign, or out of order: it (or a node above it) injects,
+    /// alters, replaces or reorders frames.
+    #[error("forged media: {0}")]
+    Forged(String),
+    /// The provider's path or announcement update cannot be true.
+    #[error("false claim: {0}")]
+    FalseClaim(String),
 }
 
 /// How one subscription attempt ended.
@@ -121,8 +140,51 @@ pub enum Event {
         /// Time since the previous upstream's last frame, on the first frame of this one.
         gap_ms: Option<u64>,
     },
-    /// The provider's own upstream changed: our lineage is now this.
-    Path(Arc<Lineage>),
+    /// The provider's own upstream changed: our lineage is now this. `new_publish` says the origin
+    /// published again (a newer announcement): the hub starts a new session before the frames that follow.
+    Path {
+        /// Our lineage now.
+        lineage: Arc<Lineage>,
+        /// The announcement changed (the origin restarted its stream).
+        new_publish: bool,
+    },
+    /// A frame of an older publish than the one announced (it was on its way when the provider moved to
+    /// the newer one): not for the hub.
+    Stale,
+}
+
+/// Most peers on a path from the origin (a hop count is one byte).
+pub const MAX_PATH: usize = 64;
+
+/// Checks a provider's claimed place in the tree: the path leads from the origin to the provider, contains
+/// neither us nor any peer twice, and the hop count is the path's length. Returns the refusal otherwise.
+fn check_path(
+    path: &[PeerId],
+    hops: u8,
+    origin: &PeerId,
+    provider: &PeerId,
+    me: &PeerId,
+) -> Result<(), Refusal> {
+    if path.contains(me) || path.first() != Some(origin) || path.last() != Some(provider) {
+        return Err(Refusal::Loop);
+    }
+    if path.len() > MAX_PATH {
+        return Err(Refusal::FalseClaim(format!(
+            "a path of {} peers",
+            path.len()
+        )));
+    }
+    if usize::from(hops) + 1 != path.len() {
+        return Err(Refusal::FalseClaim(format!(
+            "{hops} hops on a path of {} peers",
+            path.len()
+        )));
+    }
+    let distinct: HashSet<&PeerId> = path.iter().collect();
+    if distinct.len() != path.len() {
+        return Err(Refusal::FalseClaim("a peer twice on its path".into()));
+    }
+    Ok(())
 }
 
 /// One subscription, subscriber side. See the module docs.
@@ -133,6 +195,10 @@ pub struct Upstream {
     request: Request,
     stall: Duration,
     lineage: Option<Arc<Lineage>>,
+    /// Checks frames against the announced publish (set by the accept).
+    verifier: Option<FrameVerifier>,
+    /// Highest sequence number of an audio or video frame received: media comes in order.
+    last_media_seq: Option<u64>,
     /// Frame bytes received (as the provider counts them: with the wire header).
     bytes: u64,
     acked_bytes: u64,
@@ -161,6 +227,8 @@ impl Upstream {
             request,
             stall,
             lineage: None,
+            verifier: None,
+            last_media_seq: None,
             bytes: 0,
             acked_bytes: 0,
             seq: 0,
@@ -191,18 +259,23 @@ impl Upstream {
             Message::Reject { reason } => return refuse(Refusal::Rejected(reason)),
             m => return refuse(Refusal::Protocol(format!("unexpected answer {m:?}"))),
         };
-        if let Err(e) = announcement.verify() {
-            return refuse(Refusal::Forged(e.to_string()));
-        }
+        let verifier = match FrameVerifier::new(&announcement) {
+            Ok(v) => v,
+            Err(e) => return refuse(Refusal::Forged(e.to_string())),
+        };
         if !self.request.matches(&announcement.id) {
             return refuse(Refusal::WrongStream(announcement.id.to_string()));
         }
-        if path.contains(&self.me)
-            || path.first() != Some(&announcement.id.origin)
-            || path.last() != Some(&self.provider)
-        {
-            return refuse(Refusal::Loop);
+        if let Err(r) = check_path(
+            &path,
+            hops,
+            &announcement.id.origin,
+            &self.provider,
+            &self.me,
+        ) {
+            return refuse(r);
         }
+        self.verifier = Some(verifier);
         path.push(self.me);
         let lineage = Arc::new(Lineage {
             announcement,
@@ -222,41 +295,128 @@ impl Upstream {
     /// Takes one message after the answer.
     pub fn on_message(&mut self, msg: Message, now: Instant) -> Result<Event, Outcome> {
         match msg {
-            Message::Frame(frame) => {
-                self.deadline = now + self.stall;
-                let gap_ms = match self.last_frame {
-                    None => self
-                        .previous_last_frame
-                        .take()
-                        .map(|prev| now.duration_since(prev).as_millis() as u64),
-                    Some(_) => None,
-                };
-                self.last_frame = Some(now);
-                self.bytes += crate::wire::FRAME_HEADER as u64 + frame.len() as u64;
-                self.seq = frame.seq();
-                Ok(Event::Frame { frame, gap_ms })
-            }
-            Message::Path { hops, mut path } => {
-                if path.contains(&self.me) {
-                    return Err(self.lost(Loss::Loop));
-                }
-                path.push(self.me);
-                let Some(old) = &self.lineage else {
-                    return Err(self.lost(Loss::Protocol("path before accept".into())));
-                };
-                let lineage = Arc::new(Lineage {
-                    announcement: old.announcement.clone(),
-                    hops: hops.saturating_add(1),
-                    path,
-                    upstream: Some(self.provider),
-                    fallbacks: old.fallbacks.clone(),
-                });
-                self.lineage = Some(lineage.clone());
-                Ok(Event::Path(lineage))
-            }
+            Message::Frame(signed) => self.on_frame(signed, now),
+            Message::Path {
+                announcement,
+                hops,
+                path,
+            } => self.on_path(announcement, hops, path),
             Message::End { reason } => Err(self.lost(Loss::Ended(reason))),
             m => Err(self.lost(Loss::Protocol(format!("unexpected {m:?}")))),
         }
+    }
+
+    fn on_frame(&mut self, signed: SignedFrame, now: Instant) -> Result<Event, Outcome> {
+        let SignedFrame {
+            frame,
+            epoch,
+            signature,
+        } = signed;
+        // The provider counts every frame it sends against its window, stale ones too.
+        self.bytes += crate::wire::FRAME_HEADER as u64 + frame.len() as u64;
+        let (Some(lineage), Some(verifier)) = (&self.lineage, &self.verifier) else {
+            return Err(self.lost(Loss::Protocol("frame before accept".into())));
+        };
+        let announced = lineage.announcement.started_ms;
+        if epoch < announced {
+            return Ok(Event::Stale);
+        }
+        if epoch > announced {
+            return Err(self.lost(Loss::Forged(format!(
+                "a frame of publish {epoch}, which was never announced"
+            ))));
+        }
+        if !verifier.verify(&frame, &signature) {
+            return Err(self.lost(Loss::Forged(format!(
+                "frame {} does not carry its origin's signature",
+                frame.seq()
+            ))));
+        }
+        let media = frame.kind() != FrameKind::Data && !frame.is_sequence_header();
+        if media {
+            if let Some(last) = self.last_media_seq {
+                if frame.seq() <= last {
+                    return Err(self.lost(Loss::Forged(format!(
+                        "frame {} after frame {last}: out of order or repeated",
+                        frame.seq()
+                    ))));
+                }
+                if frame.seq() - last > MAX_SEQ_JUMP {
+                    return Err(self.lost(Loss::Protocol(format!(
+                        "sequence jumps from {last} to {}",
+                        frame.seq()
+                    ))));
+                }
+            }
+            self.last_media_seq = Some(frame.seq());
+        }
+        self.deadline = now + self.stall;
+        let gap_ms = match self.last_frame {
+            None => self
+                .previous_last_frame
+                .take()
+                .map(|prev| now.duration_since(prev).as_millis() as u64),
+            Some(_) => None,
+        };
+        self.last_frame = Some(now);
+        self.seq = frame.seq();
+        Ok(Event::Frame { frame, gap_ms })
+    }
+
+    fn on_path(
+        &mut self,
+        announcement: Announcement,
+        hops: u8,
+        mut path: Vec<PeerId>,
+    ) -> Result<Event, Outcome> {
+        let Some(old) = self.lineage.clone() else {
+            return Err(self.lost(Loss::Protocol("path before accept".into())));
+        };
+        if let Err(r) = check_path(
+            &path,
+            hops,
+            &old.announcement.id.origin,
+            &self.provider,
+            &self.me,
+        ) {
+            return Err(self.lost(match r {
+                Refusal::Loop => Loss::Loop,
+                other => Loss::FalseClaim(other.to_string()),
+            }));
+        }
+        let new_publish = announcement != old.announcement;
+        if new_publish {
+            if announcement.id != old.announcement.id
+                || announcement.started_ms <= old.announcement.started_ms
+            {
+                return Err(self.lost(Loss::FalseClaim(format!(
+                    "switched from {} (started {}) to {} (started {})",
+                    old.announcement.id,
+                    old.announcement.started_ms,
+                    announcement.id,
+                    announcement.started_ms
+                ))));
+            }
+            match FrameVerifier::new(&announcement) {
+                Ok(v) => self.verifier = Some(v),
+                Err(e) => return Err(self.lost(Loss::Forged(e.to_string()))),
+            }
+            // The new publish numbers its frames from the start again.
+            self.last_media_seq = None;
+        }
+        path.push(self.me);
+        let lineage = Arc::new(Lineage {
+            announcement,
+            hops: hops.saturating_add(1),
+            path,
+            upstream: Some(self.provider),
+            fallbacks: old.fallbacks.clone(),
+        });
+        self.lineage = Some(lineage.clone());
+        Ok(Event::Path {
+            lineage,
+            new_publish,
+        })
     }
 
     /// The stream from the provider ended (`None`) or failed.
@@ -308,20 +468,24 @@ impl Upstream {
 mod tests {
     use super::*;
     use crate::announce::Announcement;
+    use crate::auth::FrameSigner;
     use bytes::Bytes;
     use libp2p::identity::Keypair;
     use streamr_media::FrameKind;
 
     struct World {
         origin: Keypair,
+        announcement: Announcement,
         me: PeerId,
         provider: PeerId,
         t0: Instant,
     }
 
     fn world() -> World {
+        let origin = Keypair::generate_ed25519();
         World {
-            origin: Keypair::generate_ed25519(),
+            announcement: Announcement::sign(&origin, "s", 1).unwrap(),
+            origin,
             me: PeerId::random(),
             provider: PeerId::random(),
             t0: Instant::now(),
@@ -339,20 +503,33 @@ mod tests {
 
     fn accept(w: &World, path: Vec<PeerId>) -> Message {
         Message::Accept {
-            announcement: Announcement::sign(&w.origin, "s", 1).unwrap(),
+            announcement: w.announcement.clone(),
             hops: (path.len() - 1) as u8,
             path,
             fallbacks: vec![],
         }
     }
 
-    fn frame(seq: u64) -> Message {
-        Message::Frame(Frame::new(
+    fn video(seq: u64) -> Frame {
+        Frame::new(
             FrameKind::Video,
             seq as u32 * 33,
             seq,
             Bytes::from_static(&[0x27, 1, 0, 0, 0]),
-        ))
+        )
+    }
+
+    fn signed_by(key: &Keypair, ann: &Announcement, frame: Frame) -> Message {
+        let signature = FrameSigner::new(key, ann).unwrap().sign(&frame);
+        Message::Frame(SignedFrame {
+            frame,
+            epoch: ann.started_ms,
+            signature,
+        })
+    }
+
+    fn frame(w: &World, seq: u64) -> Message {
+        signed_by(&w.origin, &w.announcement, video(seq))
     }
 
     fn up(w: &World) -> Upstream {
@@ -363,6 +540,24 @@ mod tests {
             Duration::from_secs(2),
             None,
             w.t0,
+        )
+    }
+
+    fn accepted(w: &World) -> Upstream {
+        let mut u = up(w);
+        let origin = w.origin.public().to_peer_id();
+        u.on_answer(accept(w, vec![origin, w.provider]), w.t0)
+            .unwrap();
+        u
+    }
+
+    fn forged(r: Result<Event, Outcome>) -> bool {
+        matches!(
+            r,
+            Err(Outcome::Lost {
+                loss: Loss::Forged(_),
+                ..
+            })
         )
     }
 
@@ -380,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_loops_forgeries_and_other_streams() {
+    fn refuses_loops_forgeries_false_claims_and_other_streams() {
         let w = world();
         let origin = w.origin.public().to_peer_id();
         let mut u = up(&w);
@@ -394,20 +589,28 @@ mod tests {
             u.on_answer(not_from_origin, w.t0),
             Err(Outcome::Refused(Refusal::Loop))
         );
-        let Message::Accept {
-            announcement,
-            hops,
-            path,
-            fallbacks,
-        } = accept(&w, vec![origin, w.provider])
-        else {
-            unreachable!()
+        // A relay that claims to be the origin's direct peer while its path says otherwise, or that names a
+        // peer twice: a false claim.
+        let lying_hops = Message::Accept {
+            announcement: w.announcement.clone(),
+            hops: 0,
+            path: vec![origin, PeerId::random(), w.provider],
+            fallbacks: vec![],
         };
+        assert!(matches!(
+            u.on_answer(lying_hops, w.t0),
+            Err(Outcome::Refused(Refusal::FalseClaim(_)))
+        ));
+        let x = PeerId::random();
+        assert!(matches!(
+            u.on_answer(accept(&w, vec![origin, x, x, w.provider]), w.t0),
+            Err(Outcome::Refused(Refusal::FalseClaim(_)))
+        ));
         let forged = Message::Accept {
-            announcement: announcement.forged_with_start(7),
-            hops,
-            path: path.clone(),
-            fallbacks: fallbacks.clone(),
+            announcement: w.announcement.forged_with_start(7),
+            hops: 1,
+            path: vec![origin, w.provider],
+            fallbacks: vec![],
         };
         assert!(matches!(
             u.on_answer(forged, w.t0),
@@ -452,11 +655,11 @@ mod tests {
         u.on_answer(accept(&w, vec![origin, w.provider]), w.t0)
             .unwrap();
         let t = w.t0 + Duration::from_millis(50);
-        match u.on_message(frame(1), t).unwrap() {
+        match u.on_message(frame(&w, 1), t).unwrap() {
             Event::Frame { gap_ms, .. } => assert_eq!(gap_ms, Some(750)),
             e => panic!("{e:?}"),
         }
-        match u.on_message(frame(2), t).unwrap() {
+        match u.on_message(frame(&w, 2), t).unwrap() {
             Event::Frame { gap_ms, .. } => assert_eq!(gap_ms, None),
             e => panic!("{e:?}"),
         }
@@ -480,21 +683,113 @@ mod tests {
     }
 
     #[test]
+    fn injected_altered_replaced_or_reordered_frames_end_the_subscription() {
+        let w = world();
+        // Injected: signed by someone else.
+        let mut u = accepted(&w);
+        u.on_message(frame(&w, 1), w.t0).unwrap();
+        let mallory = Keypair::generate_ed25519();
+        let theirs = Announcement::sign(&mallory, "s", 1).unwrap();
+        assert!(forged(
+            u.on_message(signed_by(&mallory, &theirs, video(2)), w.t0)
+        ));
+        // Altered: the origin's signature over other bytes.
+        let mut u = accepted(&w);
+        let Message::Frame(mut good) = frame(&w, 1) else {
+            unreachable!()
+        };
+        good.frame = Frame::new(
+            FrameKind::Video,
+            33,
+            1,
+            Bytes::from_static(&[0x27, 1, 0, 0, 1]),
+        );
+        assert!(forged(u.on_message(Message::Frame(good), w.t0)));
+        // Reordered or replayed: a genuine frame that is not newer than the last one.
+        let mut u = accepted(&w);
+        u.on_message(frame(&w, 5), w.t0).unwrap();
+        assert!(forged(u.on_message(frame(&w, 4), w.t0)));
+        let mut u = accepted(&w);
+        u.on_message(frame(&w, 5), w.t0).unwrap();
+        assert!(forged(u.on_message(frame(&w, 5), w.t0)));
+        // A frame of a publish nobody announced.
+        let mut u = accepted(&w);
+        let later = Announcement::sign(&w.origin, "s", 2).unwrap();
+        assert!(forged(
+            u.on_message(signed_by(&w.origin, &later, video(1)), w.t0)
+        ));
+        // A genuine frame that jumps further than any origin numbers: a protocol violation.
+        let mut u = accepted(&w);
+        u.on_message(frame(&w, 1), w.t0).unwrap();
+        assert!(matches!(
+            u.on_message(frame(&w, 2 + MAX_SEQ_JUMP), w.t0),
+            Err(Outcome::Lost {
+                loss: Loss::Protocol(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_restarted_origins_new_publish_arrives_with_the_path_and_older_frames_are_stale() {
+        let w = world();
+        let origin = w.origin.public().to_peer_id();
+        let mut u = accepted(&w);
+        u.on_message(frame(&w, 40), w.t0).unwrap();
+        let later = Announcement::sign(&w.origin, "s", 2).unwrap();
+        let moved = Message::Path {
+            announcement: later.clone(),
+            hops: 1,
+            path: vec![origin, w.provider],
+        };
+        match u.on_message(moved, w.t0).unwrap() {
+            Event::Path { new_publish, .. } => assert!(new_publish),
+            e => panic!("{e:?}"),
+        }
+        // A frame of the old publish still on its way: ignored, not an offence.
+        assert_eq!(u.on_message(frame(&w, 41), w.t0), Ok(Event::Stale));
+        // The new publish numbers from 1 again.
+        assert!(matches!(
+            u.on_message(signed_by(&w.origin, &later, video(1)), w.t0),
+            Ok(Event::Frame { .. })
+        ));
+        // Going back to an older publish, or to another stream, is a false claim.
+        let back = Message::Path {
+            announcement: w.announcement.clone(),
+            hops: 1,
+            path: vec![origin, w.provider],
+        };
+        assert!(matches!(
+            u.on_message(back, w.t0),
+            Err(Outcome::Lost {
+                loss: Loss::FalseClaim(_),
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn a_new_path_through_us_is_a_loss() {
         let w = world();
         let origin = w.origin.public().to_peer_id();
-        let mut u = up(&w);
-        u.on_answer(accept(&w, vec![origin, w.provider]), w.t0)
-            .unwrap();
+        let mut u = accepted(&w);
         let moved = Message::Path {
+            announcement: w.announcement.clone(),
             hops: 2,
             path: vec![origin, PeerId::random(), w.provider],
         };
         match u.on_message(moved, w.t0).unwrap() {
-            Event::Path(l) => assert_eq!(l.hops, 3),
+            Event::Path {
+                lineage,
+                new_publish,
+            } => {
+                assert_eq!(lineage.hops, 3);
+                assert!(!new_publish);
+            }
             e => panic!("{e:?}"),
         }
         let looped = Message::Path {
+            announcement: w.announcement.clone(),
             hops: 2,
             path: vec![origin, w.me, w.provider],
         };

@@ -15,7 +15,7 @@
 mod net;
 
 use crate::announce::Announcement;
-use crate::catalog::{Catalog, CatalogEntry, PeerView};
+use crate::catalog::{Catalog, CatalogEntry, Checked, PeerView};
 use crate::routes::Lineage;
 use crate::session::downstream::{admits, fallbacks, redirect_hints};
 use crate::session::upstream::{Loss, Refusal, Request};
@@ -205,6 +205,7 @@ enum Ev {
     Tick(usize),
     Catalog {
         to: usize,
+        from: usize,
         entries: Vec<CatalogEntry>,
     },
     /// A fetch looks again (its wait ended).
@@ -427,7 +428,7 @@ impl Sim {
         match ev {
             Ev::Join(i) => self.join(i),
             Ev::Tick(i) => self.tick(i),
-            Ev::Catalog { to, entries } => self.catalog(to, entries),
+            Ev::Catalog { to, from, entries } => self.catalog(to, from, entries),
             Ev::Wake { node, epoch } => {
                 if self.epoch(node) == Some(epoch) {
                     self.fetch_step(node);
@@ -504,6 +505,7 @@ impl Sim {
                 announcement: l.announcement.clone(),
                 provider: node.peer,
                 addrs: Vec::new(),
+                record: None,
                 hops: l.hops,
                 spare_kbps: node
                     .cap_kbps
@@ -534,21 +536,34 @@ impl Sim {
             if due {
                 self.nodes[i].last_sent.insert(j, (digest, self.now_ms));
                 let d = self.topo.one_way(i, j);
-                self.schedule(d, Ev::Catalog { to: j, entries });
+                self.schedule(
+                    d,
+                    Ev::Catalog {
+                        to: j,
+                        from: i,
+                        entries,
+                    },
+                );
             }
         }
         let gossip_ms = self.cfg.gossip_interval.as_millis() as u64;
         self.schedule(gossip_ms, Ev::Tick(i));
     }
 
-    fn catalog(&mut self, to: usize, entries: Vec<CatalogEntry>) {
+    fn catalog(&mut self, to: usize, from: usize, entries: Vec<CatalogEntry>) {
         if !self.nodes[to].alive {
             return;
         }
         self.report.catalog_messages += 1;
         let now = self.at();
+        let from = self.nodes[from].peer;
         let node = &mut self.nodes[to];
-        let merged = node.catalog.merge(&node.peer, entries, now);
+        // Signatures are not simulated: every entry is taken as checked (the real node checks them first).
+        let checked = Checked {
+            entries,
+            ..Checked::default()
+        };
+        let merged = node.catalog.merge(&node.peer, from, checked, now);
         // News wakes a fetch that waits for providers, as the real catalog_changed does.
         if merged.changed && node.fetch.as_ref().is_some_and(|f| f.waiting) {
             self.fetch_step(to);
@@ -583,7 +598,7 @@ impl Sim {
         fetch.attempt = None;
         fetch.waiting = false;
         match fetch.fetcher.check(now, 1, false) {
-            Some(Stop::Unwanted | Stop::LocalSource) => {
+            Some(Stop::Unwanted | Stop::LocalSource | Stop::BadOrigin(_)) => {
                 self.nodes[i].fetch = Some(fetch);
                 return;
             }
@@ -594,9 +609,15 @@ impl Sim {
             Some(l) => (Some(l.announcement.id.origin), l.fallbacks.clone()),
             None => (None, Vec::new()),
         };
-        let candidates = fetch
-            .fetcher
-            .candidates(now, entries, origin, &fallbacks, |p| self.view(i, p));
+        let catalog = &self.nodes[i].catalog;
+        let candidates = fetch.fetcher.candidates(
+            now,
+            entries,
+            origin,
+            &fallbacks,
+            |p| self.view(i, p),
+            |id| catalog.first_seen(id),
+        );
         fetch.round = candidates
             .iter()
             .filter_map(|p| self.index.get(p).copied())

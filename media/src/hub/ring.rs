@@ -1,0 +1,119 @@
+//! `Ring`: the frames a hub emitted last, which every subscriber reads at its own position. Bounded in frames
+//! and in bytes: a source that sends huge frames (a hostile origin may send 8 MiB ones) shortens the ring
+//! instead of making it hold a thousand of them. A subscriber whose position fell out of the ring lagged,
+//! and skips to the next keyframe.
+
+use crate::frame::Frame;
+use std::collections::VecDeque;
+
+/// What reading at a position found.
+#[derive(Debug)]
+pub(crate) enum Read {
+    /// The frame at the position.
+    Frame(Frame),
+    /// Nothing yet: the position is the head.
+    Empty,
+    /// The position fell out of the ring: this many frames were lost, and reading goes on at the tail.
+    Lagged(u64),
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    frames: VecDeque<Frame>,
+    /// Position of `frames[0]`.
+    tail: u64,
+    /// Payload bytes held.
+    bytes: usize,
+    max_frames: usize,
+    max_bytes: usize,
+}
+
+impl Ring {
+    pub(crate) fn new(max_frames: usize, max_bytes: usize) -> Self {
+        Ring {
+            frames: VecDeque::new(),
+            tail: 0,
+            bytes: 0,
+            max_frames: max_frames.max(1),
+            max_bytes,
+        }
+    }
+
+    /// Position the next frame will have: where a new subscriber starts reading.
+    pub(crate) fn head(&self) -> u64 {
+        self.tail + self.frames.len() as u64
+    }
+
+    /// Appends a frame, dropping the oldest ones beyond the bounds (the newest frame always stays).
+    pub(crate) fn push(&mut self, frame: Frame) {
+        self.bytes += frame.len();
+        self.frames.push_back(frame);
+        while self.frames.len() > self.max_frames
+            || (self.bytes > self.max_bytes && self.frames.len() > 1)
+        {
+            if let Some(old) = self.frames.pop_front() {
+                self.bytes -= old.len();
+                self.tail += 1;
+            }
+        }
+    }
+
+    /// The frame at `pos`, advancing it.
+    pub(crate) fn read(&self, pos: &mut u64) -> Read {
+        if *pos < self.tail {
+            let lost = self.tail - *pos;
+            *pos = self.tail;
+            return Read::Lagged(lost);
+        }
+        match self.frames.get((*pos - self.tail) as usize) {
+            Some(f) => {
+                *pos += 1;
+                Read::Frame(f.clone())
+            }
+            None => Read::Empty,
+        }
+    }
+
+    /// Payload bytes held.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameKind;
+    use bytes::Bytes;
+
+    fn f(n: usize) -> Frame {
+        Frame::new(FrameKind::Video, 0, 0, Bytes::from(vec![0x27u8; n]))
+    }
+
+    #[test]
+    fn bounded_in_frames_and_bytes_and_readers_that_fall_out_lag() {
+        let mut r = Ring::new(4, 1000);
+        let mut pos = r.head();
+        for _ in 0..3 {
+            r.push(f(100));
+        }
+        assert!(matches!(r.read(&mut pos), Read::Frame(_)));
+        for _ in 0..3 {
+            r.push(f(100));
+        }
+        assert_eq!((r.frames.len(), r.bytes()), (4, 400), "four frames at most");
+        // The reader was at position 1; frames 1 and 2 are gone.
+        assert!(matches!(r.read(&mut pos), Read::Lagged(1)));
+        assert!(matches!(r.read(&mut pos), Read::Frame(_)));
+        // Huge frames: the byte bound shortens the ring, and the newest frame always stays.
+        r.push(f(600));
+        r.push(f(600));
+        assert_eq!((r.frames.len(), r.bytes()), (1, 600));
+        r.push(f(5000));
+        assert_eq!((r.frames.len(), r.bytes()), (1, 5000));
+        let mut at_head = r.head();
+        assert!(matches!(r.read(&mut at_head), Read::Empty));
+    }
+}

@@ -1,0 +1,124 @@
+//! The mesh service end to end inside one process: real swarms on loopback, hubs fed by hand.
+
+use super::*;
+use crate::net::RelayLimits;
+use bytes::Bytes;
+use std::time::Duration;
+use streamr_media::{Frame, FrameKind, HubConfig, SourceKind, SubscriberKind};
+
+fn config(bootstrap: Vec<Multiaddr>) -> MeshConfig {
+    MeshConfig {
+        key: Keypair::generate_ed25519(),
+        port: 0,
+        bootstrap,
+        max_upload_kbps: 0,
+        relay: RelayLimits::new(8, 4, Duration::from_secs(3600), 1 << 30),
+        upnp: false,
+        friends: crate::Friends::default(),
+        tuning: MeshTuning {
+            gossip_interval: Duration::from_millis(300),
+            ..MeshTuning::default()
+        },
+    }
+}
+
+fn loopback_quic(m: &Mesh) -> Multiaddr {
+    m.status()
+        .listen_addrs
+        .iter()
+        .find(|a| a.starts_with("/ip4/127.0.0.1/") && a.contains("quic-v1"))
+        .expect("a loopback QUIC address")
+        .parse()
+        .unwrap()
+}
+
+/// Publishes a stream into `hub` until dropped: a keyframe every 30 frames, one frame every 20 ms.
+fn publish(hub: Arc<Hub>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let src = hub.attach(SourceKind::Publisher);
+        src.push(Frame::new(
+            FrameKind::Video,
+            0,
+            0,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0, 1]),
+        ))
+        .unwrap();
+        for i in 0u32.. {
+            let body: &'static [u8] = if i % 30 == 0 {
+                &[0x17, 1, 0, 0, 0, 7, 7, 7]
+            } else {
+                &[0x27, 1, 0, 0, 0, 7]
+            };
+            let _ = src.push(Frame::new(
+                FrameKind::Video,
+                i * 20,
+                0,
+                Bytes::from_static(body),
+            ));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
+/// Waits until `sub` yields a video frame, up to `limit`.
+async fn plays(sub: &mut streamr_media::Subscription, limit: Duration) -> bool {
+    tokio::time::timeout(limit, async {
+        loop {
+            match sub.next().await {
+                Ok(f) if f.kind() == FrameKind::Video && !f.is_sequence_header() => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    })
+    .await
+    .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn players_waiting_when_the_mesh_restarts_get_the_stream_again() {
+    let origin_streams = Streams::new(HubConfig::default());
+    let origin_cancel = CancellationToken::new();
+    let origin = Mesh::start(
+        config(vec![]),
+        origin_streams.clone(),
+        origin_cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let _publisher = publish(origin_streams.get_or_create("s"));
+
+    let streams = Streams::new(HubConfig::default());
+    let cfg = config(vec![loopback_quic(&origin)]);
+    let first_cancel = CancellationToken::new();
+    let first = Mesh::start(cfg.clone(), streams.clone(), first_cancel.clone())
+        .await
+        .unwrap();
+    streams.set_finder(Some(first.finder()));
+    let hub = streams.get_or_create("s");
+    let mut player = hub.subscribe(SubscriberKind::Player);
+    let _lookup = streams.request(&hub);
+    assert!(
+        plays(&mut player, Duration::from_secs(20)).await,
+        "the viewer never got the stream"
+    );
+
+    // The mesh stops (as when libp2p panics) and the node starts a new one at once; the player stays.
+    first_cancel.cancel();
+    first.stopped().await;
+    assert!(
+        !hub.is_live(),
+        "the stopped mesh's fetch let go of the stream before the mesh said it stopped"
+    );
+    while player.try_next().ok().flatten().is_some() {}
+    let second = Mesh::start(cfg, streams.clone(), CancellationToken::new())
+        .await
+        .unwrap();
+    streams.set_finder(Some(second.finder()));
+    assert!(
+        plays(&mut player, Duration::from_secs(20)).await,
+        "the waiting player never got the stream from the new mesh"
+    );
+    assert!(hub.is_live());
+    origin_cancel.cancel();
+}

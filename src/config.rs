@@ -82,6 +82,8 @@ impl Config {
             max_upload_kbps: self.max_upload_kbps,
             relay: self.relay_limits(),
             upnp: self.upnp,
+            port_prediction: self.port_prediction,
+            relay_candidates: Vec::new(),
             friends: streamr_mesh::Friends::default(),
             tuning: streamr_mesh::MeshTuning::default(),
             receipts: None,

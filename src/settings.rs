@@ -171,9 +171,14 @@ settings! {
     /// household.
     max_upload_kbps: u32 = 8_000;
         env "STREAMR_MAX_UPLOAD_KBPS"; value "KBPS"; applies Reconnect;
-    /// Ask the home router to open the mesh port (UPnP IGD).
+    /// Ask the home router to open the mesh port (PCP, NAT-PMP or UPnP IGD).
     upnp: bool = true;
         env "STREAMR_UPNP"; value "true|false"; applies Reconnect;
+    /// When a hole punch to a friend behind a router that gives every destination a new port (symmetric
+    /// NAT) fails, try port prediction: both nodes send many small probes to guess each other's ports
+    /// (at most a few thousand packets over 6 seconds, once per peer per 10 minutes).
+    port_prediction: bool = true;
+        env "STREAMR_PORT_PREDICTION"; value "true|false"; applies Reconnect;
     /// Relay service of a public node: circuits relayed at once. Enough for friends to watch a 2.5 Mbit/s
     /// stream for an evening when no hole punch is possible.
     relay_max_circuits: usize = 8;

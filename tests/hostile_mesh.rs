@@ -44,6 +44,7 @@ async fn hostile_node(
             bootstrap,
             relay: RelayLimits::new(8, 4, Duration::from_secs(3600), 1 << 30),
             upnp: false,
+            traversal: Default::default(),
         },
         cancel.clone(),
     )

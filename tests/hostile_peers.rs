@@ -66,6 +66,7 @@ async fn hostile_peers_are_refused_counted_and_honest_viewers_keep_playing() {
             bootstrap: vec![victim_addr.clone()],
             relay: RelayLimits::new(8, 4, Duration::from_secs(3600), 1 << 30),
             upnp: false,
+            traversal: Default::default(),
         },
         cancel.clone(),
     )

@@ -26,6 +26,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod dualstack;
+mod predict;
+mod relays;
+
+/// How long a QUIC connection may hear nothing before it counts as dead.
+const QUIC_IDLE: Duration = Duration::from_secs(4);
+/// How often QUIC sends a keep-alive on a quiet connection (well under [`QUIC_IDLE`]).
+const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(1);
+
 /// Settings of the libp2p side.
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -37,8 +46,31 @@ pub struct NetConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// Limits of the relay service this node offers.
     pub relay: RelayLimits,
-    /// Ask the home router to open our port (UPnP IGD).
+    /// Ask the home router to open our port (PCP, NAT-PMP or UPnP IGD).
     pub upnp: bool,
+    /// How to get through NATs beyond the defaults: relay candidates, port prediction.
+    pub traversal: Traversal,
+}
+
+/// NAT traversal options of the libp2p side.
+#[derive(Debug, Clone)]
+pub struct Traversal {
+    /// Try port prediction when a hole punch to a peer behind a symmetric NAT failed.
+    pub port_prediction: bool,
+    /// Public nodes to use as relays besides bootstrap peers (a coordinator's list), with `/p2p/<id>`.
+    pub relay_candidates: Vec<Multiaddr>,
+    /// The node's friends: preferred relays when they offer one.
+    pub friends: crate::Friends,
+}
+
+impl Default for Traversal {
+    fn default() -> Self {
+        Traversal {
+            port_prediction: true,
+            relay_candidates: Vec::new(),
+            friends: crate::Friends::default(),
+        }
+    }
 }
 
 /// The protocol a relay server offers.
@@ -91,6 +123,10 @@ pub enum NetCommand {
     GetProviders(kad::RecordKey, oneshot::Sender<Vec<PeerId>>),
     /// Be connected to a peer (dialing its known addresses and these); answers when connected or failed.
     Connect(PeerId, Vec<Multiaddr>, oneshot::Sender<Result<(), String>>),
+    /// More public nodes to use as relays (a coordinator's list), addresses with `/p2p/<id>`.
+    RelayCandidates(Vec<Multiaddr>),
+    /// Port prediction's guesses of a peer's QUIC address, dialed all at once (sent by the mesh itself).
+    PredictDial(PeerId, Vec<Multiaddr>),
 }
 
 /// One connection to a peer.
@@ -150,6 +186,10 @@ pub struct NetSnapshot {
 pub struct NatSnapshot {
     /// "public", "private" or "unknown".
     pub reachability: &'static str,
+    /// The same over IPv4 alone.
+    pub reachability_v4: &'static str,
+    /// The same over IPv6 alone.
+    pub reachability_v6: &'static str,
     /// Confirmed external addresses that are not relayed.
     pub public_addrs: Vec<Multiaddr>,
     /// Relays we hold (accepted) reservations on.
@@ -166,6 +206,10 @@ pub struct NatSnapshot {
     pub punch_failures: BTreeMap<String, u64>,
     /// Relayed-to-direct upgrades measured.
     pub upgrades: usize,
+    /// Port prediction attempts this node started.
+    pub prediction_attempts: u64,
+    /// Those that gave a direct connection.
+    pub prediction_successes: u64,
     /// Median and longest time from relayed to direct, ms.
     pub time_to_direct_ms: Option<(u64, u64)>,
     /// We serve as a relay (HOP advertised).
@@ -275,6 +319,11 @@ impl NetHandle {
     pub fn stats(&self) -> &NetStats {
         &self.stats
     }
+
+    /// Adds public nodes (addresses with `/p2p/<id>`, e.g. from a coordinator) as relay candidates.
+    pub async fn add_relay_candidates(&self, addrs: Vec<Multiaddr>) {
+        self.send(NetCommand::RelayCandidates(addrs)).await;
+    }
 }
 
 /// Builds the swarm, listens (QUIC first, TCP on the same port), dials the bootstrap peers and starts the
@@ -295,7 +344,14 @@ pub async fn start(
             yamux::Config::default,
         )
         .map_err(|e| NetError::Transport(e.to_string()))?
-        .with_quic()
+        .with_quic_config(|mut c| {
+            // A peer that vanished (crash, pulled plug) is noticed after QUIC_IDLE instead of libp2p's
+            // 10 s, so a dead relay is replaced within seconds (tests/relay_failover.rs); the keep-alive
+            // that makes this safe costs one small packet per second per connection.
+            c.max_idle_timeout = QUIC_IDLE.as_millis() as u32;
+            c.keep_alive_interval = QUIC_KEEP_ALIVE;
+            c
+        })
         .with_dns()
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
@@ -352,6 +408,8 @@ pub async fn start(
             .map_err(listen_err)?;
     }
 
+    dualstack::listen_ipv6(&mut swarm, quic_port, quic_port);
+
     for addr in &cfg.bootstrap {
         if let Some(Protocol::P2p(p)) = addr.iter().last() {
             swarm.behaviour_mut().kad.add_address(&p, strip_p2p(addr));
@@ -369,6 +427,19 @@ pub async fn start(
         .set_status(Some(relay::Status::Disable));
     let (tx, rx) = mpsc::channel(256);
     let control = swarm.behaviour().stream.new_control();
+    let predict = cfg.traversal.port_prediction.then(|| predict::Ctx {
+        me: peer_id,
+        control: control.clone(),
+        shared: Arc::new(parking_lot::Mutex::new(predict::Shared {
+            quic_port,
+            ..predict::Shared::default()
+        })),
+        commands: tx.clone(),
+        cancel: cancel.clone(),
+    });
+    if let Some(ctx) = &predict {
+        tokio::spawn(predict::serve(ctx.clone()));
+    }
     let handle = NetHandle {
         peer_id,
         tx,
@@ -396,6 +467,15 @@ pub async fn start(
         members,
         relay_refused,
         dialed_with: HashMap::new(),
+        ipv6_upgrade_tried: HashMap::new(),
+        relay_candidates: {
+            let mut c = relays::RelayCandidates::default();
+            c.add(cfg.traversal.relay_candidates.iter().cloned());
+            c
+        },
+        friends: cfg.traversal.friends.clone(),
+        predict,
+        predicting: HashMap::new(),
     };
     let task = tokio::spawn(async move { lp.run(cancel).await });
     Ok((handle, task))
@@ -477,6 +557,16 @@ struct EventLoop {
     autonat_dialed_back: HashMap<PeerId, Instant>,
     /// The addresses of our last dial per peer (a dial with the same ones is not repeated while it runs).
     dialed_with: HashMap<PeerId, Vec<Multiaddr>>,
+    /// Peers reached over IPv4 that we dialed over IPv6, and when (see `dualstack`).
+    ipv6_upgrade_tried: HashMap<PeerId, Instant>,
+    /// Listed relay candidates (see `relays`).
+    relay_candidates: relays::RelayCandidates,
+    /// The node's friends.
+    friends: crate::Friends,
+    /// Port prediction, when on.
+    predict: Option<predict::Ctx>,
+    /// Port prediction attempts we started, by peer, awaiting their outcome.
+    predicting: HashMap<PeerId, Instant>,
     /// Connected peers that identified as nodes of this mesh (the relay service reserves only for them).
     members: MeshMembers,
     /// Reservations the relay service refused to outsiders (counted inside the relay's limiter).
@@ -546,6 +636,8 @@ impl EventLoop {
             // are cheap. A public node keeps one (see `NatState::wanted_reservations`).
         }
         self.open_outbound_for_autonat(now);
+        self.prefer_ipv6(now);
+        self.expire_predictions(now);
         let candidates: Vec<(PeerId, Multiaddr)> = self
             .snapshot
             .read()
@@ -559,7 +651,16 @@ impl EventLoop {
                     .map(|c| (*id, strip_p2p(&c.remote)))
             })
             .collect();
-        let ids: Vec<PeerId> = candidates.iter().map(|(p, _)| *p).collect();
+        let ids = relays::rank(
+            candidates.iter().map(|(p, _)| *p).collect(),
+            |p| self.friends.contains(p),
+            &self.relay_candidates,
+        );
+        let spare = ids
+            .iter()
+            .filter(|p| !self.nat.reservations.contains_key(p))
+            .count();
+        self.keep_relay_candidates(self.nat.reservations.len() + spare, now);
         for relay in self.nat.relays_to_add(&ids) {
             let Some((_, addr)) = candidates.iter().find(|(p, _)| *p == relay) else {
                 continue;
@@ -583,7 +684,7 @@ impl EventLoop {
                 Err(e) => debug!(%relay, error = %e, "cannot listen through relay"),
             }
         }
-        // Close relayed connections to peers we now reach directly.
+        // Close relayed connections to peers we now reach directly (see `dualstack::superseded`).
         let mut due = Vec::new();
         self.close_relayed_at.retain(|p, at| {
             if *at <= now {
@@ -599,17 +700,7 @@ impl EventLoop {
                 .read()
                 .peers
                 .get(&peer)
-                .map(|p| {
-                    if p.is_direct() {
-                        p.connections
-                            .iter()
-                            .filter(|c| c.relayed)
-                            .map(|c| c.id)
-                            .collect()
-                    } else {
-                        Vec::new()
-                    }
-                })
+                .map(|p| dualstack::superseded(&p.connections))
                 .unwrap_or_default();
             for id in relayed {
                 if self.swarm.close_connection(id) {
@@ -626,6 +717,8 @@ impl EventLoop {
         let nat = &self.nat;
         let snap = NatSnapshot {
             reachability: nat.reachability().as_str(),
+            reachability_v4: nat.reachability_of(false).as_str(),
+            reachability_v6: nat.reachability_of(true).as_str(),
             public_addrs: nat.public_addrs().to_vec(),
             relays: nat
                 .reservations
@@ -650,6 +743,8 @@ impl EventLoop {
             punch_successes: nat.punch_successes,
             punch_failures: nat.punch_failures.clone(),
             upgrades: nat.upgrades(),
+            prediction_attempts: nat.prediction_attempts,
+            prediction_successes: nat.prediction_successes,
             time_to_direct_ms: nat.direct_percentiles(),
             relay_service: self.public,
         };
@@ -757,6 +852,11 @@ impl EventLoop {
                 }
             }
             NetCommand::StopProviding(key) => self.swarm.behaviour_mut().kad.stop_providing(&key),
+            NetCommand::PredictDial(peer, addrs) => self.predict_dial(peer, addrs),
+            NetCommand::RelayCandidates(addrs) => {
+                let new = self.relay_candidates.add(addrs);
+                debug!(new, "relay candidates added");
+            }
             NetCommand::GetProviders(key, reply) => {
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.pending_providers.insert(id, (Vec::new(), reply));
@@ -862,29 +962,32 @@ impl EventLoop {
                 let (remote, dialer) = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
                     ConnectedPoint::Listener { send_back_addr, .. } => {
-                        (send_back_addr.clone(), false)
+                        (self.real_remote(send_back_addr.clone()), false)
                     }
                 };
-                let relayed = is_relayed(&remote);
+                // An inbound circuit's send-back address is only `/p2p/<peer>`; the relayed listen
+                // address it arrived on (`local_addr`) is what shows it is relayed.
+                let relayed = is_relayed(&remote) || endpoint.is_relayed();
+                self.prediction_connected(peer_id, relayed);
                 debug!(%peer_id, %remote, relayed, "connected");
                 let mut snap = self.snapshot.write();
                 let info = snap.peers.entry(peer_id).or_default();
                 let already_direct = info.is_direct();
-                let has_relayed = info.connections.iter().any(|c| c.relayed);
                 self.nat
                     .connection(peer_id, relayed, already_direct, Instant::now());
-                if !relayed && has_relayed {
-                    info!(%peer_id, "direct connection established; the relayed one will be closed");
-                    self.close_relayed_at
-                        .insert(peer_id, Instant::now() + RELAYED_CLOSE_GRACE);
-                }
-                info.connections.push(ConnInfo {
+                let conn = ConnInfo {
                     id: connection_id,
                     remote,
                     relayed,
                     dialer,
                     established: Instant::now(),
-                });
+                };
+                if dualstack::needs_sorting(&info.connections, dualstack::path_rank(&conn)) {
+                    info!(%peer_id, remote = %conn.remote, relayed, "a direct and a relayed connection to the peer; the relayed one will be closed");
+                    self.close_relayed_at
+                        .insert(peer_id, Instant::now() + RELAYED_CLOSE_GRACE);
+                }
+                info.connections.push(conn);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -935,6 +1038,9 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                if !is_relayed(&info.observed_addr) {
+                    self.observed_by(peer_id, &info.observed_addr);
+                }
                 if is_mesh_node(&info) {
                     self.members.insert(peer_id);
                 } else {
@@ -943,7 +1049,7 @@ impl EventLoop {
                 let kad = info.protocols.contains(&KAD_PROTOCOL);
                 if kad {
                     for a in &info.listen_addrs {
-                        if !is_relayed(a) {
+                        if !is_relayed(a) && dualstack::usable(a) {
                             self.swarm
                                 .behaviour_mut()
                                 .kad
@@ -964,7 +1070,7 @@ impl EventLoop {
                     peer_id,
                     info.listen_addrs
                         .iter()
-                        .filter(|a| !is_relayed(a))
+                        .filter(|a| !is_relayed(a) && dualstack::usable(a))
                         .cloned()
                         .collect(),
                     Source::Own { via_local },
@@ -1034,6 +1140,7 @@ impl EventLoop {
                 Err(e) => {
                     info!(peer = %remote_peer_id, error = %e, "hole punch failed; staying on the relay");
                     self.nat.punch(Err(e.to_string()));
+                    self.on_punch_failed(remote_peer_id);
                 }
             },
             SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(autonat::v2::client::Event {
@@ -1042,7 +1149,7 @@ impl EventLoop {
                 ..
             })) => {
                 debug!(%tested_addr, ok = result.is_ok(), "reachability probe");
-                self.nat.autonat_result(result.is_ok());
+                self.nat.autonat_result_for(&tested_addr, result.is_ok());
                 if let Upnp::Unverified(a) = &self.nat.upnp
                     && *a == tested_addr
                 {
@@ -1054,8 +1161,12 @@ impl EventLoop {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Upnp(ev)) => match ev {
-                portmap::Event::Mapped { addr, routable } => {
-                    info!(%addr, routable, "the router opened a port for us (UPnP)");
+                portmap::Event::Mapped {
+                    addr,
+                    routable,
+                    via,
+                } => {
+                    info!(%addr, routable, via, "the router opened a port for us");
                     // The status shows one mapping: QUIC's, our preferred transport, once there is one.
                     let shown_quic = matches!(&self.nat.upnp,
                         Upnp::Mapped(a) | Upnp::Unverified(a) if super::is_quic(a));

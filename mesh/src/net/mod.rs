@@ -6,12 +6,13 @@ pub mod addrbook;
 mod behaviour;
 mod event_loop;
 pub mod nat;
+pub mod pcp;
 pub mod portmap;
 
 pub use behaviour::{Behaviour, BehaviourEvent, RelayLimits};
 pub use event_loop::{
     ConnInfo, NatSnapshot, NetCommand, NetConfig, NetError, NetHandle, NetSnapshot, NetStats,
-    PeerInfo, start,
+    PeerInfo, Traversal, start,
 };
 
 use libp2p::Multiaddr;

@@ -6,6 +6,14 @@ use libp2p::{Multiaddr, PeerId};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// True for `/ip6` and `/dns6` addresses.
+fn is_ipv6(addr: &Multiaddr) -> bool {
+    matches!(
+        addr.iter().next(),
+        Some(libp2p::multiaddr::Protocol::Ip6(_) | libp2p::multiaddr::Protocol::Dns6(_))
+    )
+}
+
 /// Relays a private node keeps reservations on.
 pub const WANTED_RESERVATIONS: usize = 2;
 
@@ -67,6 +75,8 @@ pub struct NatState {
     confirmed: Vec<Multiaddr>,
     autonat_ok: u64,
     autonat_failed: u64,
+    /// AutoNAT v2 failures of IPv6 addresses (the rest are IPv4).
+    autonat_failed_v6: u64,
     /// UPnP outcome.
     pub upnp: Upnp,
     /// Reservations by relay.
@@ -83,6 +93,10 @@ pub struct NatState {
     pub punch_successes: u64,
     /// Failed hole punches by reason.
     pub punch_failures: BTreeMap<String, u64>,
+    /// Port prediction attempts started here.
+    pub prediction_attempts: u64,
+    /// Port predictions that gave a direct connection.
+    pub prediction_successes: u64,
 }
 
 impl Default for NatState {
@@ -99,6 +113,7 @@ impl NatState {
             confirmed: Vec::new(),
             autonat_ok: 0,
             autonat_failed: 0,
+            autonat_failed_v6: 0,
             upnp: Upnp::Searching,
             reservations: HashMap::new(),
             relayed_since: HashMap::new(),
@@ -107,6 +122,8 @@ impl NatState {
             punch_attempts: 0,
             punch_successes: 0,
             punch_failures: BTreeMap::new(),
+            prediction_attempts: 0,
+            prediction_successes: 0,
         }
     }
 
@@ -129,6 +146,32 @@ impl NatState {
             self.autonat_ok += 1;
         } else {
             self.autonat_failed += 1;
+        }
+    }
+
+    /// An AutoNAT v2 probe of `addr` finished: counted overall and for its address family.
+    pub fn autonat_result_for(&mut self, addr: &Multiaddr, ok: bool) {
+        self.autonat_result(ok);
+        if !ok && is_ipv6(addr) {
+            self.autonat_failed_v6 += 1;
+        }
+    }
+
+    /// Reachability over one address family (`ipv6`: IPv6, else IPv4): public once an address of that
+    /// family is confirmed, private once a probe of one failed. An IPv6 address behind a home router's
+    /// firewall is private; a public IPv6 address beside a carrier-grade NATed IPv4 one is public.
+    pub fn reachability_of(&self, ipv6: bool) -> Reachability {
+        let failed = if ipv6 {
+            self.autonat_failed_v6
+        } else {
+            self.autonat_failed - self.autonat_failed_v6
+        };
+        if self.confirmed.iter().any(|a| is_ipv6(a) == ipv6) {
+            Reachability::Public
+        } else if failed > 0 || (!ipv6 && matches!(self.upnp, Upnp::NotRoutable)) {
+            Reachability::Private
+        } else {
+            Reachability::Unknown
         }
     }
 
@@ -207,6 +250,14 @@ impl NatState {
         }
     }
 
+    /// A port prediction attempt finished (the failure reason is logged).
+    pub fn prediction(&mut self, result: Result<(), String>) {
+        self.prediction_attempts += 1;
+        if result.is_ok() {
+            self.prediction_successes += 1;
+        }
+    }
+
     /// Median and maximum time from relayed to direct, ms.
     pub fn direct_percentiles(&self) -> Option<(u64, u64)> {
         let mut v: Vec<u64> = self.recent_direct_ms.iter().copied().collect();
@@ -233,7 +284,7 @@ impl NatState {
         match self.reachability() {
             Reachability::Public => match &self.upnp {
                 Upnp::Mapped(a) => format!(
-                    "Reachable from the internet at {a} (your router opened the port by UPnP). Friends connect \
+                    "Reachable from the internet at {a} (your router opened the port for it). Friends connect \
                      directly, and your node helps friends behind stricter routers."
                 ),
                 _ => "Reachable from the internet. Friends connect directly, and your node relays for friends \
@@ -280,6 +331,20 @@ mod tests {
         assert_eq!(n.wanted_reservations(), 1);
         n.expired(&addr("/ip4/203.0.113.9/udp/4001/quic-v1"));
         assert_eq!(n.reachability(), Reachability::Private);
+    }
+
+    #[test]
+    fn reachability_is_known_per_address_family() {
+        let mut n = NatState::default();
+        let v6: Multiaddr = addr("/ip6/2001:db8:1:3::2/udp/4001/quic-v1");
+        let v4: Multiaddr = addr("/ip4/203.0.113.2/udp/4001/quic-v1");
+        n.autonat_result_for(&v6, false);
+        assert_eq!(n.reachability_of(true), Reachability::Private);
+        assert_eq!(n.reachability_of(false), Reachability::Unknown);
+        n.confirmed(&v4);
+        assert_eq!(n.reachability_of(false), Reachability::Public);
+        assert_eq!(n.reachability_of(true), Reachability::Private);
+        assert_eq!(n.reachability(), Reachability::Public);
     }
 
     #[test]

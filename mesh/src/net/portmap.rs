@@ -1,5 +1,5 @@
-//! Asks the home router to open our mesh port (UPnP IGD, through `igd-next`), and offers what it opened
-//! to the swarm.
+//! Asks the home router to open our mesh port (PCP or NAT-PMP, see [`super::pcp`], else UPnP IGD through
+//! `igd-next`), and offers what it opened to the swarm.
 //!
 //! This replaces `libp2p-upnp`, which drops a gateway whose external address is not globally routable
 //! and never tries again after a failed search. A router behind carrier-grade NAT (100.64.0.0/10) does
@@ -9,9 +9,13 @@
 //! lab (netlab's `upnp` router preset, miniupnpd on a documentation-range address) exercise the real
 //! code path.
 //!
-//! One background task owns the gateway: it searches (again every [`RESEARCH_EVERY`] while there is
-//! none), maps every LAN listen address the swarm reports for TCP and QUIC with a lease of
-//! [`LEASE_S`] seconds, renews at half the lease, and reports each outcome to [`Behaviour`].
+//! One background task owns the gateway: it first asks the default gateway by PCP (falling back to NAT-PMP
+//! when the router answers that it speaks only that), which takes milliseconds and fails at once where
+//! nothing listens on port 5351; otherwise it searches for a UPnP IGD (again every [`RESEARCH_EVERY`]
+//! while there is none). It maps every LAN listen address the swarm reports for TCP and QUIC with a lease
+//! of [`LEASE_S`] seconds, renews at half the lease, and reports each outcome to [`Behaviour`]. PCP and
+//! NAT-PMP mappings follow the same rule as UPnP's: confirmed at once only on a global address, else a
+//! candidate that a peer's dial-back must confirm.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
@@ -30,6 +34,8 @@ use libp2p::swarm::{
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::pcp;
+
 /// Lease of a mapping on the router, in seconds; renewed at half of it.
 pub const LEASE_S: u32 = 3600;
 /// How often to look for a router again when none answered.
@@ -47,6 +53,8 @@ pub enum Event {
         addr: Multiaddr,
         /// The external address is globally routable.
         routable: bool,
+        /// The protocol that mapped it: "PCP", "NAT-PMP" or "UPnP".
+        via: &'static str,
     },
     /// No UPnP router answered on the LAN.
     NoGateway(String),
@@ -141,7 +149,7 @@ impl Behaviour {
     }
 
     fn on_result(&mut self, event: Event) {
-        if let Event::Mapped { addr, routable } = &event {
+        if let Event::Mapped { addr, routable, .. } = &event {
             let transport = if addr.iter().any(|p| matches!(p, Protocol::Tcp(_))) {
                 Transport::Tcp
             } else {
@@ -237,6 +245,38 @@ async fn run(
         ..SearchOptions::default()
     };
     loop {
+        // PCP/NAT-PMP need our LAN address: wait for the swarm's first one.
+        while wants.is_empty() {
+            match wants_rx.recv().await {
+                Some((t, a)) => {
+                    wants.insert(t, a);
+                }
+                None => return,
+            }
+        }
+        while let Ok((t, a)) = wants_rx.try_recv() {
+            wants.entry(t).or_insert(a);
+        }
+        match map_by_pcp(&wants).await {
+            Ok(events) => {
+                for e in events {
+                    if results.send(e).is_err() {
+                        return;
+                    }
+                }
+                if !wait(
+                    &mut wants_rx,
+                    &mut wants,
+                    Duration::from_secs(u64::from(LEASE_S / 2)),
+                )
+                .await
+                {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => debug!(error = %e, "no PCP or NAT-PMP mapping; trying UPnP IGD"),
+        }
         let gateway = match igd_next::aio::tokio::search_gateway(options()).await {
             Ok(g) => g,
             Err(e) => {
@@ -290,6 +330,7 @@ async fn run(
                     Ok(port) => Event::Mapped {
                         addr: transport.multiaddr(IpAddr::V4(ext), port),
                         routable: is_global(ext),
+                        via: "UPnP",
                     },
                     Err(e) => {
                         Event::Failed(format!("the router refused to open {proto} {local}: {e}"))
@@ -313,6 +354,114 @@ async fn run(
             return;
         }
     }
+}
+
+/// Maps every wanted transport at the default gateway by PCP, or by NAT-PMP when the router speaks only
+/// that. An error says why neither worked (nothing listens, no answer, refused).
+async fn map_by_pcp(wants: &BTreeMap<Transport, SocketAddrV4>) -> Result<Vec<Event>, String> {
+    let Some(local) = wants.values().next().copied() else {
+        return Err("no LAN address to map".into());
+    };
+    let gateway = std::fs::read_to_string("/proc/net/route")
+        .ok()
+        .and_then(|t| pcp::default_gateway_from_proc_route(&t))
+        .unwrap_or_else(|| {
+            // Elsewhere: the usual home router address, .1 of our /24.
+            let o = local.ip().octets();
+            Ipv4Addr::new(o[0], o[1], o[2], 1)
+        });
+    let sock = tokio::net::UdpSocket::bind(SocketAddrV4::new(*local.ip(), 0))
+        .await
+        .map_err(|e| e.to_string())?;
+    sock.connect(SocketAddrV4::new(gateway, pcp::SERVER_PORT))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut events = Vec::new();
+    let mut natpmp = false;
+    let mut natpmp_ext: Option<Ipv4Addr> = None;
+    for (&transport, &local) in wants {
+        let proto = match transport {
+            Transport::Quic => pcp::Proto::Udp,
+            Transport::Tcp => pcp::Proto::Tcp,
+        };
+        let granted = if !natpmp {
+            let nonce: [u8; 12] = rand::random();
+            let req =
+                pcp::pcp_map_request(IpAddr::V4(*local.ip()), proto, local.port(), LEASE_S, nonce);
+            match ask(&sock, &req, |b| pcp::pcp_map_response(b, nonce)).await? {
+                Err(pcp::PcpError::NatPmpOnly) => {
+                    natpmp = true;
+                    None
+                }
+                Err(e) => return Err(format!("PCP at {gateway}: {e}")),
+                Ok(g) => Some((g, "PCP")),
+            }
+        } else {
+            None
+        };
+        let (granted, via) = match granted {
+            Some(g) => g,
+            None => {
+                if natpmp_ext.is_none() {
+                    let ext = ask(
+                        &sock,
+                        &pcp::natpmp_address_request(),
+                        pcp::natpmp_address_response,
+                    )
+                    .await?
+                    .map_err(|e| format!("NAT-PMP at {gateway}: {e}"))?;
+                    natpmp_ext = Some(ext);
+                }
+                let req = pcp::natpmp_map_request(proto, local.port(), LEASE_S);
+                let g = ask(&sock, &req, |b| {
+                    pcp::natpmp_map_response(b, proto, local.port())
+                })
+                .await?
+                .map_err(|e| format!("NAT-PMP at {gateway}: {e}"))?;
+                (g, "NAT-PMP")
+            }
+        };
+        let ip = granted
+            .external_ip
+            .or(natpmp_ext.map(IpAddr::V4))
+            .ok_or("the router did not tell its external address")?;
+        let routable = match ip {
+            IpAddr::V4(v4) => is_global(v4),
+            IpAddr::V6(_) => false,
+        };
+        info!(%ip, port = granted.external_port, via, "the router mapped a port");
+        events.push(Event::Mapped {
+            addr: transport.multiaddr(ip, granted.external_port),
+            routable,
+            via,
+        });
+    }
+    Ok(events)
+}
+
+/// Sends `request` and waits for an answer `read` accepts (retries at 250, 500 and 1000 ms, as RFC 6886
+/// suggests for a start). Err: nothing answered (or the gateway's port is closed); Ok(Err): the answer.
+async fn ask<T>(
+    sock: &tokio::net::UdpSocket,
+    request: &[u8],
+    read: impl Fn(&[u8]) -> Result<T, pcp::PcpError>,
+) -> Result<Result<T, pcp::PcpError>, String> {
+    let mut buf = [0u8; 1100];
+    for wait_ms in [250u64, 500, 1000] {
+        sock.send(request).await.map_err(|e| e.to_string())?;
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+        loop {
+            match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Err(_) => break,
+                Ok(Err(e)) => return Err(format!("no PCP/NAT-PMP server: {e}")),
+                Ok(Ok(n)) => match read(&buf[..n]) {
+                    Err(pcp::PcpError::Malformed(_)) => continue,
+                    other => return Ok(other),
+                },
+            }
+        }
+    }
+    Err("no answer on port 5351".into())
 }
 
 /// Waits `delay`, or less when the swarm reports an address not mapped yet. False once the swarm is gone.
@@ -401,6 +550,7 @@ mod tests {
         let mapped = |addr: &Multiaddr| Event::Mapped {
             addr: addr.clone(),
             routable: false,
+            via: "PCP",
         };
         b.on_result(mapped(&a1));
         assert!(
@@ -415,6 +565,7 @@ mod tests {
         b.on_result(Event::Mapped {
             addr: a2.clone(),
             routable: true,
+            via: "UPnP",
         });
         assert!(matches!(b.pending.pop_front(), Some(ToSwarm::ExternalAddrExpired(a)) if a == a1));
         assert!(

@@ -54,8 +54,12 @@ pub struct MeshConfig {
     pub max_upload_kbps: u32,
     /// Relay service limits.
     pub relay: RelayLimits,
-    /// Ask the home router to open our port (UPnP IGD).
+    /// Ask the home router to open our port (PCP, NAT-PMP or UPnP IGD).
     pub upnp: bool,
+    /// Try port prediction when a hole punch to a peer behind a symmetric NAT failed.
+    pub port_prediction: bool,
+    /// Public nodes to use as relays besides the bootstrap peers (a coordinator's list), with `/p2p/<id>`.
+    pub relay_candidates: Vec<Multiaddr>,
     /// The node's friends: their streams win for a plain name (the node adds to the set live).
     pub friends: crate::Friends,
     /// Timers and windows of the protocols.
@@ -199,6 +203,11 @@ impl Mesh {
                 bootstrap: config.bootstrap.clone(),
                 relay: config.relay.clone(),
                 upnp: config.upnp,
+                traversal: net::Traversal {
+                    port_prediction: config.port_prediction,
+                    relay_candidates: config.relay_candidates.clone(),
+                    friends: config.friends.clone(),
+                },
             },
             cancel.clone(),
         )
@@ -300,6 +309,11 @@ impl Mesh {
     /// This node's id.
     pub fn peer_id(&self) -> PeerId {
         self.me
+    }
+
+    /// Adds public nodes (addresses ending in `/p2p/<id>`, e.g. a coordinator's list) as relay candidates.
+    pub async fn add_relay_candidates(&self, addrs: Vec<Multiaddr>) {
+        self.net.add_relay_candidates(addrs).await;
     }
 
     /// Counters.

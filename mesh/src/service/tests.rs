@@ -14,6 +14,8 @@ fn config(bootstrap: Vec<Multiaddr>) -> MeshConfig {
         max_upload_kbps: 0,
         relay: RelayLimits::new(8, 4, Duration::from_secs(3600), 1 << 30),
         upnp: false,
+        port_prediction: false,
+        relay_candidates: Vec::new(),
         friends: crate::Friends::default(),
         receipts: None,
         tuning: MeshTuning {

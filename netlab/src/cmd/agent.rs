@@ -3,7 +3,7 @@
 //! (`publish`, `play`) also stop on SIGTERM and then print their report; `status` prints one JSON line
 //! per poll of a node's status API.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -26,30 +26,30 @@ enum Agent {
     /// STUN-like server on two addresses x two ports.
     StunServer {
         #[arg(long)]
-        primary: SocketAddrV4,
+        primary: SocketAddr,
         #[arg(long)]
-        alternate: SocketAddrV4,
+        alternate: SocketAddr,
     },
     /// Measures the NAT in front of this host against a stun-server.
     StunClient {
         #[arg(long)]
-        bind: Ipv4Addr,
+        bind: IpAddr,
         #[arg(long)]
-        primary: SocketAddrV4,
+        primary: SocketAddr,
         #[arg(long)]
-        alternate: SocketAddrV4,
+        alternate: SocketAddr,
     },
     /// Introduces punching peers to each other.
     Rendezvous {
         #[arg(long)]
-        bind: SocketAddrV4,
+        bind: SocketAddr,
     },
     /// Punches a hole to the other peer of a session.
     PunchPeer {
         #[arg(long)]
-        bind: SocketAddrV4,
+        bind: SocketAddr,
         #[arg(long)]
-        rendezvous: SocketAddrV4,
+        rendezvous: SocketAddr,
         #[arg(long)]
         session: String,
         #[arg(long, value_parser = parse_role)]

@@ -13,7 +13,8 @@ use super::{EXIT_MISMATCH, write_file};
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Presets to classify, comma-separated (none, full-cone, restricted, port-restricted, symmetric,
-    /// double, double:CARRIER+HOME), or `all`.
+    /// double, double:CARRIER+HOME, upnp, pcp, v6-firewall, cgnat-v6), or `all` (the IPv4 types). Sites
+    /// behind an IPv6 firewall are measured over IPv6 too.
     #[arg(long, default_value = "all")]
     presets: String,
     /// Also write the rows as JSON to this file.

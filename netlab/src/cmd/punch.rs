@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use streamr_netlab::engine::nat::parse_preset_list;
+use streamr_netlab::engine::nat::{Family, parse_preset_list};
 use streamr_netlab::proof::punch::{self, PunchOptions, Start};
 use streamr_netlab::{Lab, LabConfig};
 
@@ -14,7 +14,8 @@ use super::{EXIT_MISMATCH, write_file};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Presets, comma-separated, or `all`.
+    /// Presets, comma-separated, or `all` (the IPv4 types); v6-firewall, cgnat-v6 and pcp by name. Pairs
+    /// of sites with IPv6 are punched over IPv6 too.
     #[arg(long, default_value = "all")]
     presets: String,
     /// Starts to run: simultaneous, staggered (comma-separated).
@@ -84,6 +85,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "{}",
         punch::expectation_table(&presets, opts.follow_source).to_text()
     );
+    if presets.iter().any(|p| p.has_firewalled_ipv6()) {
+        println!("Expected over IPv6 (sites with IPv6 only; routed, through stateful firewalls):");
+        print!(
+            "{}",
+            punch::expectation_table_over(&presets, opts.follow_source, Family::Ipv6).to_text()
+        );
+    }
     eprint!("punch: {} cases, {} at a time: ", cases.len(), opts.jobs);
     let start = Instant::now();
     let lab = Lab::new(LabConfig::default())?;
@@ -106,9 +114,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mismatches: Vec<_> = outcomes.iter().filter(|o| !o.matches).collect();
     for o in &mismatches {
         println!(
-            "MISMATCH {} x {} ({} ms, {}): expected {:?}, got {}{}",
+            "MISMATCH {} x {} ({}, {} ms, {}): expected {:?}, got {}{}",
             o.case.a,
             o.case.b,
+            o.case.family,
             o.case.delay_ms,
             o.case.start,
             o.expected,

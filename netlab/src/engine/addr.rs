@@ -4,9 +4,15 @@
 //! mistaken for a real destination: public hosts live in 198.51.100.0/24, NAT routers' external addresses in
 //! 203.0.113.0/24. Carrier networks use the shared address space 100.64.0.0/10 (RFC 6598) and home LANs
 //! 10.0.0.0/8, each only inside the lab's own namespaces.
+//!
+//! IPv6 comes from the documentation prefix 2001:db8::/32 (RFC 3849) only, and mirrors the IPv4 plan:
+//! public hosts `2001:db8:100::<slot>`, routers' WAN `2001:db8:113::<slot>` (gateway `::1`), a home's
+//! delegated prefix `2001:db8:1:<lan>::/64` (router `::1`), a carrier's network `2001:db8:64:<c>::/64`.
+//! IPv6 is never translated: a site that has it is reachable at its hosts' own addresses, through whatever
+//! firewall its router runs.
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Prefix length of every segment in the lab.
 pub const PREFIX_LEN: u8 = 24;
@@ -45,6 +51,67 @@ pub fn lan_addr(lan: u16, host: u8) -> Ipv4Addr {
 /// The address of host `host` (1 is the carrier's router) on carrier network `carrier`: `100.64.<c>.<host>`.
 pub fn carrier_addr(carrier: u8, host: u8) -> Ipv4Addr {
     Ipv4Addr::new(100, 64, carrier, host)
+}
+
+/// Prefix length of a home's or a carrier's IPv6 network.
+pub const PREFIX_LEN6: u8 = 64;
+
+/// A public host's IPv6 address, `2001:db8:100::<slot>`.
+pub fn public_host_addr6(slot: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x100, 0, 0, 0, 0, slot.into())
+}
+
+/// A router's (or carrier's) IPv6 address on the internet, `2001:db8:113::<slot>`.
+pub fn router_wan_addr6(slot: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, slot.into())
+}
+
+/// The IPv6 prefix (/64) delegated to home LAN `lan` of a router on the internet: `2001:db8:1:<lan>::/64`.
+pub fn lan_prefix6(lan: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, lan, 0, 0, 0, 0)
+}
+
+/// Host `host` (1 is the router) in the IPv6 prefix delegated to home LAN `lan`: `2001:db8:1:<lan>::<host>`.
+pub fn lan_addr6(lan: u16, host: u8) -> Ipv6Addr {
+    in_prefix6(lan_prefix6(lan), host)
+}
+
+/// Host `host` (1 is the carrier's router) on carrier network `carrier`: `2001:db8:64:<c>::<host>`.
+pub fn carrier_addr6(carrier: u8, host: u8) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0x64, carrier.into(), 0, 0, 0, host.into())
+}
+
+/// The IPv6 prefix a carrier delegates to home router `home` on its network `carrier`:
+/// `2001:db8:65:<carrier><home>::/64`, inside the carrier's aggregate [`carrier_aggregate6`].
+pub fn carrier_home_prefix6(carrier: u8, home: u8) -> Ipv6Addr {
+    Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        0x65,
+        u16::from_be_bytes([carrier, home]),
+        0,
+        0,
+        0,
+        0,
+    )
+}
+
+/// The /56 a carrier holds for its customers' prefixes, which the internet routes to the carrier.
+pub fn carrier_aggregate6(carrier: u8) -> (Ipv6Addr, u8) {
+    (carrier_home_prefix6(carrier, 0), 56)
+}
+
+/// Host `host` of the /64 `prefix`.
+pub fn in_prefix6(prefix: Ipv6Addr, host: u8) -> Ipv6Addr {
+    let mut s = prefix.segments();
+    s[7] = host.into();
+    Ipv6Addr::from(s)
+}
+
+/// True for addresses in the IPv6 documentation prefix, the only IPv6 the lab configures.
+pub fn is_lab_addr6(addr: Ipv6Addr) -> bool {
+    let s = addr.segments();
+    s[0] == 0x2001 && s[1] == 0xdb8
 }
 
 /// True when `addr` is in one of the ranges the lab hands out; the lab never configures anything else.
@@ -202,6 +269,33 @@ mod tests {
         assert!(!is_lab_addr(Ipv4Addr::new(192, 168, 1, 1)));
         assert!(!is_lab_addr(Ipv4Addr::new(8, 8, 8, 8)));
         assert!(!is_lab_addr(Ipv4Addr::new(100, 128, 0, 1)));
+    }
+
+    #[test]
+    fn ipv6_mirrors_the_ipv4_plan_inside_the_documentation_prefix() {
+        assert_eq!(public_host_addr6(10).to_string(), "2001:db8:100::a");
+        assert_eq!(router_wan_addr6(2).to_string(), "2001:db8:113::2");
+        assert_eq!(lan_addr6(300, 1).to_string(), "2001:db8:1:12c::1");
+        assert_eq!(carrier_addr6(7, 2).to_string(), "2001:db8:64:7::2");
+        for a in [
+            public_host_addr6(254),
+            router_wan_addr6(1),
+            lan_addr6(4095, 254),
+            carrier_addr6(255, 254),
+        ] {
+            assert!(is_lab_addr6(a), "{a}");
+        }
+        assert!(!is_lab_addr6("2001:db9::1".parse().unwrap()));
+        assert_eq!(carrier_home_prefix6(3, 2).to_string(), "2001:db8:65:302::");
+        assert_eq!(
+            carrier_aggregate6(3),
+            ("2001:db8:65:300::".parse().unwrap(), 56)
+        );
+        assert_eq!(
+            in_prefix6(carrier_home_prefix6(3, 2), 1).to_string(),
+            "2001:db8:65:302::1"
+        );
+        assert!(!is_lab_addr6("::1".parse().unwrap()));
     }
 
     #[test]

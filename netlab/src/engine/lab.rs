@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,13 +29,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::addr::{self, PREFIX_LEN, SlotPool};
+use super::addr::{self, PREFIX_LEN, PREFIX_LEN6, SlotPool};
 use super::agent;
 use super::error::{LabError, LabResult};
 use super::link::{IMPAIRMENT_ENV, Impairment, ImpairmentChoice, LinkConditions, impairment_for};
 use super::names;
 use super::nat::{
-    NatPreset, NatTimeouts, NatType, RouterPorts, miniupnpd_args, router_ruleset, upnp_ruleset,
+    NatPreset, NatTimeouts, NatType, PortMapper, RouterPorts, firewall6_ruleset, miniupnpd_args,
+    miniupnpd_pcp_only_config, router_ruleset, upnp_ruleset,
 };
 use super::stun_server::{self, ServerAddrs};
 use super::sys;
@@ -95,12 +96,19 @@ pub struct Host {
     pub addrs: Vec<Ipv4Addr>,
     /// Its default gateway, when it sits behind a router.
     pub gateway: Option<Ipv4Addr>,
+    /// Its IPv6 addresses (public hosts, and hosts of sites with IPv6); empty without IPv6.
+    pub addrs6: Vec<Ipv6Addr>,
 }
 
 impl Host {
     /// The primary address.
     pub fn addr(&self) -> Ipv4Addr {
         self.addrs[0]
+    }
+
+    /// The primary IPv6 address, if the host has IPv6.
+    pub fn addr6(&self) -> Option<Ipv6Addr> {
+        self.addrs6.first().copied()
     }
 
     /// A command that runs `program` inside this host's namespace; configure it and spawn it as usual.
@@ -124,8 +132,28 @@ pub struct Router {
     pub wan_addr: Ipv4Addr,
     /// Its address on its LAN (the LAN hosts' gateway).
     pub lan_addr: Ipv4Addr,
-    /// It runs miniupnpd ([`NatPreset::Upnp`]).
-    pub upnp: bool,
+    /// What its miniupnpd answers, if it runs one ([`NatPreset::Upnp`], [`NatPreset::Pcp`]).
+    pub port_mapper: Option<PortMapper>,
+    /// Its IPv6 side, if the site has IPv6.
+    pub v6: Option<RouterV6>,
+}
+
+/// The IPv6 side of a router: routed, never translated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RouterV6 {
+    /// Its IPv6 address towards its uplink.
+    pub wan_addr: Ipv6Addr,
+    /// The /64 on its LAN (a home's delegated prefix, or a carrier's network); the router is `::1`.
+    pub lan_prefix: Ipv6Addr,
+    /// It runs the stateful IPv6 firewall (home routers; carriers only route).
+    pub firewall: bool,
+}
+
+impl RouterV6 {
+    /// The router's own address on its LAN.
+    pub fn lan_addr(&self) -> Ipv6Addr {
+        addr::in_prefix6(self.lan_prefix, 1)
+    }
 }
 
 fn serialize_display<S: serde::Serializer, T: std::fmt::Display>(
@@ -319,8 +347,9 @@ struct LabInner {
     inflight: AtomicUsize,
     /// Serialises teardown (explicit, Drop and signal handler).
     teardown_lock: Mutex<Option<TeardownReport>>,
-    /// The STUN server that UPnP routers learn their public address from, created by the first of them.
-    stun: Mutex<Option<ServerAddrs>>,
+    /// The STUN server that UPnP routers learn their public address from, created by the first of them:
+    /// its IPv4 and IPv6 addresses.
+    stun: Mutex<Option<(ServerAddrs, ServerAddrs)>>,
 }
 
 /// A NAT laboratory. Cheap to clone; the last clone to drop tears the lab down.
@@ -482,6 +511,11 @@ impl Lab {
             .iter()
             .map(|&s| addr::public_host_addr(s as u8))
             .collect();
+        // Public hosts are dual-stack, as servers on the internet mostly are.
+        let addrs6: Vec<Ipv6Addr> = slots
+            .iter()
+            .map(|&s| addr::public_host_addr6(s as u8))
+            .collect();
         let result = (|| {
             sys::ip_batch(None, &[format!("netns add {ns}")])?;
             let (port, id) = self.fresh_port('p');
@@ -493,9 +527,12 @@ impl Lab {
             };
             let inet = self.internet_ns();
             self.attach(&ns, &ends, &inet, None, options.link)?;
-            sys::ip_batch(Some(&inet), &wiring::internet_route_lines(&ends, &addrs))?;
+            let mut up = wiring::internet_route_lines(&ends, &addrs);
+            up.extend(wiring::internet_route_lines6(&ends, &addrs6, &[]));
+            sys::ip_batch(Some(&inet), &up)?;
             let mut lines = vec!["link set lo up".to_string()];
             lines.extend(wiring::internet_client_lines(&ends, &addrs));
+            lines.extend(wiring::internet_client_lines6(&ends, &addrs6));
             sys::ip_batch(Some(&ns), &lines)
         })();
         if let Err(e) = result {
@@ -511,6 +548,7 @@ impl Lab {
             ns,
             addrs,
             gateway: None,
+            addrs6,
         })
     }
 
@@ -541,12 +579,19 @@ impl Lab {
                 })
             }
             NatPreset::Single(nat) => self.add_router_site(label, preset, nat, None, link),
-            NatPreset::Upnp => {
+            NatPreset::Upnp | NatPreset::Pcp | NatPreset::V6Firewall => {
                 self.add_router_site(label, preset, NatType::PortRestrictedCone, None, link)
             }
-            NatPreset::Double { carrier, home } => {
-                let c =
-                    self.add_carrier(&format!("{label}-cgn"), carrier, LinkConditions::IDEAL)?;
+            NatPreset::Double { .. } | NatPreset::CgnatV6 => {
+                let [carrier, home] = preset.routers()[..] else {
+                    unreachable!("double NAT presets have two routers")
+                };
+                let c = self.build_carrier(
+                    &format!("{label}-cgn"),
+                    carrier,
+                    LinkConditions::IDEAL,
+                    preset.has_ipv6(),
+                )?;
                 let carrier_slots = Slots {
                     namespaces: vec![c.router.ns.clone()],
                     routers: vec![c.router.wan_addr.octets()[3].into()],
@@ -599,6 +644,17 @@ impl Lab {
         nat: NatType,
         link: LinkConditions,
     ) -> LabResult<Carrier> {
+        self.build_carrier(label, nat, link, false)
+    }
+
+    /// [`Lab::add_carrier`], with IPv6 routed to its customers when `ipv6`.
+    fn build_carrier(
+        &self,
+        label: &str,
+        nat: NatType,
+        link: LinkConditions,
+        ipv6: bool,
+    ) -> LabResult<Carrier> {
         let _op = self.begin()?;
         link.validate()?;
         let ns = self.reserve_ns("cgn", label)?;
@@ -623,7 +679,12 @@ impl Lab {
             nat,
             wan_addr: addr::router_wan_addr(slot),
             lan_addr: addr::carrier_addr(network, 1),
-            upnp: false,
+            port_mapper: None,
+            v6: ipv6.then(|| RouterV6 {
+                wan_addr: addr::router_wan_addr6(slot),
+                lan_prefix: addr::carrier_addr6(network, 0),
+                firewall: false,
+            }),
         };
         let (port, id) = self.fresh_port('r');
         let uplink = Uplink::Internet { port, id };
@@ -649,9 +710,13 @@ impl Lab {
     ) -> LabResult<Site> {
         let _op = self.begin()?;
         link.validate()?;
-        let preset = NatPreset::Double {
-            carrier: carrier.router.nat,
-            home: nat,
+        let preset = if carrier.router.v6.is_some() {
+            NatPreset::CgnatV6
+        } else {
+            NatPreset::Double {
+                carrier: carrier.router.nat,
+                home: nat,
+            }
         };
         self.add_router_site(label, preset, nat, Some(carrier), link)
     }
@@ -672,7 +737,7 @@ impl Lab {
         };
         let taken = {
             let mut st = lock(&self.inner.state);
-            (|| -> LabResult<(Ipv4Addr, Uplink)> {
+            (|| -> LabResult<(Ipv4Addr, Uplink, u16)> {
                 let lan = st.lans.take()?;
                 slots.lans.push(lan);
                 st.downstream.insert(rns.clone(), SlotPool::lan_hosts());
@@ -688,6 +753,7 @@ impl Lab {
                                 port: format!("r{id}"),
                                 id,
                             },
+                            slot.into(),
                         ))
                     }
                     Some(c) => {
@@ -705,17 +771,30 @@ impl Lab {
                             id,
                             gateway: c.router.lan_addr,
                         };
-                        Ok((addr::carrier_addr(c.network, n), uplink))
+                        Ok((addr::carrier_addr(c.network, n), uplink, n.into()))
                     }
                 }
             })()
         };
-        let (wan_addr, uplink) = match taken {
+        let (wan_addr, uplink, slot) = match taken {
             Ok(t) => t,
             Err(e) => {
                 self.give_back(slots);
                 return Err(e);
             }
+        };
+        let v6 = match carrier {
+            _ if !preset.has_ipv6() => None,
+            None => Some(RouterV6 {
+                wan_addr: addr::router_wan_addr6(slot as u8),
+                lan_prefix: addr::lan_prefix6(slots.lans[0]),
+                firewall: true,
+            }),
+            Some(c) => c.router.v6.map(|_| RouterV6 {
+                wan_addr: addr::carrier_addr6(c.network, slot as u8),
+                lan_prefix: addr::carrier_home_prefix6(c.network, slot as u8),
+                firewall: true,
+            }),
         };
         let router = Router {
             label: label.to_string(),
@@ -723,7 +802,8 @@ impl Lab {
             nat,
             wan_addr,
             lan_addr: addr::lan_addr(slots.lans[0], 1),
-            upnp: preset == NatPreset::Upnp,
+            port_mapper: preset.port_mapper(),
+            v6,
         };
         let built = self
             .build_router(&router, &uplink, link)
@@ -785,10 +865,21 @@ impl Lab {
         match uplink {
             Uplink::Internet { .. } => {
                 lines.extend(wiring::internet_client_lines(&ends, &[router.wan_addr]));
-                sys::ip_batch(
-                    Some(&up_ns),
-                    &wiring::internet_route_lines(&ends, &[router.wan_addr]),
-                )?;
+                let mut up = wiring::internet_route_lines(&ends, &[router.wan_addr]);
+                if let Some(v6) = &router.v6 {
+                    lines.extend(wiring::internet_client_lines6(&ends, &[v6.wan_addr]));
+                    // A home router's delegated prefix, or a carrier's network and its customers' aggregate.
+                    let mut prefixes = vec![(v6.lan_prefix, PREFIX_LEN6)];
+                    if !v6.firewall {
+                        prefixes.push(addr::carrier_aggregate6(router.lan_addr.octets()[2]));
+                    }
+                    up.extend(wiring::internet_route_lines6(
+                        &ends,
+                        &[v6.wan_addr],
+                        &prefixes,
+                    ));
+                }
+                sys::ip_batch(Some(&up_ns), &up)?;
             }
             Uplink::Carrier { gateway, .. } => {
                 lines.extend(wiring::carrier_client_lines(
@@ -797,11 +888,32 @@ impl Lab {
                     PREFIX_LEN,
                     *gateway,
                 ));
-                sys::ip_batch(
-                    Some(&up_ns),
-                    &wiring::carrier_neighbour_lines(LAN_IF, router.wan_addr),
-                )?;
+                let mut up = wiring::carrier_neighbour_lines(LAN_IF, router.wan_addr);
+                if let Some(v6) = &router.v6 {
+                    let o = gateway.octets();
+                    let gateway6 = addr::carrier_addr6(o[2], 1);
+                    lines.extend(wiring::carrier_client_lines6(
+                        &ends,
+                        v6.wan_addr,
+                        PREFIX_LEN6,
+                        gateway6,
+                        &wiring::mac_for_addr(*gateway),
+                    ));
+                    up.extend(wiring::carrier_home_lines6(
+                        LAN_IF,
+                        v6.wan_addr,
+                        &wiring::mac_for_addr(router.wan_addr),
+                        (v6.lan_prefix, PREFIX_LEN6),
+                    ));
+                }
+                sys::ip_batch(Some(&up_ns), &up)?;
             }
+        }
+        if let Some(v6) = &router.v6 {
+            lines.push(format!(
+                "addr add {}/{PREFIX_LEN6} dev {LAN_IF} nodad",
+                v6.lan_addr()
+            ));
         }
         sys::ip_batch(Some(ns), &lines)?;
         let ports = RouterPorts {
@@ -809,15 +921,18 @@ impl Lab {
             lan_if: LAN_IF,
             wan_ip: router.wan_addr,
         };
-        let stun = if router.upnp {
+        let stun = if router.port_mapper.is_some() {
             Some(self.stun_server()?)
         } else {
             None
         };
-        let ruleset = match &stun {
+        let mut ruleset = match &stun {
             Some(stun) => upnp_ruleset(&ports, &self.inner.config.timeouts, stun),
             None => router_ruleset(router.nat, &ports, &self.inner.config.timeouts),
         };
+        if router.v6.is_some_and(|v6| v6.firewall) {
+            ruleset.push_str(&firewall6_ruleset(WAN_IF, LAN_IF));
+        }
         sys::nft_load(ns, &ruleset)?;
         // After nft: conntrack's per-namespace sysctls exist once NAT is in use there. The LAN bridge must
         // not send bridged frames through the netfilter hooks (the forward policy would drop LAN traffic).
@@ -829,8 +944,8 @@ impl Lab {
         ]);
         settings.extend(self.inner.config.timeouts.sysctls());
         sys::sysctl_in(ns, &settings)?;
-        if let Some(stun) = stun {
-            self.start_miniupnpd(ns, &stun)?;
+        if let (Some(stun), Some(mode)) = (stun, router.port_mapper) {
+            self.start_miniupnpd(ns, &stun, mode)?;
         }
         Ok(())
     }
@@ -838,6 +953,15 @@ impl Lab {
     /// The lab's STUN server (two public addresses, ports 3478 and 3479), started by the first caller:
     /// `classify` measures against it and UPnP routers learn their public address from it.
     pub fn stun_server(&self) -> LabResult<ServerAddrs> {
+        self.stun_servers().map(|(v4, _)| v4)
+    }
+
+    /// The lab's STUN server on its two IPv6 addresses (same host and ports as [`Lab::stun_server`]).
+    pub fn stun_server6(&self) -> LabResult<ServerAddrs> {
+        self.stun_servers().map(|(_, v6)| v6)
+    }
+
+    fn stun_servers(&self) -> LabResult<(ServerAddrs, ServerAddrs)> {
         let mut slot = lock(&self.inner.stun);
         if let Some(addrs) = *slot {
             return Ok(addrs);
@@ -849,35 +973,58 @@ impl Lab {
                 ..PublicHostOptions::default()
             },
         )?;
-        let addrs = ServerAddrs {
-            primary: std::net::SocketAddrV4::new(host.addrs[0], 3478),
-            alternate: std::net::SocketAddrV4::new(host.addrs[1], 3479),
+        let pair = |a: std::net::IpAddr, b: std::net::IpAddr| ServerAddrs {
+            primary: std::net::SocketAddr::new(a, 3478),
+            alternate: std::net::SocketAddr::new(b, 3479),
         };
-        self.start_agent(
-            &host.ns,
-            "stun server",
-            &stun_server::server_args(&addrs),
-            Some(agent::READY_LINE),
-        )?;
-        *slot = Some(addrs);
-        Ok(addrs)
+        let v4 = pair(host.addrs[0].into(), host.addrs[1].into());
+        let v6 = pair(host.addrs6[0].into(), host.addrs6[1].into());
+        for (addrs, what) in [(&v4, "stun server"), (&v6, "stun server (IPv6)")] {
+            self.start_agent(
+                &host.ns,
+                what,
+                &stun_server::server_args(addrs),
+                Some(agent::READY_LINE),
+            )?;
+        }
+        *slot = Some((v4, v6));
+        Ok((v4, v6))
     }
 
     /// Starts miniupnpd in router namespace `ns` and waits until it has learnt its public address from
     /// the STUN server and listens; fails with its own words if it decided that it cannot forward ports.
-    fn start_miniupnpd(&self, ns: &str, stun: &ServerAddrs) -> LabResult<()> {
+    fn start_miniupnpd(&self, ns: &str, stun: &ServerAddrs, mode: PortMapper) -> LabResult<()> {
         let pid_file = format!("/run/{ns}-miniupnpd.pid");
+        let config_file = match mode {
+            PortMapper::All => "/dev/null".to_string(),
+            PortMapper::PcpOnly => {
+                let f = format!("/run/{ns}-miniupnpd.conf");
+                std::fs::write(&f, miniupnpd_pcp_only_config())
+                    .map_err(|e| LabError::io(format!("writing {f}"), e))?;
+                f
+            }
+        };
         // miniupnpd logs to standard error with -d; the shell folds it into the output the lab reads.
         let mut cmd = sys::command_in(ns, "sh");
         cmd.args(["-c", "exec miniupnpd \"$@\" 2>&1", "miniupnpd"])
-            .args(miniupnpd_args(WAN_IF, LAN_IF, stun, &pid_file));
+            .args(miniupnpd_args(
+                WAN_IF,
+                LAN_IF,
+                stun,
+                &pid_file,
+                &config_file,
+            ));
         let seen = self.start_owned(
             ns,
             "miniupnpd",
             cmd,
             Some(&|line: &str| line.contains("Listening for NAT-PMP")),
-        )?;
+        );
         let _ = std::fs::remove_file(&pid_file);
+        if mode == PortMapper::PcpOnly {
+            let _ = std::fs::remove_file(&config_file);
+        }
+        let seen = seen?;
         let refused = seen.iter().find(|l| {
             l.contains("Port forwarding is impossible")
                 || l.contains("does not support port forwarding")
@@ -904,31 +1051,45 @@ impl Lab {
         };
         let net = router.lan_addr.octets();
         let addr = Ipv4Addr::new(net[0], net[1], net[2], n);
+        let host_mac = wiring::mac_for_addr(addr);
         sys::ip_batch(None, &[format!("netns add {hns}")])?;
         let port = format!("l{n}");
-        sys::ip_batch(
-            Some(&router.ns),
-            &[
-                format!("link add {port} mtu {LAB_MTU} type veth peer name {HOST_IF} netns {hns}"),
-                format!("link set {port} addrgenmode none"),
-                format!("link set {port} master {LAN_IF} up"),
-            ],
-        )?;
-        sys::ip_batch(
-            Some(hns),
-            &[
-                "link set lo up".into(),
-                format!("link set {HOST_IF} addrgenmode none"),
-                format!("addr add {addr}/{PREFIX_LEN} dev {HOST_IF}"),
-                format!("link set {HOST_IF} up"),
-                format!("route add default via {}", router.lan_addr),
-            ],
-        )?;
+        let mut router_lines = vec![
+            format!(
+                "link add {port} mtu {LAB_MTU} type veth peer name {HOST_IF} address {host_mac} netns {hns}"
+            ),
+            format!("link set {port} addrgenmode none"),
+            format!("link set {port} master {LAN_IF} up"),
+        ];
+        let mut host_lines = vec![
+            "link set lo up".into(),
+            format!("link set {HOST_IF} addrgenmode none"),
+            format!("addr add {addr}/{PREFIX_LEN} dev {HOST_IF}"),
+            format!("link set {HOST_IF} up"),
+            format!("route add default via {}", router.lan_addr),
+        ];
+        let addr6 = router.v6.map(|v6| addr::in_prefix6(v6.lan_prefix, n));
+        if let (Some(v6), Some(a6)) = (router.v6, addr6) {
+            let (r, h) = wiring::lan_lines6(
+                (
+                    v6.lan_addr(),
+                    &wiring::mac_for_addr(router.lan_addr),
+                    LAN_IF,
+                ),
+                (a6, &host_mac, HOST_IF),
+                PREFIX_LEN6,
+            );
+            router_lines.extend(r);
+            host_lines.extend(h);
+        }
+        sys::ip_batch(Some(&router.ns), &router_lines)?;
+        sys::ip_batch(Some(hns), &host_lines)?;
         Ok(Host {
             label: label.to_string(),
             ns: hns.to_string(),
             addrs: vec![addr],
             gateway: Some(router.lan_addr),
+            addrs6: addr6.into_iter().collect(),
         })
     }
 
@@ -1325,6 +1486,7 @@ enum Uplink {
 fn forwarding_sysctls() -> Vec<(&'static str, String)> {
     vec![
         ("net.ipv4.ip_forward", "1".into()),
+        ("net.ipv6.conf.all.forwarding", "1".into()),
         ("net.ipv4.conf.all.rp_filter", "0".into()),
         ("net.ipv4.conf.default.rp_filter", "0".into()),
     ]
@@ -1395,6 +1557,7 @@ mod tests {
             ns: ns.into(),
             addrs: vec![Ipv4Addr::new(10, 0, 0, 2)],
             gateway: None,
+            addrs6: Vec::new(),
         }
     }
 

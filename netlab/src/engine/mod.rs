@@ -23,4 +23,4 @@ pub use lab::{
     teardown_all,
 };
 pub use link::{Impairment, LinkConditions};
-pub use nat::{Behaviour, Filtering, Mapping, NatPreset, NatType};
+pub use nat::{Behaviour, Family, Filtering, Mapping, NatPreset, NatType};

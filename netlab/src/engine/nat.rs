@@ -88,6 +88,28 @@ impl fmt::Display for Filtering {
     }
 }
 
+/// An IP address family: the lab measures each separately.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    /// IPv4 (through the NAT).
+    #[default]
+    Ipv4,
+    /// IPv6 (routed, through the firewall).
+    Ipv6,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Ipv4 => "IPv4",
+            Family::Ipv6 => "IPv6",
+        })
+    }
+}
+
 /// Mapping and filtering together: what a host behind a NAT (or a chain of NATs) experiences.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Behaviour {
@@ -179,7 +201,7 @@ impl fmt::Display for NatType {
 /// A name that is not a NAT type or preset; the message lists the valid ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown NAT {0:?}: use one of none, full-cone, restricted, port-restricted, symmetric, double, double:CARRIER+HOME, upnp"
+    "unknown NAT {0:?}: use one of none, full-cone, restricted, port-restricted, symmetric, double, double:CARRIER+HOME, upnp, pcp, v6-firewall, cgnat-v6"
 )]
 pub struct UnknownNat(pub String);
 
@@ -217,6 +239,15 @@ pub enum NatPreset {
     /// on its LAN can ask it to open a port. Without a request it behaves exactly like the port-restricted
     /// preset (which is what `classify` and `punch` see).
     Upnp,
+    /// A port-restricted cone home router whose miniupnpd answers PCP and NAT-PMP only (UPnP IGD off), as
+    /// Apple routers and many ISP boxes do.
+    Pcp,
+    /// A port-restricted cone for IPv4, and a global IPv6 prefix behind the router's stateful firewall
+    /// (established and related traffic only, like home routers): the dual-stack home.
+    V6Firewall,
+    /// Carrier-grade NAT for IPv4 (a port-restricted home router behind a port-restricted carrier NAT),
+    /// and a global IPv6 prefix behind the home router's stateful firewall: the mobile or fibre customer.
+    CgnatV6,
 }
 
 impl NatPreset {
@@ -237,25 +268,87 @@ impl NatPreset {
         NatPreset::DOUBLE,
     ];
 
-    /// What a host behind this preset experiences.
+    /// The presets with IPv6 or a PCP router, in table order (issue 15). Not in `all`, whose table is the
+    /// IPv4 one of the classic types; `classify` and `punch` take them by name.
+    pub const ROUND_TWO: [NatPreset; 3] =
+        [NatPreset::V6Firewall, NatPreset::CgnatV6, NatPreset::Pcp];
+
+    /// What a host behind this preset experiences over IPv4.
     pub fn behaviour(self) -> Behaviour {
         match self {
             NatPreset::None => Behaviour::OPEN,
             NatPreset::Single(t) => t.behaviour(),
             NatPreset::Double { carrier, home } => home.behaviour().behind(carrier.behaviour()),
-            NatPreset::Upnp => NatType::PortRestrictedCone.behaviour(),
+            NatPreset::CgnatV6 => NatPreset::DOUBLE.behaviour(),
+            NatPreset::Upnp | NatPreset::Pcp | NatPreset::V6Firewall => {
+                NatType::PortRestrictedCone.behaviour()
+            }
         }
     }
 
-    /// The routers from the internet inwards.
+    /// What a host behind this preset experiences over IPv6, if the site has IPv6: no translation, and the
+    /// home router's stateful firewall lets in only what answers the host's own traffic (address and port
+    /// dependent). Public hosts are dual-stack and open.
+    pub fn behaviour6(self) -> Option<Behaviour> {
+        match self {
+            NatPreset::None => Some(Behaviour::OPEN),
+            NatPreset::V6Firewall | NatPreset::CgnatV6 => Some(Behaviour {
+                mapping: Mapping::None,
+                filtering: Filtering::AddressAndPortDependent,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Whether the site has IPv6.
+    pub fn has_ipv6(self) -> bool {
+        self.behaviour6().is_some()
+    }
+
+    /// Whether the site's IPv6 sits behind a home router's firewall (public hosts have open IPv6).
+    pub fn has_firewalled_ipv6(self) -> bool {
+        self.has_ipv6() && self != NatPreset::None
+    }
+
+    /// The behaviour over `family`, if the site has that family.
+    pub fn behaviour_over(self, family: Family) -> Option<Behaviour> {
+        match family {
+            Family::Ipv4 => Some(self.behaviour()),
+            Family::Ipv6 => self.behaviour6(),
+        }
+    }
+
+    /// The IPv4 routers from the internet inwards.
     pub fn routers(self) -> Vec<NatType> {
         match self {
             NatPreset::None => Vec::new(),
             NatPreset::Single(t) => vec![t],
             NatPreset::Double { carrier, home } => vec![carrier, home],
-            NatPreset::Upnp => vec![NatType::PortRestrictedCone],
+            NatPreset::CgnatV6 => vec![NatType::PortRestrictedCone; 2],
+            NatPreset::Upnp | NatPreset::Pcp | NatPreset::V6Firewall => {
+                vec![NatType::PortRestrictedCone]
+            }
         }
     }
+
+    /// The port mapping protocols the home router answers, if it runs miniupnpd.
+    pub fn port_mapper(self) -> Option<PortMapper> {
+        match self {
+            NatPreset::Upnp => Some(PortMapper::All),
+            NatPreset::Pcp => Some(PortMapper::PcpOnly),
+            _ => None,
+        }
+    }
+}
+
+/// What a router's miniupnpd answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortMapper {
+    /// UPnP IGD, NAT-PMP and PCP.
+    All,
+    /// PCP and NAT-PMP only (`enable_upnp=no`).
+    PcpOnly,
 }
 
 impl fmt::Display for NatPreset {
@@ -266,6 +359,9 @@ impl fmt::Display for NatPreset {
             d if *d == NatPreset::DOUBLE => f.write_str("double"),
             NatPreset::Double { carrier, home } => write!(f, "double:{carrier}+{home}"),
             NatPreset::Upnp => f.write_str("upnp"),
+            NatPreset::Pcp => f.write_str("pcp"),
+            NatPreset::V6Firewall => f.write_str("v6-firewall"),
+            NatPreset::CgnatV6 => f.write_str("cgnat-v6"),
         }
     }
 }
@@ -279,6 +375,9 @@ impl FromStr for NatPreset {
             "none" | "public" | "open" => return Ok(NatPreset::None),
             "double" | "double-nat" | "cgnat" => return Ok(NatPreset::DOUBLE),
             "upnp" | "upnp-igd" | "miniupnpd" => return Ok(NatPreset::Upnp),
+            "pcp" | "nat-pmp" | "natpmp" => return Ok(NatPreset::Pcp),
+            "v6-firewall" | "v6firewall" => return Ok(NatPreset::V6Firewall),
+            "cgnat-v6" | "cgnatv6" => return Ok(NatPreset::CgnatV6),
             _ => {}
         }
         if let Some(rest) = lower.strip_prefix("double:") {
@@ -503,6 +602,36 @@ pub fn upnp_ruleset(ports: &RouterPorts<'_>, timeouts: &NatTimeouts, stun: &Serv
     r
 }
 
+/// The table of a router's IPv6 firewall.
+pub const FIREWALL6_TABLE: &str = "netlab6";
+
+/// The stateful IPv6 firewall of a home router whose site has a global IPv6 prefix: an `inet` table whose
+/// rules match IPv6 only (the `ip` table beside it does IPv4 and its NAT). From the WAN only established
+/// and related traffic gets in, to the LAN and to the router itself, as home routers do (RFC 6092's
+/// recommended default). No translation: the LAN's hosts keep their own addresses and ports, so what a
+/// host sends to a peer opens exactly that peer's address and port (address-and-port-dependent filtering).
+/// A dropped packet never creates a conntrack entry (the entry is confirmed only when a packet leaves), so
+/// the IPv4 hole-punch race has no IPv6 counterpart.
+pub fn firewall6_ruleset(wan_if: &str, lan_if: &str) -> String {
+    let v6 = "meta nfproto ipv6";
+    format!(
+        "table inet {FIREWALL6_TABLE} {{\n  \
+         chain input {{ type filter hook input priority filter; policy accept;\n    \
+         {v6} iifname \"{wan_if}\" ct state established,related accept\n    \
+         {v6} iifname \"{wan_if}\" drop\n  }}\n  \
+         chain forward {{ type filter hook forward priority filter; policy accept;\n    \
+         {v6} iifname \"{lan_if}\" oifname \"{wan_if}\" accept\n    \
+         {v6} iifname \"{wan_if}\" ct state established,related accept\n    \
+         {v6} iifname \"{wan_if}\" drop\n  }}\n}}\n"
+    )
+}
+
+/// The configuration file of a [`NatPreset::Pcp`] router's miniupnpd: UPnP IGD off (no SSDP, no HTTP), so
+/// only PCP and NAT-PMP (port 5351) answer. The command line ([`miniupnpd_args`]) sets the rest.
+pub fn miniupnpd_pcp_only_config() -> &'static str {
+    "enable_upnp=no\nenable_natpmp=yes\n"
+}
+
 /// The miniupnpd command line of a [`NatPreset::Upnp`] router: no config file, foreground, IPv4, the
 /// public address learnt from the lab's STUN server (miniupnpd refuses a WAN address in a reserved range
 /// otherwise, and the lab only has those), NAT-PMP/PCP on, secure mode (a host maps only to itself).
@@ -511,10 +640,11 @@ pub fn miniupnpd_args(
     lan_if: &str,
     stun: &ServerAddrs,
     pid_file: &str,
+    config_file: &str,
 ) -> Vec<String> {
     [
         "-f",
-        "/dev/null",
+        config_file,
         "-d",
         "-4",
         "-i",
@@ -688,12 +818,49 @@ mod tests {
         }
         assert!(r.contains("table inet filter {"));
         assert!(r.contains("oifname \"wan\" snat ip to 203.0.113.7"));
-        let args = miniupnpd_args("wan", "lan", &stun, "/run/x.pid").join(" ");
+        let args = miniupnpd_args("wan", "lan", &stun, "/run/x.pid", "/dev/null").join(" ");
         assert!(
             args.contains("-i wan -a lan -o STUN:198.51.100.2:3478 -N -S"),
             "{args}"
         );
         assert!(args.starts_with("-f /dev/null -d"));
+    }
+
+    #[test]
+    fn round_two_presets() {
+        for p in NatPreset::ROUND_TWO {
+            assert_eq!(p.to_string().parse::<NatPreset>().unwrap(), p);
+        }
+        assert_eq!(NatPreset::V6Firewall.to_string(), "v6-firewall");
+        assert_eq!(NatPreset::CgnatV6.to_string(), "cgnat-v6");
+        assert_eq!(NatPreset::Pcp.to_string(), "pcp");
+        assert_eq!(NatPreset::V6Firewall.behaviour().to_string(), "EIM/APDF");
+        assert_eq!(NatPreset::CgnatV6.behaviour().to_string(), "EIM/APDF");
+        assert_eq!(NatPreset::CgnatV6.routers().len(), 2);
+        let fw = NatPreset::V6Firewall.behaviour6().unwrap();
+        assert_eq!(fw.to_string(), "none/APDF");
+        assert_eq!(NatPreset::CgnatV6.behaviour6(), Some(fw));
+        assert_eq!(NatPreset::None.behaviour6(), Some(Behaviour::OPEN));
+        assert!(!NatPreset::Pcp.has_ipv6() && !NatPreset::DOUBLE.has_ipv6());
+        assert_eq!(NatPreset::Pcp.port_mapper(), Some(PortMapper::PcpOnly));
+        assert_eq!(NatPreset::Upnp.port_mapper(), Some(PortMapper::All));
+        assert_eq!(NatPreset::V6Firewall.port_mapper(), None);
+        assert_eq!(parse_preset_list("all").unwrap(), NatPreset::STANDARD);
+    }
+
+    #[test]
+    fn ipv6_firewall_lets_in_only_answers_and_touches_no_ipv4() {
+        let r = firewall6_ruleset("wan", "lan");
+        assert!(r.starts_with("table inet netlab6 {"), "{r}");
+        assert!(r.contains(
+            "meta nfproto ipv6 iifname \"wan\" ct state established,related accept\n    meta nfproto ipv6 iifname \"wan\" drop"
+        ));
+        assert!(r.contains("meta nfproto ipv6 iifname \"lan\" oifname \"wan\" accept"));
+        for line in r.lines().filter(|l| l.contains("iifname")) {
+            assert!(line.contains("meta nfproto ipv6"), "{line}");
+        }
+        assert!(!r.contains("dnat") && !r.contains("snat") && !r.contains("masquerade"));
+        assert!(miniupnpd_pcp_only_config().contains("enable_upnp=no"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! their public address from it (miniupnpd's `-o STUN:...`) and `classify` measures every preset against
 //! it; the server itself (the protocol) is the probe [`crate::probe::stun`], which the lab runs as an agent.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -10,21 +10,21 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerAddrs {
     /// The primary address (IP1, port1).
-    pub primary: SocketAddrV4,
+    pub primary: SocketAddr,
     /// The alternate address (IP2, port2).
-    pub alternate: SocketAddrV4,
+    pub alternate: SocketAddr,
 }
 
 impl ServerAddrs {
     /// The four sockets: (ip1,p1), (ip1,p2), (ip2,p1), (ip2,p2).
-    pub fn all(&self) -> [SocketAddrV4; 4] {
-        let (i1, i2) = (*self.primary.ip(), *self.alternate.ip());
+    pub fn all(&self) -> [SocketAddr; 4] {
+        let (i1, i2) = (self.primary.ip(), self.alternate.ip());
         let (p1, p2) = (self.primary.port(), self.alternate.port());
         [
-            SocketAddrV4::new(i1, p1),
-            SocketAddrV4::new(i1, p2),
-            SocketAddrV4::new(i2, p1),
-            SocketAddrV4::new(i2, p2),
+            SocketAddr::new(i1, p1),
+            SocketAddr::new(i1, p2),
+            SocketAddr::new(i2, p1),
+            SocketAddr::new(i2, p2),
         ]
     }
 }

@@ -7,13 +7,16 @@
 //! resolved long before a call starts, and an ARP round trip over a 50 ms link would add 100 ms to the
 //! first packet of every new destination.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// Every link in the lab has this MTU, whatever the host's own links use.
 pub const LAB_MTU: u32 = 1500;
 
 /// The internet router's address (on its loopback), every public namespace's gateway.
 pub const INTERNET_GATEWAY: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+
+/// The internet router's IPv6 address (on its loopback), every public namespace's IPv6 gateway.
+pub const INTERNET_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x113, 0, 0, 0, 0, 1);
 
 /// The MAC address of the interface that holds `addr`: locally administered, `02:00:` + the address.
 pub fn mac_for_addr(addr: Ipv4Addr) -> String {
@@ -149,7 +152,111 @@ pub fn internet_lines() -> Vec<String> {
     vec![
         "link set lo up".into(),
         format!("addr add {INTERNET_GATEWAY}/32 dev lo"),
+        format!("addr add {INTERNET_GATEWAY6}/128 dev lo nodad"),
     ]
+}
+
+/// In the internet namespace: route `addrs` (IPv6, /128 each) to the port with pinned neighbour entries,
+/// and `prefixes` (a home's or a carrier's network) via the first of them.
+pub fn internet_route_lines6(
+    ends: &LinkEnds,
+    addrs: &[Ipv6Addr],
+    prefixes: &[(Ipv6Addr, u8)],
+) -> Vec<String> {
+    let mut v: Vec<String> = addrs
+        .iter()
+        .flat_map(|a| {
+            [
+                format!("route add {a}/128 dev {}", ends.port),
+                format!(
+                    "neigh replace {a} lladdr {} dev {} nud permanent",
+                    ends.inner_mac, ends.port
+                ),
+            ]
+        })
+        .collect();
+    if let Some(first) = addrs.first() {
+        v.extend(
+            prefixes
+                .iter()
+                .map(|(p, len)| format!("route add {p}/{len} via {first} dev {}", ends.port)),
+        );
+    }
+    v
+}
+
+/// In a namespace attached to the internet: its IPv6 addresses (no duplicate address detection: an address
+/// must work the moment the lab hands it out) and the default route via the internet's IPv6 gateway, whose
+/// neighbour entry is pinned. Comes after [`internet_client_lines`], which brings the link up.
+pub fn internet_client_lines6(ends: &LinkEnds, addrs: &[Ipv6Addr]) -> Vec<String> {
+    let dev = &ends.inner_if;
+    let mut v: Vec<String> = addrs
+        .iter()
+        .map(|a| format!("addr add {a}/128 dev {dev} nodad"))
+        .collect();
+    v.push(format!("route add {INTERNET_GATEWAY6}/128 dev {dev}"));
+    v.push(format!(
+        "neigh replace {INTERNET_GATEWAY6} lladdr {} dev {dev} nud permanent",
+        ends.port_mac
+    ));
+    v.push(format!(
+        "route add default via {INTERNET_GATEWAY6} dev {dev}"
+    ));
+    v
+}
+
+/// In a home router behind a carrier: its IPv6 address on the carrier network and the default route via
+/// the carrier (`gateway`, whose interface has MAC `gateway_mac`), neighbour pinned.
+pub fn carrier_client_lines6(
+    ends: &LinkEnds,
+    addr: Ipv6Addr,
+    prefix_len: u8,
+    gateway: Ipv6Addr,
+    gateway_mac: &str,
+) -> Vec<String> {
+    let dev = &ends.inner_if;
+    vec![
+        format!("addr add {addr}/{prefix_len} dev {dev} nodad"),
+        format!("neigh replace {gateway} lladdr {gateway_mac} dev {dev} nud permanent"),
+        format!("route add default via {gateway} dev {dev}"),
+    ]
+}
+
+/// In a carrier router: pin a home router's IPv6 neighbour entry (`home_mac` is its WAN interface's) and
+/// route the home's delegated prefix to it.
+pub fn carrier_home_lines6(
+    lan_if: &str,
+    home: Ipv6Addr,
+    home_mac: &str,
+    prefix: (Ipv6Addr, u8),
+) -> Vec<String> {
+    vec![
+        format!("neigh replace {home} lladdr {home_mac} dev {lan_if} nud permanent"),
+        format!(
+            "route add {}/{} via {home} dev {lan_if}",
+            prefix.0, prefix.1
+        ),
+    ]
+}
+
+/// On a LAN (router `router` with MAC `router_mac`, host `host` with MAC `host_mac`, both on the `/64`):
+/// the host's address and default route, and the neighbour entries both ways (the lab's interfaces have
+/// no link-local addresses to run neighbour discovery from). Returns (router's lines, host's lines).
+pub fn lan_lines6(
+    (router, router_mac, router_if): (Ipv6Addr, &str, &str),
+    (host, host_mac, host_if): (Ipv6Addr, &str, &str),
+    prefix_len: u8,
+) -> (Vec<String>, Vec<String>) {
+    (
+        vec![format!(
+            "neigh replace {host} lladdr {host_mac} dev {router_if} nud permanent"
+        )],
+        vec![
+            format!("addr add {host}/{prefix_len} dev {host_if} nodad"),
+            format!("neigh replace {router} lladdr {router_mac} dev {host_if} nud permanent"),
+            format!("route add default via {router} dev {host_if}"),
+        ],
+    )
 }
 
 #[cfg(test)]
@@ -212,6 +319,47 @@ mod tests {
             port_up_lines(&ends(), None),
             vec!["link set r17 addrgenmode none", "link set r17 up"]
         );
+    }
+
+    #[test]
+    fn ipv6_is_routed_with_pinned_neighbours_and_no_dad() {
+        let a6: Ipv6Addr = "2001:db8:113::5".parse().unwrap();
+        let prefix: Ipv6Addr = "2001:db8:1:3::".parse().unwrap();
+        let up = internet_route_lines6(&ends(), &[a6], &[(prefix, 64)]);
+        assert_eq!(
+            up,
+            vec![
+                "route add 2001:db8:113::5/128 dev r17",
+                "neigh replace 2001:db8:113::5 lladdr 02:00:cb:00:71:05 dev r17 nud permanent",
+                "route add 2001:db8:1:3::/64 via 2001:db8:113::5 dev r17",
+            ]
+        );
+        let client = internet_client_lines6(&ends(), &[a6]);
+        assert_eq!(client[0], "addr add 2001:db8:113::5/128 dev wan nodad");
+        assert_eq!(
+            client.last().unwrap(),
+            "route add default via 2001:db8:113::1 dev wan"
+        );
+        let (r, h) = lan_lines6(
+            (
+                "2001:db8:1:3::1".parse().unwrap(),
+                "02:00:0a:00:03:01",
+                "lan",
+            ),
+            (
+                "2001:db8:1:3::2".parse().unwrap(),
+                "02:00:0a:00:03:02",
+                "eth0",
+            ),
+            64,
+        );
+        assert_eq!(
+            r,
+            vec!["neigh replace 2001:db8:1:3::2 lladdr 02:00:0a:00:03:02 dev lan nud permanent"]
+        );
+        assert_eq!(h[0], "addr add 2001:db8:1:3::2/64 dev eth0 nodad");
+        assert_eq!(h[2], "route add default via 2001:db8:1:3::1 dev eth0");
+        assert!(internet_lines()[2].ends_with("nodad"));
     }
 
     #[test]

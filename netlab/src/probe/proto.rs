@@ -1,7 +1,7 @@
 //! The probes' wire format: one JSON object per UDP datagram. Text is slower than a binary STUN header but
 //! the probes send a handful of packets, and `tcpdump -A` in a lab namespace shows what happened.
 
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,9 +44,9 @@ pub enum Message {
         /// The request's id.
         id: u64,
         /// The source address the server saw: the client's reflexive (mapped) address.
-        observed: SocketAddrV4,
+        observed: SocketAddr,
         /// The server address this response is sent from.
-        responder: SocketAddrV4,
+        responder: SocketAddr,
     },
     /// Peer to rendezvous: "I am `role` of `session`" (sent from the socket that will punch).
     Register {
@@ -60,9 +60,9 @@ pub enum Message {
         /// The session.
         session: String,
         /// The other peer's observed address.
-        peer: SocketAddrV4,
+        peer: SocketAddr,
         /// This peer's own observed address.
-        observed: SocketAddrV4,
+        observed: SocketAddr,
     },
     /// Peer to peer: a hole-punching probe.
     Probe {
@@ -78,7 +78,7 @@ pub enum Message {
         /// The probe's sequence number.
         seq: u32,
         /// Where the probe came from, as this side saw it.
-        observed: SocketAddrV4,
+        observed: SocketAddr,
     },
     /// Echo client to echo server and back.
     Echo {

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -24,17 +24,15 @@ const REGISTER_INTERVAL: Duration = Duration::from_millis(200);
 const MAX_SESSIONS: usize = 10_000;
 
 /// Runs the rendezvous on `bind` until the process is stopped; calls `ready` once bound.
-pub fn serve_rendezvous(bind: SocketAddrV4, ready: impl FnOnce()) -> io::Result<()> {
+pub fn serve_rendezvous(bind: SocketAddr, ready: impl FnOnce()) -> io::Result<()> {
     let sock = UdpSocket::bind(bind)?;
     ready();
-    let mut sessions: HashMap<String, HashMap<Role, SocketAddrV4>> = HashMap::new();
+    let mut sessions: HashMap<String, HashMap<Role, SocketAddr>> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     let mut buf = [0u8; 2048];
     loop {
         let (n, from) = sock.recv_from(&mut buf)?;
-        let (Some(Message::Register { session, role }), SocketAddr::V4(from)) =
-            (Message::decode(&buf[..n]), from)
-        else {
+        let Some(Message::Register { session, role }) = Message::decode(&buf[..n]) else {
             continue;
         };
         if !sessions.contains_key(&session) {
@@ -75,9 +73,9 @@ pub fn serve_rendezvous(bind: SocketAddrV4, ready: impl FnOnce()) -> io::Result<
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerConfig {
     /// Local address of the punching socket.
-    pub bind: SocketAddrV4,
+    pub bind: SocketAddr,
     /// The rendezvous.
-    pub rendezvous: SocketAddrV4,
+    pub rendezvous: SocketAddr,
     /// Pairs this peer with the other one.
     pub session: String,
     /// This peer's role.
@@ -98,17 +96,17 @@ pub struct PeerReport {
     /// The peer's role.
     pub role: Role,
     /// Its own address as the rendezvous saw it.
-    pub observed: Option<SocketAddrV4>,
+    pub observed: Option<SocketAddr>,
     /// The other peer's address as the rendezvous saw it (where probes went first).
-    pub advertised_peer: Option<SocketAddrV4>,
+    pub advertised_peer: Option<SocketAddr>,
     /// One of our probes was acknowledged: the path works both ways.
     pub confirmed: bool,
     /// Milliseconds from the start of punching to the first acknowledgement.
     pub time_to_confirm_ms: Option<u64>,
     /// The address whose acknowledgement confirmed us.
-    pub confirmed_by: Option<SocketAddrV4>,
+    pub confirmed_by: Option<SocketAddr>,
     /// Addresses that sent us probes.
-    pub heard_from: Vec<SocketAddrV4>,
+    pub heard_from: Vec<SocketAddr>,
     /// Probes sent.
     pub probes_sent: u32,
 }
@@ -168,8 +166,7 @@ pub fn run_peer(cfg: &PeerConfig) -> io::Result<PeerReport> {
                 .max(Duration::from_millis(1)),
         ))?;
         let (n, from) = match sock.recv_from(&mut buf) {
-            Ok((n, SocketAddr::V4(from))) => (n, from),
-            Ok(_) => continue,
+            Ok((n, from)) => (n, from),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -221,7 +218,7 @@ pub fn run_peer(cfg: &PeerConfig) -> io::Result<PeerReport> {
 fn introduction(
     sock: &UdpSocket,
     cfg: &PeerConfig,
-) -> io::Result<Option<(SocketAddrV4, SocketAddrV4)>> {
+) -> io::Result<Option<(SocketAddr, SocketAddr)>> {
     let register = Message::Register {
         session: cfg.session.clone(),
         role: cfg.role,
@@ -240,7 +237,7 @@ fn introduction(
                     .max(Duration::from_millis(1)),
             ))?;
             match sock.recv_from(&mut buf) {
-                Ok((n, from)) if from == SocketAddr::V4(cfg.rendezvous) => {
+                Ok((n, from)) if from == cfg.rendezvous => {
                     if let Some(Message::Introduce {
                         session,
                         peer,
@@ -279,7 +276,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let rendezvous = SocketAddrV4::new("127.0.0.1".parse().unwrap(), port);
+        let rendezvous = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || serve_rendezvous(rendezvous, move || tx.send(()).unwrap()));
         rx.recv_timeout(Duration::from_secs(2)).unwrap();

@@ -8,7 +8,7 @@
 //! address-dependent), else address-and-port-dependent.
 
 use std::io;
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,22 +28,22 @@ pub use crate::engine::stun_server::ServerAddrs;
 /// The server address that answers a request received on `on` with the given change flags.
 pub fn answering_socket(
     addrs: &ServerAddrs,
-    on: SocketAddrV4,
+    on: SocketAddr,
     change_ip: bool,
     change_port: bool,
-) -> SocketAddrV4 {
-    let other_ip = if *on.ip() == *addrs.primary.ip() {
-        *addrs.alternate.ip()
+) -> SocketAddr {
+    let other_ip = if on.ip() == addrs.primary.ip() {
+        addrs.alternate.ip()
     } else {
-        *addrs.primary.ip()
+        addrs.primary.ip()
     };
     let other_port = if on.port() == addrs.primary.port() {
         addrs.alternate.port()
     } else {
         addrs.primary.port()
     };
-    SocketAddrV4::new(
-        if change_ip { other_ip } else { *on.ip() },
+    SocketAddr::new(
+        if change_ip { other_ip } else { on.ip() },
         if change_port { other_port } else { on.port() },
     )
 }
@@ -75,31 +75,31 @@ pub fn serve(addrs: ServerAddrs, ready: impl FnOnce()) -> io::Result<()> {
 
 fn serve_socket(
     addrs: ServerAddrs,
-    all: [SocketAddrV4; 4],
+    all: [SocketAddr; 4],
     sockets: &[Arc<UdpSocket>],
     i: usize,
 ) -> io::Result<()> {
     let mut buf = [0u8; 2048];
     loop {
         let (n, from) = sockets[i].recv_from(&mut buf)?;
-        if let (Some(req), std::net::SocketAddr::V4(from)) =
-            (rfc5389::decode_request(&buf[..n]), from)
-        {
+        // Real STUN (RFC 5389) is for miniupnpd, which asks over IPv4 only.
+        if let Some(req) = rfc5389::decode_request(&buf[..n]) {
             let responder = answering_socket(&addrs, all[i], req.change_ip, req.change_port);
             let j = all.iter().position(|a| *a == responder).unwrap_or(i);
             let other = answering_socket(&addrs, all[i], true, true);
-            let reply = rfc5389::encode_response(&req, from, responder, other);
-            let _ = sockets[j].send_to(&reply, from);
+            if let (SocketAddr::V4(from), SocketAddr::V4(responder), SocketAddr::V4(other)) =
+                (from, responder, other)
+            {
+                let reply = rfc5389::encode_response(&req, from, responder, other);
+                let _ = sockets[j].send_to(&reply, from);
+            }
             continue;
         }
-        let (
-            Some(Message::BindingRequest {
-                id,
-                change_ip,
-                change_port,
-            }),
-            std::net::SocketAddr::V4(from),
-        ) = (Message::decode(&buf[..n]), from)
+        let Some(Message::BindingRequest {
+            id,
+            change_ip,
+            change_port,
+        }) = Message::decode(&buf[..n])
         else {
             continue;
         };
@@ -119,9 +119,9 @@ fn serve_socket(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Observation {
     /// The client socket's own address.
-    pub local: SocketAddrV4,
+    pub local: SocketAddr,
     /// Reflexive address seen by (IP1, port1), (IP2, port1) and (IP1, port2), same client socket.
-    pub mapped: [Option<SocketAddrV4>; 3],
+    pub mapped: [Option<SocketAddr>; 3],
     /// An answer from (IP2, port2) reached a socket that had only talked to (IP1, port1).
     pub other_ip_and_port_answered: bool,
     /// An answer from (IP1, port2) reached that socket.
@@ -135,22 +135,22 @@ pub enum ProbeFailed {
     #[error(
         "the STUN-like server at {0} never answered: check that the host can reach the public side"
     )]
-    Unreachable(SocketAddrV4),
+    Unreachable(SocketAddr),
     /// A mapping question went unanswered.
     #[error("the server did not answer the mapping question to {0}")]
-    Incomplete(SocketAddrV4),
+    Incomplete(SocketAddr),
 }
 
 /// The mapping and filtering behaviour an observation shows.
 pub fn evaluate(o: &Observation, server: &ServerAddrs) -> Result<Behaviour, ProbeFailed> {
     let [a, b, c] = o.mapped;
     let a = a.ok_or(ProbeFailed::Unreachable(server.primary))?;
-    let b = b.ok_or(ProbeFailed::Incomplete(SocketAddrV4::new(
-        *server.alternate.ip(),
+    let b = b.ok_or(ProbeFailed::Incomplete(SocketAddr::new(
+        server.alternate.ip(),
         server.primary.port(),
     )))?;
-    let c = c.ok_or(ProbeFailed::Incomplete(SocketAddrV4::new(
-        *server.primary.ip(),
+    let c = c.ok_or(ProbeFailed::Incomplete(SocketAddr::new(
+        server.primary.ip(),
         server.alternate.port(),
     )))?;
     let mapping = if a == o.local && b == o.local && c == o.local {
@@ -186,21 +186,16 @@ pub struct ClientReport {
     pub behaviour: Result<Behaviour, String>,
 }
 
-/// Runs the client from `bind_ip` against `server`.
-pub fn run_client(bind_ip: std::net::Ipv4Addr, server: ServerAddrs) -> io::Result<ClientReport> {
+/// Runs the client from `bind_ip` against `server` (both of one address family).
+pub fn run_client(bind_ip: IpAddr, server: ServerAddrs) -> io::Result<ClientReport> {
     let mut next_id = (std::process::id() as u64) << 32;
-    let mut ask = |sock: &UdpSocket, to: SocketAddrV4, change_ip: bool, change_port: bool| {
+    let mut ask = |sock: &UdpSocket, to: SocketAddr, change_ip: bool, change_port: bool| {
         next_id += 1;
         let expect_from = answering_socket(&server, to, change_ip, change_port);
         question(sock, to, next_id, change_ip, change_port, expect_from)
     };
-    let mapping_sock = UdpSocket::bind(SocketAddrV4::new(bind_ip, 0))?;
-    let local = match mapping_sock.local_addr()? {
-        std::net::SocketAddr::V4(a) => a,
-        std::net::SocketAddr::V6(_) => {
-            return Err(io::Error::other("IPv6 socket from an IPv4 bind"));
-        }
-    };
+    let mapping_sock = UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
+    let local = mapping_sock.local_addr()?;
     let [ip1p1, ip1p2, ip2p1, _] = server.all();
     let mapped = [
         ask(&mapping_sock, ip1p1, false, false)?,
@@ -208,7 +203,7 @@ pub fn run_client(bind_ip: std::net::Ipv4Addr, server: ServerAddrs) -> io::Resul
         ask(&mapping_sock, ip1p2, false, false)?,
     ];
     // A fresh socket, so the only permission in the NAT is for (IP1, port1).
-    let filter_sock = UdpSocket::bind(SocketAddrV4::new(bind_ip, 0))?;
+    let filter_sock = UdpSocket::bind(SocketAddr::new(bind_ip, 0))?;
     let other_ip_and_port_answered = ask(&filter_sock, ip1p1, true, true)?.is_some();
     let other_port_answered = ask(&filter_sock, ip1p1, false, true)?.is_some();
     let observation = Observation {
@@ -228,12 +223,12 @@ pub fn run_client(bind_ip: std::net::Ipv4Addr, server: ServerAddrs) -> io::Resul
 /// question times out.
 fn question(
     sock: &UdpSocket,
-    to: SocketAddrV4,
+    to: SocketAddr,
     id: u64,
     change_ip: bool,
     change_port: bool,
-    expect_from: SocketAddrV4,
-) -> io::Result<Option<SocketAddrV4>> {
+    expect_from: SocketAddr,
+) -> io::Result<Option<SocketAddr>> {
     let request = Message::BindingRequest {
         id,
         change_ip,
@@ -252,7 +247,7 @@ fn question(
             }
             sock.set_read_timeout(Some(left))?;
             match sock.recv_from(&mut buf) {
-                Ok((n, std::net::SocketAddr::V4(from))) => {
+                Ok((n, from)) => {
                     if let Some(Message::BindingResponse {
                         id: rid,
                         observed,
@@ -266,7 +261,6 @@ fn question(
                         }
                     }
                 }
-                Ok(_) => {}
                 Err(e)
                     if matches!(
                         e.kind(),
@@ -293,7 +287,7 @@ mod tests {
         }
     }
 
-    fn sa(s: &str) -> SocketAddrV4 {
+    fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
     }
 
@@ -382,8 +376,8 @@ mod tests {
             .unwrap()
             .port();
         let addrs = ServerAddrs {
-            primary: SocketAddrV4::new(*addrs.primary.ip(), p1),
-            alternate: SocketAddrV4::new(*addrs.alternate.ip(), p2),
+            primary: SocketAddr::new(addrs.primary.ip(), p1),
+            alternate: SocketAddr::new(addrs.alternate.ip(), p2),
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || serve(addrs, move || tx.send(()).unwrap()));

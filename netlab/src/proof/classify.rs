@@ -1,14 +1,14 @@
 //! `netlab classify`: proves each NAT preset has the behaviour it is named for, by measuring it from a
 //! host behind it with the STUN-like probe ([`crate::probe::stun`]).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::engine::lab::{Lab, SiteSpec};
 use crate::engine::link::LinkConditions;
-use crate::engine::nat::{Behaviour, NatPreset};
+use crate::engine::nat::{Behaviour, Family, NatPreset};
 use crate::engine::{LabError, LabResult};
 use crate::probe::stun::{ClientReport, Observation, ServerAddrs};
 use crate::report::Table;
@@ -21,6 +21,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct ClassifyRow {
     /// The preset under test.
     pub preset: NatPreset,
+    /// The address family measured (IPv6 only for sites behind an IPv6 firewall).
+    pub family: Family,
     /// What the preset is defined to be.
     pub expected: Behaviour,
     /// What the probe measured, or why it could not.
@@ -32,7 +34,7 @@ pub struct ClassifyRow {
 }
 
 /// Arguments of the client agent.
-pub fn client_args(bind: Ipv4Addr, addrs: &ServerAddrs) -> Vec<String> {
+pub fn client_args(bind: IpAddr, addrs: &ServerAddrs) -> Vec<String> {
     [
         "agent",
         "stun-client",
@@ -47,9 +49,11 @@ pub fn client_args(bind: Ipv4Addr, addrs: &ServerAddrs) -> Vec<String> {
     .to_vec()
 }
 
-/// Builds one site per preset in `lab`, probes them all in parallel, and compares with the definitions.
+/// Builds one site per preset in `lab`, probes them all in parallel (over IPv4, and over IPv6 where the
+/// site has a firewalled IPv6 prefix), and compares with the definitions.
 pub fn run(lab: &Lab, presets: &[NatPreset]) -> LabResult<Vec<ClassifyRow>> {
     let addrs = lab.stun_server()?;
+    let addrs6 = lab.stun_server6()?;
     let specs: Vec<SiteSpec> = presets
         .iter()
         .map(|&preset| SiteSpec {
@@ -59,15 +63,27 @@ pub fn run(lab: &Lab, presets: &[NatPreset]) -> LabResult<Vec<ClassifyRow>> {
         })
         .collect();
     let sites = lab.add_sites(&specs)?;
+    let probes: Vec<(&crate::engine::Site, Family, IpAddr, ServerAddrs)> = sites
+        .iter()
+        .flat_map(|site| {
+            let v4 = (site, Family::Ipv4, IpAddr::from(site.host.addr()), addrs);
+            let v6 = site
+                .host
+                .addr6()
+                .filter(|_| site.preset.has_firewalled_ipv6())
+                .map(|a| (site, Family::Ipv6, IpAddr::from(a), addrs6));
+            std::iter::once(v4).chain(v6)
+        })
+        .collect();
     let rows = std::thread::scope(|scope| {
-        let handles: Vec<_> = sites
+        let handles: Vec<_> = probes
             .iter()
-            .map(|site| {
+            .map(|&(site, family, bind, server)| {
                 scope.spawn(move || {
                     let out = lab.run_agent(
                         &site.host.ns,
                         "stun client",
-                        &client_args(site.host.addr(), &addrs),
+                        &client_args(bind, &server),
                         CLIENT_TIMEOUT,
                     );
                     let report = out.and_then(|o| {
@@ -75,7 +91,7 @@ pub fn run(lab: &Lab, presets: &[NatPreset]) -> LabResult<Vec<ClassifyRow>> {
                             LabError::agent("stun client", format!("unreadable report {o:?}: {e}"))
                         })
                     });
-                    row(site.preset, report)
+                    row(site.preset, family, report)
                 })
             })
             .collect();
@@ -87,13 +103,16 @@ pub fn run(lab: &Lab, presets: &[NatPreset]) -> LabResult<Vec<ClassifyRow>> {
     Ok(rows)
 }
 
-fn row(preset: NatPreset, report: LabResult<ClientReport>) -> ClassifyRow {
-    let expected = preset.behaviour();
+fn row(preset: NatPreset, family: Family, report: LabResult<ClientReport>) -> ClassifyRow {
+    let expected = preset
+        .behaviour_over(family)
+        .unwrap_or_else(|| preset.behaviour());
     match report {
         Ok(r) => {
             let ok = r.behaviour.as_ref() == Ok(&expected);
             ClassifyRow {
                 preset,
+                family,
                 expected,
                 measured: r.behaviour,
                 ok,
@@ -102,6 +121,7 @@ fn row(preset: NatPreset, report: LabResult<ClientReport>) -> ClassifyRow {
         }
         Err(e) => ClassifyRow {
             preset,
+            family,
             expected,
             measured: Err(e.to_string()),
             ok: false,
@@ -126,7 +146,10 @@ pub fn table(rows: &[ClassifyRow]) -> Table {
             Err(e) => ("error".to_string(), e.clone()),
         };
         t.push([
-            r.preset.to_string(),
+            match r.family {
+                Family::Ipv4 => r.preset.to_string(),
+                Family::Ipv6 => format!("{} (IPv6)", r.preset),
+            },
             r.expected.mapping.to_string(),
             r.expected.filtering.to_string(),
             mm,
@@ -153,6 +176,7 @@ mod tests {
         let pr = NatPreset::Single(NatType::PortRestrictedCone);
         let good = row(
             pr,
+            Family::Ipv4,
             Ok(ClientReport {
                 observation: obs.clone(),
                 behaviour: Ok(pr.behaviour()),
@@ -165,21 +189,41 @@ mod tests {
         };
         let bad = row(
             pr,
+            Family::Ipv4,
             Ok(ClientReport {
                 observation: obs,
                 behaviour: Ok(wrong),
             }),
         );
         assert!(!bad.ok);
-        let failed = row(pr, Err(LabError::ShuttingDown));
+        let failed = row(pr, Family::Ipv4, Err(LabError::ShuttingDown));
         assert!(!failed.ok);
-        let t = table(&[good, bad, failed]);
+        let fw6 = row(
+            NatPreset::V6Firewall,
+            Family::Ipv6,
+            Ok(ClientReport {
+                observation: Observation {
+                    local: "[2001:db8:1:3::2]:5000".parse().unwrap(),
+                    mapped: [Some("[2001:db8:1:3::2]:5000".parse().unwrap()); 3],
+                    other_ip_and_port_answered: false,
+                    other_port_answered: false,
+                },
+                behaviour: Ok(NatPreset::V6Firewall.behaviour6().unwrap()),
+            }),
+        );
+        assert!(fw6.ok, "{fw6:?}");
+        assert_eq!(fw6.expected.to_string(), "none/APDF");
+        let t = table(&[good, bad, failed, fw6]);
         assert_eq!(
             t.rows[0],
             ["port-restricted", "EIM", "APDF", "EIM", "APDF", "ok"]
         );
         assert_eq!(t.rows[1][3..], ["EDM", "APDF", "MISMATCH"]);
         assert_eq!(t.rows[2][3], "error");
+        assert_eq!(
+            t.rows[3],
+            ["v6-firewall (IPv6)", "none", "APDF", "none", "APDF", "ok"]
+        );
     }
 
     #[test]

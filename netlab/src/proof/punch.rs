@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::SocketAddrV4;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::engine::agent::READY_LINE;
 use crate::engine::lab::{Host, Lab, PublicHostOptions, Site};
 use crate::engine::link::LinkConditions;
-use crate::engine::nat::{Behaviour, Filtering, NatPreset};
+use crate::engine::nat::{Behaviour, Family, Filtering, NatPreset};
 use crate::engine::{LabError, LabResult};
 use crate::probe::proto::Role;
 use crate::probe::punch::PeerReport;
@@ -71,6 +71,8 @@ pub struct PunchCase {
     pub start: Start,
     /// One-way delay on each site's access link, in milliseconds.
     pub delay_ms: u32,
+    /// The address family punched over.
+    pub family: Family,
 }
 
 /// What the theory predicts for a pair.
@@ -173,19 +175,30 @@ pub struct PunchOutcome {
     pub error: Option<String>,
 }
 
-/// Every ordered pair of `presets` for each start and delay.
+/// Every ordered pair of `presets` for each start and delay, over IPv4, and over IPv6 where both sites
+/// have IPv6 and at least one of them sits behind an IPv6 firewall (two public hosts prove nothing).
 pub fn cases(presets: &[NatPreset], starts: &[Start], delays_ms: &[u32]) -> Vec<PunchCase> {
     let mut v = Vec::new();
-    for &delay_ms in delays_ms {
-        for &start in starts {
-            for &a in presets {
-                for &b in presets {
-                    v.push(PunchCase {
-                        a,
-                        b,
-                        start,
-                        delay_ms,
-                    });
+    for family in [Family::Ipv4, Family::Ipv6] {
+        for &delay_ms in delays_ms {
+            for &start in starts {
+                for &a in presets {
+                    for &b in presets {
+                        if family == Family::Ipv6
+                            && !(a.has_ipv6()
+                                && b.has_ipv6()
+                                && (a.has_firewalled_ipv6() || b.has_firewalled_ipv6()))
+                        {
+                            continue;
+                        }
+                        v.push(PunchCase {
+                            a,
+                            b,
+                            start,
+                            delay_ms,
+                            family,
+                        });
+                    }
                 }
             }
         }
@@ -193,8 +206,19 @@ pub fn cases(presets: &[NatPreset], starts: &[Start], delays_ms: &[u32]) -> Vec<
     v
 }
 
+/// The expectation of a case, from the presets' behaviour over its family.
+pub fn expect_case(case: &PunchCase, follow_source: bool) -> Expectation {
+    match (
+        case.a.behaviour_over(case.family),
+        case.b.behaviour_over(case.family),
+    ) {
+        (Some(a), Some(b)) => expect(a, b, follow_source),
+        _ => Expectation::Fail,
+    }
+}
+
 /// Arguments of the rendezvous agent.
-pub fn rendezvous_args(bind: SocketAddrV4) -> Vec<String> {
+pub fn rendezvous_args(bind: SocketAddr) -> Vec<String> {
     ["agent", "rendezvous", "--bind", &bind.to_string()]
         .map(String::from)
         .to_vec()
@@ -202,8 +226,8 @@ pub fn rendezvous_args(bind: SocketAddrV4) -> Vec<String> {
 
 /// Arguments of a peer agent.
 pub fn peer_args(
-    bind: SocketAddrV4,
-    rendezvous: SocketAddrV4,
+    bind: SocketAddr,
+    rendezvous: SocketAddr,
     session: &str,
     role: Role,
     start_delay: Duration,
@@ -247,13 +271,23 @@ pub fn run(
     progress: &(dyn Fn(&PunchOutcome) + Sync),
 ) -> LabResult<Vec<PunchOutcome>> {
     let host = lab.add_public_host("rendezvous", PublicHostOptions::default())?;
-    let rendezvous = SocketAddrV4::new(host.addr(), RENDEZVOUS_PORT);
-    lab.start_agent(
-        &host.ns,
-        "rendezvous",
-        &rendezvous_args(rendezvous),
-        Some(READY_LINE),
-    )?;
+    let rendezvous = |family| -> Option<SocketAddr> {
+        let ip: IpAddr = match family {
+            Family::Ipv4 => host.addr().into(),
+            Family::Ipv6 => host.addr6()?.into(),
+        };
+        Some(SocketAddr::new(ip, RENDEZVOUS_PORT))
+    };
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if let Some(bind) = rendezvous(family) {
+            lab.start_agent(
+                &host.ns,
+                "rendezvous",
+                &rendezvous_args(bind),
+                Some(READY_LINE),
+            )?;
+        }
+    }
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Mutex<Vec<Option<PunchOutcome>>> = Mutex::new(vec![None; cases.len()]);
     std::thread::scope(|scope| {
@@ -262,7 +296,15 @@ pub fn run(
                 loop {
                     let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let Some(case) = cases.get(i) else { break };
-                    let outcome = run_case(lab, rendezvous, i, *case, opts);
+                    let outcome = match rendezvous(case.family) {
+                        Some(r) => run_case(lab, r, i, *case, opts),
+                        None => outcome(
+                            *case,
+                            expect_case(case, opts.follow_source),
+                            Vec::new(),
+                            Some("the rendezvous has no address of this family".into()),
+                        ),
+                    };
                     progress(&outcome);
                     results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(outcome);
                 }
@@ -278,12 +320,12 @@ pub fn run(
 
 fn run_case(
     lab: &Lab,
-    rendezvous: SocketAddrV4,
+    rendezvous: SocketAddr,
     index: usize,
     case: PunchCase,
     opts: &PunchOptions,
 ) -> PunchOutcome {
-    let expected = expect(case.a.behaviour(), case.b.behaviour(), opts.follow_source);
+    let expected = expect_case(&case, opts.follow_source);
     let link = LinkConditions::delay(case.delay_ms);
     let mut sites: Vec<Site> = Vec::new();
     let result = (|| -> LabResult<Vec<PeerReport>> {
@@ -297,8 +339,15 @@ fn run_case(
         };
         let limit = opts.timeout + stagger + Duration::from_secs(15);
         let run_peer = |host: &Host, role: Role, delay: Duration| -> LabResult<PeerReport> {
+            let ip: IpAddr = match case.family {
+                Family::Ipv4 => host.addr().into(),
+                Family::Ipv6 => host
+                    .addr6()
+                    .ok_or_else(|| LabError::agent("punch peer", "the host has no IPv6 address"))?
+                    .into(),
+            };
             let args = peer_args(
-                SocketAddrV4::new(host.addr(), PEER_PORT),
+                SocketAddr::new(ip, PEER_PORT),
                 rendezvous,
                 &session,
                 role,
@@ -375,20 +424,20 @@ pub fn cell_text(o: &PunchOutcome) -> String {
     s
 }
 
-/// The distinct (delay, start) variants in `outcomes`, in order.
-fn variants(outcomes: &[PunchOutcome]) -> Vec<(u32, Start)> {
+/// The distinct (family, delay, start) variants in `outcomes`, in order.
+fn variants(outcomes: &[PunchOutcome]) -> Vec<(Family, u32, Start)> {
     outcomes
         .iter()
-        .map(|o| (o.case.delay_ms, o.case.start))
+        .map(|o| (o.case.family, o.case.delay_ms, o.case.start))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect()
 }
 
-/// The presets in `outcomes`, in first-seen order.
-fn presets(outcomes: &[PunchOutcome]) -> Vec<NatPreset> {
+/// The presets in `outcomes` of `family`, in first-seen order.
+fn presets(outcomes: &[PunchOutcome], family: Family) -> Vec<NatPreset> {
     let mut v: Vec<NatPreset> = Vec::new();
-    for o in outcomes {
+    for o in outcomes.iter().filter(|o| o.case.family == family) {
         for p in [o.case.a, o.case.b] {
             if !v.contains(&p) {
                 v.push(p);
@@ -401,6 +450,8 @@ fn presets(outcomes: &[PunchOutcome]) -> Vec<NatPreset> {
 /// The matrix of one (delay, start) variant.
 #[derive(Debug, Clone, Serialize)]
 pub struct MatrixGrid {
+    /// The address family.
+    pub family: Family,
     /// One-way delay per access link.
     pub delay_ms: u32,
     /// How the peers started.
@@ -412,16 +463,20 @@ pub struct MatrixGrid {
 impl MatrixGrid {
     /// A file name for its picture, e.g. `punch-50ms-staggered.svg`.
     pub fn svg_file_name(&self) -> String {
-        format!("punch-{}ms-{}.svg", self.delay_ms, self.start)
+        let family = match self.family {
+            Family::Ipv4 => "",
+            Family::Ipv6 => "-ipv6",
+        };
+        format!("punch{family}-{}ms-{}.svg", self.delay_ms, self.start)
     }
 }
 
 /// One grid per (delay, start) variant: rows are A's preset, columns B's.
 pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<MatrixGrid> {
-    let ps = presets(outcomes);
     variants(outcomes)
         .into_iter()
-        .map(|(delay, start)| {
+        .map(|(family, delay, start)| {
+            let ps = presets(outcomes, family);
             let start_text = match start {
                 Start::Simultaneous => "simultaneous start".to_string(),
                 Start::Staggered => format!("B starts {} ms after A", opts.stagger.as_millis()),
@@ -436,6 +491,7 @@ pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<MatrixGrid> 
                                     && o.case.b == b
                                     && o.case.delay_ms == delay
                                     && o.case.start == start
+                                    && o.case.family == family
                             });
                             match found {
                                 None => GridCell::new(CellClass::Empty, ""),
@@ -465,7 +521,7 @@ pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<MatrixGrid> 
                 .collect();
             let grid = Grid {
                 title: format!(
-                    "UDP hole punching, {delay} ms one-way delay per access link, {start_text}"
+                    "UDP hole punching over {family}, {delay} ms one-way delay per access link, {start_text}"
                 ),
                 row_axis: "A".into(),
                 column_axis: "B".into(),
@@ -474,6 +530,7 @@ pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<MatrixGrid> 
                 cells,
             };
             MatrixGrid {
+                family,
                 delay_ms: delay,
                 start,
                 grid,
@@ -482,20 +539,28 @@ pub fn grids(outcomes: &[PunchOutcome], opts: &PunchOptions) -> Vec<MatrixGrid> 
         .collect()
 }
 
-/// The theoretical matrix for `presets` as a table (`ok`, `ok*`, `FAIL`).
+/// The theoretical matrix for `presets` as a table (`ok`, `ok*`, `FAIL`), over IPv4.
 pub fn expectation_table(presets: &[NatPreset], follow_source: bool) -> Table {
+    expectation_table_over(presets, follow_source, Family::Ipv4)
+}
+
+/// The theoretical matrix over `family`, for the presets that have it.
+pub fn expectation_table_over(presets: &[NatPreset], follow_source: bool, family: Family) -> Table {
+    let presets: Vec<(NatPreset, Behaviour)> = presets
+        .iter()
+        .filter_map(|&p| Some((p, p.behaviour_over(family)?)))
+        .collect();
     let mut t = Table::new(
-        std::iter::once("A \\ B".to_string()).chain(presets.iter().map(ToString::to_string)),
+        std::iter::once("A \\ B".to_string()).chain(presets.iter().map(|(p, _)| p.to_string())),
     );
-    for &a in presets {
-        let cells =
-            presets.iter().map(
-                |&b| match expect(a.behaviour(), b.behaviour(), follow_source) {
-                    Expectation::Direct => "ok".to_string(),
-                    Expectation::DirectViaObservedSource => "ok*".to_string(),
-                    Expectation::Fail => "FAIL".to_string(),
-                },
-            );
+    for &(a, ab) in &presets {
+        let cells = presets
+            .iter()
+            .map(|&(_, bb)| match expect(ab, bb, follow_source) {
+                Expectation::Direct => "ok".to_string(),
+                Expectation::DirectViaObservedSource => "ok*".to_string(),
+                Expectation::Fail => "FAIL".to_string(),
+            });
         t.push(std::iter::once(a.to_string()).chain(cells));
     }
     t
@@ -563,6 +628,39 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_firewalls_punch_where_the_same_ipv4_nat_cannot() {
+        let v6 = |a: NatPreset, b: NatPreset| {
+            expect_case(
+                &PunchCase {
+                    a,
+                    b,
+                    start: Start::Simultaneous,
+                    delay_ms: 0,
+                    family: Family::Ipv6,
+                },
+                true,
+            )
+        };
+        for a in [NatPreset::V6Firewall, NatPreset::CgnatV6, NatPreset::None] {
+            for b in [NatPreset::V6Firewall, NatPreset::CgnatV6] {
+                assert_eq!(v6(a, b), Expectation::Direct, "{a} x {b}");
+            }
+        }
+        // Without IPv6 on one side there is nothing to punch over.
+        assert_eq!(v6(NatPreset::V6Firewall, PR), Expectation::Fail);
+        let t = expectation_table_over(
+            &[PR, NatPreset::V6Firewall, NatPreset::CgnatV6],
+            true,
+            Family::Ipv6,
+        )
+        .to_markdown();
+        assert_eq!(
+            t,
+            "| A \\ B | v6-firewall | cgnat-v6 |\n|---|---|---|\n| v6-firewall | ok | ok |\n| cgnat-v6 | ok | ok |\n"
+        );
+    }
+
+    #[test]
     fn expectation_is_symmetric_in_the_pair() {
         for a in NatPreset::STANDARD {
             for b in NatPreset::STANDARD {
@@ -592,8 +690,28 @@ mod tests {
             a: SYM,
             b: PR,
             start: Start::Staggered,
-            delay_ms: 50
+            delay_ms: 50,
+            family: Family::Ipv4,
         }));
+        // IPv6 cases only where both sites have IPv6 and one is firewalled.
+        let c = cases(
+            &[
+                NatPreset::None,
+                PR,
+                NatPreset::V6Firewall,
+                NatPreset::CgnatV6,
+            ],
+            &[Start::Simultaneous],
+            &[0],
+        );
+        let v6: Vec<(NatPreset, NatPreset)> = c
+            .iter()
+            .filter(|c| c.family == Family::Ipv6)
+            .map(|c| (c.a, c.b))
+            .collect();
+        assert_eq!(v6.len(), 8, "{v6:?}");
+        assert!(!v6.contains(&(NatPreset::None, NatPreset::None)));
+        assert!(v6.iter().all(|(a, b)| *a != PR && *b != PR));
     }
 
     fn peer(role: Role, confirmed_by: Option<&str>, advertised: &str, t: u64) -> PeerReport {
@@ -616,6 +734,7 @@ mod tests {
             b: FC,
             start: Start::Simultaneous,
             delay_ms: 0,
+            family: Family::Ipv4,
         };
         let peers = vec![
             peer(Role::A, Some("203.0.113.3:40000"), "203.0.113.3:40000", 5),

@@ -161,6 +161,8 @@ pub struct PlayerResult {
     pub delivered: bool,
     /// How its node was connected to the publisher's node at the end (see [`connection`]).
     pub connection: String,
+    /// For a direct connection, its address family at the end: "ipv4" or "ipv6" (from the peer's address).
+    pub direct_over: Option<String>,
     /// The node its node received the stream from at the end (a node name, or a peer id netlab does not
     /// know), from the stream's `upstream` in its status.
     pub upstream: Option<String>,
@@ -207,6 +209,8 @@ pub struct CaseSummary {
     pub remote: usize,
     /// Remote players that received the stream and ended on a direct connection.
     pub direct: usize,
+    /// Of the direct ones, those whose connection was over IPv6 at the end.
+    pub direct_ipv6: usize,
     /// Remote players that received the stream but not over a direct connection.
     pub relayed: usize,
     /// Remote players that did not receive it.
@@ -246,6 +250,10 @@ pub fn summarise(trials: &[TrialReport]) -> CaseSummary {
             .count(),
         remote: remote.len(),
         direct: remote.iter().filter(|p| is_direct(p)).count(),
+        direct_ipv6: remote
+            .iter()
+            .filter(|p| is_direct(p) && p.direct_over.as_deref() == Some("ipv6"))
+            .count(),
         relayed: remote
             .iter()
             .filter(|p| p.delivered && !is_direct(p))
@@ -311,8 +319,13 @@ pub fn cell(s: &CaseSummary) -> GridCell {
             String::new()
         }
     } else if s.direct > 0 {
+        let v6 = match s.direct_ipv6 {
+            0 => String::new(),
+            n if n == s.direct => " v6".into(),
+            n => format!(" ({n} v6)"),
+        };
         format!(
-            "{}/{} · {}",
+            "{}/{}{v6} · {}",
             s.direct,
             s.remote,
             secs_text(s.time_to_direct_p50_ms)
@@ -671,6 +684,18 @@ impl StatusHistory {
     pub fn has_mesh(&self) -> bool {
         self.samples.iter().any(|(_, s)| s.has_mesh())
     }
+}
+
+/// The address family of the node's connection to the publisher's node at the end, if direct.
+pub fn final_direct_family(history: &StatusHistory, publisher_peer: &str) -> Option<String> {
+    let p = history.last()?.peer(publisher_peer)?;
+    (p.connection == connection::DIRECT).then(|| {
+        if p.addr.starts_with("/ip6/") || p.addr.starts_with("/dns6/") {
+            "ipv6".to_string()
+        } else {
+            "ipv4".to_string()
+        }
+    })
 }
 
 /// How `player_node` was connected to `publisher_peer` at the end, from its last status.

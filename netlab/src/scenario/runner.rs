@@ -22,7 +22,7 @@ use tokio::time::Instant as TokioInstant;
 use super::file::{Case, NodePlan, PlayerPlan, PublisherPlan, Scenario, bootstrap_layers};
 use super::results::{
     CaseReport, MatrixAxes, NodeReport, PlayerResult, RunReport, StatusHistory, TrialReport,
-    connection, final_connection, summarise,
+    connection, final_connection, final_direct_family, summarise,
 };
 use crate::engine::lab::{Host, Lab, LabConfig, SiteSpec};
 use crate::engine::procstat;
@@ -609,6 +609,7 @@ async fn drive(
                     }
                     if let Some(peer) = &publisher_peer {
                         p.connection = final_connection(&h, peer);
+                        p.direct_over = final_direct_family(&h, peer);
                         p.first_contact_ms = h.first_after(joined_ms, |s| s.peer(peer).is_some());
                         p.time_to_direct_ms = h.first_after(joined_ms, |s| {
                             s.peer(peer).is_some_and(|x| x.is_direct())

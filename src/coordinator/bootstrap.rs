@@ -114,6 +114,25 @@ impl Bootstrap {
     }
 }
 
+/// The coordinator's public nodes as relay candidates of the mesh (issue 15: not only bootstrap peers hold a
+/// node's reservation): each address with its `/p2p/` id, this node left out, at most `MAX_DIALS * 4`.
+pub fn relay_candidates(
+    listed: &[BootstrapPeer],
+    extra: &[BootstrapPeer],
+    me: &PeerId,
+) -> Vec<Multiaddr> {
+    let mut out: Vec<Multiaddr> = Vec::new();
+    for p in listed.iter().chain(extra).filter(|p| p.peer_id != *me) {
+        for a in p.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            let a = a.with_p2p(p.peer_id).unwrap_or_else(|a| a);
+            if !out.contains(&a) && out.len() < MAX_DIALS * 4 {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,5 +206,31 @@ mod tests {
         assert!(b.should_register(&r, 0, t1 + LONELY_REFRESH));
         b.register_failed(t1 + LONELY_REFRESH);
         assert!(!b.should_register(&r, 0, t1 + LONELY_REFRESH + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn listed_public_nodes_become_relay_candidates_with_their_ids() {
+        let (me, a, b) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let peer = |id: PeerId, addrs: &[&str]| BootstrapPeer {
+            peer_id: id,
+            addrs: addrs.iter().map(|s| s.to_string()).collect(),
+        };
+        let listed = vec![
+            peer(me, &["/ip4/198.51.100.1/udp/4001/quic-v1"]),
+            peer(a, &["/ip4/198.51.100.2/udp/4001/quic-v1", "not an address"]),
+        ];
+        let extra = vec![peer(b, &["/ip4/198.51.100.3/tcp/4001"])];
+        let c = relay_candidates(&listed, &extra, &me);
+        assert_eq!(
+            c,
+            vec![
+                format!("/ip4/198.51.100.2/udp/4001/quic-v1/p2p/{a}")
+                    .parse::<Multiaddr>()
+                    .unwrap(),
+                format!("/ip4/198.51.100.3/tcp/4001/p2p/{b}")
+                    .parse()
+                    .unwrap(),
+            ]
+        );
     }
 }

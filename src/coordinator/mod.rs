@@ -22,8 +22,8 @@ pub mod sessions;
 
 use crate::node::Shared;
 use bootstrap::Bootstrap;
-use libp2p::PeerId;
 use libp2p::identity::Keypair;
+use libp2p::{Multiaddr, PeerId};
 use parking_lot::{Mutex, RwLock};
 use receipts::{ReceiptBook, ReceiptHook};
 use report::{NodeFigures, plain_name};
@@ -54,6 +54,8 @@ const SESSION_SAVE_EVERY: Duration = Duration::from_secs(30);
 const SHORT_CODE_LIMIT: Duration = Duration::from_secs(5);
 /// Time to dial one bootstrap peer.
 const DIAL_LIMIT: Duration = Duration::from_secs(10);
+/// The coordinator's public nodes are given to the mesh as relay candidates again this often.
+const RELAY_CANDIDATES_AGAIN: Duration = Duration::from_secs(60);
 
 /// Checks a coordinator URL as the client will (`http(s)://host[:port][/prefix]`), for the settings.
 pub fn check_url(url: &str) -> anyhow::Result<()> {
@@ -318,6 +320,8 @@ impl Coordinator {
         let mut last_fetch: Option<Instant> = None;
         let mut last_save = Instant::now();
         let mut was_registered = false;
+        // Given again now and then: a mesh restarted by Stop/Start or a failure starts with none.
+        let mut relay_candidates_given: (Vec<Multiaddr>, Option<Instant>) = (Vec::new(), None);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -346,11 +350,21 @@ impl Coordinator {
                     .iter()
                     .filter_map(|p| p.peer_id.parse().ok())
                     .collect();
-                let dials = {
+                let (dials, candidates) = {
                     let mut b = self.bootstrap.lock();
                     b.runner_registered(&current, now);
-                    b.dials_due(&state.bootstrap_peers, &self.me, &connected, now)
+                    (
+                        b.dials_due(&state.bootstrap_peers, &self.me, &connected, now),
+                        bootstrap::relay_candidates(&state.bootstrap_peers, &b.extra, &self.me),
+                    )
                 };
+                let stale = relay_candidates_given
+                    .1
+                    .is_none_or(|t| now.duration_since(t) >= RELAY_CANDIDATES_AGAIN);
+                if !candidates.is_empty() && (candidates != relay_candidates_given.0 || stale) {
+                    mesh.add_relay_candidates(candidates.clone()).await;
+                    relay_candidates_given = (candidates, Some(now));
+                }
                 for (peer, addrs) in dials {
                     let mesh = mesh.clone();
                     tokio::spawn(async move {

@@ -17,8 +17,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use streamr_coordinator::api::normalize_invite_code;
 use streamr_media::SourceKind;
 use streamr_web::{
-    ApiError, ApiFuture, FriendStatus, Invite, InviteRequest, Joined, MeshStream, NatStatus,
-    NodeApi, Overview, PeerStatus, SettingView, Settings, Status, StreamStatus, UpdateNotice,
+    ApiError, ApiFuture, FriendStatus, Invite, InviteRequest, Joined, LastCrash, MeshStream,
+    NatStatus, NodeApi, Overview, PeerStatus, SettingView, Settings, Status, StreamStatus,
+    UpdateNotice,
 };
 use tracing::info;
 
@@ -31,12 +32,34 @@ const DEFAULT_EXPIRY: Duration = Duration::from_secs(7 * 86_400);
 #[derive(Debug)]
 pub struct Api {
     shared: Arc<Shared>,
+    /// The newest crash report and when the crash folder was last looked at: the overview is built every
+    /// second for the live page, the folder is read at most every [`CRASH_LOOK_EVERY`].
+    crash: parking_lot::Mutex<(Option<std::time::Instant>, Option<LastCrash>)>,
 }
+
+/// How often the dashboard looks for a new crash report.
+const CRASH_LOOK_EVERY: Duration = Duration::from_secs(5);
 
 impl Api {
     /// The API of the node that `shared` describes.
     pub fn new(shared: Arc<Shared>) -> Self {
-        Api { shared }
+        Api {
+            shared,
+            crash: parking_lot::Mutex::new((None, None)),
+        }
+    }
+
+    /// The newest crash report in the data dir (looked for at most every [`CRASH_LOOK_EVERY`]).
+    fn last_crash(&self) -> Option<LastCrash> {
+        let mut c = self.crash.lock();
+        if c.0.is_none_or(|t| t.elapsed() >= CRASH_LOOK_EVERY) {
+            c.1 = crate::crash::last_crash(&self.shared.data_dir).map(|r| LastCrash {
+                time: r.time,
+                text: r.text,
+            });
+            c.0 = Some(std::time::Instant::now());
+        }
+        c.1.clone()
     }
 }
 
@@ -626,6 +649,7 @@ impl NodeApi for Api {
                         .and_then(|c| c.update_notice())
                         .map(|(version, url)| UpdateNotice { version, url })
                 }),
+            last_crash: self.last_crash(),
             status,
         }
     }
@@ -654,9 +678,7 @@ impl NodeApi for Api {
         &self,
         changes: serde_json::Map<String, serde_json::Value>,
     ) -> ApiFuture<Settings> {
-        let me = Arc::new(Api {
-            shared: self.shared.clone(),
-        });
+        let me = Arc::new(Api::new(self.shared.clone()));
         Box::pin(me.do_update_settings(changes))
     }
 

@@ -207,6 +207,12 @@ function render(u) {
     up.replaceChildren("A new version of streamr-node (" + u.update.version + ") is out: ",
       el("a", { href: u.update.url, target: "_blank", rel: "noopener", text: "download it" }), ".");
   }
+  const crash = $("crash-banner");
+  crash.hidden = !u.last_crash;
+  if (u.last_crash) {
+    $("crash-time").textContent = "(" + u.last_crash.time + ")";
+    if ($("crash-report").value !== u.last_crash.text) $("crash-report").value = u.last_crash.text;
+  }
   $("hello-title").textContent = u.nickname ? u.nickname + "'s node" : "Your node";
   $("reach-text").textContent = reachText(u);
 

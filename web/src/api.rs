@@ -314,8 +314,19 @@ pub struct Overview {
     pub restart_needed: bool,
     /// A newer release, if the update check found one: (version, download page).
     pub update: Option<UpdateNotice>,
+    /// The newest crash report in the data dir, for a bug report (nothing leaves the machine by itself).
+    pub last_crash: Option<LastCrash>,
     /// Everything else, as `GET /api/v1/status` has it (with the publish key: the dashboard is local).
     pub status: Status,
+}
+
+/// A crash report the dashboard offers to copy.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LastCrash {
+    /// When it was written (RFC 3339, UTC).
+    pub time: String,
+    /// The report (what panicked, where, in which session, the log lines before it).
+    pub text: String,
 }
 
 /// A newer release than the one running.

@@ -12,9 +12,9 @@ mod server;
 
 pub use api::{
     ApiError, ApiFuture, AssignmentStatus, CoordinatorStatus, EarningsStatus, FriendStatus, Invite,
-    InviteRequest, JoinRequest, Joined, MeshStream, NatStatus, NetworkStream, NodeApi, Overview,
-    PeerStatus, ReceiptStatus, SessionStatus, SettingView, Settings, Status, StreamStatus,
-    TrustStatus, UpdateNotice, VersionStatus,
+    InviteRequest, JoinRequest, Joined, LastCrash, MeshStream, NatStatus, NetworkStream, NodeApi,
+    Overview, PeerStatus, ReceiptStatus, SessionStatus, SettingView, Settings, Status,
+    StreamStatus, TrustStatus, UpdateNotice, VersionStatus,
 };
 pub use security::{hash_password, is_password_hash, verify_password};
 pub use server::{BindError, WebConfig, WebServer};

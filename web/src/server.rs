@@ -448,6 +448,7 @@ mod tests {
                 friends: vec![],
                 restart_needed: false,
                 update: None,
+                last_crash: None,
                 status: status(true),
             }
         }

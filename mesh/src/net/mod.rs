@@ -8,7 +8,7 @@ mod event_loop;
 pub mod nat;
 pub mod portmap;
 
-pub use behaviour::{Behaviour, BehaviourEvent, RelayLimits};
+pub use behaviour::{Behaviour, BehaviourEvent, RELAY_CIRCUIT_KBPS, RelayLimits};
 pub use event_loop::{
     ConnInfo, NatSnapshot, NetCommand, NetConfig, NetError, NetHandle, NetSnapshot, NetStats,
     PeerInfo, start,

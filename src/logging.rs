@@ -18,9 +18,16 @@ pub fn init(format: LogFormat, filter: &str) {
     use tracing_subscriber::fmt::layer;
     let registry = tracing_subscriber::registry().with(targets(filter));
     let _ = match format {
-        LogFormat::Text => registry.with(layer().with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => registry
+            .with(layer().with_writer(std::io::stderr))
+            .try_init(),
         LogFormat::Json => registry
-            .with(layer().json().flatten_event(true).with_writer(std::io::stderr))
+            .with(
+                layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
 }
@@ -80,7 +87,10 @@ fn service_subscriber(
 /// `TARGET=LEVEL` directives, comma separated (`info,streamr_edge=debug`): tracing-subscriber's `Targets`,
 /// which needs no regular-expression engine in the binary (`EnvFilter`'s span and field filters did).
 fn targets(filter: &str) -> Targets {
-    if let Some(from_env) = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty()) {
+    if let Some(from_env) = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+    {
         match from_env.parse() {
             Ok(t) => return t,
             Err(e) => eprintln!("invalid RUST_LOG {from_env:?} ({e}); using {filter:?}"),
@@ -112,8 +122,13 @@ mod tests {
         ] {
             let dir = tempfile::tempdir().unwrap();
             let logs = dir.path().join(LOG_DIR);
-            let subscriber =
-                service_subscriber(format, Targets::new().with_default(LevelFilter::INFO), &logs, false).unwrap();
+            let subscriber = service_subscriber(
+                format,
+                Targets::new().with_default(LevelFilter::INFO),
+                &logs,
+                false,
+            )
+            .unwrap();
             tracing::subscriber::with_default(subscriber, || {
                 tracing::info!(stream = "alice", "hello from the service");
                 tracing::debug!("below the filter");

@@ -68,8 +68,10 @@ pub struct SoakResult {
     pub rss_peak_mib: f64,
     /// Growth from after warm-up to the end, percent (goal: <= 5).
     pub rss_growth_percent: f64,
-    /// Open descriptors at the first and last sample.
+    /// Open descriptors at the first sample (before any client), after warm-up, and at the last sample.
     pub fds_start: u64,
+    /// ...
+    pub fds_after_warmup: u64,
     /// ...
     pub fds_end: u64,
     /// Most descriptors sampled.
@@ -107,15 +109,18 @@ pub fn rss_growth(
     Some((start, end, (end - start) / start * 100.0))
 }
 
-/// The error lines of a node's JSON log (`"level":"ERROR"`), and of anything it printed that is not JSON
-/// (a panic message).
+/// The error lines of a node's JSON log (`"level":"ERROR"`), and the lines it printed that are not JSON
+/// but speak of a panic or an error (its start banner is plain text too, and is no error).
 pub fn error_lines(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| {
             let l = l.trim();
             match serde_json::from_str::<serde_json::Value>(l) {
                 Ok(v) => v.get("level").and_then(|x| x.as_str()) == Some("ERROR"),
-                Err(_) => !l.is_empty(),
+                Err(_) => {
+                    let l = l.to_lowercase();
+                    l.contains("panic") || l.contains("error")
+                }
             }
         })
         .map(str::to_string)
@@ -161,12 +166,21 @@ impl Peer {
         Ok(())
     }
 
-    async fn stop(&mut self) {
+    /// Stops the node and its player, and keeps its crash reports in the work dir (its data dir goes
+    /// away with the soak).
+    async fn stop(&mut self, work_dir: &Path) {
         if let Some(mut p) = self.player.take() {
             let _ = p.kill().await;
         }
         if let Some(mut n) = self.node.take() {
             n.stop(Duration::from_secs(5)).await;
+        }
+        if let Ok(reports) = std::fs::read_dir(self.data.path().join("crashes")) {
+            for r in reports.flatten() {
+                let to =
+                    work_dir.join(format!("{}-{}", self.name, r.file_name().to_string_lossy()));
+                let _ = std::fs::copy(r.path(), to);
+            }
         }
     }
 }
@@ -281,7 +295,7 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
         }
         if Instant::now() >= next_churn {
             let p = &mut peers[turn % 2];
-            p.stop().await;
+            p.stop(&opts.work_dir).await;
             if let Err(e) = p.start(opts).await {
                 eprintln!("{} did not come back: {e:#}", p.name);
             }
@@ -313,7 +327,7 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
         frames.push(progress_frames(&progress));
     }
     for p in &mut peers {
-        p.stop().await;
+        p.stop(&opts.work_dir).await;
     }
     let _ = publisher.kill().await;
     node.stop(Duration::from_secs(5)).await;
@@ -344,6 +358,10 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
         rss_peak_mib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         rss_growth_percent: growth,
         fds_start: samples.first().map_or(0, |s| s.fds),
+        fds_after_warmup: samples
+            .iter()
+            .find(|s| s.at_s >= warmup.as_secs_f64())
+            .map_or(0, |s| s.fds),
         fds_end: samples.last().map_or(0, |s| s.fds),
         fds_peak: samples.iter().map(|s| s.fds).max().unwrap_or(0),
         node_alive_at_end: node_alive,
@@ -397,6 +415,7 @@ mod tests {
             "\n",
             r#"{"level":"ERROR","fields":{"message":"boom"}}"#,
             "\n\nthread 'main' panicked at src/x.rs:1:1\n",
+            "  streamr-node 0.1.0 is running (node id 12D3KooW)\n",
         );
         let e = error_lines(log);
         assert_eq!(e.len(), 2);

@@ -67,8 +67,8 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         r.rss_after_warmup_mib, r.rss_end_mib, r.rss_peak_mib, r.rss_growth_percent
     );
     println!(
-        "open descriptors: {} at start, {} at the end, peak {}",
-        r.fds_start, r.fds_end, r.fds_peak
+        "open descriptors: {} at start (no clients yet), {} after warm-up, {} at the end, peak {}",
+        r.fds_start, r.fds_after_warmup, r.fds_end, r.fds_peak
     );
     println!(
         "node alive at the end: {}; players alive: {}/{}; fewest frames a player got: {}",

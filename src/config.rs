@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 
 /// Name of the config file inside the data dir.
 pub const CONFIG_FILE: &str = "config.toml";
+/// Longest relay circuit an operator may allow, minutes: a day.
+pub const MAX_RELAY_CIRCUIT_MINUTES: u64 = 24 * 60;
+/// Most data an operator may allow one relay circuit, MiB (64 GiB: a day at 6 Mbit/s).
+pub const MAX_RELAY_CIRCUIT_MIB: u64 = 64 << 10;
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
@@ -62,11 +66,19 @@ pub use crate::settings::{Config, FileConfig};
 impl Config {
     /// The relay service limits.
     pub fn relay_limits(&self) -> streamr_mesh::net::RelayLimits {
-        streamr_mesh::net::RelayLimits::new(
+        use streamr_mesh::net::RelayLimits;
+        // Saturating: `validate` bounds both, but a config that skipped it must not overflow.
+        let duration =
+            std::time::Duration::from_secs(self.relay_max_circuit_minutes.saturating_mul(60));
+        let bytes = match self.relay_max_circuit_mib {
+            0 => RelayLimits::circuit_bytes_for(self.max_upload_kbps, duration),
+            mib => mib.saturating_mul(1 << 20),
+        };
+        RelayLimits::new(
             self.relay_max_circuits,
             self.relay_max_circuits_per_peer,
-            std::time::Duration::from_secs(self.relay_max_circuit_minutes * 60),
-            self.relay_max_circuit_mib << 20,
+            duration,
+            bytes,
         )
     }
 
@@ -115,7 +127,7 @@ impl Config {
             crate::update::parse_url(url)?;
         }
         if let Some(url) = self.coordinator_url() {
-            crate::coordinator::check_url(url)?;
+            check_coordinator_url(url)?;
         }
         if self.nickname.chars().count() > 32 || self.nickname.chars().any(char::is_control) {
             bail!("nickname: use at most 32 characters, on one line");
@@ -139,6 +151,20 @@ impl Config {
             bail!(
                 "rtmp_merge_ms = {} is too long: use 0 to 1000 (default 40)",
                 self.rtmp_merge_ms
+            );
+        }
+        if !(1..=MAX_RELAY_CIRCUIT_MINUTES).contains(&self.relay_max_circuit_minutes) {
+            bail!(
+                "relay_max_circuit_minutes = {} is out of range: use 1 to {MAX_RELAY_CIRCUIT_MINUTES} \
+                 (default 60)",
+                self.relay_max_circuit_minutes
+            );
+        }
+        if self.relay_max_circuit_mib > MAX_RELAY_CIRCUIT_MIB {
+            bail!(
+                "relay_max_circuit_mib = {} is too much: use 0 (sized from max_upload_kbps) to \
+                 {MAX_RELAY_CIRCUIT_MIB}",
+                self.relay_max_circuit_mib
             );
         }
         for r in self.pull.iter().chain(&self.push) {
@@ -181,15 +207,27 @@ impl Config {
 /// Reads `config.toml` from `data_dir`; a missing file is an empty config, a broken one an error naming it.
 pub fn read_file(data_dir: &Path) -> anyhow::Result<FileConfig> {
     let path = data_dir.join(CONFIG_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    toml::from_str(&text).map_err(|e| {
+    parse_file(&path, &bytes)
+}
+
+/// Parses the bytes of a config file read from `path`: whatever they are, the result is the file layer or
+/// an error that names the file and says what to do (fuzzed by `fuzz/fuzz_targets/config_file.rs`).
+pub fn parse_file(path: &Path, bytes: &[u8]) -> anyhow::Result<FileConfig> {
+    let advice = "Fix or delete that file (every setting is optional; see docs/configuration.md).";
+    let text = std::str::from_utf8(bytes).map_err(|e| {
         anyhow::anyhow!(
-            "{} is not a valid streamr-node config: {e}\nFix or delete that file (every setting is optional; \
-             see docs/configuration.md).",
+            "{} is not a valid streamr-node config: it is not UTF-8 text ({e})\n{advice}",
+            path.display()
+        )
+    })?;
+    toml::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{} is not a valid streamr-node config: {e}\n{advice}",
             path.display()
         )
     })
@@ -200,6 +238,24 @@ pub fn default_data_dir() -> PathBuf {
     dirs::data_dir()
         .map(|d| d.join("streamr-node"))
         .unwrap_or_else(|| PathBuf::from("streamr-data"))
+}
+
+/// Checks a coordinator URL as the client will (`http(s)://host[:port][/prefix]`), for the settings.
+pub fn check_coordinator_url(url: &str) -> anyhow::Result<()> {
+    let u = reqwest::Url::parse(url.trim()).map_err(|e| {
+        anyhow::anyhow!(
+            "coordinator {url:?} is not a URL ({e}): use e.g. https://coordinator.example.org"
+        )
+    })?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
+        anyhow::bail!(
+            "coordinator {url:?} must be http:// or https:// with a host, e.g. https://coordinator.example.org"
+        );
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        anyhow::bail!("coordinator {url:?}: remove the part after '?' or '#'");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -238,6 +294,46 @@ mod tests {
         assert!(read_file(dir.path()).is_err());
         std::fs::remove_file(dir.path().join(CONFIG_FILE)).unwrap();
         assert_eq!(read_file(dir.path()).unwrap(), FileConfig::default());
+        // Bytes that are not UTF-8 used to be "stream did not contain valid UTF-8": now they say which
+        // file and what to do, like any other broken file.
+        std::fs::write(dir.path().join(CONFIG_FILE), b"nickname = \"\xff\"\n").unwrap();
+        let e = read_file(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("config.toml") && e.contains("UTF-8") && e.contains("Fix or delete"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn relay_circuits_are_sized_from_the_upload_cap() {
+        let mut c = Config::defaults("/tmp/x".into());
+        c.validate().unwrap();
+        let l = c.relay_limits();
+        assert_eq!(l.max_circuit_duration, std::time::Duration::from_secs(3600));
+        assert_eq!(
+            l.max_circuit_bytes, 2_250_000_000,
+            "5 Mbit/s for an hour, not 8 GiB"
+        );
+        c.max_upload_kbps = 2_000;
+        assert_eq!(c.relay_limits().max_circuit_bytes, 900_000_000);
+        c.relay_max_circuit_mib = 100;
+        assert_eq!(c.relay_limits().max_circuit_bytes, 100 << 20);
+        // Values that used to overflow `minutes * 60` are refused with the range to use.
+        c.relay_max_circuit_minutes = u64::MAX / 2;
+        let _ = c.relay_limits();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("relay_max_circuit_minutes") && e.contains("1 to 1440"),
+            "{e}"
+        );
+        c.relay_max_circuit_minutes = 60;
+        c.relay_max_circuit_mib = u64::MAX;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("relay_max_circuit_mib")
+        );
     }
 
     #[test]

@@ -2,24 +2,21 @@
 
 mod cli;
 mod client;
-mod config;
 mod coordinator;
 mod crash;
 mod dashboard;
 mod datafile;
 mod friends;
 mod identity;
-mod invite;
 mod logging;
 mod metrics;
 mod node;
 mod service;
-mod settings;
-mod update;
 
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
+use streamr_node::{config, invite, settings, update};
 
 /// How long connections get to close cleanly on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

@@ -264,30 +264,9 @@ mod platform {
     }
 }
 
-/// The external-tool rule for unit tests: a missing tool skips the test, unless
-/// `STREAMR_REQUIRE_EXTERNAL=1` (CI), which makes it fail.
+/// The external-tool rule for unit tests (shared with the library's).
 #[cfg(test)]
-pub mod tests_support {
-    use std::path::PathBuf;
-
-    /// The tool's path on `PATH`, or `None` after printing why the test skips.
-    pub fn tool_or_skip(tool: &str, install: &str) -> Option<PathBuf> {
-        let found = std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|d| d.join(tool))
-                .find(|p| p.is_file())
-        });
-        if found.is_none() {
-            if std::env::var("STREAMR_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1") {
-                panic!(
-                    "{tool} is required (STREAMR_REQUIRE_EXTERNAL=1) but not on PATH: {install}"
-                );
-            }
-            eprintln!("SKIP: {tool} not found; {install} to run this test");
-        }
-        found
-    }
-}
+pub use streamr_node::tests_support;
 
 #[cfg(test)]
 mod tests {

@@ -186,11 +186,13 @@ settings! {
     /// Relay service: circuits per source peer.
     relay_max_circuits_per_peer: usize = 4;
         env "STREAMR_RELAY_MAX_CIRCUITS_PER_PEER"; value "N"; applies Reconnect;
-    /// Relay service: longest life of one circuit, minutes.
-    relay_max_circuit_minutes: u64 = 240;
+    /// Relay service: longest life of one circuit, minutes (1 to 1440). A relayed subscription that
+    /// outlives it is opened again (a hole punch usually replaces the circuit long before).
+    relay_max_circuit_minutes: u64 = 60;
         env "STREAMR_RELAY_MAX_CIRCUIT_MINUTES"; value "MIN"; applies Reconnect;
-    /// Relay service: most data one circuit carries, MiB.
-    relay_max_circuit_mib: u64 = 8192;
+    /// Relay service: most data one circuit carries, MiB; 0 = a 5 Mbit/s stream (or the upload cap, if
+    /// lower) for the circuit's whole life, about 2,150 MiB with the defaults.
+    relay_max_circuit_mib: u64 = 0;
         env "STREAMR_RELAY_MAX_CIRCUIT_MIB"; value "MIB"; applies Reconnect;
     /// Pull an upstream RTMP stream into local stream NAME (repeatable): `NAME=rtmp://HOST/APP/KEY`; in
     /// `config.toml` a list of `[[pull]]` tables with `name` and `url`.

@@ -789,7 +789,7 @@ mod tests {
     /// offers each platform its own download. Needs bash, sha256sum and minisign.
     #[test]
     fn the_manifest_that_sign_dist_writes_is_accepted() {
-        use crate::service::tests_support::tool_or_skip;
+        use crate::tests_support::tool_or_skip;
         use std::process::Command;
         for tool in ["bash", "sha256sum", "minisign"] {
             if tool_or_skip(tool, "apt-get install bash coreutils minisign").is_none() {

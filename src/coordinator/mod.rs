@@ -57,24 +57,6 @@ const DIAL_LIMIT: Duration = Duration::from_secs(10);
 /// The coordinator's public nodes are given to the mesh as relay candidates again this often.
 const RELAY_CANDIDATES_AGAIN: Duration = Duration::from_secs(60);
 
-/// Checks a coordinator URL as the client will (`http(s)://host[:port][/prefix]`), for the settings.
-pub fn check_url(url: &str) -> anyhow::Result<()> {
-    let u = reqwest::Url::parse(url.trim()).map_err(|e| {
-        anyhow::anyhow!(
-            "coordinator {url:?} is not a URL ({e}): use e.g. https://coordinator.example.org"
-        )
-    })?;
-    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none_or(str::is_empty) {
-        anyhow::bail!(
-            "coordinator {url:?} must be http:// or https:// with a host, e.g. https://coordinator.example.org"
-        );
-    }
-    if u.query().is_some() || u.fragment().is_some() {
-        anyhow::bail!("coordinator {url:?}: remove the part after '?' or '#'");
-    }
-    Ok(())
-}
-
 /// The node's coordinator: the runner's handle and what the node keeps beside it.
 #[derive(Debug)]
 pub struct Coordinator {

@@ -29,6 +29,26 @@ pub const MAX_ESTABLISHED_PER_PEER: u32 = 8;
 /// node uses tens of MiB; this much means something is flooding it.
 pub const MAX_PROCESS_MEMORY: usize = 1 << 30;
 
+/// What one circuit of our relay service counts in our upload, kbit/s: a typical stream (see
+/// `stream_kbps`). The service charges each open circuit this much against `max_upload_kbps`, because
+/// libp2p's relay does not report the bytes it relays.
+pub const RELAY_CIRCUIT_KBPS: u64 = 2_500;
+/// The rate one circuit's byte allowance is sized for: twice the charge, so a stream above the typical
+/// rate (1080p, keyframe bursts) lasts the circuit's life, but never more than the whole upload cap.
+pub const RELAY_CIRCUIT_PEAK_KBPS: u64 = 2 * RELAY_CIRCUIT_KBPS;
+/// Reservations (new or renewed) one peer may ask for, per [`RELAY_RATE_INTERVAL`]: our nodes renew one
+/// reservation every half hour or so, and ask again after a refusal while identify arrives.
+pub const RELAY_RESERVATIONS_PER_PEER: u32 = 4;
+/// Reservations one IP address may ask for, per [`RELAY_RATE_INTERVAL`] (a household of nodes).
+pub const RELAY_RESERVATIONS_PER_IP: u32 = 16;
+/// Circuits one source peer may open, per [`RELAY_RATE_INTERVAL`]: a node subscribes to a few streams
+/// through a relay, and re-opens a circuit after failover; more is a flood.
+pub const RELAY_CIRCUITS_PER_PEER: u32 = 8;
+/// Circuits one source IP address may open, per [`RELAY_RATE_INTERVAL`].
+pub const RELAY_CIRCUITS_PER_IP: u32 = 16;
+/// The window of the relay service's rate limits.
+pub const RELAY_RATE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Peers that speak our protocols (identify says so), while connected: the only peers the relay service
 /// reserves a slot for, so it carries this mesh's traffic and nobody else's.
 #[derive(Debug, Clone, Default)]
@@ -103,7 +123,21 @@ impl RelayLimits {
         }
     }
 
+    /// The bytes one circuit may carry in `duration` with an upload cap of `max_upload_kbps` (0 =
+    /// unlimited): a stream at [`RELAY_CIRCUIT_PEAK_KBPS`] for the whole life of the circuit, or the cap if
+    /// it is lower. With the defaults (60 minutes, 8,000 kbit/s) that is about 2.1 GiB; libp2p's own
+    /// default, 128 KiB, is for signalling only, and a circuit used to be allowed 8 GiB.
+    pub fn circuit_bytes_for(max_upload_kbps: u32, duration: Duration) -> u64 {
+        let kbps = match u64::from(max_upload_kbps) {
+            0 => RELAY_CIRCUIT_PEAK_KBPS,
+            cap => cap.min(RELAY_CIRCUIT_PEAK_KBPS),
+        };
+        // kbit/s to bytes/s is x125.
+        (kbps * 125).saturating_mul(duration.as_secs())
+    }
+
     fn to_config(&self, members: MeshMembers, refused: Arc<AtomicU64>) -> relay::Config {
+        let rate = |n: u32| std::num::NonZeroU32::new(n).expect("relay rate limits are not zero");
         let mut config = relay::Config {
             max_reservations: self.max_reservations,
             max_reservations_per_peer: self.max_reservations_per_peer,
@@ -112,9 +146,15 @@ impl RelayLimits {
             max_circuits_per_peer: self.max_circuits_per_peer,
             max_circuit_duration: self.max_circuit_duration,
             max_circuit_bytes: self.max_circuit_bytes,
-            ..relay::Config::default()
-        };
-        // libp2p's default rate limits (per peer and per IP) are kept; on top, only peers of this mesh get a
+            // Ours below, instead of libp2p's (30 per peer in 2 minutes, 60 per IP a minute).
+            reservation_rate_limiters: Vec::new(),
+            circuit_src_rate_limiters: Vec::new(),
+        }
+        .reservation_rate_per_peer(rate(RELAY_RESERVATIONS_PER_PEER), RELAY_RATE_INTERVAL)
+        .reservation_rate_per_ip(rate(RELAY_RESERVATIONS_PER_IP), RELAY_RATE_INTERVAL)
+        .circuit_src_per_peer(rate(RELAY_CIRCUITS_PER_PEER), RELAY_RATE_INTERVAL)
+        .circuit_src_per_ip(rate(RELAY_CIRCUITS_PER_IP), RELAY_RATE_INTERVAL);
+        // On top of the rates, only peers of this mesh get a
         // reservation, so circuits only ever lead to them. A peer whose identify has not arrived yet is
         // refused too; our nodes ask again half a second later (see nat_maintain).
         config
@@ -259,5 +299,72 @@ mod tests {
         // A member that disconnects is a stranger again.
         members.remove(&friend);
         assert!(!limiter.try_next(friend, &addr, now));
+    }
+
+    #[test]
+    fn relay_circuits_are_sized_for_a_stream_and_rate_limited_per_source() {
+        let hour = Duration::from_secs(3600);
+        // A stream at twice the charged rate for the circuit's life: 5,000 kbit/s for an hour.
+        assert_eq!(RelayLimits::circuit_bytes_for(8_000, hour), 625_000 * 3600);
+        assert!(RelayLimits::circuit_bytes_for(8_000, hour) < 8 << 30);
+        // A lower upload cap lowers it; unlimited (0) keeps the stream rate; no overflow.
+        assert_eq!(RelayLimits::circuit_bytes_for(1_000, hour), 125_000 * 3600);
+        assert_eq!(RelayLimits::circuit_bytes_for(0, hour), 625_000 * 3600);
+        assert_eq!(RelayLimits::circuit_bytes_for(0, Duration::MAX), u64::MAX);
+
+        let members = MeshMembers::default();
+        let limits = RelayLimits::new(8, 4, hour, RelayLimits::circuit_bytes_for(8_000, hour));
+        let mut config = limits.to_config(members.clone(), Arc::new(AtomicU64::new(0)));
+        assert_eq!(config.max_circuit_bytes, 2_250_000_000);
+        assert_eq!(config.max_circuit_duration, hour);
+        // Per peer and per IP for each, and our members-only check last.
+        assert_eq!(config.reservation_rate_limiters.len(), 3);
+        assert_eq!(config.circuit_src_rate_limiters.len(), 2);
+
+        let (a, b) = (PeerId::random(), PeerId::random());
+        members.insert(a);
+        members.insert(b);
+        let ip1: Multiaddr = "/ip4/198.51.100.1/tcp/1".parse().unwrap();
+        let ip2: Multiaddr = "/ip4/198.51.100.2/tcp/1".parse().unwrap();
+        let now = std::time::Instant::now();
+        let reserve = |config: &mut relay::Config, peer, addr: &Multiaddr| {
+            config
+                .reservation_rate_limiters
+                .iter_mut()
+                .all(|l| l.try_next(peer, addr, now))
+        };
+        for _ in 0..RELAY_RESERVATIONS_PER_PEER {
+            assert!(reserve(&mut config, a, &ip1));
+        }
+        assert!(
+            !reserve(&mut config, a, &ip1),
+            "a peer's reservations are rate limited"
+        );
+        assert!(reserve(&mut config, b, &ip2), "another peer is not");
+        let circuit = |config: &mut relay::Config, peer, addr: &Multiaddr| {
+            config
+                .circuit_src_rate_limiters
+                .iter_mut()
+                .all(|l| l.try_next(peer, addr, now))
+        };
+        for _ in 0..RELAY_CIRCUITS_PER_PEER {
+            assert!(circuit(&mut config, a, &ip1));
+        }
+        assert!(
+            !circuit(&mut config, a, &ip1),
+            "a source's circuits are rate limited"
+        );
+        assert!(circuit(&mut config, b, &ip2));
+        // Another peer id on the same address shares the address's allowance.
+        let c = PeerId::random();
+        for _ in RELAY_CIRCUITS_PER_PEER..RELAY_CIRCUITS_PER_IP {
+            assert!(circuit(&mut config, c, &ip1));
+        }
+        let d = PeerId::random();
+        assert!(
+            !circuit(&mut config, d, &ip1),
+            "an address's circuits are rate limited"
+        );
+        assert!(circuit(&mut config, d, &ip2));
     }
 }

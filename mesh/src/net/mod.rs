@@ -9,7 +9,7 @@ pub mod nat;
 pub mod pcp;
 pub mod portmap;
 
-pub use behaviour::{Behaviour, BehaviourEvent, RelayLimits};
+pub use behaviour::{Behaviour, BehaviourEvent, RELAY_CIRCUIT_KBPS, RelayLimits};
 pub use event_loop::{
     ConnInfo, NatSnapshot, NetCommand, NetConfig, NetError, NetHandle, NetSnapshot, NetStats,
     PeerInfo, Traversal, start,

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::announce::Announcement;
 use crate::catalog::{self, Catalog, CatalogEntry, ProviderRecord};
-use crate::net::{NetCommand, NetHandle};
+use crate::net::{NetCommand, NetHandle, RELAY_CIRCUIT_KBPS};
 use crate::routes::{Lineage, Routes};
 use crate::session::downstream::{admits, fallbacks, redirect_hints};
 use crate::wire::{Message, ProviderHint};
@@ -26,9 +26,6 @@ use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-/// What one circuit of our relay service counts in our upload, kbit/s (a typical stream, see
-/// `stream_kbps`).
-const RELAY_CIRCUIT_KBPS: u64 = 2500;
 /// Commands waiting for the actor; tasks wait when it is full.
 const INBOX: usize = 1024;
 /// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).

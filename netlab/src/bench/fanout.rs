@@ -164,7 +164,7 @@ fn which(tool: &str) -> anyhow::Result<()> {
 }
 
 /// A ~2.5 Mbps 720p30 H.264 + AAC clip with a 2 s keyframe interval, encoded once and reused.
-fn clip(dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn clip(dir: &Path) -> anyhow::Result<PathBuf> {
     let path = dir.join("fanout-720p-2500k.flv");
     if path.exists() {
         return Ok(path);
@@ -465,7 +465,7 @@ async fn late_player(url: &str) -> anyhow::Result<(f64, bool)> {
 }
 
 /// The last `frame=` value of an ffmpeg `-progress` file.
-fn progress_frames(path: &Path) -> u64 {
+pub(crate) fn progress_frames(path: &Path) -> u64 {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()

@@ -14,6 +14,7 @@ mod report;
 mod run;
 mod scale;
 mod sim;
+mod soak;
 mod wire;
 
 /// Exit code when the lab worked but a result differs from the theory.
@@ -51,6 +52,9 @@ enum Command {
     /// The simulated mesh: many virtual nodes running the mesh's own decision code, deterministic from a
     /// seed (no namespaces, no root).
     Sim(sim::Args),
+    /// A node under a publisher, N players and two churning mesh peers for an hour (not in CI): RSS
+    /// growth after warm-up, open descriptors, error lines.
+    Soak(soak::Args),
     /// Remove namespaces left by crashed runs (never a live run's, unless --force).
     Clean(clean::Args),
     /// Probe programs that run inside the lab's namespaces (used by the lab itself).
@@ -75,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Report(a) => report(report::run(a)),
         Command::Clean(a) => report(clean::run(a)),
         Command::Sim(a) => report(sim::run(a)),
+        Command::Soak(a) => report(soak::run(a)),
         Command::Bench(a) => report(bench::run(a)),
     }
 }

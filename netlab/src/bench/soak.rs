@@ -1,0 +1,424 @@
+//! `netlab soak`: one node under test on loopback for a long time (default an hour) with an ffmpeg
+//! publisher, N ffmpeg players and two mesh peers that play its stream through the mesh, one of them
+//! restarted every 30 s. Samples the node's RSS and open file descriptors every few seconds and reports
+//! RSS growth after warm-up (the goal is at most 5%), descriptors at start and end, and every error line
+//! of the nodes' logs. Not run in CI: it measures, it does not assert.
+
+use crate::bench::fanout::{clip, progress_frames};
+use crate::engine::procstat;
+use crate::node::{self, Launcher, NodeLog, NodeProcess, Ready};
+use anyhow::{Context, bail};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// The goal for RSS growth after warm-up, percent.
+pub const RSS_GROWTH_GOAL_PERCENT: f64 = 5.0;
+
+/// Options of the soak.
+#[derive(Debug, Clone)]
+pub struct SoakOptions {
+    /// How long the whole soak runs.
+    pub duration: Duration,
+    /// Players on the node under test.
+    pub players: usize,
+    /// One mesh peer is restarted this often (in turns).
+    pub churn: Duration,
+    /// How often RSS and descriptors are sampled.
+    pub sample_every: Duration,
+    /// The streamr-node binary.
+    pub node: PathBuf,
+    /// Where the clip (kept) and the nodes' logs go.
+    pub work_dir: PathBuf,
+}
+
+/// One sample of the node under test.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    /// Seconds since the node started.
+    pub at_s: f64,
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+}
+
+/// What the soak found.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoakResult {
+    /// Seconds run.
+    pub duration_s: f64,
+    /// Seconds of warm-up excluded from the growth figure.
+    pub warmup_s: f64,
+    /// Players started on the node under test.
+    pub players: usize,
+    /// Players still running at the end.
+    pub players_alive_at_end: usize,
+    /// Video frames each player received: minimum.
+    pub player_frames_min: u64,
+    /// Mesh peer restarts done.
+    pub mesh_restarts: u64,
+    /// Mean RSS over the first minute after warm-up, MiB.
+    pub rss_after_warmup_mib: f64,
+    /// Mean RSS over the last minute, MiB.
+    pub rss_end_mib: f64,
+    /// Highest RSS sampled, MiB.
+    pub rss_peak_mib: f64,
+    /// Growth from after warm-up to the end, percent (goal: <= 5).
+    pub rss_growth_percent: f64,
+    /// Open descriptors at the first sample (before any client), after warm-up, and at the last sample.
+    pub fds_start: u64,
+    /// ...
+    pub fds_after_warmup: u64,
+    /// ...
+    pub fds_end: u64,
+    /// Most descriptors sampled.
+    pub fds_peak: u64,
+    /// Whether the node under test was still running at the end.
+    pub node_alive_at_end: bool,
+    /// Error lines of the node under test's log (at most 50 kept).
+    pub node_errors: Vec<String>,
+    /// Error lines counted in the mesh peers' logs (all their lives).
+    pub peer_error_count: usize,
+    /// Every sample.
+    pub samples: Vec<Sample>,
+}
+
+/// RSS growth from warm-up's end to the end: the mean of the samples within `window` after `warmup`,
+/// against the mean of the last `window`; (after warm-up, end, growth percent). `None` if either window
+/// has no sample (too short a run).
+pub fn rss_growth(
+    samples: &[Sample],
+    warmup: Duration,
+    window: Duration,
+) -> Option<(f64, f64, f64)> {
+    let (w, win) = (warmup.as_secs_f64(), window.as_secs_f64());
+    let last = samples.last()?.at_s;
+    let mean = |f: &dyn Fn(&Sample) -> bool| {
+        let v: Vec<f64> = samples
+            .iter()
+            .filter(|s| f(s))
+            .map(|s| s.rss_kib as f64)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let start = mean(&|s| s.at_s >= w && s.at_s < w + win)?;
+    let end = mean(&|s| s.at_s > last - win && s.at_s >= w + win)?;
+    Some((start, end, (end - start) / start * 100.0))
+}
+
+/// The error lines of a node's JSON log (`"level":"ERROR"`), and the lines it printed that are not JSON
+/// but speak of a panic or an error (its start banner is plain text too, and is no error).
+pub fn error_lines(log: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| {
+            let l = l.trim();
+            match serde_json::from_str::<serde_json::Value>(l) {
+                Ok(v) => v.get("level").and_then(|x| x.as_str()) == Some("ERROR"),
+                Err(_) => {
+                    let l = l.to_lowercase();
+                    l.contains("panic") || l.contains("error")
+                }
+            }
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// One sample of `pid`, or `None` once it is gone.
+fn sample(pid: u32, started: Instant) -> Option<Sample> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    Some(Sample {
+        at_s: started.elapsed().as_secs_f64(),
+        rss_kib: procstat::rss_kib(pid)?,
+        fds,
+    })
+}
+
+/// A mesh peer: its data dir (same identity across restarts), its log folder, the node and its player.
+struct Peer {
+    name: String,
+    data: tempfile::TempDir,
+    bootstrap: String,
+    node: Option<NodeProcess>,
+    player: Option<Child>,
+    starts: u64,
+}
+
+impl Peer {
+    async fn start(&mut self, opts: &SoakOptions) -> anyhow::Result<()> {
+        let launcher = Launcher {
+            name: self.name.clone(),
+            bootstrap: vec![self.bootstrap.clone()],
+            log: NodeLog::File(
+                opts.work_dir
+                    .join(format!("{}-{}.log", self.name, self.starts)),
+            ),
+            ..Launcher::new(&opts.node, self.data.path())
+        };
+        let node = launcher.start(Duration::from_secs(30)).await?;
+        let ready = node.ready().cloned().context("no ready line")?;
+        self.player = Some(player(&ready, None)?);
+        self.node = Some(node);
+        self.starts += 1;
+        Ok(())
+    }
+
+    /// Stops the node and its player, and keeps its crash reports in the work dir (its data dir goes
+    /// away with the soak).
+    async fn stop(&mut self, work_dir: &Path) {
+        if let Some(mut p) = self.player.take() {
+            let _ = p.kill().await;
+        }
+        if let Some(mut n) = self.node.take() {
+            n.stop(Duration::from_secs(5)).await;
+        }
+        if let Ok(reports) = std::fs::read_dir(self.data.path().join("crashes")) {
+            for r in reports.flatten() {
+                let to =
+                    work_dir.join(format!("{}-{}", self.name, r.file_name().to_string_lossy()));
+                let _ = std::fs::copy(r.path(), to);
+            }
+        }
+    }
+}
+
+/// An ffmpeg player of the stream on `node`, writing its progress to `progress` if given.
+fn player(node: &Ready, progress: Option<&Path>) -> anyhow::Result<Child> {
+    let mut c = Command::new("ffmpeg");
+    c.args(["-hide_banner", "-loglevel", "error", "-nostats"])
+        .args(["-rw_timeout", "15000000", "-i"])
+        .arg(format!("rtmp://{}/live/soak", node.rtmp_listen))
+        .args(["-map", "0:v", "-c", "copy", "-f", "null"]);
+    if let Some(p) = progress {
+        c.arg("-progress").arg(p);
+    }
+    c.arg("-")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start an ffmpeg player")
+}
+
+/// The node's loopback QUIC address from its status.
+async fn bootstrap_addr(ready: &Ready) -> anyhow::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = node::fetch_status(ready.http_listen, Duration::from_secs(2)).await?;
+        if let Some(a) =
+            node::pick_bootstrap_addr(&status.listen_addrs, Some(std::net::Ipv4Addr::LOCALHOST))
+        {
+            return Ok(a);
+        }
+        if Instant::now() > deadline {
+            bail!("the node under test lists no 127.0.0.1 address with /p2p/");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the soak.
+pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
+    if !opts.node.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release) or pass --node",
+            opts.node.display()
+        );
+    }
+    std::fs::create_dir_all(&opts.work_dir)?;
+    let clip = clip(&opts.work_dir).context("the soak needs ffmpeg: apt-get install ffmpeg")?;
+    let data = tempfile::Builder::new().prefix("netlab-soak-").tempdir()?;
+    let launcher = Launcher {
+        name: "under-test".into(),
+        log: NodeLog::File(opts.work_dir.join("under-test.log")),
+        ..Launcher::new(&opts.node, data.path())
+    };
+    let started = Instant::now();
+    let mut node = launcher.start(Duration::from_secs(30)).await?;
+    let ready = node.ready().cloned().context("no ready line")?;
+    let pid = node.pid;
+    let mut samples: Vec<Sample> = sample(pid, started).into_iter().collect();
+
+    let mut publisher = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostats", "-re"])
+        .args(["-stream_loop", "-1", "-i"])
+        .arg(&clip)
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(format!("rtmp://{}/live/soak", ready.rtmp_listen))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the ffmpeg publisher")?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let scratch = tempfile::tempdir_in(&opts.work_dir)?;
+    let mut players = Vec::with_capacity(opts.players);
+    for i in 0..opts.players {
+        let progress = scratch.path().join(format!("player-{i}.progress"));
+        players.push((player(&ready, Some(&progress))?, progress));
+    }
+    let bootstrap = bootstrap_addr(&ready).await?;
+    let mut peers = Vec::new();
+    for k in 0..2 {
+        let mut p = Peer {
+            name: format!("peer-{k}"),
+            data: tempfile::Builder::new()
+                .prefix("netlab-soak-peer-")
+                .tempdir()?,
+            bootstrap: bootstrap.clone(),
+            node: None,
+            player: None,
+            starts: 0,
+        };
+        p.start(opts).await?;
+        peers.push(p);
+    }
+
+    let mut next_churn = Instant::now() + opts.churn;
+    let mut turn = 0;
+    let mut restarts = 0;
+    let mut node_alive = true;
+    while started.elapsed() < opts.duration {
+        tokio::time::sleep(opts.sample_every).await;
+        match sample(pid, started) {
+            Some(s) => samples.push(s),
+            None => {
+                node_alive = false;
+                eprintln!("the node under test exited after {:?}", started.elapsed());
+                break;
+            }
+        }
+        if Instant::now() >= next_churn {
+            let p = &mut peers[turn % 2];
+            p.stop(&opts.work_dir).await;
+            if let Err(e) = p.start(opts).await {
+                eprintln!("{} did not come back: {e:#}", p.name);
+            }
+            restarts += 1;
+            turn += 1;
+            next_churn = Instant::now() + opts.churn;
+        }
+    }
+    let duration = started.elapsed();
+    node_alive &= node.alive();
+
+    let mut players_alive = 0;
+    for (child, _) in &mut players {
+        if child.try_wait().ok().flatten().is_none() {
+            players_alive += 1;
+        }
+        if let Some(id) = child.id().and_then(|p| i32::try_from(p).ok()) {
+            // SIGTERM: ffmpeg writes its final progress.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(id),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    let mut frames = Vec::new();
+    for (mut child, progress) in players {
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        let _ = child.kill().await;
+        frames.push(progress_frames(&progress));
+    }
+    for p in &mut peers {
+        p.stop(&opts.work_dir).await;
+    }
+    let _ = publisher.kill().await;
+    node.stop(Duration::from_secs(5)).await;
+
+    let warmup = (opts.duration / 5).min(Duration::from_secs(300));
+    let window = Duration::from_secs(60).min(opts.duration / 5);
+    let (after, end, growth) =
+        rss_growth(&samples, warmup, window).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+    let mut node_errors = error_lines(&node.log_text());
+    node_errors.truncate(50);
+    let mut peer_error_count = 0;
+    for entry in std::fs::read_dir(&opts.work_dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("peer-") && name.ends_with(".log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            peer_error_count += error_lines(&text).len();
+        }
+    }
+    Ok(SoakResult {
+        duration_s: duration.as_secs_f64(),
+        warmup_s: warmup.as_secs_f64(),
+        players: opts.players,
+        players_alive_at_end: players_alive,
+        player_frames_min: frames.iter().copied().min().unwrap_or(0),
+        mesh_restarts: restarts,
+        rss_after_warmup_mib: after / 1024.0,
+        rss_end_mib: end / 1024.0,
+        rss_peak_mib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
+        rss_growth_percent: growth,
+        fds_start: samples.first().map_or(0, |s| s.fds),
+        fds_after_warmup: samples
+            .iter()
+            .find(|s| s.at_s >= warmup.as_secs_f64())
+            .map_or(0, |s| s.fds),
+        fds_end: samples.last().map_or(0, |s| s.fds),
+        fds_peak: samples.iter().map(|s| s.fds).max().unwrap_or(0),
+        node_alive_at_end: node_alive,
+        node_errors,
+        peer_error_count,
+        samples,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(at_s: f64, rss_kib: u64) -> Sample {
+        Sample {
+            at_s,
+            rss_kib,
+            fds: 10,
+        }
+    }
+
+    #[test]
+    fn growth_is_measured_after_warm_up() {
+        // Warm-up to 10 s grows from 100 to 1000; then 1000 to 1050 (5%).
+        let mut v: Vec<Sample> = (0..10)
+            .map(|i| s(f64::from(i), 100 + 100 * i as u64))
+            .collect();
+        v.extend((10..=40).map(|i| {
+            s(
+                f64::from(i),
+                if i < 20 {
+                    1000
+                } else if i > 30 {
+                    1050
+                } else {
+                    1020
+                },
+            )
+        }));
+        let (after, end, growth) =
+            rss_growth(&v, Duration::from_secs(10), Duration::from_secs(10)).unwrap();
+        assert_eq!((after, end), (1000.0, 1050.0));
+        assert!((growth - 5.0).abs() < 1e-9);
+        assert!(rss_growth(&v[..12], Duration::from_secs(10), Duration::from_secs(10)).is_none());
+    }
+
+    #[test]
+    fn error_lines_are_found() {
+        let log = concat!(
+            r#"{"level":"INFO","fields":{"message":"ready"}}"#,
+            "\n",
+            r#"{"level":"ERROR","fields":{"message":"boom"}}"#,
+            "\n\nthread 'main' panicked at src/x.rs:1:1\n",
+            "  streamr-node 0.1.0 is running (node id 12D3KooW)\n",
+        );
+        let e = error_lines(log);
+        assert_eq!(e.len(), 2);
+        assert!(e[0].contains("boom") && e[1].contains("panicked"));
+    }
+}

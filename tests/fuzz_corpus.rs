@@ -4,6 +4,9 @@
 //! The invite seeds are codes made by a fixed key; `STREAMR_WRITE_SEEDS=1 cargo test --test fuzz_corpus`
 //! writes them again after a change of the invite format.
 
+#[path = "../fuzz/inputs.rs"]
+mod inputs;
+
 use libp2p::identity::Keypair;
 use std::path::{Path, PathBuf};
 use streamr_node::config::{self, Config};
@@ -13,21 +16,11 @@ use streamr_node::invite::Invite;
 const NOW: u64 = 1_700_000_000;
 
 fn files(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz")
-        .join(kind)
-        .join(target);
-    let mut v: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let data = std::fs::read(&p).unwrap();
-            (p, data)
-        })
-        .collect();
-    v.sort();
-    v
+    inputs::files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz"),
+        kind,
+        target,
+    )
 }
 
 /// The seed invites: (file name, invite), signed by a fixed key.

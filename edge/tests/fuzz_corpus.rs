@@ -3,28 +3,18 @@
 //! input that once crashed a target (`fuzz/regressions/TARGET`: each must now end without a panic). The
 //! harness is the same as the fuzz targets' (fuzz/fuzz_targets/*.rs).
 
+#[path = "../../fuzz/inputs.rs"]
+mod inputs;
+
 use std::path::{Path, PathBuf};
 use streamr_edge::{EdgeConfig, amf0, sans_io};
 
 fn files(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz")
-        .join(kind)
-        .join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let data = std::fs::read(&p).unwrap();
-            (p, data)
-        })
-        .collect();
-    v.sort();
-    v
+    inputs::files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz"),
+        kind,
+        target,
+    )
 }
 
 fn edge_session(data: &[u8]) -> Option<Result<(), String>> {

@@ -3,6 +3,9 @@
 //! targets expect; if a change of the wire format breaks them, the fuzzer would start from nothing. Inputs
 //! that crash a target go to `fuzz/regressions/TARGET` and must end without a panic here.
 
+#[path = "../../fuzz/inputs.rs"]
+mod inputs;
+
 use bytes::BytesMut;
 use std::path::{Path, PathBuf};
 use streamr_mesh::announce::Announcement;
@@ -12,24 +15,11 @@ use streamr_mesh::wire::{self, Decoder, Message};
 use tokio_util::codec::Decoder as _;
 
 fn files(kind: &str, target: &str) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz")
-        .join(kind)
-        .join(target);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_file())
-        .map(|p| {
-            let data = std::fs::read(&p).unwrap();
-            (p, data)
-        })
-        .collect();
-    v.sort();
-    v
+    inputs::files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz"),
+        kind,
+        target,
+    )
 }
 
 /// As the `media_wire` target: `[mode, cut, bytes...]`; the messages decoded, or the error.

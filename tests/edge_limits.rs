@@ -29,35 +29,6 @@ async fn assert_limit_hits(node: &TestNode, limit: &str, n: u64) {
     );
 }
 
-/// Checks what every attack test ends with: the node is up, the honest player got >= 95% of the frames,
-/// memory stayed within `rss_before` + 64 MiB.
-async fn assert_honest_served(
-    node: &mut TestNode,
-    player: tokio::task::JoinHandle<Played>,
-    mut publisher: tokio::process::Child,
-    published: u64,
-    rss_before: u64,
-) {
-    let st = publisher.wait().await.unwrap();
-    assert!(
-        st.success(),
-        "the honest publisher was disturbed:\n{}",
-        node.log_text()
-    );
-    let p = player.await.unwrap();
-    assert!(node.alive(), "the node died:\n{}", node.log_text());
-    assert!(
-        p.video() * 100 >= published * 95,
-        "the honest player got {} of {published} frames",
-        p.video()
-    );
-    let rss_after = node.rss_kib();
-    assert!(
-        rss_after < rss_before + 64 * 1024,
-        "memory grew from {rss_before} KiB to {rss_after} KiB"
-    );
-}
-
 #[tokio::test]
 async fn deeply_nested_amf_right_after_the_handshake_ends_one_session_not_the_node() {
     if !have("ffmpeg", "honest publisher and player") {

@@ -91,21 +91,6 @@ async fn wait_for(
     }
 }
 
-/// True when the server closes the connection within `limit` (reading and discarding what it sends).
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let mut buf = vec![0u8; 65536];
-    tokio::time::timeout(limit, async {
-        loop {
-            match s.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
 #[tokio::test]
 async fn hostile_clients_end_only_their_own_sessions() {
     if !have("ffmpeg", "honest publisher and player") {
@@ -138,7 +123,7 @@ async fn hostile_clients_end_only_their_own_sessions() {
         .collect();
     let _ = g.write_all(&garbage).await;
     assert!(
-        closed_within(&mut g, Duration::from_secs(5)).await,
+        rtmp_closed_within(&mut g, Duration::from_secs(5)).await,
         "garbage session was not closed"
     );
 
@@ -181,7 +166,7 @@ async fn hostile_clients_end_only_their_own_sessions() {
         .unwrap();
     evil.write_all(&p.bytes).await.unwrap();
     assert!(
-        !closed_within(&mut evil, Duration::from_secs(2)).await,
+        !rtmp_closed_within(&mut evil, Duration::from_secs(2)).await,
         "a bare @setDataFrame is dropped, not a reason to close"
     );
 

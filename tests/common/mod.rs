@@ -770,3 +770,32 @@ pub fn lan_ipv4() -> Option<std::net::Ipv4Addr> {
     }
     found
 }
+
+/// Checks what every attack test ends with: the node is up, the honest player got >= 95% of the frames,
+/// memory stayed within `rss_before` + 64 MiB.
+pub async fn assert_honest_served(
+    node: &mut TestNode,
+    player: tokio::task::JoinHandle<Played>,
+    mut publisher: tokio::process::Child,
+    published: u64,
+    rss_before: u64,
+) {
+    let st = publisher.wait().await.unwrap();
+    assert!(
+        st.success(),
+        "the honest publisher was disturbed:\n{}",
+        node.log_text()
+    );
+    let p = player.await.unwrap();
+    assert!(node.alive(), "the node died:\n{}", node.log_text());
+    assert!(
+        p.video() * 100 >= published * 95,
+        "the honest player got {} of {published} frames",
+        p.video()
+    );
+    let rss_after = node.rss_kib();
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+}

@@ -97,9 +97,24 @@ impl Config {
             port_prediction: self.port_prediction,
             relay_candidates: Vec::new(),
             friends: streamr_mesh::Friends::default(),
-            tuning: streamr_mesh::MeshTuning::default(),
+            tuning: streamr_mesh::MeshTuning {
+                max_queue_delay: self.max_queue_delay(),
+                ..streamr_mesh::MeshTuning::default()
+            },
             receipts: None,
         })
+    }
+
+    /// The hubs' limits: the queue delay from the settings, the rest built in.
+    pub fn hub_config(&self) -> streamr_media::HubConfig {
+        streamr_media::HubConfig {
+            max_queue_delay: self.max_queue_delay(),
+            ..streamr_media::HubConfig::default()
+        }
+    }
+
+    fn max_queue_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_queue_ms)
     }
 
     /// Whether a publish must carry the key.
@@ -151,6 +166,12 @@ impl Config {
             bail!(
                 "rtmp_merge_ms = {} is too long: use 0 to 1000 (default 40)",
                 self.rtmp_merge_ms
+            );
+        }
+        if !(50..=10_000).contains(&self.max_queue_ms) {
+            bail!(
+                "max_queue_ms = {} is out of range: use 50 to 10000 (default 400)",
+                self.max_queue_ms
             );
         }
         if !(1..=MAX_RELAY_CIRCUIT_MINUTES).contains(&self.relay_max_circuit_minutes) {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use streamr_edge::{EdgeConfig, EdgeStats, RtmpServer};
-use streamr_media::{HubConfig, Streams};
+use streamr_media::Streams;
 use streamr_mesh::{Friends, Mesh, MeshConfig};
 use streamr_web::{WebConfig, WebServer};
 use tokio::sync::watch;
@@ -429,7 +429,7 @@ impl Node {
             false,
         )?;
 
-        let streams = Streams::new(HubConfig::default());
+        let streams = Streams::new(config.hub_config());
         let shutdown = CancellationToken::new();
         let edge = EdgeSlot(Arc::new(RwLock::new(Arc::new(EdgeStats::default()))));
         let mesh = MeshSlot::default();

@@ -162,6 +162,12 @@ settings! {
     /// many players (at the cost of this much latency at the edge); 0 writes every message at once.
     rtmp_merge_ms: u64 = 40;
         env "STREAMR_RTMP_MERGE_MS"; value "MS"; applies Reconnect;
+    /// Most media time, in milliseconds, that waits for one subscriber at this node (a player, or a peer whose
+    /// link is slower than the stream): frames later than this are skipped up to the next keyframe on time,
+    /// so that a slow hop drops frames instead of making everyone behind it late. It also sizes how much a
+    /// peer may have in flight. Raise it on a jittery network when viewers see skips.
+    max_queue_ms: u64 = 400;
+        env "STREAMR_MAX_QUEUE_MS"; value "MS"; applies Restart;
     /// Mesh peers to join through (repeatable): a multiaddr ending in `/p2p/<peer id>`, as the other node's
     /// status shows under `listen_addrs`.
     bootstrap: Vec<String> = Vec::new();

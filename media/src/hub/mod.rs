@@ -30,6 +30,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio::time::{Duration, Instant};
 
+/// Default of [`HubConfig::max_queue_delay`]: a few frame intervals of scheduling and network jitter pass, a
+/// slow subscriber does not accumulate latency.
+pub const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(400);
+
 /// Limits of one hub.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -37,9 +41,13 @@ pub struct HubConfig {
     pub ring_frames: usize,
     /// ... and payload bytes: a stream of huge frames gets a shorter ring, not more memory.
     pub ring_max_bytes: usize,
-    /// A subscriber with more than this many frames queued skips ahead to the next keyframe, which bounds
-    /// the latency a slow subscriber accumulates.
+    /// A subscriber with more than this many frames queued skips ahead to the next keyframe (a bound on
+    /// memory and on bursts; latency is bounded by `max_queue_delay`).
     pub max_lag_frames: usize,
+    /// A frame that waited in the ring longer than this for a subscriber is too late for it: the subscriber
+    /// skips ahead to the next keyframe that is not, so that no subscriber (a player, or a peer whose link
+    /// is slower than the stream) falls further behind live than this at this hop.
+    pub max_queue_delay: Duration,
     /// The keyframe cache is dropped (until the next keyframe) when it would exceed this many bytes.
     pub gop_max_bytes: usize,
     /// ... or this many frames.
@@ -54,6 +62,7 @@ impl Default for HubConfig {
             ring_frames: 1024,
             ring_max_bytes: 32 << 20,
             max_lag_frames: 512,
+            max_queue_delay: DEFAULT_MAX_QUEUE_DELAY,
             gop_max_bytes: 16 << 20,
             gop_max_frames: 2048,
             source_grace: Duration::from_secs(30),
@@ -384,7 +393,8 @@ impl Hub {
         let len = frame.len() as u64;
         self.counters.frames_in.fetch_add(1, Relaxed);
         self.counters.bytes_in.fetch_add(len, Relaxed);
-        st.meter.arrived(len, Instant::now());
+        let now = Instant::now();
+        st.meter.arrived(len, now);
         let has_video = st.cache.has_video();
         let frame = match st.restamp.admit(frame, has_video) {
             Admit::Emit(f) => f,
@@ -402,7 +412,7 @@ impl Hub {
         st.cache.remember(&frame);
         // Into the ring under the lock, so that subscribe() sees either the cache with this frame or the ring
         // with it.
-        self.ring.lock().push(frame);
+        self.ring.lock().push(frame, now);
         drop(st);
         self.arrived.notify_waiters();
         Ok(())
@@ -596,6 +606,62 @@ mod tests {
         assert!(slow.dropped() >= 80, "dropped {}", slow.dropped());
         assert_eq!(hub.snapshot().dropped, slow.dropped());
         assert_eq!(slow.next().await.unwrap().timestamp(), 101 * 33);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_subscriber_later_than_the_queue_delay_skips_to_a_keyframe_that_is_on_time() {
+        let hub = Hub::new("s", HubConfig::default());
+        let delay = hub.config.max_queue_delay;
+        let src = hub.attach(SourceKind::Publisher);
+        src.push(vheader()).unwrap();
+        src.push(key(0)).unwrap();
+        let mut sub = hub.subscribe(SubscriberKind::Player);
+        while sub.try_next().unwrap().is_some() {}
+        // A burst that arrives all at once is read at once: nothing waited, nothing is skipped, however much
+        // media time it spans.
+        for i in 1..30u32 {
+            src.push(inter(i * 33)).unwrap();
+        }
+        for i in 1..30u32 {
+            assert_eq!(sub.try_next().unwrap().unwrap().timestamp(), i * 33);
+        }
+        // Now the subscriber stalls: a few frames, far fewer than the frame bound, wait longer than the delay;
+        // a keyframe among them waited too long as well.
+        src.push(inter(1000)).unwrap();
+        src.push(key(1033)).unwrap();
+        src.push(inter(1066)).unwrap();
+        tokio::time::advance(delay + Duration::from_millis(1)).await;
+        // Frames that arrive while it catches up are on time; skipping ends at the first on-time keyframe.
+        src.push(inter(1500)).unwrap();
+        src.push(key(1533)).unwrap();
+        src.push(inter(1566)).unwrap();
+        let next = sub.try_next().unwrap().unwrap();
+        assert!(next.is_keyframe(), "resumes on a keyframe, got {next:?}");
+        assert_eq!(next.timestamp(), 1533, "the late keyframe is skipped too");
+        assert_eq!(sub.dropped(), 4);
+        assert_eq!(sub.try_next().unwrap().unwrap().timestamp(), 1566);
+        // A subscriber that keeps up again skips nothing more.
+        tokio::time::advance(delay / 2).await;
+        src.push(inter(1600)).unwrap();
+        tokio::time::advance(delay / 2).await;
+        assert_eq!(sub.try_next().unwrap().unwrap().timestamp(), 1600);
+        assert_eq!(sub.dropped(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_frames_of_a_stream_without_video_are_dropped_one_by_one() {
+        let hub = Hub::new("s", HubConfig::default());
+        let delay = hub.config.max_queue_delay;
+        let src = hub.attach(SourceKind::Publisher);
+        src.push(aheader()).unwrap();
+        let mut sub = hub.subscribe(SubscriberKind::Player);
+        while sub.try_next().unwrap().is_some() {}
+        src.push(audio(0)).unwrap();
+        src.push(audio(23)).unwrap();
+        tokio::time::advance(delay * 2).await;
+        src.push(audio(46)).unwrap();
+        assert_eq!(sub.try_next().unwrap().unwrap().timestamp(), 46);
+        assert_eq!(sub.dropped(), 2);
     }
 
     #[tokio::test]

@@ -1,16 +1,18 @@
 //! `Ring`: the frames a hub emitted last, which every subscriber reads at its own position. Bounded in frames
 //! and in bytes: a source that sends huge frames (a hostile origin may send 8 MiB ones) shortens the ring
 //! instead of making it hold a thousand of them. A subscriber whose position fell out of the ring lagged,
-//! and skips to the next keyframe.
+//! and skips to the next keyframe. Each frame keeps the instant it entered the ring, so that a subscriber can
+//! tell how long a frame waited for it: latency is bounded in time, not only in frames.
 
 use crate::frame::Frame;
 use std::collections::VecDeque;
+use tokio::time::Instant;
 
 /// What reading at a position found.
 #[derive(Debug)]
 pub(crate) enum Read {
-    /// The frame at the position.
-    Frame(Frame),
+    /// The frame at the position, and when it entered the ring.
+    Frame(Frame, Instant),
     /// Nothing yet: the position is the head.
     Empty,
     /// The position fell out of the ring: this many frames were lost, and reading goes on at the tail.
@@ -20,7 +22,7 @@ pub(crate) enum Read {
 /// See the module docs.
 #[derive(Debug)]
 pub(crate) struct Ring {
-    frames: VecDeque<Frame>,
+    frames: VecDeque<(Frame, Instant)>,
     /// Position of `frames[0]`.
     tail: u64,
     /// Payload bytes held.
@@ -45,14 +47,15 @@ impl Ring {
         self.tail + self.frames.len() as u64
     }
 
-    /// Appends a frame, dropping the oldest ones beyond the bounds (the newest frame always stays).
-    pub(crate) fn push(&mut self, frame: Frame) {
+    /// Appends a frame that arrived at `now`, dropping the oldest ones beyond the bounds (the newest frame
+    /// always stays).
+    pub(crate) fn push(&mut self, frame: Frame, now: Instant) {
         self.bytes += frame.len();
-        self.frames.push_back(frame);
+        self.frames.push_back((frame, now));
         while self.frames.len() > self.max_frames
             || (self.bytes > self.max_bytes && self.frames.len() > 1)
         {
-            if let Some(old) = self.frames.pop_front() {
+            if let Some((old, _)) = self.frames.pop_front() {
                 self.bytes -= old.len();
                 self.tail += 1;
             }
@@ -67,9 +70,9 @@ impl Ring {
             return Read::Lagged(lost);
         }
         match self.frames.get((*pos - self.tail) as usize) {
-            Some(f) => {
+            Some((f, at)) => {
                 *pos += 1;
-                Read::Frame(f.clone())
+                Read::Frame(f.clone(), *at)
             }
             None => Read::Empty,
         }
@@ -95,23 +98,24 @@ mod tests {
     #[test]
     fn bounded_in_frames_and_bytes_and_readers_that_fall_out_lag() {
         let mut r = Ring::new(4, 1000);
+        let now = Instant::now();
         let mut pos = r.head();
         for _ in 0..3 {
-            r.push(f(100));
+            r.push(f(100), now);
         }
-        assert!(matches!(r.read(&mut pos), Read::Frame(_)));
+        assert!(matches!(r.read(&mut pos), Read::Frame(..)));
         for _ in 0..3 {
-            r.push(f(100));
+            r.push(f(100), now);
         }
         assert_eq!((r.frames.len(), r.bytes()), (4, 400), "four frames at most");
         // The reader was at position 1; frames 1 and 2 are gone.
         assert!(matches!(r.read(&mut pos), Read::Lagged(1)));
-        assert!(matches!(r.read(&mut pos), Read::Frame(_)));
+        assert!(matches!(r.read(&mut pos), Read::Frame(..)));
         // Huge frames: the byte bound shortens the ring, and the newest frame always stays.
-        r.push(f(600));
-        r.push(f(600));
+        r.push(f(600), now);
+        r.push(f(600), now);
         assert_eq!((r.frames.len(), r.bytes()), (1, 600));
-        r.push(f(5000));
+        r.push(f(5000), now);
         assert_eq!((r.frames.len(), r.bytes()), (1, 5000));
         let mut at_head = r.head();
         assert!(matches!(r.read(&mut at_head), Read::Empty));

@@ -1,5 +1,7 @@
 //! `Subscription`: one subscriber's view of a hub: the start bundle, then live frames from the shared ring,
-//! skipping ahead to the next keyframe when it falls behind.
+//! skipping ahead to the next keyframe when it falls behind: when frames queue for it beyond the ring's frame
+//! bound, or when the frame it reads waited longer than the hub's `max_queue_delay` (a bound in time, so
+//! that latency does not depend on the frame rate or on how many frames a keyframe interval holds).
 
 use super::ring::Read;
 use super::{Hub, SubscriberKind};
@@ -7,7 +9,7 @@ use crate::frame::{Frame, FrameKind};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tokio::time::Duration;
+use tokio::time::{Duration, Instant};
 
 /// Why a subscription stopped yielding frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -115,8 +117,9 @@ impl Subscription {
             match read {
                 Read::Empty => return Ok(None),
                 Read::Lagged(n) => self.skip(n),
-                Read::Frame(f) => {
-                    if let Some(f) = self.filter(f, queued) {
+                Read::Frame(f, arrived) => {
+                    let waited = Instant::now().saturating_duration_since(arrived);
+                    if let Some(f) = self.filter(f, queued, waited) {
                         return Ok(Some(f));
                     }
                 }
@@ -124,14 +127,17 @@ impl Subscription {
         }
     }
 
-    /// Applies lag handling to one frame (`queued`: frames after it in the ring); None means "skipped".
-    fn filter(&mut self, frame: Frame, queued: u64) -> Option<Frame> {
-        if !self.skipping && queued > self.hub.config.max_lag_frames as u64 {
+    /// Applies lag handling to one frame (`queued`: frames after it in the ring; `waited`: how long it was in
+    /// the ring); None means "skipped". Skipping ends at a keyframe (any frame of a stream without video)
+    /// that is itself on time; metadata and sequence headers always pass, the decoder needs them.
+    fn filter(&mut self, frame: Frame, queued: u64, waited: Duration) -> Option<Frame> {
+        let late = waited > self.hub.config.max_queue_delay;
+        if !self.skipping && (late || queued > self.hub.config.max_lag_frames as u64) {
             self.skip(0);
         }
         if self.skipping {
             let passes = frame.kind() == FrameKind::Data || frame.is_sequence_header();
-            if frame.is_keyframe() || !self.hub.has_video() {
+            if !late && (frame.is_keyframe() || !self.hub.has_video()) {
                 self.skipping = false;
             } else if !passes {
                 self.skip(1);

@@ -88,8 +88,11 @@ pub struct MeshTuning {
     pub gossip_interval: Duration,
     /// An upstream that sends nothing for this long is replaced.
     pub stall_timeout: Duration,
-    /// Unacknowledged bytes allowed in flight to one downstream peer; beyond, it skips to a keyframe.
+    /// Most unacknowledged bytes in flight to one downstream peer, whatever the stream's bitrate.
     pub max_inflight: u64,
+    /// Media time allowed in flight to one downstream peer (the window is this much of the stream's bitrate,
+    /// within `MIN_WINDOW..=max_inflight`); beyond, frames wait in the hub, which skips them when late.
+    pub max_queue_delay: Duration,
 }
 
 impl Default for MeshTuning {
@@ -98,6 +101,7 @@ impl Default for MeshTuning {
             gossip_interval: Duration::from_secs(2),
             stall_timeout: Duration::from_secs(2),
             max_inflight: 1 << 20,
+            max_queue_delay: streamr_media::DEFAULT_MAX_QUEUE_DELAY,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use super::actor::{Admission, Command, Ctx};
 use crate::auth::FrameSigner;
-use crate::session::downstream::WRITE_TIMEOUT;
+use crate::session::downstream::{WRITE_TIMEOUT, window};
 use crate::session::{Downstream, ServeError};
 use crate::wire::{self, DecodeError, Message};
 use bytes::Bytes;
@@ -25,6 +25,8 @@ use tracing::debug;
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Frames written per batch.
 const BATCH: usize = 32;
+/// How often a subscription's flow-control window is resized to the stream's bitrate.
+const WINDOW_REFRESH: Duration = Duration::from_secs(1);
 
 impl From<DecodeError> for ServeError {
     fn from(e: DecodeError) -> Self {
@@ -158,12 +160,11 @@ async fn serve_inner(
     write_bounded(&mut wr, &[wire::encode(&accept)]).await?;
     tracing::info!(%peer, stream = %name, "serving a downstream peer");
     let mut sub = hub.subscribe(SubscriberKind::Peer);
-    let mut down = Downstream::new(
-        peer,
-        first,
-        ctx.config.tuning.max_inflight,
-        Instant::now().into_std(),
-    );
+    let tuning = &ctx.config.tuning;
+    let sized = || window(hub.bitrate_estimate_bps(), tuning.max_queue_delay, tuning.max_inflight);
+    let mut down = Downstream::new(peer, first, sized(), Instant::now().into_std());
+    // The window follows the stream's bitrate, looked at now and then (it takes the hub's lock).
+    let mut resized = Instant::now();
     // At the origin we sign; a relay has no signer and forwards the bytes frames arrived in.
     let mut signer = FrameSigner::new(&ctx.config.key, down.announcement());
     let mut out: Vec<Bytes> = Vec::with_capacity(BATCH);
@@ -190,6 +191,10 @@ async fn serve_inner(
                     last_word(&mut wr, &Message::End { reason: "stream ended".into() }).await;
                     return Ok(());
                 };
+                if resized.elapsed() >= WINDOW_REFRESH {
+                    down.set_window(sized());
+                    resized = Instant::now();
+                }
                 let mut next = Some(frame);
                 while let Some(f) = next {
                     // Our own upstream changed (another path, or the origin published again): tell the

@@ -18,6 +18,9 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(3);
 /// never reads would hold its upload slot, and the task, forever (its acknowledgement deadline is never
 /// looked at while the write waits).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Least flow-control window: room for a keyframe and the frames behind it while an acknowledgement makes
+/// its round trip (the subscriber acknowledges every 100 ms, and at once after 32 KiB).
+pub const MIN_WINDOW: u64 = 128 << 10;
 /// Most providers named in one redirect.
 pub const MAX_REDIRECT_HINTS: usize = 16;
 /// Most fallbacks named in an accept.
@@ -50,6 +53,15 @@ pub enum ServeError {
 /// subscriptions use. A node always serves at least one peer, or a stream could never leave it.
 pub fn admits(cap_kbps: u64, in_use_kbps: u64, need_kbps: u64, serving: usize) -> bool {
     cap_kbps == 0 || serving == 0 || in_use_kbps + need_kbps <= cap_kbps
+}
+
+/// The flow-control window for a stream of `bitrate_bps`: `delay` worth of it, at least [`MIN_WINDOW`] and at
+/// most `max` bytes. Bounded in media time so that a subscriber whose link is slower than the stream has no
+/// more than about `delay` of it in flight (beyond, frames wait in the hub, which skips them when late).
+pub fn window(bitrate_bps: u64, delay: Duration, max: u64) -> u64 {
+    let bytes = u128::from(bitrate_bps).saturating_mul(delay.as_millis()) / 8000;
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    bytes.clamp(MIN_WINDOW.min(max), max)
 }
 
 /// Providers to redirect a full node's subscriber to: our own downstream peers of the stream first (they
@@ -127,6 +139,11 @@ impl Downstream {
     /// full the hub skips this subscriber ahead to the next keyframe.
     pub fn has_room(&self) -> bool {
         self.sent.saturating_sub(self.acked) < self.max_inflight
+    }
+
+    /// Resizes the flow-control window (see [`window`]); bytes already in flight stay in flight.
+    pub fn set_window(&mut self, bytes: u64) {
+        self.max_inflight = bytes;
     }
 
     /// `bytes` of frames were written.
@@ -228,6 +245,18 @@ mod tests {
         assert!(!admits(8000, 7500, 2500, 3));
         assert!(admits(1000, 0, 2500, 0), "the first subscriber always fits");
         assert!(admits(0, 1 << 40, 2500, 100), "0 = unlimited");
+    }
+
+    #[test]
+    fn the_window_holds_the_queue_delay_of_the_stream_within_its_bounds() {
+        let d = Duration::from_millis(400);
+        // 2.5 Mbit/s for 400 ms is 125,000 bytes, below the floor.
+        assert_eq!(window(2_500_000, d, 1 << 20), MIN_WINDOW);
+        assert_eq!(window(8_000_000, d, 1 << 20), 400_000);
+        assert_eq!(window(100_000_000, d, 1 << 20), 1 << 20);
+        assert_eq!(window(0, d, 1 << 20), MIN_WINDOW, "no bitrate known yet");
+        assert_eq!(window(8_000_000, d, 1000), 1000, "the ceiling wins over the floor");
+        assert_eq!(window(u64::MAX, Duration::MAX, u64::MAX), u64::MAX);
     }
 
     #[test]

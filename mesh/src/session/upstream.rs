@@ -20,6 +20,9 @@ use streamr_media::{Frame, FrameKind, MAX_SEQ_JUMP};
 
 /// How often acknowledgements are sent.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
+/// ... and sooner once this much arrived unacknowledged: the provider's window is bounded in media time
+/// (a few hundred ms), so that a keyframe's burst would otherwise wait for the timer.
+pub const ACK_BYTES: u64 = 32 << 10;
 
 /// Why a provider would not serve us.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -314,6 +317,9 @@ impl Upstream {
         } = signed;
         // The provider counts every frame it sends against its window, stale ones too.
         self.bytes += crate::wire::FRAME_HEADER as u64 + frame.len() as u64;
+        if self.bytes - self.acked_bytes >= ACK_BYTES {
+            self.next_ack = self.next_ack.min(now);
+        }
         let (Some(lineage), Some(verifier)) = (&self.lineage, &self.verifier) else {
             return Err(self.lost(Loss::Protocol("frame before accept".into())));
         };
@@ -680,6 +686,31 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_burst_is_acknowledged_at_once_instead_of_at_the_next_tick() {
+        let w = world();
+        let mut u = accepted(&w);
+        let big = |seq: u64| {
+            let f = Frame::new(
+                FrameKind::Video,
+                seq as u32 * 33,
+                seq,
+                Bytes::from(vec![0x17u8; (ACK_BYTES / 2) as usize]),
+            );
+            signed_by(&w.origin, &w.announcement, f)
+        };
+        let t = w.t0 + Duration::from_millis(10);
+        u.on_message(big(1), t).unwrap();
+        assert_eq!(u.poll_timeout(), w.t0 + ACK_INTERVAL, "half of it waits");
+        u.on_message(big(2), t).unwrap();
+        assert_eq!(u.poll_timeout(), t, "due now");
+        let Ok(Some(Message::Ack { seq: 2, bytes })) = u.on_timeout(t) else {
+            panic!("an ack is due")
+        };
+        assert!(bytes >= ACK_BYTES);
+        assert_eq!(u.poll_timeout(), t + ACK_INTERVAL);
     }
 
     #[test]

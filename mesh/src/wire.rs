@@ -40,6 +40,7 @@ const T_FRAME: u8 = 5;
 const T_PATH: u8 = 6;
 const T_ACK: u8 = 7;
 const T_END: u8 = 8;
+const T_WAITING: u8 = 9;
 // Types 9-15 are left for the protocol's own growth.
 const T_RECEIPT: u8 = 16;
 
@@ -116,6 +117,9 @@ pub enum Message {
         /// Total frame bytes received on this stream.
         bytes: u64,
     },
+    /// Provider -> subscriber: a keepalive while the provider has no frames to send (its own upstream is
+    /// being replaced, or the publisher paused): it is alive, so the subscriber should not look elsewhere.
+    Waiting,
     /// Provider -> subscriber: the stream ended.
     End {
         /// Why.
@@ -227,6 +231,7 @@ pub fn encode(msg: &Message) -> Bytes {
             w.u64(*seq);
             w.u64(*bytes);
         }
+        Message::Waiting => w.u8(T_WAITING),
         Message::End { reason } => {
             w.u8(T_END);
             w.str(reason);
@@ -369,6 +374,7 @@ fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
             bytes: r.u64()?,
         },
         T_END => Message::End { reason: r.str()? },
+        T_WAITING => Message::Waiting,
         T_RECEIPT => {
             let receipt = r.bytes()?;
             if receipt.len() > MAX_RECEIPT {
@@ -520,6 +526,7 @@ mod tests {
                 path: vec![me],
             },
             Message::Ack { seq: 5, bytes: 100 },
+            Message::Waiting,
             Message::End {
                 reason: "bye".into(),
             },

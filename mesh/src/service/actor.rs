@@ -3,6 +3,7 @@
 //! admitting a subscriber within the upload cap, merging a catalog, choosing what to gossip, starting and
 //! restarting fetches. Tasks ask through a [`Client`]; status pages read the [`View`] the actor publishes.
 
+use super::heard::Heard;
 use super::{
     MeshConfig, MeshStats, StreamMesh, View, fetch, gossip, matches_request, provider_key, serve,
     stream_kbps,
@@ -132,6 +133,8 @@ pub(super) enum Admission {
         accept: Box<Message>,
         first: Arc<Lineage>,
         lineage: watch::Receiver<Option<Arc<Lineage>>>,
+        /// Where the serve task tells the actor whether the subscriber still acknowledges.
+        heard: Arc<Heard>,
     },
     /// Full: send this redirect (or reject when there is nobody to redirect to).
     Full(Vec<ProviderHint>),
@@ -263,6 +266,19 @@ impl RateLimit {
     }
 }
 
+/// A subscription admitted: the hub it reads, and whether its subscriber still acknowledges.
+struct Served {
+    hub: String,
+    heard: Arc<Heard>,
+}
+
+impl Served {
+    /// Counted for the upload cap and named in redirects: not silent for long (see [`Heard`]).
+    fn is_heard(&self, now: Instant) -> bool {
+        !self.heard.is_silent(now)
+    }
+}
+
 /// The actor. See the module docs.
 pub(super) struct Actor {
     ctx: Arc<Ctx>,
@@ -270,8 +286,8 @@ pub(super) struct Actor {
     key: libp2p::identity::Keypair,
     catalog: Catalog,
     routes: Routes,
-    /// Subscriptions admitted, by (peer, serve id): the hub name they read.
-    serving: HashMap<(PeerId, u64), String>,
+    /// Subscriptions admitted, by (peer, serve id).
+    serving: HashMap<(PeerId, u64), Served>,
     /// DHT keys we provide.
     providing: HashSet<String>,
     /// What each peer was last sent (a hash of the message) and when.
@@ -613,9 +629,11 @@ impl Actor {
     /// circuit that lasts carries media between two nodes that cannot punch through).
     fn upload_kbps(&self) -> u64 {
         let relayed = self.ctx.net.stats().relay_circuits_active.load(Relaxed) * RELAY_CIRCUIT_KBPS;
+        let now = Instant::now();
         self.serving
             .values()
-            .filter_map(|h| self.ctx.streams.get(h))
+            .filter(|s| s.is_heard(now))
+            .filter_map(|s| self.ctx.streams.get(&s.hub))
             .map(|h| stream_kbps(&h))
             .sum::<u64>()
             + relayed
@@ -801,7 +819,10 @@ impl Actor {
             cap,
             self.upload_kbps(),
             stream_kbps(&hub),
-            self.serving.len(),
+            self.serving
+                .values()
+                .filter(|s| s.is_heard(Instant::now()))
+                .count(),
         ) {
             let hints = redirect_hints(
                 self.own_downstreams(hub.name(), &peer),
@@ -820,7 +841,14 @@ impl Actor {
             }
             return Admission::Full(hints);
         }
-        self.serving.insert((peer, id), hub.name().to_string());
+        let heard = Arc::new(Heard::default());
+        self.serving.insert(
+            (peer, id),
+            Served {
+                hub: hub.name().to_string(),
+                heard: heard.clone(),
+            },
+        );
         self.dirty = true;
         stats.subscriptions_accepted.fetch_add(1, Relaxed);
         let upstream = lineage.upstream.map(|up| ProviderHint {
@@ -838,15 +866,17 @@ impl Actor {
             hub,
             accept: Box::new(accept),
             first: lineage,
+            heard,
         }
     }
 
     /// Our downstream peers of hub `name` (they hold the stream), with the addresses they listen on.
     fn own_downstreams(&self, name: &str, requester: &PeerId) -> Vec<ProviderHint> {
+        let now = Instant::now();
         let mine: Vec<PeerId> = self
             .serving
             .iter()
-            .filter(|(_, h)| h.as_str() == name)
+            .filter(|(_, s)| s.hub == name && s.is_heard(now))
             .map(|((p, _), _)| *p)
             .filter(|p| p != requester)
             .collect();

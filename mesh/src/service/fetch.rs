@@ -362,7 +362,7 @@ async fn session(
                     source = hub.attach_mesh(session);
                 }
             }
-            Ok(Event::Stale) => {}
+            Ok(Event::Stale | Event::Waiting) => {}
             Err(outcome) => {
                 if let Outcome::Lost {
                     loss: loss @ (Loss::Forged(_) | Loss::FalseClaim(_)),

@@ -16,6 +16,7 @@
 mod actor;
 mod fetch;
 mod gossip;
+mod heard;
 mod serve;
 mod stats;
 #[cfg(test)]
@@ -86,7 +87,8 @@ pub struct DialFailure {
 pub struct MeshTuning {
     /// How often the catalog is gossiped.
     pub gossip_interval: Duration,
-    /// An upstream that sends nothing for this long is replaced.
+    /// An upstream that sends nothing for this long (no frame, no keepalive: it sends one every
+    /// `KEEPALIVE` while it has no frames) is replaced.
     pub stall_timeout: Duration,
     /// Most unacknowledged bytes in flight to one downstream peer, whatever the stream's bitrate.
     pub max_inflight: u64,
@@ -99,7 +101,7 @@ impl Default for MeshTuning {
     fn default() -> Self {
         MeshTuning {
             gossip_interval: Duration::from_secs(2),
-            stall_timeout: Duration::from_secs(2),
+            stall_timeout: Duration::from_secs(1),
             max_inflight: 1 << 20,
             max_queue_delay: streamr_media::DEFAULT_MAX_QUEUE_DELAY,
         }

@@ -6,7 +6,7 @@
 
 use super::actor::{Admission, Command, Ctx};
 use crate::auth::FrameSigner;
-use crate::session::downstream::{WRITE_TIMEOUT, window};
+use crate::session::downstream::{KEEPALIVE, WRITE_TIMEOUT, window};
 use crate::session::{Downstream, ServeError};
 use crate::wire::{self, DecodeError, Message};
 use bytes::Bytes;
@@ -113,13 +113,14 @@ async fn serve_inner(
         })
         .await
         .ok_or_else(|| ServeError::Refused("the mesh is stopping".into()))?;
-    let (hub, accept, first, mut lineage_rx) = match admission {
+    let (hub, accept, first, mut lineage_rx, heard) = match admission {
         Admission::Accepted {
             hub,
             accept,
             first,
             lineage,
-        } => (hub, accept, first, lineage),
+            heard,
+        } => (hub, accept, first, lineage, heard),
         Admission::NotHere => {
             let reason = format!("{name:?} is not live here");
             last_word(
@@ -168,7 +169,9 @@ async fn serve_inner(
     // At the origin we sign; a relay has no signer and forwards the bytes frames arrived in.
     let mut signer = FrameSigner::new(&ctx.config.key, down.announcement());
     let mut out: Vec<Bytes> = Vec::with_capacity(BATCH);
+    let mut last_write = Instant::now();
     loop {
+        heard.set(down.silent_since());
         let deadline = down.deadline().map(Instant::from_std);
         tokio::select! {
             biased;
@@ -232,11 +235,18 @@ async fn serve_inner(
                 }
                 let total: usize = out.iter().map(|b| b.len()).sum();
                 write_bounded(&mut wr, &out).await?;
+                last_write = Instant::now();
                 out.clear();
                 ctx.stats.bytes_sent.fetch_add(total as u64, Relaxed);
                 if !ctx.view(&peer).direct {
                     ctx.stats.relayed_bytes_sent.fetch_add(total as u64, Relaxed);
                 }
+            }
+            // No frames for a while (our own upstream is being replaced, or the publisher paused): tell the
+            // subscriber we are alive, so that it waits for us instead of looking elsewhere.
+            _ = tokio::time::sleep_until(last_write + KEEPALIVE), if down.has_room() => {
+                write_bounded(&mut wr, &[wire::encode(&Message::Waiting)]).await?;
+                last_write = Instant::now();
             }
             // While the window is full the hub skips this subscriber ahead; one that stops acknowledging
             // altogether is gone.

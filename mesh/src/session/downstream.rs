@@ -21,6 +21,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Least flow-control window: room for a keyframe and the frames behind it while an acknowledgement makes
 /// its round trip (the subscriber acknowledges every 100 ms, and at once after 32 KiB).
 pub const MIN_WINDOW: u64 = 128 << 10;
+/// A provider with no frames to send for this long sends a keepalive ([`Message::Waiting`]): its
+/// subscribers' stall timeout (1 s) then detects a dead provider, not a quiet stream, and only the
+/// subscribers of a dead relay look for another provider, not everyone below them.
+pub const KEEPALIVE: Duration = Duration::from_millis(400);
 /// Most providers named in one redirect.
 pub const MAX_REDIRECT_HINTS: usize = 16;
 /// Most fallbacks named in an accept.
@@ -48,6 +52,12 @@ pub enum ServeError {
     #[error("refused: {0}")]
     Refused(String),
 }
+
+/// A subscriber that has acknowledged nothing for this long while frames are outstanding (it acknowledges
+/// every 100 ms while it receives) no longer holds its upload slot for admission, though it is cut off only
+/// at [`ACK_TIMEOUT`]: when a relay dies, its orphans come to its upstream after their stall timeout, and
+/// find the dead relay's slot free instead of being redirected down the tree.
+pub const SILENT_AFTER: Duration = Duration::from_secs(1);
 
 /// Whether one more subscriber needing `need_kbps` fits: the cap (0 = none) minus what the `serving`
 /// subscriptions use. A node always serves at least one peer, or a stream could never leave it.
@@ -176,6 +186,11 @@ impl Downstream {
         true
     }
 
+    /// Since when the subscriber has acknowledged nothing while bytes are outstanding (None: up to date).
+    pub fn silent_since(&self) -> Option<Instant> {
+        (self.sent > self.acked).then_some(self.last_ack)
+    }
+
     /// When the subscriber is cut off unless it acknowledges: only while bytes are outstanding.
     pub fn deadline(&self) -> Option<Instant> {
         (self.sent > self.acked).then_some(self.last_ack + ACK_TIMEOUT)
@@ -245,6 +260,20 @@ mod tests {
         assert!(!admits(8000, 7500, 2500, 3));
         assert!(admits(1000, 0, 2500, 0), "the first subscriber always fits");
         assert!(admits(0, 1 << 40, 2500, 100), "0 = unlimited");
+    }
+
+    #[test]
+    fn a_subscriber_is_silent_only_while_bytes_are_outstanding_and_unacknowledged() {
+        let t0 = Instant::now();
+        let mut d = Downstream::new(PeerId::random(), lineage(vec![PeerId::random()]), 1000, t0);
+        assert_eq!(d.silent_since(), None);
+        d.on_sent(500);
+        assert_eq!(d.silent_since(), Some(t0));
+        let t1 = t0 + Duration::from_millis(100);
+        d.on_message(Message::Ack { seq: 1, bytes: 200 }, t1).unwrap();
+        assert_eq!(d.silent_since(), Some(t1), "still owes 300 bytes");
+        d.on_message(Message::Ack { seq: 2, bytes: 500 }, t1).unwrap();
+        assert_eq!(d.silent_since(), None);
     }
 
     #[test]

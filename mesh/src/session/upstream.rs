@@ -23,6 +23,9 @@ pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
 /// ... and sooner once this much arrived unacknowledged: the provider's window is bounded in media time
 /// (a few hundred ms), so that a keyframe's burst would otherwise wait for the timer.
 pub const ACK_BYTES: u64 = 32 << 10;
+/// A provider's keepalives ([`Message::Waiting`]) hold us for at most this long without frames: then the
+/// stall timeout applies again, and we look for frames elsewhere.
+pub const HOLD_MAX: Duration = Duration::from_secs(10);
 
 /// Why a provider would not serve us.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +157,8 @@ pub enum Event {
     /// A frame of an older publish than the one announced (it was on its way when the provider moved to
     /// the newer one): not for the hub.
     Stale,
+    /// The provider is alive but has no frames now (its own upstream is being replaced): we hold on.
+    Waiting,
 }
 
 /// Most peers on a path from the origin (a hop count is one byte).
@@ -208,6 +213,8 @@ pub struct Upstream {
     seq: u64,
     next_ack: Instant,
     deadline: Instant,
+    /// When the provider accepted us (created, until then): where a wait without frames is counted from.
+    accepted_at: Instant,
     last_frame: Option<Instant>,
     /// The previous upstream's last frame, until our first.
     previous_last_frame: Option<Instant>,
@@ -237,6 +244,7 @@ impl Upstream {
             seq: 0,
             next_ack: now + ACK_INTERVAL,
             deadline: now + stall,
+            accepted_at: now,
             last_frame: None,
             previous_last_frame,
         }
@@ -292,6 +300,7 @@ impl Upstream {
         });
         self.lineage = Some(lineage.clone());
         self.deadline = now + self.stall;
+        self.accepted_at = now;
         Ok(lineage)
     }
 
@@ -305,6 +314,16 @@ impl Upstream {
                 path,
             } => self.on_path(announcement, hops, path),
             Message::End { reason } => Err(self.lost(Loss::Ended(reason))),
+            Message::Waiting => {
+                // Only a provider that is on the path knows its upstream is being replaced; its own
+                // subscribers hold on instead of all looking for another provider at once. Bounded, so that
+                // a provider that keeps nothing but promises is left in the end.
+                let quiet_since = self.last_frame.unwrap_or(self.accepted_at);
+                if now.saturating_duration_since(quiet_since) < HOLD_MAX {
+                    self.deadline = self.deadline.max(now + self.stall);
+                }
+                Ok(Event::Waiting)
+            }
             m => Err(self.lost(Loss::Protocol(format!("unexpected {m:?}")))),
         }
     }
@@ -687,6 +706,39 @@ mod tests {
             })
         ));
     }
+
+    #[test]
+    fn keepalives_hold_a_quiet_provider_for_a_while_but_not_forever() {
+        let w = world();
+        let mut u = accepted(&w);
+        let stall = Duration::from_secs(2);
+        u.on_message(frame(&w, 1), w.t0).unwrap();
+        // The provider's own upstream died: it has no frames but says it is alive.
+        let mut t = w.t0;
+        while t < w.t0 + HOLD_MAX - stall {
+            t += KEEPALIVE_EVERY;
+            assert_eq!(u.on_message(Message::Waiting, t), Ok(Event::Waiting));
+            assert!(u.on_timeout(t + stall - Duration::from_millis(1)).is_ok(), "held at {t:?}");
+        }
+        // Frames again: the count of quiet time starts over.
+        u.on_message(frame(&w, 2), t).unwrap();
+        let t = t + Duration::from_millis(100);
+        assert_eq!(u.on_message(Message::Waiting, t), Ok(Event::Waiting));
+        assert!(u.on_timeout(t + stall - Duration::from_millis(1)).is_ok());
+        // A provider that only ever promises: after HOLD_MAX without frames, keepalives no longer hold.
+        let mut u = accepted(&w);
+        let late = w.t0 + HOLD_MAX;
+        assert_eq!(u.on_message(Message::Waiting, late), Ok(Event::Waiting));
+        assert!(matches!(
+            u.on_timeout(late),
+            Err(Outcome::Lost {
+                loss: Loss::Stalled(_),
+                ..
+            })
+        ));
+    }
+
+    const KEEPALIVE_EVERY: Duration = Duration::from_millis(400);
 
     #[test]
     fn a_burst_is_acknowledged_at_once_instead_of_at_the_next_tick() {

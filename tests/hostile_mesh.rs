@@ -426,18 +426,15 @@ async fn subscribers_that_never_read_cannot_hold_the_upload(tcp: bool) {
         p.video_continuity(30.0),
         viewer.log_text()
     );
+    // Each silent subscriber is cut off, by the acknowledgement timeout, or, over TCP (yamux), where a write
+    // waits once the reader's window is full, by the write timeout: whichever window fills first (ours is
+    // a few hundred ms of the stream, yamux's is 256 KiB).
     assert!(
-        metric(&m, "streamr_mesh_stalled_downstreams_total") >= 2,
+        metric(&m, "streamr_mesh_stalled_downstreams_total")
+            + metric(&m, "streamr_mesh_write_stalls_total")
+            >= 2,
         "the silent subscribers were not cut off:\n{m}"
     );
-    if tcp {
-        // Over TCP (yamux) a write waits once the reader's window is full: it is the write timeout that
-        // frees the slot there.
-        assert!(
-            metric(&m, "streamr_mesh_write_stalls_total") >= 1,
-            "no write stall counted:\n{m}"
-        );
-    }
     let mut victim = victim;
     assert!(victim.alive());
     assert!(victim.rss_kib() < RSS_LIMIT_KIB, "{} KiB", victim.rss_kib());

@@ -11,9 +11,8 @@ pub mod streams;
 
 pub use frame::{EncodingSlot, Frame, FrameKind};
 pub use hub::{
-    Continuity, DEFAULT_MAX_QUEUE_DELAY, Ended, Hub, HubConfig, HubSnapshot, MAX_SEQ_JUMP, Replaced, Source,
-    SourceKind,
-    StreamEvent, SubscriberKind, Subscription,
+    Continuity, DEFAULT_MAX_QUEUE_DELAY, Ended, Hub, HubConfig, HubSnapshot, MAX_SEQ_JUMP,
+    Replaced, Source, SourceKind, StreamEvent, SubscriberKind, Subscription,
 };
 pub use lookup::{Finder, Lookup, LookupConfig, LookupState, NotFound};
 pub use streams::Streams;

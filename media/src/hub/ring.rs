@@ -2,9 +2,10 @@
 //! and in bytes: a source that sends huge frames (a hostile origin may send 8 MiB ones) shortens the ring
 //! instead of making it hold a thousand of them. A subscriber whose position fell out of the ring lagged,
 //! and skips to the next keyframe. Each frame keeps the instant it entered the ring, so that a subscriber can
-//! tell how long a frame waited for it: latency is bounded in time, not only in frames.
+//! tell how long a frame waited for it, and the ring keeps the positions of its video keyframes, so that a
+//! late subscriber can jump to the newest one: latency is bounded in time, not only in frames.
 
-use crate::frame::Frame;
+use crate::frame::{Frame, FrameKind};
 use std::collections::VecDeque;
 use tokio::time::Instant;
 
@@ -25,6 +26,8 @@ pub(crate) struct Ring {
     frames: VecDeque<(Frame, Instant)>,
     /// Position of `frames[0]`.
     tail: u64,
+    /// Positions of the video keyframes held, oldest first.
+    keyframes: VecDeque<u64>,
     /// Payload bytes held.
     bytes: usize,
     max_frames: usize,
@@ -36,6 +39,7 @@ impl Ring {
         Ring {
             frames: VecDeque::new(),
             tail: 0,
+            keyframes: VecDeque::new(),
             bytes: 0,
             max_frames: max_frames.max(1),
             max_bytes,
@@ -51,6 +55,9 @@ impl Ring {
     /// always stays).
     pub(crate) fn push(&mut self, frame: Frame, now: Instant) {
         self.bytes += frame.len();
+        if frame.kind() == FrameKind::Video && frame.is_keyframe() && !frame.is_sequence_header() {
+            self.keyframes.push_back(self.head());
+        }
         self.frames.push_back((frame, now));
         while self.frames.len() > self.max_frames
             || (self.bytes > self.max_bytes && self.frames.len() > 1)
@@ -60,6 +67,28 @@ impl Ring {
                 self.tail += 1;
             }
         }
+        while self.keyframes.front().is_some_and(|&k| k < self.tail) {
+            self.keyframes.pop_front();
+        }
+    }
+
+    /// Moves `pos` (just after the frame read last) to the newest keyframe at or after it, if there is one,
+    /// and returns the frames passed over
+    /// (the caller keeps what a decoder needs and counts the rest as dropped).
+    pub(crate) fn jump_to_newest_keyframe(&self, pos: &mut u64) -> Option<Vec<Frame>> {
+        let newest = *self.keyframes.back()?;
+        if newest < *pos || *pos < self.tail {
+            return None;
+        }
+        let from = (*pos - self.tail) as usize;
+        let to = (newest - self.tail) as usize;
+        let passed = self
+            .frames
+            .range(from..to)
+            .map(|(f, _)| f.clone())
+            .collect();
+        *pos = newest;
+        Some(passed)
     }
 
     /// The frame at `pos`, advancing it.
@@ -119,5 +148,38 @@ mod tests {
         assert_eq!((r.frames.len(), r.bytes()), (1, 5000));
         let mut at_head = r.head();
         assert!(matches!(r.read(&mut at_head), Read::Empty));
+    }
+
+    #[test]
+    fn the_keyframe_index_follows_evictions() {
+        let key = || {
+            Frame::new(
+                FrameKind::Video,
+                0,
+                0,
+                Bytes::from_static(&[0x17, 1, 0, 0, 0, 9]),
+            )
+        };
+        let now = Instant::now();
+        let mut r = Ring::new(4, 1 << 20);
+        let mut pos = r.head();
+        r.push(key(), now);
+        r.push(f(10), now);
+        r.push(f(10), now);
+        // Reading the keyframe itself: nothing newer to jump to.
+        assert!(matches!(r.read(&mut pos), Read::Frame(..)));
+        assert!(r.jump_to_newest_keyframe(&mut pos).is_none());
+        r.push(key(), now);
+        let passed = r
+            .jump_to_newest_keyframe(&mut pos)
+            .expect("a newer keyframe");
+        assert_eq!((passed.len(), pos), (2, 3));
+        // Both keyframes evicted: the index forgets them.
+        for _ in 0..4 {
+            r.push(f(10), now);
+        }
+        assert!(r.keyframes.is_empty());
+        let mut pos = r.head() - 2;
+        assert!(r.jump_to_newest_keyframe(&mut pos).is_none());
     }
 }

@@ -1,7 +1,9 @@
 //! `Subscription`: one subscriber's view of a hub: the start bundle, then live frames from the shared ring,
-//! skipping ahead to the next keyframe when it falls behind: when frames queue for it beyond the ring's frame
-//! bound, or when the frame it reads waited longer than the hub's `max_queue_delay` (a bound in time, so
-//! that latency does not depend on the frame rate or on how many frames a keyframe interval holds).
+//! skipping ahead when it falls behind. Two bounds: in time, a frame that waited longer than the hub's
+//! `max_queue_delay` for the subscriber makes it jump to the newest keyframe already in the ring (what lies
+//! before it is the backlog; with no keyframe ahead it goes on, late, and jumps when one arrives, so that a
+//! moment of starvation costs the backlog and not a whole keyframe interval); in frames, more than
+//! `max_lag_frames` queued (or falling out of the ring) skips up to the next keyframe.
 
 use super::ring::Read;
 use super::{Hub, SubscriberKind};
@@ -9,7 +11,7 @@ use crate::frame::{Frame, FrameKind};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tokio::time::{Duration, Instant};
+use tokio::time::Duration;
 
 /// Why a subscription stopped yielding frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -105,21 +107,38 @@ impl Subscription {
     }
 
     fn try_next_inner(&mut self) -> Result<Option<Frame>, Ended> {
-        if let Some(frame) = self.start.pop_front() {
-            return Ok(Some(self.count(frame)));
-        }
+        let max_delay = self.hub.config.max_queue_delay;
         loop {
-            let (read, queued) = {
+            // The start bundle, and what a decoder needs out of a backlog jumped over.
+            if let Some(frame) = self.start.pop_front() {
+                return Ok(Some(self.count(frame)));
+            }
+            let (read, queued, jumped) = {
                 let ring = self.hub.ring.lock();
                 let read = ring.read(&mut self.position);
-                (read, ring.head() - self.position)
+                let late = matches!(&read, Read::Frame(_, at) if at.elapsed() > max_delay);
+                let jumped = if late && !self.skipping {
+                    ring.jump_to_newest_keyframe(&mut self.position)
+                } else {
+                    None
+                };
+                (read, ring.head() - self.position, jumped)
             };
             match read {
                 Read::Empty => return Ok(None),
                 Read::Lagged(n) => self.skip(n),
                 Read::Frame(f, arrived) => {
-                    let waited = Instant::now().saturating_duration_since(arrived);
-                    if let Some(f) = self.filter(f, queued, waited) {
+                    if let Some(backlog) = jumped {
+                        self.drop_backlog(std::iter::once(f).chain(backlog));
+                        continue;
+                    }
+                    // A stream without video has no keyframe to jump to: a late frame is dropped.
+                    if arrived.elapsed() > max_delay && !self.hub.has_video() {
+                        self.dropped += 1;
+                        self.hub.count_dropped(1);
+                        continue;
+                    }
+                    if let Some(f) = self.filter(f, queued) {
                         return Ok(Some(f));
                     }
                 }
@@ -127,17 +146,31 @@ impl Subscription {
         }
     }
 
-    /// Applies lag handling to one frame (`queued`: frames after it in the ring; `waited`: how long it was in
-    /// the ring); None means "skipped". Skipping ends at a keyframe (any frame of a stream without video)
-    /// that is itself on time; metadata and sequence headers always pass, the decoder needs them.
-    fn filter(&mut self, frame: Frame, queued: u64, waited: Duration) -> Option<Frame> {
-        let late = waited > self.hub.config.max_queue_delay;
-        if !self.skipping && (late || queued > self.hub.config.max_lag_frames as u64) {
+    /// The frames a late subscriber jumps over: metadata and sequence headers are kept, the decoder needs
+    /// them; the rest is dropped and counted.
+    fn drop_backlog(&mut self, frames: impl Iterator<Item = Frame>) {
+        let mut dropped = 0;
+        for f in frames {
+            if f.kind() == FrameKind::Data || f.is_sequence_header() {
+                self.start.push_back(f);
+            } else {
+                dropped += 1;
+            }
+        }
+        self.dropped += dropped;
+        self.hub.count_dropped(dropped);
+    }
+
+    /// Applies the frame bound to one frame (`queued`: frames after it in the ring); None means "skipped".
+    /// Skipping ends at a keyframe (any frame of a stream without video); metadata and sequence headers
+    /// always pass, the decoder needs them.
+    fn filter(&mut self, frame: Frame, queued: u64) -> Option<Frame> {
+        if !self.skipping && queued > self.hub.config.max_lag_frames as u64 {
             self.skip(0);
         }
         if self.skipping {
             let passes = frame.kind() == FrameKind::Data || frame.is_sequence_header();
-            if !late && (frame.is_keyframe() || !self.hub.has_video()) {
+            if frame.is_keyframe() || !self.hub.has_video() {
                 self.skipping = false;
             } else if !passes {
                 self.skip(1);

@@ -21,7 +21,8 @@ impl Heard {
     /// The subscriber has been silent since `since` (None: it is up to date).
     pub(crate) fn set(&self, since: Option<Instant>) {
         let v = since.map_or(0, |t| {
-            u64::try_from(t.saturating_duration_since(*BASE).as_millis()).unwrap_or(u64::MAX - 1) + 1
+            u64::try_from(t.saturating_duration_since(*BASE).as_millis()).unwrap_or(u64::MAX - 1)
+                + 1
         });
         self.silent_since.store(v, Relaxed);
     }

@@ -162,7 +162,13 @@ async fn serve_inner(
     tracing::info!(%peer, stream = %name, "serving a downstream peer");
     let mut sub = hub.subscribe(SubscriberKind::Peer);
     let tuning = &ctx.config.tuning;
-    let sized = || window(hub.bitrate_estimate_bps(), tuning.max_queue_delay, tuning.max_inflight);
+    let sized = || {
+        window(
+            hub.bitrate_estimate_bps(),
+            tuning.max_queue_delay,
+            tuning.max_inflight,
+        )
+    };
     let mut down = Downstream::new(peer, first, sized(), Instant::now().into_std());
     // The window follows the stream's bitrate, looked at now and then (it takes the hub's lock).
     let mut resized = Instant::now();

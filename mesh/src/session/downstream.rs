@@ -270,9 +270,11 @@ mod tests {
         d.on_sent(500);
         assert_eq!(d.silent_since(), Some(t0));
         let t1 = t0 + Duration::from_millis(100);
-        d.on_message(Message::Ack { seq: 1, bytes: 200 }, t1).unwrap();
+        d.on_message(Message::Ack { seq: 1, bytes: 200 }, t1)
+            .unwrap();
         assert_eq!(d.silent_since(), Some(t1), "still owes 300 bytes");
-        d.on_message(Message::Ack { seq: 2, bytes: 500 }, t1).unwrap();
+        d.on_message(Message::Ack { seq: 2, bytes: 500 }, t1)
+            .unwrap();
         assert_eq!(d.silent_since(), None);
     }
 
@@ -284,7 +286,11 @@ mod tests {
         assert_eq!(window(8_000_000, d, 1 << 20), 400_000);
         assert_eq!(window(100_000_000, d, 1 << 20), 1 << 20);
         assert_eq!(window(0, d, 1 << 20), MIN_WINDOW, "no bitrate known yet");
-        assert_eq!(window(8_000_000, d, 1000), 1000, "the ceiling wins over the floor");
+        assert_eq!(
+            window(8_000_000, d, 1000),
+            1000,
+            "the ceiling wins over the floor"
+        );
         assert_eq!(window(u64::MAX, Duration::MAX, u64::MAX), u64::MAX);
     }
 

@@ -718,7 +718,10 @@ mod tests {
         while t < w.t0 + HOLD_MAX - stall {
             t += KEEPALIVE_EVERY;
             assert_eq!(u.on_message(Message::Waiting, t), Ok(Event::Waiting));
-            assert!(u.on_timeout(t + stall - Duration::from_millis(1)).is_ok(), "held at {t:?}");
+            assert!(
+                u.on_timeout(t + stall - Duration::from_millis(1)).is_ok(),
+                "held at {t:?}"
+            );
         }
         // Frames again: the count of quiet time starts over.
         u.on_message(frame(&w, 2), t).unwrap();

@@ -881,7 +881,13 @@ impl Sim {
         let children = std::mem::take(&mut self.nodes[i].children);
         for c in children {
             let d = self.topo.one_way(i, c);
-            self.schedule(d, Ev::Stalled { node: c, upstream: i });
+            self.schedule(
+                d,
+                Ev::Stalled {
+                    node: c,
+                    upstream: i,
+                },
+            );
         }
     }
 

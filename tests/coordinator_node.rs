@@ -9,131 +9,16 @@
 
 mod common;
 
+use common::coordinator::*;
 use common::*;
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
-use streamr_web::CoordinatorStatus;
 use tokio::process::{Child, Command};
 
-const OPERATOR_TOKEN: &str = "test-operator-token";
-
-/// The `streamr-coordinator` binary cargo built beside the node, or the skip rule's verdict.
-fn coordinator_binary() -> Option<PathBuf> {
-    let bin =
-        PathBuf::from(env!("CARGO_BIN_EXE_streamr-node")).with_file_name("streamr-coordinator");
-    if bin.exists() {
-        return Some(bin);
-    }
-    let why = format!(
-        "{} not found: build it with `cargo build -p streamr-coordinator` (a workspace build does)",
-        bin.display()
-    );
-    if require_external() {
-        panic!("{why}, and STREAMR_REQUIRE_EXTERNAL=1");
-    }
-    eprintln!("SKIP: {why}");
-    None
-}
-
-/// A `streamr-coordinator` process on a loopback port with its SQLite file in a temp dir.
-struct Coordinator {
-    _child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Coordinator {
-    /// Starts it on `port` (heartbeats every 2 s: a node is offline after 6 s without one).
-    async fn start(bin: &PathBuf, port: u16) -> Coordinator {
-        let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let db = format!("sqlite://{}", dir.path().join("coordinator.db").display());
-        let child = Command::new(bin)
-            .args(["--listen", &addr.to_string(), "--database-url", &db])
-            .args(["--operator-token", OPERATOR_TOKEN])
-            .args(["--heartbeat-interval-secs", "2"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn streamr-coordinator");
-        let c = Coordinator {
-            _child: child,
-            addr,
-            _dir: dir,
-        };
-        let up = wait_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(addr).is_ok()
-        })
-        .await;
-        assert!(up, "the coordinator did not start:\n{}", c.log());
-        c
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
-    }
-
-    /// GET `path` (public reads) as JSON.
-    fn get(&self, path: &str) -> Value {
-        let (code, body) = http_get(self.addr, path);
-        assert_eq!(code, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
-    }
-
-    /// The stream `name` as `GET /api/v1/streams` lists it.
-    fn listed(&self, name: &str) -> Option<Value> {
-        self.get("/api/v1/streams")["streams"]
-            .as_array()?
-            .iter()
-            .find(|s| s["name"] == name)
-            .cloned()
-    }
-
-    /// An operator request with the token; returns (status, JSON answer).
-    async fn operator(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = reqwest::Client::new()
-            .request(method, format!("{}{path}", self.url()))
-            .bearer_auth(OPERATOR_TOKEN);
-        if let Some(b) = body {
-            req = req
-                .header("content-type", "application/json")
-                .body(serde_json::to_vec(&b).unwrap());
-        }
-        let resp = req.send().await.expect("operator request");
-        let code = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-}
-
-/// The node's `coordinator` status section (the node must have one).
-fn coord(node: &TestNode) -> CoordinatorStatus {
-    node.status()
-        .coordinator
-        .expect("a node with --coordinator has a coordinator section in its status")
-}
-
-fn connected(node: &TestNode, peer: &str) -> bool {
-    node.status().peers.iter().any(|p| p.peer_id == peer)
-}
-
 /// `ffmpeg -re -stream_loop -1 -i FILE -c copy -f flv URL`: a publisher that runs until killed.
-fn publish_looped(file: &std::path::Path, url: &str) -> Child {
+fn publish_looped(file: &Path, url: &str) -> Child {
     Command::new("ffmpeg")
         .args([
             "-hide_banner",
@@ -505,4 +390,436 @@ async fn post(node: &TestNode, path: &str, body: Value) -> (u16, Value) {
     let json =
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} answered {text} ({e})"));
     (status, json)
+}
+
+/// `ffmpeg -i URL -c copy -f flv FILE`: a viewer that keeps what it receives in `file` until killed, so
+/// that the test sees it keep receiving (the file grows) whatever happens elsewhere.
+fn record(url: &str, file: &Path) -> Child {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(["-rw_timeout", "30000000", "-i", url])
+        .args(["-c", "copy", "-f", "flv"])
+        .arg(file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ffmpeg viewer")
+}
+
+fn file_len(file: &Path) -> u64 {
+    std::fs::metadata(file).map(|m| m.len()).unwrap_or(0)
+}
+
+/// `verified_bytes` of `peer` at the coordinator.
+fn verified(coordinator: &Coordinator, peer: &str) -> u64 {
+    coordinator.node(peer)["verified_bytes"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Earnings are verified GB x the operator's rate (constant during these tests), in floating point.
+fn assert_earnings_match(info: &Value, rate: f64) {
+    let v = info["verified_bytes"].as_u64().unwrap_or(0) as f64;
+    let e = info["earnings"].as_f64().unwrap_or(-1.0);
+    let want = v / 1e9 * rate;
+    assert!(
+        (e - want).abs() <= want * 1e-9,
+        "earnings {e} for {v} verified bytes at {rate} per GB (want {want}): {info}"
+    );
+}
+
+/// The `field=value` of the coordinator's (plain-text) log line `message` that also names `session`.
+fn coordinator_log_field(log: &str, message: &str, session: &str, field: &str) -> Option<u64> {
+    let line = log
+        .lines()
+        .find(|l| l.contains(message) && l.contains(&format!("session={session}")))?;
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{field}=")))?
+        .parse()
+        .ok()
+}
+
+#[tokio::test]
+async fn three_nodes_join_through_the_coordinator_alone_and_only_signed_bytes_are_paid() {
+    let _serial = serial().await;
+    if !have("ffmpeg", "publisher and player") {
+        return;
+    }
+    let Some(bin) = coordinator_binary() else {
+        return;
+    };
+    let coordinator = Coordinator::start(&bin, free_port()).await;
+    const RATE: f64 = 0.5;
+    coordinator.set_rate(RATE).await;
+    let with = ["--coordinator", &coordinator.url()];
+
+    // No --bootstrap anywhere, and no node is public yet (no peer has confirmed an address): the
+    // coordinator lists the young network's nodes by the addresses they listen on.
+    let a = TestNode::start(&with).await;
+    let b = TestNode::start(&with).await;
+    let c = TestNode::start(&with).await;
+    let nodes = [&a, &b, &c];
+    let all_connected = || {
+        nodes.iter().all(|n| {
+            nodes
+                .iter()
+                .filter(|m| m.peer_id != n.peer_id)
+                .all(|m| connected(n, &m.peer_id))
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), all_connected).await,
+        "the three nodes never all met: A {:?} B {:?} C {:?}\nC's coordinator view: {:?}\nC:\n{}",
+        a.status().peers.len(),
+        b.status().peers.len(),
+        c.status().peers.len(),
+        coord(&c),
+        c.log_text()
+    );
+    for n in nodes {
+        let info = coordinator.node(&n.peer_id);
+        assert_eq!(info["online"], true, "{info}");
+    }
+
+    // A publishes; the coordinator lists it.
+    let clip = clip(10, 60);
+    let mut publisher = publish_looped(&clip, &a.url("cam"));
+    assert!(
+        wait_until(Duration::from_secs(20), || coordinator
+            .listed("cam")
+            .is_some_and(|s| s["origin_peer"] == a.peer_id.as_str()
+                && s["play_name"] == format!("cam@{}", a.peer_id).as_str()))
+        .await,
+        "cam never listed: {}",
+        coordinator.get("/api/v1/streams")
+    );
+
+    // A player on C: a session while it plays. About 25 s of packets (30 video + 47 audio a second), so
+    // that C signs receipts (every 10 s) for what A sent it.
+    let player = play_with(&c.url("cam"), 5, 90, Some(1900));
+    assert!(
+        wait_until(Duration::from_secs(20), || coord(&c)
+            .sessions
+            .iter()
+            .any(|s| s.stream == "cam" && s.players == 1))
+        .await,
+        "no session on C: {:?}\n{}",
+        coord(&c),
+        c.log_text()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || coordinator
+            .listed("cam")
+            .is_some_and(|s| s["viewers"] == 1))
+        .await,
+        "the coordinator never counted C's viewer: {:?}",
+        coordinator.listed("cam")
+    );
+
+    // A relays to C and C signs for it: A earns, backed by receipts.
+    assert!(
+        wait_until(Duration::from_secs(40), || {
+            let i = coordinator.node(&a.peer_id);
+            i["verified_bytes"].as_u64().is_some_and(|v| v > 0)
+                && i["earnings"].as_f64().is_some_and(|e| e > 0.0)
+        })
+        .await,
+        "A never earned: {}\nA {:?}\nC {:?}",
+        coordinator.node(&a.peer_id),
+        coord(&a).receipts,
+        coord(&c).receipts
+    );
+    let info_a = coordinator.node(&a.peer_id);
+    assert_earnings_match(&info_a, RATE);
+    assert!(coord(&c).receipts.signed > 0, "{:?}", coord(&c).receipts);
+    // Every verified byte is one a receiver signed for: never more than C signed.
+    assert!(
+        info_a["verified_bytes"].as_u64().unwrap() <= coord(&c).receipts.signed_bytes,
+        "{info_a} {:?}",
+        coord(&c).receipts
+    );
+
+    // The player stops: the session closes, and the coordinator has the totals C counted.
+    let played = player.await.unwrap();
+    assert!(
+        played.video() > 0,
+        "C's player got nothing: {}",
+        played.stderr
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || coord(&c).sessions.is_empty()).await,
+        "{:?}",
+        coord(&c).sessions
+    );
+    let closed = c
+        .log_text()
+        .lines()
+        .find(|l| l.contains("viewing session closed"))
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .unwrap_or(Value::Null);
+    let session = closed["session"].as_str().unwrap_or_default().to_string();
+    let bytes = closed["bytes"].as_u64().unwrap_or(0);
+    assert!(
+        bytes > 100_000,
+        "C closed the session with {bytes} bytes: {closed}\nC's session lines:\n{}",
+        c.log_text()
+            .lines()
+            .filter(|l| l.contains("session"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || coordinator_log_field(
+            &coordinator.log(),
+            "session closed",
+            &session,
+            "bytes"
+        ) == Some(bytes))
+        .await,
+        "the coordinator never closed session {session} with C's {bytes} bytes:\n{}",
+        coordinator
+            .log()
+            .lines()
+            .filter(|l| l.contains("session"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || coordinator
+            .listed("cam")
+            .is_some_and(|s| s["viewers"] == 0))
+        .await,
+        "the coordinator still counts C's viewer: {:?}",
+        coordinator.listed("cam")
+    );
+    publisher.kill().await.ok();
+
+    // B relayed nothing, and nobody signed for C (it only received): neither earns.
+    for n in [&b, &c] {
+        let info = coordinator.node(&n.peer_id);
+        assert_eq!(info["verified_bytes"], 0, "{info}");
+        assert_eq!(info["earnings"], 0.0, "{info}");
+    }
+
+    // A node that claims bytes it relayed, with no receipt: its claim is shown, never paid. It signs its
+    // requests with its own registered key, as a real node does.
+    let liar_key = libp2p::identity::Keypair::generate_ed25519();
+    let liar = streamr_coordinator::client::CoordinatorClient::new(&coordinator.url(), liar_key)
+        .expect("a client");
+    liar.register(&streamr_coordinator::api::RegisterRequest {
+        peer_id: liar.peer_id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        nickname: "liar".into(),
+        external_addrs: vec![],
+        relay_addrs: vec![],
+        listen_addrs: vec![],
+        reachability: streamr_coordinator::api::Reachability::Private,
+        upload_cap_kbps: 8000,
+        os: "linux".into(),
+        arch: "x86_64".into(),
+    })
+    .await
+    .expect("register");
+    const CLAIM: u64 = 300_000_000;
+    for _ in 0..3 {
+        let answer = liar
+            .heartbeat(&streamr_coordinator::api::HeartbeatRequest {
+                bytes_relayed: CLAIM,
+                peers: 2,
+                ..Default::default()
+            })
+            .await
+            .expect("heartbeat");
+        assert_eq!(answer.receipts.accepted, 0);
+    }
+    let info = coordinator.node(&liar.peer_id().to_string());
+    assert_eq!(info["claimed_bytes"], 3 * CLAIM, "{info}");
+    assert_eq!(info["verified_bytes"], 0, "{info}");
+    assert_eq!(info["earnings"], 0.0, "{info}");
+    let trust = coordinator.get(&format!("/api/v1/nodes/{}/trust", liar.peer_id()));
+    assert!(
+        trust["trust"]["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r
+                .as_str()
+                .is_some_and(|r| r.contains("backed by receivers")))),
+        "{trust}"
+    );
+    // A's claim is backed by receipts and it still earns.
+    assert!(verified(&coordinator, &a.peer_id) > 0);
+
+    for n in [c, b, a] {
+        assert_eq!(n.stop().await, Some(0));
+    }
+}
+
+#[tokio::test]
+async fn killing_the_coordinator_mid_stream_changes_nothing_for_viewers_and_earnings_catch_up_exactly()
+ {
+    let _serial = serial().await;
+    if !have("ffmpeg", "publisher and player") {
+        return;
+    }
+    let Some(bin) = coordinator_binary() else {
+        return;
+    };
+    let port = free_port();
+    let mut coordinator = Coordinator::start(&bin, port).await;
+    const RATE: f64 = 0.5;
+    coordinator.set_rate(RATE).await;
+    let with = ["--coordinator", &coordinator.url()];
+    let a = TestNode::start(&with).await;
+    let b = TestNode::start(&with).await;
+    assert!(
+        wait_until(Duration::from_secs(60), || connected(&b, &a.peer_id)).await,
+        "B never reached A through the coordinator: {:?}",
+        coord(&b)
+    );
+
+    // A publishes, a viewer on B keeps what it receives in a file.
+    let clip = clip(10, 60);
+    let mut publisher = publish_looped(&clip, &a.url("cam"));
+    assert!(
+        wait_until(Duration::from_secs(20), || a
+            .stream("cam")
+            .is_some_and(|s| s.live))
+        .await
+    );
+    let out = tempfile::tempdir().unwrap();
+    let recording = out.path().join("viewer.flv");
+    let mut viewer = record(&b.url("cam"), &recording);
+    // B signed for what A sent it, and the coordinator credited A.
+    assert!(
+        wait_until(Duration::from_secs(40), || verified(
+            &coordinator,
+            &a.peer_id
+        ) > 0)
+        .await,
+        "A was never credited before the outage: A {:?}\nB {:?}",
+        coord(&a).receipts,
+        coord(&b).receipts
+    );
+    let before_outage = verified(&coordinator, &a.peer_id);
+    let received_at_kill = coord(&a).receipts.received;
+
+    // The coordinator dies (SIGKILL by PID).
+    coordinator.kill().await;
+    let seen_at_kill = file_len(&recording);
+    let frames_at_kill = b.stream("cam").map_or(0, |s| s.frames);
+    // The viewer keeps receiving.
+    assert!(
+        wait_until(Duration::from_secs(30), || file_len(&recording)
+            > seen_at_kill + 100_000)
+        .await,
+        "the viewer stopped receiving when the coordinator died: {} bytes at the kill, {} now",
+        seen_at_kill,
+        file_len(&recording)
+    );
+    assert!(
+        b.stream("cam")
+            .is_some_and(|s| s.frames > frames_at_kill + 30),
+        "B's frames did not grow: {frames_at_kill} then {:?}",
+        b.stream("cam").map(|s| s.frames)
+    );
+    // Both nodes noticed (at their next heartbeat) and say so, and the viewer still receives.
+    for n in [&a, &b] {
+        assert!(
+            wait_until(Duration::from_secs(10), || {
+                let c = coord(n);
+                !c.online && c.last_error.is_some()
+            })
+            .await,
+            "{:?}",
+            coord(n)
+        );
+    }
+    let seen = file_len(&recording);
+    assert!(
+        wait_until(Duration::from_secs(10), || file_len(&recording) > seen).await,
+        "the viewer stopped receiving"
+    );
+    // B keeps signing receipts, which A can only queue.
+    let received_now = coord(&a).receipts.received.max(received_at_kill);
+    assert!(
+        wait_until(Duration::from_secs(15), || coord(&a).receipts.received
+            > received_now)
+        .await,
+        "A got no receipt while the coordinator was down: {:?}",
+        coord(&a).receipts
+    );
+    // Stop the stream just after a receipt came (the next is 10 s away): no receipt is in flight when
+    // the flow stops, so what B signed is exactly what A holds.
+    publisher.kill().await.ok();
+    viewer.kill().await.ok();
+    // The flow has stopped; wait until the receipts are the same on both sides for 3 s in a row.
+    let settled = || {
+        let (ra, rb) = (coord(&a).receipts, coord(&b).receipts);
+        (ra.received_bytes, rb.signed_bytes)
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (mut last, mut same) = (settled(), 0);
+    while same < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "receipts never settled: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = settled();
+        same = if now == last { same + 1 } else { 0 };
+        last = now;
+    }
+    let (held_by_a, signed_by_b) = last;
+    assert_eq!(
+        held_by_a, signed_by_b,
+        "A holds the latest receipts B signed"
+    );
+    assert!(
+        held_by_a > before_outage,
+        "receipts signed during the outage should wait at A: {held_by_a} vs {before_outage}"
+    );
+    assert!(coord(&a).queued_receipts > 0, "{:?}", coord(&a));
+
+    // Back on the same database and port: the queued receipts are delivered, each byte credited once.
+    coordinator.restart().await;
+    assert!(
+        wait_until(Duration::from_secs(60), || verified(
+            &coordinator,
+            &a.peer_id
+        ) >= held_by_a)
+        .await,
+        "earnings never caught up: {} of {held_by_a}\nA {:?}\n{}",
+        verified(&coordinator, &a.peer_id),
+        coord(&a),
+        coordinator.log()
+    );
+    assert_eq!(verified(&coordinator, &a.peer_id), held_by_a);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let c = coord(&a);
+            c.online && c.queued_receipts == 0
+        })
+        .await,
+        "{:?}",
+        coord(&a)
+    );
+    // More heartbeats change nothing: nothing is credited twice.
+    let contact = coord(&a).last_contact_ms.unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(20), || coord(&a)
+            .last_contact_ms
+            .is_some_and(|t| t >= contact + 4_000))
+        .await
+    );
+    let info = coordinator.node(&a.peer_id);
+    assert_eq!(info["verified_bytes"], held_by_a, "{info}");
+    assert_earnings_match(&info, RATE);
+    assert_eq!(
+        coord(&a).earnings.map(|e| e.verified_bytes),
+        Some(held_by_a)
+    );
+
+    assert_eq!(b.stop().await, Some(0));
+    assert_eq!(a.stop().await, Some(0));
 }

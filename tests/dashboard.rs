@@ -2,11 +2,13 @@
 //! console errors, a stream started by ffmpeg appears without a reload, the in-page player plays, invites
 //! make a QR code that zbarimg (not our decoder) reads back to the invite link, a second node's browser
 //! joins with the code and plays the first node's stream, typos are located, settings persist, Stop and
-//! Start work and survive a restart, and rebinding and cross-site requests get 403. Screenshots of each
+//! Start work and survive a restart, and rebinding and cross-site requests get 403. The coordinator card
+//! shows a real `streamr-coordinator`'s answers, and says in words when it is down. Screenshots of each
 //! page go to `target/tmp/screenshots/`; the newcomer flow's clicks and seconds are printed.
 
 mod common;
 
+use common::coordinator::{Coordinator, coord, coordinator_binary};
 use common::{TestNode, clip, have, publish, require_external};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
@@ -25,14 +27,19 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
-fn tools_present() -> bool {
+/// The browser, and what the main test also needs (QR decoding, a publisher).
+const ALL_TOOLS: &[(&str, &str)] = &[
+    ("chromium", "chromium"),
+    ("chromedriver", "chromium-driver"),
+    ("zbarimg", "zbar-tools"),
+    ("ffmpeg", "ffmpeg"),
+];
+
+/// Whether each `(tool, package)` is installed; otherwise prints SKIP (or panics under
+/// `STREAMR_REQUIRE_EXTERNAL=1`).
+fn tools_present(tools: &[(&str, &str)]) -> bool {
     let mut ok = true;
-    for (tool, pkg) in [
-        ("chromium", "chromium"),
-        ("chromedriver", "chromium-driver"),
-        ("zbarimg", "zbar-tools"),
-        ("ffmpeg", "ffmpeg"),
-    ] {
+    for &(tool, pkg) in tools {
         let found = std::process::Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -46,7 +53,8 @@ fn tools_present() -> bool {
             ok = false;
         }
     }
-    ok && have("ffmpeg", "publishes the test stream")
+    ok && (!tools.iter().any(|(t, _)| *t == "ffmpeg")
+        || have("ffmpeg", "publishes the test stream"))
 }
 
 impl Browser {
@@ -197,7 +205,7 @@ fn live_here(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_in_a_real_browser() {
-    if !tools_present() {
+    if !tools_present(ALL_TOOLS) {
         return;
     }
     let _serial = common::serial().await;
@@ -456,4 +464,118 @@ async fn dashboard_in_a_real_browser() {
 
     ba.close().await;
     bb.close().await;
+}
+
+/// The card's state line, its help, and whether the card is shown.
+const CARD: &str = "const card = document.getElementById('coordinator-card'); \
+    const state = document.getElementById('coordinator-state').textContent; \
+    const help = document.getElementById('coordinator-help');";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_card_in_a_real_browser() {
+    if !tools_present(&ALL_TOOLS[..2]) {
+        return;
+    }
+    let Some(bin) = coordinator_binary() else {
+        return;
+    };
+    let _serial = common::serial().await;
+    let mut coordinator = Coordinator::start(&bin, common::free_port()).await;
+    coordinator.set_rate(0.5).await;
+    let url = coordinator.url();
+    let a = TestNode::start(&["--upnp", "false", "--coordinator", &url]).await;
+    assert!(
+        common::wait_until(Duration::from_secs(20), || {
+            let c = coord(&a);
+            c.online && c.registered && c.trust.is_some() && c.earnings.is_some()
+        })
+        .await,
+        "A never registered: {:?}",
+        coord(&a)
+    );
+
+    let b = Browser::start().await;
+    b.client.goto(&format!("http://{}/", a.http)).await.unwrap();
+    b.until(
+        "the card to say the node is connected and registered",
+        Duration::from_secs(15),
+        &format!(
+            "{CARD} return !card.hidden && state === 'Connected to {url}' \
+             && !document.getElementById('coordinator-figures').hidden;"
+        ),
+    )
+    .await;
+    // The figures are the coordinator's: its trust score for this node, its rate, nothing earned yet.
+    let trust_shown = || async {
+        b.js("return document.getElementById('coordinator-trust').textContent;")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let shown = trust_shown().await;
+        let score = coordinator.node(&a.peer_id)["trust_score"].clone();
+        if shown == format!("{score} / 100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the card shows trust {shown:?}, the coordinator says {score}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let earnings = b
+        .js("return document.getElementById('coordinator-earnings').textContent;")
+        .await;
+    assert_eq!(
+        earnings.as_str(),
+        Some("0.0000 today, 0.0000 in all (0.5 per GB relayed)"),
+        "{earnings}"
+    );
+    let bytes = b
+        .js("return document.getElementById('coordinator-bytes').textContent;")
+        .await;
+    assert!(
+        bytes
+            .as_str()
+            .is_some_and(|t| t.contains("Only signed bytes are paid")),
+        "{bytes}"
+    );
+    b.shot("coordinator-online").await;
+
+    // The coordinator dies: the card says so in words, and that the node keeps working.
+    coordinator.kill().await;
+    b.until(
+        "the card to say the coordinator is unreachable",
+        Duration::from_secs(20),
+        &format!(
+            "{CARD} return state === 'Coordinator unreachable' && !help.hidden \
+             && help.textContent.startsWith('Your node keeps working: friends can still watch and relay.') \
+             && help.textContent.includes('does not answer') \
+             && help.textContent.includes('It tries again by itself') \
+             && !help.textContent.includes('os error');"
+        ),
+    )
+    .await;
+    let pill = b
+        .js("return document.getElementById('state-pill').textContent;")
+        .await;
+    assert_eq!(pill.as_str(), Some("Running"), "the node itself is fine");
+    b.shot("coordinator-down").await;
+
+    // It comes back on the same database: the card follows (the node retries with a backoff).
+    coordinator.restart().await;
+    b.until(
+        "the card to say the node is connected again",
+        Duration::from_secs(45),
+        &format!("{CARD} return state === 'Connected to {url}';"),
+    )
+    .await;
+    let errors = b.console_errors().await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    b.close().await;
+    assert_eq!(a.stop().await, Some(0));
 }

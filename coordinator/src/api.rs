@@ -27,6 +27,9 @@ pub const MAX_ADDR: usize = 256;
 pub const MAX_ADDRS: usize = 16;
 /// Most bootstrap peers in a registration answer.
 pub const MAX_BOOTSTRAP_PEERS: usize = 16;
+/// While fewer public nodes than this are online, a registration's answer adds other online nodes with the
+/// addresses they listen on, so that a network whose nodes all joined through the coordinator can start.
+pub const MIN_PUBLIC_BOOTSTRAP_PEERS: usize = 4;
 /// Most streams in one heartbeat list.
 pub const MAX_STREAMS: usize = 256;
 /// Most assignments for one node.
@@ -137,6 +140,11 @@ pub struct RegisterRequest {
     /// Relay circuit addresses the node listens on.
     #[serde(default)]
     pub relay_addrs: Vec<String>,
+    /// Addresses the node listens on, not confirmed reachable from outside. A network's first nodes have
+    /// no peer yet to confirm any address (AutoNAT needs one), so until enough nodes are public the
+    /// coordinator hands these out: nodes on one LAN or machine, or with a forwarded port, then meet.
+    #[serde(default)]
+    pub listen_addrs: Vec<String>,
     /// NAT reachability as the node measured it.
     #[serde(default)]
     pub reachability: Reachability,
@@ -157,8 +165,18 @@ pub struct BootstrapPeer {
     /// Its node id.
     #[serde(with = "peer_id_text")]
     pub peer_id: PeerId,
-    /// Its confirmed external addresses (multiaddrs without `/p2p/`).
+    /// Its addresses (multiaddrs without `/p2p/`): confirmed external ones, or, when `confirmed` is
+    /// false, the ones it listens on.
     pub addrs: Vec<String>,
+    /// The node is public (its addresses were confirmed by a peer's dial-back); false for a node listed
+    /// only because a young network has too few public ones. A coordinator without this field lists only
+    /// public nodes.
+    #[serde(default = "yes")]
+    pub confirmed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The newest node release the operator announces.
@@ -177,7 +195,8 @@ pub struct VersionNotice {
 /// Answer to a registration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RegisterResponse {
-    /// Online public nodes to dial (never the node itself).
+    /// Online public nodes to dial (never the node itself); while fewer than
+    /// [`MIN_PUBLIC_BOOTSTRAP_PEERS`] are public, other online nodes fill the list (`confirmed: false`).
     pub bootstrap_peers: Vec<BootstrapPeer>,
     /// Seconds between heartbeats.
     pub heartbeat_interval_secs: u64,
@@ -702,7 +721,8 @@ impl RegisterRequest {
         validate_label(&self.os, "os")?;
         validate_label(&self.arch, "arch")?;
         validate_addrs(&self.external_addrs, "external addresses")?;
-        validate_addrs(&self.relay_addrs, "relay addresses")
+        validate_addrs(&self.relay_addrs, "relay addresses")?;
+        validate_addrs(&self.listen_addrs, "listen addresses")
     }
 }
 

@@ -240,6 +240,12 @@ pub async fn run(config: BenchConfig) -> anyhow::Result<()> {
                     vec![]
                 },
                 relay_addrs: vec![],
+                listen_addrs: vec![format!(
+                    "/ip4/10.{}.{}.{}/udp/4001/quic-v1",
+                    i / 65536 % 256,
+                    i / 256 % 256,
+                    i % 256
+                )],
                 reachability: if i % 10 == 0 {
                     Reachability::Public
                 } else {

@@ -33,6 +33,7 @@ on_both!(claims_without_receipts_earn_nothing);
 on_both!(silent_nodes_go_offline_and_their_sessions_close);
 on_both!(invites_by_code_expire);
 on_both!(operator_endpoints_need_the_token);
+on_both!(a_young_network_lists_unconfirmed_nodes_until_enough_are_public);
 
 async fn signatures_are_checked(db: Db) {
     let Some(tdb) = TestDb::new(db).await else {
@@ -379,6 +380,69 @@ async fn claims_without_receipts_earn_nothing(db: Db) {
         trust.trust.reasons
     );
     assert_eq!(trust.trust.score, info.trust_score);
+    stop(srv, cancel).await;
+    tdb.cleanup().await;
+}
+
+/// Registers `kp` with `reachability` and returns the bootstrap peers of the answer.
+async fn register_as(base: &str, kp: &Keypair, reachability: Reachability) -> Vec<BootstrapPeer> {
+    let a = signed(
+        base,
+        "POST",
+        "/api/v1/nodes/register",
+        kp,
+        &registration(kp, reachability),
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.parse::<RegisterResponse>().bootstrap_peers
+}
+
+async fn a_young_network_lists_unconfirmed_nodes_until_enough_are_public(db: Db) {
+    let Some(tdb) = TestDb::new(db).await else {
+        return;
+    };
+    let (srv, cancel) = start(&tdb.url, Clock::System).await;
+    let base = srv.url();
+    // The first node has no one to join through; the second gets it by the address it listens on.
+    let first = Keypair::generate_ed25519();
+    assert!(
+        register_as(&base, &first, Reachability::Unknown)
+            .await
+            .is_empty()
+    );
+    let second = Keypair::generate_ed25519();
+    let peers = register_as(&base, &second, Reachability::Private).await;
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0].peer_id, first.public().to_peer_id());
+    assert!(!peers[0].confirmed);
+    assert_eq!(
+        peers[0].addrs,
+        registration(&first, Reachability::Unknown).listen_addrs
+    );
+    // Public nodes come first, with their confirmed addresses.
+    let mut public = Vec::new();
+    for _ in 0..MIN_PUBLIC_BOOTSTRAP_PEERS - 1 {
+        public.push(new_node(&base).await);
+    }
+    let third = Keypair::generate_ed25519();
+    let peers = register_as(&base, &third, Reachability::Unknown).await;
+    assert_eq!(peers.len(), MIN_PUBLIC_BOOTSTRAP_PEERS - 1 + 2, "{peers:?}");
+    let confirmed = peers.iter().take_while(|p| p.confirmed).count();
+    assert_eq!(confirmed, MIN_PUBLIC_BOOTSTRAP_PEERS - 1, "{peers:?}");
+    let pub_reg = registration(&public[0], Reachability::Public);
+    assert!(
+        peers[..confirmed]
+            .iter()
+            .all(|p| p.addrs == pub_reg.external_addrs)
+    );
+    // Enough public nodes: only they are listed.
+    public.push(new_node(&base).await);
+    let peers = register_as(&base, &Keypair::generate_ed25519(), Reachability::Unknown).await;
+    assert_eq!(peers.len(), MIN_PUBLIC_BOOTSTRAP_PEERS, "{peers:?}");
+    assert!(peers.iter().all(|p| p.confirmed), "{peers:?}");
+    let ids: Vec<_> = public.iter().map(|k| k.public().to_peer_id()).collect();
+    assert!(peers.iter().all(|p| ids.contains(&p.peer_id)), "{peers:?}");
     stop(srv, cancel).await;
     tdb.cleanup().await;
 }

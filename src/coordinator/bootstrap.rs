@@ -34,6 +34,7 @@ fn normalized(r: &NodeRegistration) -> NodeRegistration {
     let mut r = r.clone();
     r.external_addrs.sort();
     r.relay_addrs.sort();
+    r.listen_addrs.sort();
     r
 }
 
@@ -116,13 +117,19 @@ impl Bootstrap {
 
 /// The coordinator's public nodes as relay candidates of the mesh (issue 15: not only bootstrap peers hold a
 /// node's reservation): each address with its `/p2p/` id, this node left out, at most `MAX_DIALS * 4`.
+/// Nodes listed unconfirmed (a young network's, by the addresses they listen on) are dialed but are no
+/// relay candidates: a relay must be reachable by whoever wants to reach us through it.
 pub fn relay_candidates(
     listed: &[BootstrapPeer],
     extra: &[BootstrapPeer],
     me: &PeerId,
 ) -> Vec<Multiaddr> {
     let mut out: Vec<Multiaddr> = Vec::new();
-    for p in listed.iter().chain(extra).filter(|p| p.peer_id != *me) {
+    for p in listed
+        .iter()
+        .chain(extra)
+        .filter(|p| p.peer_id != *me && p.confirmed)
+    {
         for a in p.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
             let a = a.with_p2p(p.peer_id).unwrap_or_else(|a| a);
             if !out.contains(&a) && out.len() < MAX_DIALS * 4 {
@@ -142,6 +149,7 @@ mod tests {
         BootstrapPeer {
             peer_id: PeerId::random(),
             addrs: vec![addr.into()],
+            confirmed: true,
         }
     }
 
@@ -158,6 +166,7 @@ mod tests {
         let mine = BootstrapPeer {
             peer_id: me,
             addrs: vec!["/ip4/127.0.0.1/udp/3/quic-v1".into()],
+            confirmed: true,
         };
         let listed = vec![a.clone(), c.clone(), bad, mine];
         let d = b.dials_due(&listed, &me, &[c.peer_id], t0);
@@ -214,12 +223,17 @@ mod tests {
         let peer = |id: PeerId, addrs: &[&str]| BootstrapPeer {
             peer_id: id,
             addrs: addrs.iter().map(|s| s.to_string()).collect(),
+            confirmed: true,
         };
         let listed = vec![
             peer(me, &["/ip4/198.51.100.1/udp/4001/quic-v1"]),
             peer(a, &["/ip4/198.51.100.2/udp/4001/quic-v1", "not an address"]),
         ];
-        let extra = vec![peer(b, &["/ip4/198.51.100.3/tcp/4001"])];
+        let unconfirmed = BootstrapPeer {
+            confirmed: false,
+            ..peer(PeerId::random(), &["/ip4/192.168.1.9/udp/4001/quic-v1"])
+        };
+        let extra = vec![peer(b, &["/ip4/198.51.100.3/tcp/4001"]), unconfirmed];
         let c = relay_candidates(&listed, &extra, &me);
         assert_eq!(
             c,

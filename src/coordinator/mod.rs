@@ -403,6 +403,7 @@ impl Coordinator {
             nickname: current.nickname.clone(),
             external_addrs: current.external_addrs.clone(),
             relay_addrs: current.relay_addrs.clone(),
+            listen_addrs: current.listen_addrs.clone(),
             reachability: current.reachability,
             upload_cap_kbps: current.upload_cap_kbps,
             os: current.os.clone(),

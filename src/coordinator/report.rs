@@ -73,6 +73,45 @@ fn addr_text(a: &Multiaddr) -> Option<String> {
     (s.len() <= MAX_ADDR && s.starts_with('/')).then_some(s)
 }
 
+/// Whether the coordinator at `url` runs on this machine (a lab, a test): then loopback addresses reach
+/// the other nodes it lists, which run here too; otherwise they would only lead each node to itself.
+pub fn coordinator_is_local(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url.trim())
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => bare.eq_ignore_ascii_case("localhost"),
+    }
+}
+
+/// The listen addresses worth registering: concrete IPs (not `0.0.0.0`), no circuits, no IPv6 link-local
+/// (useless without an interface), loopback only when `local` (the coordinator runs here).
+fn listen_candidates<'a>(
+    addrs: impl IntoIterator<Item = &'a Multiaddr>,
+    local: bool,
+) -> Vec<String> {
+    addrs
+        .into_iter()
+        .filter(|a| !is_circuit(a))
+        .filter(|a| match a.iter().next() {
+            Some(Protocol::Ip4(ip)) => !ip.is_unspecified() && (local || !ip.is_loopback()),
+            Some(Protocol::Ip6(ip)) => {
+                !ip.is_unspecified()
+                    && (local || !ip.is_loopback())
+                    && (ip.segments()[0] & 0xffc0) != 0xfe80
+            }
+            _ => false,
+        })
+        .filter_map(addr_text)
+        .take(MAX_ADDRS)
+        .collect()
+}
+
 fn is_circuit(a: &Multiaddr) -> bool {
     a.iter().any(|p| matches!(p, Protocol::P2pCircuit))
 }
@@ -131,6 +170,13 @@ impl NodeReport for NodeFigures {
                 .filter_map(|a| addr_text(&a))
                 .take(MAX_ADDRS)
                 .collect();
+            let local = config.coordinator_url().is_some_and(coordinator_is_local);
+            let listening: Vec<Multiaddr> = status
+                .listen_addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            reg.listen_addrs = listen_candidates(&listening, local);
         }
         reg
     }
@@ -226,5 +272,41 @@ mod tests {
         assert_eq!(label("a\nb"), "ab");
         assert_eq!(plain_name("cam@12D3KooW"), "cam");
         assert_eq!(plain_name("cam"), "cam");
+    }
+
+    #[test]
+    fn listen_addresses_are_registered_without_loopback_unless_the_coordinator_is_local() {
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/127.0.0.1/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN",
+            "/ip4/192.168.1.20/udp/4001/quic-v1",
+            "/ip4/0.0.0.0/tcp/4001",
+            "/ip6/fe80::1/udp/4001/quic-v1",
+            "/ip6/::1/tcp/4001",
+            "/ip6/2001:db8::5/tcp/4001",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        assert_eq!(
+            listen_candidates(&addrs, false),
+            [
+                "/ip4/192.168.1.20/udp/4001/quic-v1",
+                "/ip6/2001:db8::5/tcp/4001"
+            ]
+        );
+        assert_eq!(
+            listen_candidates(&addrs, true),
+            [
+                "/ip4/127.0.0.1/udp/4001/quic-v1",
+                "/ip4/192.168.1.20/udp/4001/quic-v1",
+                "/ip6/::1/tcp/4001",
+                "/ip6/2001:db8::5/tcp/4001"
+            ]
+        );
+        assert!(coordinator_is_local("http://127.0.0.1:8090"));
+        assert!(coordinator_is_local("http://[::1]:8090/"));
+        assert!(coordinator_is_local("http://LOCALHOST:8090"));
+        assert!(!coordinator_is_local("https://coordinator.example.org"));
+        assert!(!coordinator_is_local("http://192.168.1.2:8090"));
     }
 }

@@ -3,6 +3,8 @@
 //! publishers and players. Every process started here is killed on drop.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod coordinator;
+
 use serde_json::Value;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

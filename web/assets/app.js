@@ -299,8 +299,10 @@ function renderCoordinator(u) {
     state.textContent = "Coordinator unreachable";
     state.className = "status bad";
     help.hidden = false;
-    help.textContent = "Your node keeps working: friends can still watch and relay. " + c.last_error +
-      ". It tries again by itself; if this lasts, check the coordinator address in Settings and your internet connection." +
+    // The technical error goes to Details; the card says what it means for the user.
+    help.textContent = "Your node keeps working: friends can still watch and relay. The coordinator at " + c.url +
+      " does not answer, so earnings and the network's stream list wait." +
+      " It tries again by itself; if this lasts, check the coordinator address in Settings and your internet connection." +
       (c.queued_receipts + c.queued_session_events > 0
         ? " " + (c.queued_receipts + c.queued_session_events) + " reports wait on this computer until it answers." : "");
   } else {
@@ -338,6 +340,7 @@ function renderCoordinator(u) {
     ...c.assignments.map((a) => "Assigned: " + a.stream_name + " from " + a.rtmp_url + " (" + a.state + ")"),
   ];
   if (c.queue_dropped > 0) more.push("Reports dropped because the queue was full: " + c.queue_dropped);
+  if (c.last_error) more.push("Last error: " + c.last_error);
   $("coordinator-more").replaceChildren(...more.map((t) => el("li", { text: t })));
 }
 

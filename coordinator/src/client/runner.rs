@@ -34,6 +34,8 @@ pub struct NodeRegistration {
     pub external_addrs: Vec<String>,
     /// Relay circuit addresses.
     pub relay_addrs: Vec<String>,
+    /// Addresses it listens on, unconfirmed (see [`RegisterRequest::listen_addrs`]).
+    pub listen_addrs: Vec<String>,
     /// NAT reachability.
     pub reachability: Reachability,
     /// Upload cap, kbit/s.
@@ -420,6 +422,7 @@ impl Runner {
             nickname: reg.nickname,
             external_addrs: reg.external_addrs,
             relay_addrs: reg.relay_addrs,
+            listen_addrs: reg.listen_addrs,
             reachability: reg.reachability,
             upload_cap_kbps: reg.upload_cap_kbps,
             os: reg.os,

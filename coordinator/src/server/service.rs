@@ -7,7 +7,7 @@
 
 use libp2p_identity::PeerId;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AnyConnection, AssertSqlSafe, Row};
 use tracing::{info, warn};
 
 use super::accounting::{self, SeriesState};
@@ -179,11 +179,12 @@ impl Service {
         let me = signer.to_base58();
         let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
         sqlx::query(
-            "INSERT INTO nodes (peer_id, version, nickname, external_addrs, relay_addrs, reachability, \
-               upload_cap_kbps, os, arch, registered_at, last_seen) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+            "INSERT INTO nodes (peer_id, version, nickname, external_addrs, relay_addrs, listen_addrs, \
+               reachability, upload_cap_kbps, os, arch, registered_at, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (peer_id) DO UPDATE SET version = excluded.version, nickname = excluded.nickname, \
                external_addrs = excluded.external_addrs, relay_addrs = excluded.relay_addrs, \
+               listen_addrs = excluded.listen_addrs, \
                reachability = excluded.reachability, upload_cap_kbps = excluded.upload_cap_kbps, \
                os = excluded.os, arch = excluded.arch, last_seen = excluded.last_seen",
         )
@@ -192,6 +193,7 @@ impl Service {
         .bind(&req.nickname)
         .bind(json(&req.external_addrs))
         .bind(json(&req.relay_addrs))
+        .bind(json(&req.listen_addrs))
         .bind(req.reachability.as_str())
         .bind(i(req.upload_cap_kbps))
         .bind(&req.os)
@@ -200,31 +202,70 @@ impl Service {
         .bind(now)
         .execute(&self.store.pool)
         .await?;
-        let rows = sqlx::query(
-            "SELECT peer_id, external_addrs FROM nodes \
-             WHERE reachability = 'public' AND last_seen >= $1 AND peer_id <> $2 \
-             ORDER BY last_seen DESC LIMIT $3",
-        )
-        .bind(self.offline_cutoff(now))
-        .bind(&me)
-        .bind(MAX_BOOTSTRAP_PEERS as i64)
-        .fetch_all(&self.store.pool)
-        .await?;
-        let bootstrap_peers = rows
-            .iter()
-            .filter_map(|row| {
-                let peer_id: PeerId = row.try_get::<String, _>(0).ok()?.parse().ok()?;
-                let addrs: Vec<String> =
-                    serde_json::from_str(&row.try_get::<String, _>(1).ok()?).ok()?;
-                (!addrs.is_empty()).then_some(BootstrapPeer { peer_id, addrs })
-            })
-            .collect();
+        let bootstrap_peers = self.bootstrap_peers(&me, now).await?;
         info!(peer = %me, version = %req.version, reachability = req.reachability.as_str(), "node registered");
         Ok(RegisterResponse {
             bootstrap_peers,
             heartbeat_interval_secs: self.heartbeat_interval_secs,
             latest_version: self.latest_version().await?,
         })
+    }
+
+    /// Up to [`MAX_BOOTSTRAP_PEERS`] online nodes for `me` to join through, never `me`: public ones with
+    /// their confirmed addresses, newest heartbeat first; while fewer than [`MIN_PUBLIC_BOOTSTRAP_PEERS`]
+    /// are public, other online nodes follow with the addresses they listen on (`confirmed: false`). Without
+    /// them, a network whose nodes all joined through the coordinator never starts: AutoNAT confirms an
+    /// address only through a peer, and no node would have one.
+    async fn bootstrap_peers(&self, me: &str, now: i64) -> Result<Vec<BootstrapPeer>, HttpError> {
+        // Two queries rather than one sorted by reachability: the second runs only in a young network,
+        // and the first stays an index range on public nodes however many private ones there are.
+        let mut peers = self
+            .online_nodes(me, now, true, MAX_BOOTSTRAP_PEERS)
+            .await?;
+        if peers.len() < MIN_PUBLIC_BOOTSTRAP_PEERS {
+            let more = MAX_BOOTSTRAP_PEERS - peers.len();
+            peers.extend(self.online_nodes(me, now, false, more).await?);
+        }
+        Ok(peers)
+    }
+
+    /// At most `limit` online nodes but `me`, newest heartbeat first, that are public (with their confirmed
+    /// addresses) or not (with the addresses they listen on); nodes without such addresses are left out.
+    async fn online_nodes(
+        &self,
+        me: &str,
+        now: i64,
+        public: bool,
+        limit: usize,
+    ) -> Result<Vec<BootstrapPeer>, HttpError> {
+        let (column, test) = if public {
+            ("external_addrs", "=")
+        } else {
+            ("listen_addrs", "<>")
+        };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT peer_id, {column} FROM nodes \
+             WHERE reachability {test} 'public' AND last_seen >= $1 AND peer_id <> $2 \
+             ORDER BY last_seen DESC LIMIT $3"
+        )))
+        .bind(self.offline_cutoff(now))
+        .bind(me)
+        .bind(limit as i64)
+        .fetch_all(&self.store.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let peer_id: PeerId = row.try_get::<String, _>(0).ok()?.parse().ok()?;
+                let addrs: Vec<String> =
+                    serde_json::from_str(&row.try_get::<String, _>(1).ok()?).ok()?;
+                (!addrs.is_empty()).then_some(BootstrapPeer {
+                    peer_id,
+                    addrs,
+                    confirmed: public,
+                })
+            })
+            .collect())
     }
 
     /// `POST /api/v1/nodes/heartbeat`.

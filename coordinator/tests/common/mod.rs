@@ -212,6 +212,7 @@ pub fn registration(kp: &Keypair, reachability: Reachability) -> RegisterRequest
         nickname: "test".into(),
         external_addrs: vec!["/ip4/192.0.2.1/udp/4001/quic-v1".into()],
         relay_addrs: vec![],
+        listen_addrs: vec!["/ip4/10.0.0.2/udp/4001/quic-v1".into()],
         reachability,
         upload_cap_kbps: 8000,
         os: "linux".into(),

@@ -46,6 +46,23 @@ pub fn tree(pid: u32) -> Vec<u32> {
     all
 }
 
+/// CPU seconds of the process tree under `pid` (itself included), split into the processes whose
+/// executable is named `name` (as `/proc/PID/comm` spells it: its first 15 bytes) and all the others.
+pub fn tree_cpu_secs_split(pid: u32, name: &str) -> (f64, f64) {
+    let name = &name.as_bytes()[..name.len().min(15)];
+    let mut split = (0.0, 0.0);
+    for p in tree(pid) {
+        let Some(cpu) = cpu_secs(p) else { continue };
+        let comm = std::fs::read(format!("/proc/{p}/comm")).unwrap_or_default();
+        if comm.trim_ascii_end() == name {
+            split.0 += cpu;
+        } else {
+            split.1 += cpu;
+        }
+    }
+    split
+}
+
 /// CPU seconds of a process tree.
 pub fn tree_cpu_secs(pid: u32) -> f64 {
     tree(pid).into_iter().filter_map(cpu_secs).sum()

@@ -100,6 +100,11 @@ pub struct TrialReport {
     /// How busy the whole machine was from time zero to the end, percent of all cores: near 100 the
     /// figures measure an overloaded machine, not the nodes.
     pub machine_busy_percent: Option<f64>,
+    /// CPU the nodes used from time zero to the end, in cores (1.0 = one core busy all along).
+    pub nodes_cores: Option<f64>,
+    /// CPU the lab itself used meanwhile (netlab's process with its wires, probes and status polls, and its
+    /// agents), in cores: the part of the machine's load that is not the nodes'.
+    pub lab_cores: Option<f64>,
     /// The nodes.
     pub nodes: Vec<NodeReport>,
     /// The probe publisher's report.
@@ -227,6 +232,15 @@ pub struct CaseSummary {
     pub frames_lost: u64,
     /// Mean of the trials' machine load, percent of all cores.
     pub machine_busy_percent: Option<f64>,
+    /// Mean of the trials' CPU used by the nodes, in cores.
+    pub nodes_cores: Option<f64>,
+    /// Mean of the trials' CPU used by the lab itself, in cores.
+    pub lab_cores: Option<f64>,
+}
+
+fn mean(v: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let v: Vec<f64> = v.into_iter().collect();
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 fn median(v: impl IntoIterator<Item = f64>) -> Option<f64> {
@@ -272,13 +286,9 @@ pub fn summarise(trials: &[TrialReport]) -> CaseSummary {
             .filter_map(|p| p.latency_p95_ms)
             .max_by(f64::total_cmp),
         frames_lost: players.iter().map(|p| p.frames_lost).sum(),
-        machine_busy_percent: {
-            let v: Vec<f64> = trials
-                .iter()
-                .filter_map(|t| t.machine_busy_percent)
-                .collect();
-            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-        },
+        machine_busy_percent: mean(trials.iter().filter_map(|t| t.machine_busy_percent)),
+        nodes_cores: mean(trials.iter().filter_map(|t| t.nodes_cores)),
+        lab_cores: mean(trials.iter().filter_map(|t| t.lab_cores)),
     }
 }
 
@@ -477,6 +487,7 @@ impl RunReport {
             "frames lost",
             "errors",
             "machine busy %",
+            "nodes / lab cores",
         ]);
         for c in &self.cases {
             let s = &c.summary;
@@ -492,6 +503,10 @@ impl RunReport {
                 s.frames_lost.to_string(),
                 s.errors.to_string(),
                 ms(s.machine_busy_percent),
+                match (s.nodes_cores, s.lab_cores) {
+                    (Some(n), Some(l)) => format!("{n:.2} / {l:.2}"),
+                    _ => "-".into(),
+                },
             ]);
         }
         t

@@ -455,6 +455,12 @@ async fn drive(
     let zero = TokioInstant::now();
     let end = zero + scenario.duration;
     let machine_before = procstat::machine_ticks();
+    let node_comm = state
+        .node_exe
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cpu_before = procstat::tree_cpu_secs_split(std::process::id(), &node_comm);
     let _ = zero_tx.send(Some(zero));
 
     let publisher = {
@@ -519,6 +525,11 @@ async fn drive(
         (Some(b), Some(a)) => procstat::busy_percent(b, a),
         _ => None,
     };
+    let cpu_after = procstat::tree_cpu_secs_split(std::process::id(), &node_comm);
+    let elapsed = zero.elapsed().as_secs_f64().max(0.001);
+    // Nodes that stopped before the end take their CPU with them: the nodes' figure is a lower bound.
+    report.nodes_cores = Some(((cpu_after.0 - cpu_before.0) / elapsed).max(0.0));
+    report.lab_cores = Some(((cpu_after.1 - cpu_before.1) / elapsed).max(0.0));
     let usage: HashMap<String, (f64, u64)> = running
         .iter()
         .filter_map(|n| Some((n.name.clone(), n.process.usage()?)))

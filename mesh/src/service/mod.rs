@@ -16,6 +16,7 @@
 mod actor;
 mod fetch;
 mod gossip;
+mod metrics;
 mod serve;
 mod stats;
 #[cfg(test)]

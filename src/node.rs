@@ -11,7 +11,7 @@ use crate::dashboard::Api;
 use crate::datafile::{self, NodeState};
 use crate::friends::FriendBook;
 use crate::identity;
-use crate::metrics::{NodeCollector, render};
+use crate::metrics::render;
 use crate::update::UpdateNotices;
 use anyhow::Context;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -83,7 +83,7 @@ impl MeshSlot {
         if g.1 { g.0.clone() } else { None }
     }
 
-    fn set(&self, mesh: Mesh) {
+    pub(crate) fn set(&self, mesh: Mesh) {
         *self.0.write() = (Some(mesh), true);
     }
 
@@ -93,7 +93,7 @@ impl MeshSlot {
 }
 
 /// The RTMP edge's counters; a new edge (after Stop/Start) brings new ones.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EdgeSlot(Arc<RwLock<Arc<EdgeStats>>>);
 
 impl EdgeSlot {
@@ -431,15 +431,10 @@ impl Node {
 
         let streams = Streams::new(config.hub_config());
         let shutdown = CancellationToken::new();
-        let edge = EdgeSlot(Arc::new(RwLock::new(Arc::new(EdgeStats::default()))));
+        let edge = EdgeSlot::default();
         let mesh = MeshSlot::default();
 
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(NodeCollector {
-            streams: streams.clone(),
-            edge: edge.clone(),
-            mesh: mesh.clone(),
-        }));
+        let registry = crate::metrics::registry(&streams, &edge, &mesh);
         let shared = Arc::new(Shared {
             data_dir: config.data_dir.clone(),
             key,

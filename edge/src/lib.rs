@@ -11,6 +11,7 @@ pub mod chunk_decoder;
 pub mod client;
 pub mod message;
 pub mod metadata;
+pub mod metrics;
 pub mod names;
 pub mod relay;
 mod server;

@@ -2,20 +2,14 @@
 //! of peers and addresses goes out through a shared lock that readers never hold for long.
 
 use super::addrbook::{AddressBook, Source, is_local};
-use super::behaviour::{
-    Behaviour, BehaviourEvent, KAD_PROTOCOL, MeshMembers, RelayLimits, is_mesh_node,
-};
-use super::is_relayed;
+use super::behaviour::{Behaviour, BehaviourEvent, MeshMembers, RelayLimits};
 use super::nat::{NatState, Reachability, Reservation, Upnp};
-use super::portmap;
 use futures::StreamExt;
-use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, SwarmEvent};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, identity::Keypair, kad,
-    noise, ping, relay, tcp, yamux,
+    Multiaddr, PeerId, StreamProtocol, Swarm, identity::Keypair, kad, noise, relay, tcp, yamux,
 };
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
@@ -26,6 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod behaviours;
+mod connections;
 mod dualstack;
 mod predict;
 mod relays;
@@ -921,308 +917,39 @@ impl EventLoop {
         }
     }
 
+    /// Hands what the swarm reports to its handler: the swarm's own events (addresses, connections) in
+    /// `connections`, each behaviour's in `behaviours`.
     fn event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
-        let me = *self.swarm.local_peer_id();
         match ev {
-            SwarmEvent::NewListenAddr { address, .. } => {
-                let a = with_p2p(&address, me);
-                let mut s = self.snapshot.write();
-                if !s.listen_addrs.contains(&a) {
-                    s.listen_addrs.push(a);
-                }
-            }
-            SwarmEvent::ExpiredListenAddr { address, .. } => {
-                let a = with_p2p(&address, me);
-                self.snapshot.write().listen_addrs.retain(|x| *x != a);
-            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
+            SwarmEvent::NewListenAddr { address, .. } => self.on_listen_addr(&address),
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.on_listen_addr_expired(&address),
             SwarmEvent::ExternalAddrConfirmed { address } => {
-                info!(%address, "external address confirmed");
-                self.nat.confirmed(&address);
-                let a = with_p2p(&address, me);
-                let mut s = self.snapshot.write();
-                if !s.external_addrs.contains(&a) {
-                    s.external_addrs.push(a);
-                }
+                self.on_external_addr_confirmed(&address)
             }
-            SwarmEvent::ExternalAddrExpired { address } => {
-                self.nat.expired(&address);
-                let a = with_p2p(&address, me);
-                self.snapshot.write().external_addrs.retain(|x| *x != a);
-            }
+            SwarmEvent::ExternalAddrExpired { address } => self.on_external_addr_expired(&address),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
                 endpoint,
                 ..
-            } => {
-                self.stats.connections_established.fetch_add(1, Relaxed);
-                self.pending_dials.remove(&connection_id);
-                self.dialed_with.remove(&peer_id);
-                self.answer_connect(&peer_id, Ok(()));
-                let (remote, dialer) = match &endpoint {
-                    ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
-                    ConnectedPoint::Listener { send_back_addr, .. } => {
-                        (self.real_remote(send_back_addr.clone()), false)
-                    }
-                };
-                // An inbound circuit's send-back address is only `/p2p/<peer>`; the relayed listen
-                // address it arrived on (`local_addr`) is what shows it is relayed.
-                let relayed = is_relayed(&remote) || endpoint.is_relayed();
-                self.prediction_connected(peer_id, relayed);
-                debug!(%peer_id, %remote, relayed, "connected");
-                let mut snap = self.snapshot.write();
-                let info = snap.peers.entry(peer_id).or_default();
-                let already_direct = info.is_direct();
-                self.nat
-                    .connection(peer_id, relayed, already_direct, Instant::now());
-                let conn = ConnInfo {
-                    id: connection_id,
-                    remote,
-                    relayed,
-                    dialer,
-                    established: Instant::now(),
-                };
-                if dualstack::needs_sorting(&info.connections, dualstack::path_rank(&conn)) {
-                    info!(%peer_id, remote = %conn.remote, relayed, "a direct and a relayed connection to the peer; the relayed one will be closed");
-                    self.close_relayed_at
-                        .insert(peer_id, Instant::now() + RELAYED_CLOSE_GRACE);
-                }
-                info.connections.push(conn);
-            }
+            } => self.on_connection_established(peer_id, connection_id, &endpoint),
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 connection_id,
                 ..
-            } => {
-                self.stats.connections_closed.fetch_add(1, Relaxed);
-                let mut s = self.snapshot.write();
-                if let Some(p) = s.peers.get_mut(&peer_id) {
-                    p.connections.retain(|c| c.id != connection_id);
-                    if p.connections.is_empty() {
-                        s.peers.remove(&peer_id);
-                        self.nat.disconnected(&peer_id);
-                        self.members.remove(&peer_id);
-                    }
-                }
-            }
+            } => self.on_connection_closed(peer_id, connection_id),
             SwarmEvent::IncomingConnectionError {
-                error: libp2p::swarm::ListenError::Denied { cause },
+                error,
                 send_back_addr,
                 ..
-            } => {
-                self.stats.connections_denied.fetch_add(1, Relaxed);
-                debug!(%send_back_addr, error = %cause, "refused a connection: a limit is reached");
-            }
+            } => self.on_incoming_failed(&error, &send_back_addr),
             SwarmEvent::OutgoingConnectionError {
                 peer_id,
                 error,
                 connection_id,
-            } => {
-                if matches!(error, libp2p::swarm::DialError::Denied { .. }) {
-                    self.stats.connections_denied.fetch_add(1, Relaxed);
-                }
-                self.stats.dial_failures.fetch_add(1, Relaxed);
-                self.pending_dials.remove(&connection_id);
-                // Answer waiters only when none of our dials to the peer is still running.
-                if let Some(p) = peer_id
-                    && !self.swarm.is_connected(&p)
-                    && !self.pending_dials.values().any(|x| *x == p)
-                {
-                    self.dialed_with.remove(&p);
-                    self.answer_connect(&p, Err(error.to_string()));
-                }
-                debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                if !is_relayed(&info.observed_addr) {
-                    self.observed_by(peer_id, &info.observed_addr);
-                }
-                if is_mesh_node(&info) {
-                    self.members.insert(peer_id);
-                } else {
-                    self.members.remove(&peer_id);
-                }
-                let kad = info.protocols.contains(&KAD_PROTOCOL);
-                if kad {
-                    for a in &info.listen_addrs {
-                        if !is_relayed(a) && dualstack::usable(a) {
-                            self.swarm
-                                .behaviour_mut()
-                                .kad
-                                .add_address(&peer_id, a.clone());
-                        }
-                    }
-                    // Fill the routing table soon after joining, not only on the periodic tick.
-                    if self
-                        .last_kad_bootstrap
-                        .is_none_or(|t| t.elapsed() > Duration::from_secs(20))
-                    {
-                        self.last_kad_bootstrap = Some(Instant::now());
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
-                    }
-                }
-                let via_local = self.is_local_peer(&peer_id);
-                let _ = self.learn(
-                    peer_id,
-                    info.listen_addrs
-                        .iter()
-                        .filter(|a| !is_relayed(a) && dualstack::usable(a))
-                        .cloned()
-                        .collect(),
-                    Source::Own { via_local },
-                );
-                let mut s = self.snapshot.write();
-                if let Some(p) = s.peers.get_mut(&peer_id) {
-                    p.supports_hop = info.protocols.contains(&HOP_PROTOCOL);
-                    p.agent = Some(info.agent_version);
-                    p.listen_addrs = info.listen_addrs;
-                }
-            }
-            SwarmEvent::ListenerClosed { listener_id, .. } => {
-                if let Some(relay) = self.reservation_listeners.remove(&listener_id) {
-                    info!(%relay, "relay reservation ended");
-                    self.nat.reservations.remove(&relay);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(
-                relay::client::Event::ReservationReqAccepted {
-                    relay_peer_id,
-                    renewal,
-                    ..
-                },
-            )) => {
-                if !renewal {
-                    info!(relay = %relay_peer_id, "relay reservation accepted: reachable through it");
-                }
-                if let Some(r) = self.nat.reservations.get_mut(&relay_peer_id) {
-                    r.accepted = true;
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Relay(ev)) => match ev {
-                relay::Event::ReservationReqAccepted { .. } => {
-                    self.stats.relay_reservations_accepted.fetch_add(1, Relaxed);
-                }
-                relay::Event::ReservationReqDenied { .. } => {
-                    self.stats.relay_reservations_denied.fetch_add(1, Relaxed);
-                }
-                relay::Event::CircuitReqAccepted {
-                    src_peer_id,
-                    dst_peer_id,
-                } => {
-                    self.stats.relay_circuits_accepted.fetch_add(1, Relaxed);
-                    self.stats.relay_circuits_active.fetch_add(1, Relaxed);
-                    debug!(%src_peer_id, %dst_peer_id, "relaying a circuit");
-                }
-                relay::Event::CircuitReqDenied { .. } => {
-                    self.stats.relay_circuits_denied.fetch_add(1, Relaxed);
-                }
-                relay::Event::CircuitClosed { .. } => {
-                    self.stats.relay_circuits_closed.fetch_add(1, Relaxed);
-                    let _ = self
-                        .stats
-                        .relay_circuits_active
-                        .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
-                }
-                _ => {}
-            },
-            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
-                remote_peer_id,
-                result,
-            })) => match result {
-                Ok(_) => {
-                    info!(peer = %remote_peer_id, "hole punch succeeded: direct connection");
-                    self.nat.punch(Ok(()));
-                }
-                Err(e) => {
-                    info!(peer = %remote_peer_id, error = %e, "hole punch failed; staying on the relay");
-                    self.nat.punch(Err(e.to_string()));
-                    self.on_punch_failed(remote_peer_id);
-                }
-            },
-            SwarmEvent::Behaviour(BehaviourEvent::AutonatClient(autonat::v2::client::Event {
-                tested_addr,
-                result,
-                ..
-            })) => {
-                debug!(%tested_addr, ok = result.is_ok(), "reachability probe");
-                self.nat.autonat_result_for(&tested_addr, result.is_ok());
-                if let Upnp::Unverified(a) = &self.nat.upnp
-                    && *a == tested_addr
-                {
-                    self.nat.upnp = if result.is_ok() {
-                        Upnp::Mapped(tested_addr)
-                    } else {
-                        Upnp::NotRoutable
-                    };
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Upnp(ev)) => match ev {
-                portmap::Event::Mapped {
-                    addr,
-                    routable,
-                    via,
-                } => {
-                    info!(%addr, routable, via, "the router opened a port for us");
-                    // The status shows one mapping: QUIC's, our preferred transport, once there is one.
-                    let shown_quic = matches!(&self.nat.upnp,
-                        Upnp::Mapped(a) | Upnp::Unverified(a) if super::is_quic(a));
-                    if shown_quic && !super::is_quic(&addr) {
-                        return;
-                    }
-                    self.nat.upnp = if routable {
-                        Upnp::Mapped(addr)
-                    } else {
-                        // A peer's dial-back (AutoNAT v2) decides; see portmap.rs.
-                        Upnp::Unverified(addr)
-                    };
-                }
-                portmap::Event::NoGateway(_) => {
-                    if !matches!(self.nat.upnp, Upnp::Mapped(_)) {
-                        self.nat.upnp = Upnp::NoGateway;
-                    }
-                }
-                portmap::Event::Failed(reason) => {
-                    warn!(%reason, "the router did not open a port for us (UPnP)");
-                    self.nat.upnp = Upnp::Failed(reason);
-                }
-            },
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer,
-                result: Ok(rtt),
-                ..
-            })) => {
-                if let Some(p) = self.snapshot.write().peers.get_mut(&peer) {
-                    p.rtt = Some(rtt);
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                id,
-                result: kad::QueryResult::GetProviders(r),
-                step,
-                ..
-            })) => {
-                if let Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) = r
-                    && let Some((found, _)) = self.pending_providers.get_mut(&id)
-                {
-                    found.extend(providers);
-                }
-                if step.last
-                    && let Some((found, reply)) = self.pending_providers.remove(&id)
-                {
-                    let _ = reply.send(found);
-                } else if let Some((found, _)) = self.pending_providers.get(&id)
-                    && !found.is_empty()
-                {
-                    // Enough to start with: answer now, let the query finish in the background.
-                    if let Some((found, reply)) = self.pending_providers.remove(&id) {
-                        let _ = reply.send(found);
-                    }
-                }
-            }
+            } => self.on_dial_failed(peer_id, connection_id, &error),
+            SwarmEvent::ListenerClosed { listener_id, .. } => self.on_listener_closed(listener_id),
             _ => {}
         }
     }

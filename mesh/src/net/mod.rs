@@ -5,6 +5,7 @@
 pub mod addrbook;
 mod behaviour;
 mod event_loop;
+pub(crate) mod metrics;
 pub mod nat;
 pub mod pcp;
 pub mod portmap;

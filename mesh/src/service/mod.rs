@@ -17,6 +17,7 @@ mod actor;
 mod fetch;
 mod gossip;
 mod heard;
+mod metrics;
 mod serve;
 mod stats;
 #[cfg(test)]

@@ -1,0 +1,152 @@
+//! What the swarm itself reports, as opposed to its behaviours: our listen and external addresses,
+//! connections opening, closing and failing, and the relay reservations whose listeners close. Each keeps
+//! the snapshot that status pages read, the NAT state and the callers waiting for a connection in step.
+
+use super::{ConnInfo, EventLoop, RELAYED_CLOSE_GRACE, dualstack, with_p2p};
+use crate::net::is_relayed;
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::ListenerId;
+use libp2p::swarm::{ConnectionId, DialError, ListenError};
+use libp2p::{Multiaddr, PeerId};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+use tracing::{debug, info};
+
+/// Adds `addr` to a list of our addresses unless it is there.
+fn add_once(list: &mut Vec<Multiaddr>, addr: Multiaddr) {
+    if !list.contains(&addr) {
+        list.push(addr);
+    }
+}
+
+impl EventLoop {
+    /// Our address with `/p2p/<us>`, as status pages show it.
+    fn ours(&self, addr: &Multiaddr) -> Multiaddr {
+        with_p2p(addr, *self.swarm.local_peer_id())
+    }
+
+    /// A listener reports an address.
+    pub(super) fn on_listen_addr(&mut self, addr: &Multiaddr) {
+        let a = self.ours(addr);
+        add_once(&mut self.snapshot.write().listen_addrs, a);
+    }
+
+    /// A listener's address went away.
+    pub(super) fn on_listen_addr_expired(&mut self, addr: &Multiaddr) {
+        let a = self.ours(addr);
+        self.snapshot.write().listen_addrs.retain(|x| *x != a);
+    }
+
+    /// An address of ours is confirmed reachable from outside (AutoNAT, UPnP, a relay reservation).
+    pub(super) fn on_external_addr_confirmed(&mut self, addr: &Multiaddr) {
+        info!(address = %addr, "external address confirmed");
+        self.nat.confirmed(addr);
+        let a = self.ours(addr);
+        add_once(&mut self.snapshot.write().external_addrs, a);
+    }
+
+    /// A confirmed external address is no longer.
+    pub(super) fn on_external_addr_expired(&mut self, addr: &Multiaddr) {
+        self.nat.expired(addr);
+        let a = self.ours(addr);
+        self.snapshot.write().external_addrs.retain(|x| *x != a);
+    }
+
+    /// A connection is up: callers waiting for the peer are answered, the connection is recorded, and a
+    /// relayed connection that a direct one supersedes is scheduled for closing.
+    pub(super) fn on_connection_established(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: &ConnectedPoint,
+    ) {
+        self.stats.connections_established.fetch_add(1, Relaxed);
+        self.pending_dials.remove(&connection_id);
+        self.dialed_with.remove(&peer_id);
+        self.answer_connect(&peer_id, Ok(()));
+        let (remote, dialer) = match endpoint {
+            ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
+            ConnectedPoint::Listener { send_back_addr, .. } => {
+                (self.real_remote(send_back_addr.clone()), false)
+            }
+        };
+        // An inbound circuit's send-back address is only `/p2p/<peer>`; the relayed listen
+        // address it arrived on (`local_addr`) is what shows it is relayed.
+        let relayed = is_relayed(&remote) || endpoint.is_relayed();
+        self.prediction_connected(peer_id, relayed);
+        debug!(%peer_id, %remote, relayed, "connected");
+        let mut snap = self.snapshot.write();
+        let info = snap.peers.entry(peer_id).or_default();
+        let already_direct = info.is_direct();
+        self.nat
+            .connection(peer_id, relayed, already_direct, Instant::now());
+        let conn = ConnInfo {
+            id: connection_id,
+            remote,
+            relayed,
+            dialer,
+            established: Instant::now(),
+        };
+        if dualstack::needs_sorting(&info.connections, dualstack::path_rank(&conn)) {
+            info!(%peer_id, remote = %conn.remote, relayed, "a direct and a relayed connection to the peer; the relayed one will be closed");
+            self.close_relayed_at
+                .insert(peer_id, Instant::now() + RELAYED_CLOSE_GRACE);
+        }
+        info.connections.push(conn);
+    }
+
+    /// A connection closed; a peer with none left is forgotten by the snapshot, the NAT state and the
+    /// relay service's member list.
+    pub(super) fn on_connection_closed(&mut self, peer_id: PeerId, connection_id: ConnectionId) {
+        self.stats.connections_closed.fetch_add(1, Relaxed);
+        let mut s = self.snapshot.write();
+        if let Some(p) = s.peers.get_mut(&peer_id) {
+            p.connections.retain(|c| c.id != connection_id);
+            if p.connections.is_empty() {
+                s.peers.remove(&peer_id);
+                self.nat.disconnected(&peer_id);
+                self.members.remove(&peer_id);
+            }
+        }
+    }
+
+    /// An incoming connection failed. Only refusals by our own limits are counted; the rest is the
+    /// network's ordinary noise.
+    pub(super) fn on_incoming_failed(&mut self, error: &ListenError, send_back_addr: &Multiaddr) {
+        if let ListenError::Denied { cause } = error {
+            self.stats.connections_denied.fetch_add(1, Relaxed);
+            debug!(%send_back_addr, error = %cause, "refused a connection: a limit is reached");
+        }
+    }
+
+    /// One of our dials failed; callers waiting for the peer hear it once no other dial to it is left.
+    pub(super) fn on_dial_failed(
+        &mut self,
+        peer_id: Option<PeerId>,
+        connection_id: ConnectionId,
+        error: &DialError,
+    ) {
+        if matches!(error, DialError::Denied { .. }) {
+            self.stats.connections_denied.fetch_add(1, Relaxed);
+        }
+        self.stats.dial_failures.fetch_add(1, Relaxed);
+        self.pending_dials.remove(&connection_id);
+        // Answer waiters only when none of our dials to the peer is still running.
+        if let Some(p) = peer_id
+            && !self.swarm.is_connected(&p)
+            && !self.pending_dials.values().any(|x| *x == p)
+        {
+            self.dialed_with.remove(&p);
+            self.answer_connect(&p, Err(error.to_string()));
+        }
+        debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+    }
+
+    /// A listener closed: when it was a relay reservation's, the reservation is over.
+    pub(super) fn on_listener_closed(&mut self, listener_id: ListenerId) {
+        if let Some(relay) = self.reservation_listeners.remove(&listener_id) {
+            info!(%relay, "relay reservation ended");
+            self.nat.reservations.remove(&relay);
+        }
+    }
+}

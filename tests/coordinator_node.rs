@@ -753,6 +753,16 @@ async fn killing_the_coordinator_mid_stream_changes_nothing_for_viewers_and_earn
     // the flow stops, so what B signed is exactly what A holds.
     publisher.kill().await.ok();
     viewer.kill().await.ok();
+    // B's subscription to A ends (its player is gone; A's keepalives hold it for a while): only then can
+    // no receipt follow for the bytes that came after the last one.
+    assert!(
+        wait_until(Duration::from_secs(40), || b
+            .stream("cam")
+            .is_none_or(|s| s.upstream.is_none()))
+        .await,
+        "B still receives from A: {:?}",
+        b.stream("cam")
+    );
     // The flow has stopped; wait until the receipts are the same on both sides for 3 s in a row.
     let settled = || {
         let (ra, rb) = (coord(&a).receipts, coord(&b).receipts);

@@ -57,7 +57,7 @@ pub enum ServeError {
 /// every 100 ms while it receives) no longer holds its upload slot for admission, though it is cut off only
 /// at [`ACK_TIMEOUT`]: when a relay dies, its orphans come to its upstream after their stall timeout, and
 /// find the dead relay's slot free instead of being redirected down the tree.
-pub const SILENT_AFTER: Duration = Duration::from_secs(1);
+pub const SILENT_AFTER: Duration = Duration::from_millis(750);
 
 /// Whether one more subscriber needing `need_kbps` fits: the cap (0 = none) minus what the `serving`
 /// subscriptions use. A node always serves at least one peer, or a stream could never leave it.

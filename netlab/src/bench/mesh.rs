@@ -41,7 +41,7 @@ pub struct MeshOptions {
 }
 
 /// Upload cap per node with `force_chain`: room for one copy of the stream, not two.
-fn chain_upload_kbps(kbps: u32) -> u32 {
+pub(crate) fn chain_upload_kbps(kbps: u32) -> u32 {
     kbps.saturating_mul(3) / 2
 }
 
@@ -177,9 +177,9 @@ pub async fn run(opts: &MeshOptions) -> anyhow::Result<Vec<ChainResult>> {
 }
 
 /// A node of the chain.
-struct ChainNode {
-    process: NodeProcess,
-    ready: Ready,
+pub(crate) struct ChainNode {
+    pub(crate) process: NodeProcess,
+    pub(crate) ready: Ready,
     _data: tempfile::TempDir,
 }
 
@@ -197,7 +197,7 @@ async fn measure_chain(
                 None => Vec::new(),
                 Some(prev) => vec![loopback_addr(&prev.ready).await?],
             };
-            nodes.push(start_node(opts, k, bootstrap, extra, &dir).await?);
+            nodes.push(start_node(&opts.node, &format!("node-{k}"), bootstrap, extra, &dir).await?);
         }
         measure(opts, &nodes, r).await
     }
@@ -208,9 +208,10 @@ async fn measure_chain(
     outcome
 }
 
-async fn start_node(
-    opts: &MeshOptions,
-    k: usize,
+/// Starts one node on loopback, logging into `dir/NAME.log`.
+pub(crate) async fn start_node(
+    exe: &std::path::Path,
+    name: &str,
     bootstrap: Vec<String>,
     extra: &[String],
     dir: &std::path::Path,
@@ -218,13 +219,13 @@ async fn start_node(
     let data = tempfile::Builder::new()
         .prefix("netlab-mesh-node-")
         .tempdir()?;
-    let name = format!("node-{k}");
+    let name = name.to_string();
     let launcher = Launcher {
         bootstrap,
         extra: extra.to_vec(),
         log: NodeLog::File(dir.join(format!("{name}.log"))),
         name,
-        ..Launcher::new(&opts.node, data.path())
+        ..Launcher::new(exe, data.path())
     };
     let process = launcher.start(Duration::from_secs(30)).await?;
     let ready = process
@@ -240,7 +241,7 @@ async fn start_node(
 
 /// The previous node's loopback QUIC address, from its status (the mesh may list it a moment after the
 /// ready line).
-async fn loopback_addr(prev: &Ready) -> anyhow::Result<String> {
+pub(crate) async fn loopback_addr(prev: &Ready) -> anyhow::Result<String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let status = node::fetch_status(prev.http_listen, Duration::from_secs(2)).await?;
@@ -383,7 +384,8 @@ async fn measure(
 
 /// Waits until node `n` has the stream live with frames (bounded; a node that never gets it shows up in
 /// the results).
-async fn wait_for_stream(n: &ChainNode, limit: Duration) {
+/// Waits (up to `limit`) until the node holds the bench stream live with frames.
+pub(crate) async fn wait_for_stream(n: &ChainNode, limit: Duration) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(s) = node::fetch_status(n.ready.http_listen, Duration::from_secs(2)).await

@@ -2,5 +2,6 @@
 //! baseline measured in the same run. They measure; they never assert on time.
 
 pub mod fanout;
+pub mod heal;
 pub mod mesh;
 pub mod soak;

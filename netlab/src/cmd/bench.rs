@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use streamr_netlab::bench::fanout::{self, FanoutOptions};
+use streamr_netlab::bench::heal::{self, HealOptions};
 use streamr_netlab::bench::mesh::{self, MeshOptions};
 
 /// Which benchmark.
@@ -17,6 +18,35 @@ pub enum Args {
     /// Chains of streamr-node on loopback: latency each mesh hop adds over the single-node path, frames
     /// lost, time to first frame, CPU per node per relayed Mbps, RSS.
     Mesh(MeshArgs),
+    /// Healing: A serves B, C is redirected to B; B is killed and C's player counts the gap until frames
+    /// come again (through A). Per trial, for each binary (the baseline first).
+    Heal(HealArgs),
+}
+
+/// Options of `bench heal`.
+#[derive(Debug, clap::Args)]
+pub struct HealArgs {
+    /// Trials per binary.
+    #[arg(long, default_value_t = 5)]
+    pub trials: usize,
+    /// Seconds observed after the kill.
+    #[arg(long, default_value_t = 10)]
+    pub after: u64,
+    /// Bitrate of the probe stream in kbps.
+    #[arg(long, default_value_t = 2500)]
+    pub kbps: u32,
+    /// The streamr-node binary [default: next to netlab].
+    #[arg(long)]
+    pub node: Option<PathBuf>,
+    /// A baseline binary measured first, in the same run (e.g. the previous release).
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Folder for the nodes' logs.
+    #[arg(long, default_value = "/tmp/streamr-bench")]
+    pub work_dir: PathBuf,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Options of `bench mesh`.
@@ -105,6 +135,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let results = rt.block_on(fanout::run(&opts))?;
             println!("{}", fanout::table(&results).to_text());
+            if let Some(path) = a.json {
+                let text = serde_json::to_string_pretty(&results)?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Args::Heal(a) => {
+            if a.trials == 0 || a.trials > 100 || a.after < 3 {
+                anyhow::bail!("--trials takes 1 to 100 and --after at least 3 seconds");
+            }
+            let mut nodes: Vec<PathBuf> = a.baseline.into_iter().collect();
+            nodes.push(a.node.unwrap_or_else(sibling_node));
+            let opts = HealOptions {
+                nodes,
+                trials: a.trials,
+                kbps: a.kbps.clamp(8, 100_000),
+                fps: 30,
+                after: Duration::from_secs(a.after),
+                work_dir: a.work_dir.join("heal"),
+            };
+            let results = rt.block_on(heal::run(&opts))?;
+            println!("{}", heal::table(&results).to_text());
+            println!("node logs: {}", opts.work_dir.display());
             if let Some(path) = a.json {
                 let text = serde_json::to_string_pretty(&results)?;
                 std::fs::write(&path, text)

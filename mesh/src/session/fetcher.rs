@@ -19,6 +19,9 @@ use streamr_media::LookupState;
 pub const UNWANTED_AFTER: Duration = Duration::from_secs(10);
 /// Rest after a redirect (the provider is full), a refusal, an unreachable provider, a lost upstream.
 pub const REST_REDIRECTED: Duration = Duration::from_secs(3);
+/// ... but only this long when every provider it named rests itself (typically the relay we just lost, which
+/// the full provider still counts as its subscriber for a moment): its slot is about to free.
+pub const REST_DEAD_END: Duration = Duration::from_millis(500);
 /// See [`REST_REDIRECTED`].
 pub const REST_REFUSED: Duration = Duration::from_secs(5);
 /// See [`REST_REDIRECTED`]: short, since its addresses may change (a relay reservation appears).
@@ -329,7 +332,15 @@ impl Fetcher {
     ) -> Next {
         match outcome {
             Outcome::Redirected(hints) => {
-                self.cooldown.insert(peer, now + REST_REDIRECTED);
+                let dead_end = hints.iter().all(|h| {
+                    h.peer == self.me || self.cooldown.get(&h.peer).is_some_and(|u| *u > now)
+                });
+                let rest = if dead_end {
+                    REST_DEAD_END
+                } else {
+                    REST_REDIRECTED
+                };
+                self.cooldown.insert(peer, now + rest);
                 self.hinted = hints.clone();
                 Next::NewRound
             }
@@ -397,6 +408,34 @@ mod tests {
 
     fn unknown(_: &StreamId) -> Option<Instant> {
         None
+    }
+
+    #[test]
+    fn a_redirect_to_providers_we_cannot_use_rests_the_provider_only_briefly() {
+        let me = PeerId::random();
+        let (full, lost, other) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let t0 = Instant::now();
+        let mut f = Fetcher::new(me, "s");
+        let lost_it = Outcome::Lost {
+            loss: Loss::Broken("upstream closed".into()),
+            last_frame: Some(t0),
+        };
+        f.on_outcome(lost, &lost_it, t0, false);
+        let hint = |peer| ProviderHint {
+            peer,
+            addrs: vec![],
+        };
+        // The full provider names only the relay we just lost: asked again in half a second.
+        f.on_outcome(full, &Outcome::Redirected(vec![hint(lost)]), t0, true);
+        assert_eq!(f.cooldown.get(&full), Some(&(t0 + REST_DEAD_END)));
+        // A redirect to someone usable rests it as before.
+        f.on_outcome(
+            full,
+            &Outcome::Redirected(vec![hint(lost), hint(other)]),
+            t0,
+            true,
+        );
+        assert_eq!(f.cooldown.get(&full), Some(&(t0 + REST_REDIRECTED)));
     }
 
     #[test]

@@ -34,12 +34,21 @@ pub fn tree(pid: u32) -> Vec<u32> {
     let mut i = 0;
     while i < all.len() {
         let p = all[i];
-        if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
-            all.extend(
-                children
-                    .split_whitespace()
-                    .filter_map(|c| c.parse::<u32>().ok()),
-            );
+        // Children hang under the thread that spawned them (a tokio worker, say), so every thread's list.
+        let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{p}/task"))
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for t in tasks {
+            if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{t}/children")) {
+                all.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
         }
         i += 1;
     }

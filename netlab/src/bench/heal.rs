@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::mesh::{ChainNode, chain_upload_kbps, loopback_addr, start_node, wait_for_stream};
+use super::mesh::{
+    ChainNode, Rig, chain_upload_kbps, loopback_addr, start_node, url, wait_for_stream,
+};
 use crate::node::{self, StatusExt};
 use crate::probe::playback::PlayReport;
-use crate::probe::rtmp::{self, PlayOptions, PublishOptions};
 use crate::report::Table;
 
 /// Options of the heal bench.
@@ -138,37 +139,8 @@ async fn trial(opts: &HealOptions, exe: &Path, dir: &Path) -> anyhow::Result<Hea
 }
 
 async fn measure(opts: &HealOptions, nodes: &mut [ChainNode]) -> anyhow::Result<HealTrial> {
-    let url = |n: &ChainNode| format!("rtmp://{}/live/bench", n.ready.rtmp_listen);
-    let (stop_publisher, publisher_stopped) = tokio::sync::oneshot::channel::<()>();
-    let publish = PublishOptions {
-        url: url(&nodes[0]),
-        kbps: opts.kbps,
-        fps: opts.fps,
-        gop: opts.fps * 2,
-        ..PublishOptions::default()
-    };
-    let publisher = tokio::spawn(async move {
-        rtmp::publish(&publish, async {
-            let _ = publisher_stopped.await;
-        })
-        .await
-    });
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (stop_players, _) = tokio::sync::broadcast::channel::<()>(1);
-    let player = |u: String| {
-        let o = PlayOptions {
-            url: u,
-            retry_for: Some(Duration::from_secs(20)),
-            ..PlayOptions::default()
-        };
-        let mut stop = stop_players.subscribe();
-        tokio::spawn(async move {
-            rtmp::play(&o, async move {
-                let _ = stop.recv().await;
-            })
-            .await
-        })
-    };
+    let rig = Rig::start(url(&nodes[0]), opts.kbps, opts.fps).await;
+    let player = |u: String| rig.player(u);
     // B first, so that it takes A's only slot; then C, which A redirects to B.
     let b_player = player(url(&nodes[1]));
     wait_for_stream(&nodes[1], Duration::from_secs(20)).await;
@@ -189,11 +161,10 @@ async fn measure(opts: &HealOptions, nodes: &mut [ChainNode]) -> anyhow::Result<
             u if u == b_id => "B".to_string(),
             u => u,
         });
-    let _ = stop_players.send(());
-    let _ = stop_publisher.send(());
+    rig.stop_players();
     let c: PlayReport = c_player.await.context("C's player task")?;
     let _ = b_player.await;
-    let _ = publisher.await;
+    let _ = rig.stop_publisher().await;
     Ok(HealTrial {
         gap_ms: c.longest_gap_ms,
         frames_lost: c.missing,

@@ -176,6 +176,74 @@ pub async fn run(opts: &MeshOptions) -> anyhow::Result<Vec<ChainResult>> {
     Ok(results)
 }
 
+/// The bench stream's RTMP URL on a node.
+pub(crate) fn url(n: &ChainNode) -> String {
+    format!("rtmp://{}/live/bench", n.ready.rtmp_listen)
+}
+
+/// The probe publisher and the probe players of a bench, which stop together on one signal.
+pub(crate) struct Rig {
+    publisher: tokio::task::JoinHandle<PublishReport>,
+    stop_publisher: Option<oneshot::Sender<()>>,
+    stop_players: tokio::sync::broadcast::Sender<()>,
+}
+
+impl Rig {
+    /// Starts publishing to `url` (a keyframe every 2 s), and gives the stream a second so that players
+    /// start from the keyframe cache.
+    pub(crate) async fn start(url: String, kbps: u32, fps: u32) -> Rig {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let publish_opts = PublishOptions {
+            url,
+            kbps,
+            fps,
+            gop: fps * 2,
+            ..PublishOptions::default()
+        };
+        let publisher = tokio::spawn(async move {
+            rtmp::publish(&publish_opts, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Rig {
+            publisher,
+            stop_publisher: Some(stop_tx),
+            stop_players: tokio::sync::broadcast::channel::<()>(1).0,
+        }
+    }
+
+    /// Starts a player of `url` (retrying for 20 s) that runs until [`Rig::stop_players`].
+    pub(crate) fn player(&self, url: String) -> tokio::task::JoinHandle<PlayReport> {
+        let o = PlayOptions {
+            url,
+            retry_for: Some(Duration::from_secs(20)),
+            ..PlayOptions::default()
+        };
+        let mut stop = self.stop_players.subscribe();
+        tokio::spawn(async move {
+            rtmp::play(&o, async move {
+                let _ = stop.recv().await;
+            })
+            .await
+        })
+    }
+
+    /// Stops every player.
+    pub(crate) fn stop_players(&self) {
+        let _ = self.stop_players.send(());
+    }
+
+    /// Stops the publisher and returns its report.
+    pub(crate) async fn stop_publisher(mut self) -> anyhow::Result<PublishReport> {
+        if let Some(tx) = self.stop_publisher.take() {
+            let _ = tx.send(());
+        }
+        self.publisher.await.context("publisher")
+    }
+}
+
 /// A node of the chain.
 pub(crate) struct ChainNode {
     pub(crate) process: NodeProcess,
@@ -263,39 +331,8 @@ async fn measure(
 ) -> anyhow::Result<()> {
     let first = nodes.first().context("empty chain")?;
     let last = nodes.last().context("empty chain")?;
-    let url = |n: &ChainNode| format!("rtmp://{}/live/bench", n.ready.rtmp_listen);
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let publish_opts = PublishOptions {
-        url: url(first),
-        kbps: opts.kbps,
-        fps: opts.fps,
-        gop: opts.fps * 2,
-        ..PublishOptions::default()
-    };
-    let publisher = tokio::spawn(async move {
-        rtmp::publish(&publish_opts, async {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
-    // A second of stream before anyone plays, so players start from the keyframe cache.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    // Players stop together, on one signal.
-    let (stop_players, _) = tokio::sync::broadcast::channel::<()>(1);
-    let player = |u: String| {
-        let o = PlayOptions {
-            url: u,
-            retry_for: Some(Duration::from_secs(20)),
-            ..PlayOptions::default()
-        };
-        let mut stop = stop_players.subscribe();
-        tokio::spawn(async move {
-            rtmp::play(&o, async move {
-                let _ = stop.recv().await;
-            })
-            .await
-        })
-    };
+    let rig = Rig::start(url(first), opts.kbps, opts.fps).await;
+    let player = |u: String| rig.player(u);
     // A player on node 0 (the baseline) and on the last node; with force_chain on every node, started in
     // chain order, each once the previous node has the stream: a node relays only a stream someone wants,
     // and with one copy of upload each node can only feed the next.
@@ -326,7 +363,7 @@ async fn measure(
             .as_ref()
             .and_then(|u| nodes.iter().position(|n| &n.ready.peer_id == u));
     }
-    let _ = stop_players.send(());
+    rig.stop_players();
     let mut reports = Vec::new();
     for p in players {
         reports.push(match p {
@@ -348,8 +385,7 @@ async fn measure(
         .cloned()
         .flatten()
         .context("no player on the last node")?;
-    let _ = stop_tx.send(());
-    let published = publisher.await.context("publisher")?;
+    let published = rig.stop_publisher().await?;
     r.relayed_mbps = if published.duration_s > 0.0 {
         published.bytes as f64 * 8.0 / published.duration_s / 1e6
     } else {

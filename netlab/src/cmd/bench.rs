@@ -117,6 +117,15 @@ pub fn sibling_node() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("streamr-node"))
 }
 
+/// Writes the results as JSON to `path`, if one was given.
+fn write_json(path: Option<PathBuf>, results: &impl serde::Serialize) -> anyhow::Result<ExitCode> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(results)?;
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs a benchmark.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -135,12 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let results = rt.block_on(fanout::run(&opts))?;
             println!("{}", fanout::table(&results).to_text());
-            if let Some(path) = a.json {
-                let text = serde_json::to_string_pretty(&results)?;
-                std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            Ok(ExitCode::SUCCESS)
+            write_json(a.json, &results)
         }
         Args::Heal(a) => {
             if a.trials == 0 || a.trials > 100 || a.after < 3 {
@@ -159,12 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let results = rt.block_on(heal::run(&opts))?;
             println!("{}", heal::table(&results).to_text());
             println!("node logs: {}", opts.work_dir.display());
-            if let Some(path) = a.json {
-                let text = serde_json::to_string_pretty(&results)?;
-                std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            Ok(ExitCode::SUCCESS)
+            write_json(a.json, &results)
         }
         Args::Mesh(a) => {
             if a.hops.iter().any(|h| *h > 64) || a.window == 0 {
@@ -183,12 +182,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             let results = rt.block_on(mesh::run(&opts))?;
             println!("{}", mesh::table(&results).to_text());
             println!("node logs: {}", opts.work_dir.display());
-            if let Some(path) = a.json {
-                let text = serde_json::to_string_pretty(&results)?;
-                std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            Ok(ExitCode::SUCCESS)
+            write_json(a.json, &results)
         }
     }
 }

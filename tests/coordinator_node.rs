@@ -373,23 +373,9 @@ async fn a_coordinator_that_is_down_changes_nothing_then_registers_and_stores_sh
     assert_eq!(node.stop().await, Some(0));
 }
 
-/// POST `path` on a node with its API key (as the CLI does); returns the status and the JSON body.
+/// POST `path` with the node's API key.
 async fn post(node: &TestNode, path: &str, body: Value) -> (u16, Value) {
-    let key = std::fs::read_to_string(node.dir.path().join("api-key")).expect("the api-key file");
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}{path}", node.http))
-        .header("X-API-Key", key.trim())
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("a body");
-    let json =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} answered {text} ({e})"));
-    (status, json)
+    api_post(node, path, body, Duration::from_secs(30)).await
 }
 
 /// `ffmpeg -i URL -c copy -f flv FILE`: a viewer that keeps what it receives in `file` until killed, so

@@ -10,23 +10,15 @@ use std::time::{Duration, Instant};
 /// How long a friend may wait for the answer that the inviter cannot be reached (issue 9: "within 20 s").
 const UNREACHABLE_ANSWER_LIMIT: Duration = Duration::from_secs(20);
 
-/// POST `path` with the node's API key (as the CLI does); returns the status and the JSON body.
+/// POST `path` with the node's API key.
 async fn post(node: &TestNode, path: &str, body: Value) -> (u16, Value) {
-    let key = std::fs::read_to_string(node.dir.path().join("api-key")).expect("the api-key file");
-    let resp = reqwest::Client::new()
-        .post(format!("http://{}{path}", node.http))
-        .header("X-API-Key", key.trim())
-        .header("Content-Type", "application/json")
-        .body(body.to_string())
-        .timeout(UNREACHABLE_ANSWER_LIMIT + Duration::from_secs(10))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("a body");
-    let json =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} answered {text} ({e})"));
-    (status, json)
+    api_post(
+        node,
+        path,
+        body,
+        UNREACHABLE_ANSWER_LIMIT + Duration::from_secs(10),
+    )
+    .await
 }
 
 #[tokio::test]

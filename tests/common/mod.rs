@@ -176,6 +176,26 @@ impl TestNode {
     }
 }
 
+/// POST `path` on a node with its API key (as the CLI does), waiting at most `limit`; returns the status and
+/// the JSON body.
+pub async fn api_post(node: &TestNode, path: &str, body: Value, limit: Duration) -> (u16, Value) {
+    let key = std::fs::read_to_string(node.dir.path().join("api-key")).expect("the api-key file");
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}{path}", node.http))
+        .header("X-API-Key", key.trim())
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .timeout(limit)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("a body");
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} answered {text} ({e})"));
+    (status, json)
+}
+
 /// A plain HTTP/1.0 GET; returns (status code, body).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let a = http::get_blocking(addr, path, Duration::from_secs(10))

@@ -113,7 +113,7 @@ impl Subscription {
             if let Some(frame) = self.start.pop_front() {
                 return Ok(Some(self.count(frame)));
             }
-            let (read, queued, jumped) = {
+            let (read, queued, jumped, late) = {
                 let ring = self.hub.ring.lock();
                 let read = ring.read(&mut self.position);
                 let late = matches!(&read, Read::Frame(_, at) if at.elapsed() > max_delay);
@@ -122,18 +122,18 @@ impl Subscription {
                 } else {
                     None
                 };
-                (read, ring.head() - self.position, jumped)
+                (read, ring.head() - self.position, jumped, late)
             };
             match read {
                 Read::Empty => return Ok(None),
                 Read::Lagged(n) => self.skip(n),
-                Read::Frame(f, arrived) => {
+                Read::Frame(f, _) => {
                     if let Some(backlog) = jumped {
                         self.drop_backlog(std::iter::once(f).chain(backlog));
                         continue;
                     }
                     // A stream without video has no keyframe to jump to: a late frame is dropped.
-                    if arrived.elapsed() > max_delay && !self.hub.has_video() {
+                    if late && !self.hub.has_video() {
                         self.dropped += 1;
                         self.hub.count_dropped(1);
                         continue;

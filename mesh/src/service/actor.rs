@@ -815,14 +815,12 @@ impl Actor {
             return Admission::Loop;
         }
         let cap = u64::from(self.ctx.config.max_upload_kbps);
+        let now = Instant::now();
         if !admits(
             cap,
             self.upload_kbps(),
             stream_kbps(&hub),
-            self.serving
-                .values()
-                .filter(|s| s.is_heard(Instant::now()))
-                .count(),
+            self.serving.values().filter(|s| s.is_heard(now)).count(),
         ) {
             let hints = redirect_hints(
                 self.own_downstreams(hub.name(), &peer),

@@ -193,7 +193,7 @@ impl Downstream {
 
     /// When the subscriber is cut off unless it acknowledges: only while bytes are outstanding.
     pub fn deadline(&self) -> Option<Instant> {
-        (self.sent > self.acked).then_some(self.last_ack + ACK_TIMEOUT)
+        self.silent_since().map(|t| t + ACK_TIMEOUT)
     }
 
     /// The clock reached [`Downstream::deadline`].

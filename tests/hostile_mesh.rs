@@ -128,7 +128,7 @@ async fn record_from(h: NetHandle, origin: PeerId, name: &'static str, store: Ar
             tokio::select! {
                 m = next_message(&mut rd, &mut buf, &mut dec) => match m {
                     Some(Message::Frame(f)) => {
-                        received += (wire::FRAME_HEADER + f.frame.len()) as u64;
+                        received += f.wire_len() as u64;
                         let raw = f.frame.encoded(EncodingSlot::Wire, |_| Bytes::new());
                         store.frames.lock().push(raw);
                         store.arrived.notify_waiters();

@@ -65,13 +65,18 @@ fn main() {
             Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 3, 0x41, 9, 9]),
         ),
     ];
-    let signed: Vec<Message> = frames
-        .iter()
-        .map(|f| {
-            Message::Frame(SignedFrame {
-                signature: signer.sign(f),
-                frame: f.clone(),
-                epoch: ann.started_ms,
+    // Sealed as the origin seals them: metadata and the two codec headers alone, the keyframe and what
+    // follows it as one batch.
+    let signed: Vec<Message> = [&frames[0..1], &frames[1..2], &frames[2..3], &frames[3..]]
+        .into_iter()
+        .flat_map(|batch| {
+            let seal = signer.seal(batch);
+            batch.iter().enumerate().map(move |(i, f)| {
+                Message::Frame(SignedFrame {
+                    frame: f.clone(),
+                    epoch: ann.started_ms,
+                    seal: (i == 0).then(|| seal.clone()),
+                })
             })
         })
         .collect();

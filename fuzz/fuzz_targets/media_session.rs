@@ -1,8 +1,9 @@
 #![no_main]
 //! A subscription's state machine (`streamr_mesh::session::Upstream`) driven by a hostile provider: the
-//! input is a list of moves (genuine frames in any order, altered or re-signed frames, path and publish
-//! changes, raw messages, the clock). It must never panic, and no frame the origin did not sign, or that
-//! comes out of order, may ever reach the hub.
+//! input is a list of moves (genuine frames in any order, with or without their batch's seal, altered
+//! frames, frames carrying another batch's seal, another origin's frames, path and publish changes, raw
+//! messages, the clock). It must never panic, and no frame other than the origin's own, or that comes out of
+//! order, may ever reach the hub.
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
@@ -17,7 +18,8 @@ use streamr_mesh::session::{Event, Upstream};
 use streamr_mesh::wire::{self, Message, SignedFrame};
 use tokio_util::codec::Decoder as _;
 
-/// Everything signed once: the origin, two of its publishes and 64 frames of each.
+/// Everything sealed once: the origin, two of its publishes and 64 frames of each, in batches of
+/// [`BATCH`], and a stranger's 64 frames (other bytes) under its own announcement of the same stream.
 struct World {
     origin: PeerId,
     provider: PeerId,
@@ -27,26 +29,36 @@ struct World {
     stranger: Vec<SignedFrame>,
 }
 
-fn frame(i: u64) -> Frame {
+/// Frames per seal.
+const BATCH: usize = 4;
+
+/// The origin's frame `i` (numbered `i + 1`); the stranger's differs in its last byte.
+fn frame(i: u64, stranger: bool) -> Frame {
     let (kind, body): (FrameKind, &'static [u8]) = match i % 5 {
         0 => (FrameKind::Video, &[0x17, 1, 0, 0, 0, 1, 2, 3]),
         1 | 3 => (FrameKind::Audio, &[0xaf, 1, 9, 9]),
         2 => (FrameKind::Video, &[0x27, 1, 0, 0, 0, 4]),
         _ => (FrameKind::Data, b"\x02\x00\x0aonMetaData"),
     };
-    Frame::new(kind, i as u32 * 20, i + 1, Bytes::from_static(body))
+    let mut body = body.to_vec();
+    if stranger {
+        *body.last_mut().expect("not empty") ^= 0x80;
+    }
+    Frame::new(kind, i as u32 * 20, i + 1, Bytes::from(body))
 }
 
-fn signed(key: &Keypair, a: &Announcement) -> Vec<SignedFrame> {
+fn signed(key: &Keypair, a: &Announcement, stranger: bool) -> Vec<SignedFrame> {
     let signer = FrameSigner::new(key, a).expect("the origin's key");
-    (0..64)
-        .map(|i| {
-            let f = frame(i);
-            SignedFrame {
-                signature: signer.sign(&f),
-                frame: f,
+    let frames: Vec<Frame> = (0..64).map(|i| frame(i, stranger)).collect();
+    frames
+        .chunks(BATCH)
+        .flat_map(|batch| {
+            let seal = signer.seal(batch);
+            batch.iter().enumerate().map(move |(i, f)| SignedFrame {
+                frame: f.clone(),
                 epoch: a.started_ms,
-            }
+                seal: (i == 0).then(|| seal.clone()),
+            })
         })
         .collect()
 }
@@ -69,8 +81,8 @@ fn world() -> &'static World {
                 .unwrap()
                 .public()
                 .to_peer_id(),
-            frames: [signed(&key, &a), signed(&key, &b)],
-            stranger: signed(&other, &theirs),
+            frames: [signed(&key, &a, false), signed(&key, &b, false)],
+            stranger: signed(&other, &theirs, true),
             publishes: [a, b],
         }
     })
@@ -102,16 +114,23 @@ fuzz_target!(|data: &[u8]| {
     if up.on_answer(accept, now).is_err() {
         panic!("a genuine accept is refused");
     }
-    // Which publish the provider announced last, and what may still reach the hub.
+    // Which publish the provider announced last, and what may still reach the hub: the origin's own frames
+    // (the same bytes in both publishes), in order.
     let mut publish = 0usize;
     let mut last_media: Option<u64> = None;
     for mv in data.chunks(3).take(24) {
         let [op, a, b] = [mv[0], *mv.get(1).unwrap_or(&0), *mv.get(2).unwrap_or(&0)];
         let pick = |p: usize| w.frames[p][usize::from(a) % 64].clone();
-        let (msg, genuine) = match op % 8 {
-            0 | 1 => (Message::Frame(pick(publish)), true),
+        let msg = match op % 8 {
+            0 => Message::Frame(pick(publish)),
+            1 => {
+                // A genuine frame without its seal (a batch's first frame whose seal a relay stripped).
+                let mut f = pick(publish);
+                f.seal = None;
+                Message::Frame(f)
+            }
             2 => {
-                // Altered payload, the signature left as it was.
+                // Altered payload, the seal (if any) left as it was.
                 let mut f = pick(publish);
                 let mut body = f.frame.payload().to_vec();
                 let i = usize::from(b) % body.len();
@@ -122,34 +141,31 @@ fuzz_target!(|data: &[u8]| {
                     f.frame.seq(),
                     Bytes::from(body),
                 );
-                (Message::Frame(f), false)
+                Message::Frame(f)
             }
             3 => {
-                // Another frame's signature.
+                // Another batch's seal (or none), or the stranger's seal of the same position.
                 let mut f = pick(publish);
-                f.signature = w.frames[publish][usize::from(b) % 64].signature;
-                let same = f.signature == pick(publish).signature;
-                (Message::Frame(f), same)
+                f.seal = if b & 1 == 0 {
+                    w.frames[publish][usize::from(b >> 1) % 64].seal.clone()
+                } else {
+                    w.stranger[usize::from(a) % 64].seal.clone()
+                };
+                Message::Frame(f)
             }
-            4 => (
-                Message::Frame(w.stranger[usize::from(a) % 64].clone()),
-                false,
-            ),
+            4 => Message::Frame(w.stranger[usize::from(a) % 64].clone()),
             5 => {
                 let next = usize::from(a) % 2;
-                (
-                    Message::Path {
-                        announcement: w.publishes[next].clone(),
-                        hops: 1,
-                        path: vec![w.origin, w.provider],
-                    },
-                    true,
-                )
+                Message::Path {
+                    announcement: w.publishes[next].clone(),
+                    hops: 1,
+                    path: vec![w.origin, w.provider],
+                }
             }
             6 => {
                 let mut src = BytesMut::from(&mv[1..]);
                 match wire::Decoder::subscriber().decode(&mut src) {
-                    Ok(Some(m)) => (m, false),
+                    Ok(Some(m)) => m,
                     _ => continue,
                 }
             }
@@ -167,9 +183,13 @@ fuzz_target!(|data: &[u8]| {
         };
         match up.on_message(msg, now) {
             Ok(Event::Frame { frame, .. }) => {
+                let origins = frame
+                    .seq()
+                    .checked_sub(1)
+                    .and_then(|i| w.frames[publish].get(i as usize));
                 assert!(
-                    genuine,
-                    "a frame its origin did not sign reached the hub: {frame:?}"
+                    origins.is_some_and(|o| o.frame == frame),
+                    "a frame its origin did not seal reached the hub: {frame:?}"
                 );
                 let media = frame.kind() != FrameKind::Data && !frame.is_sequence_header();
                 if media {
@@ -187,7 +207,7 @@ fuzz_target!(|data: &[u8]| {
                 }
                 assert!(path_to.is_some());
             }
-            Ok(Event::Stale) => {}
+            Ok(Event::Stale | Event::Unsealed | Event::Waiting) => {}
             Err(_) => return,
         }
     }

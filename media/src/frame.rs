@@ -165,6 +165,11 @@ impl Frame {
         self.0.payload.is_empty()
     }
 
+    /// The cached encoding in `slot`, if one was made.
+    pub fn cached(&self, slot: EncodingSlot) -> Option<Bytes> {
+        self.0.encodings[slot as usize].get().cloned()
+    }
+
     /// Returns the cached encoding in `slot`, computing it with `encode` the first time.
     pub fn encoded(&self, slot: EncodingSlot, encode: impl FnOnce(&Frame) -> Bytes) -> Bytes {
         self.0.encodings[slot as usize]

@@ -1,5 +1,5 @@
 //! streamr-mesh: the libp2p mesh that carries streams between nodes: reachability (AutoNAT, relays, DCUtR,
-//! UPnP), discovery (catalog gossip, Kademlia), the `/streamr/media/2` protocol, the tree and failover. Media
+//! UPnP), discovery (catalog gossip, Kademlia), the `/streamr/media/3` protocol, the tree and failover. Media
 //! arrives and leaves through `streamr-media` hubs.
 
 pub mod announce;

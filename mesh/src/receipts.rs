@@ -1,4 +1,4 @@
-//! Bandwidth receipts on `/streamr/media/2`, as the mesh sees them: the node that receives a stream signs,
+//! Bandwidth receipts on `/streamr/media/3`, as the mesh sees them: the node that receives a stream signs,
 //! now and then, how much it got from its upstream, and sends that back on the same stream
 //! ([`crate::wire::Message::Receipt`]); the upstream hands what it receives to its node. The mesh carries
 //! receipts as opaque bytes (at most [`crate::wire::MAX_RECEIPT`]) and never reads them: what a receipt

@@ -1,4 +1,4 @@
-//! `/streamr/media/2`: the protocol between a subscriber and a provider of a stream, as plain code with no
+//! `/streamr/media/3`: the protocol between a subscriber and a provider of a stream, as plain code with no
 //! sockets. Every message is `u32 length | u8 type | body`; lengths are checked against hard limits before
 //! anything is buffered, so a peer that claims a 4 GiB frame is refused at once, and a provider, to whom
 //! subscribers never send frames, accepts only small control messages.
@@ -12,18 +12,21 @@
 //!
 //! Version 2 (version 1 carried frames unauthenticated): every frame carries the publish it belongs to (its
 //! announcement's start time) and its origin's signature ([`crate::auth`]); relays forward those bytes as
+//! they received them. Version 3: the origin signs batches of frames rather than each one: the first frame
+//! of a batch carries its seal (the digests of the batch's frames and one signature), the others carry
+//! none; relays forward those bytes as
 //! they received them. `Path` carries the announcement, so a restarted origin's new publish reaches every
 //! node below a relay without a new subscription.
 
 use crate::announce::Announcement;
-use crate::auth::SIGNATURE_LEN;
+use crate::auth::{DIGEST_LEN, MAX_SEAL_FRAMES, SIGNATURE_LEN, Seal};
 use crate::codec::{Reader, WireError, Writer};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use streamr_media::{EncodingSlot, Frame, FrameKind};
 
 /// The protocol name.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/media/2");
+pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/media/3");
 
 /// Largest frame payload accepted (RTMP's own limit is 16 MiB; real keyframes are far smaller).
 pub const MAX_FRAME: usize = 8 << 20;
@@ -45,8 +48,12 @@ const T_WAITING: u8 = 9;
 const T_RECEIPT: u8 = 16;
 
 /// Bytes of a frame message before its payload: length, type, kind, flags, timestamp, seq, publish (the
-/// announcement's start time), signature.
-pub const FRAME_HEADER: usize = 4 + 1 + 1 + 1 + 4 + 8 + 8 + SIGNATURE_LEN;
+/// announcement's start time); a batch's first frame then carries its seal (see [`SEAL_MAX`]).
+pub const FRAME_HEADER: usize = 4 + 1 + 1 + 1 + 4 + 8 + 8;
+/// Most bytes of a seal in a frame message: count, digests, signature.
+pub const SEAL_MAX: usize = 1 + MAX_SEAL_FRAMES * DIGEST_LEN + SIGNATURE_LEN;
+/// The flag of a frame message that carries a seal.
+const FLAG_SEALED: u8 = 4;
 /// Where the publish field starts in an encoded frame message.
 const EPOCH_AT: usize = 4 + 1 + 1 + 1 + 4 + 8;
 /// A decoder never reserves more than this ahead of the bytes a peer actually sent (then doubles with what
@@ -62,7 +69,7 @@ pub struct ProviderHint {
     pub addrs: Vec<Multiaddr>,
 }
 
-/// One message of `/streamr/media/2`.
+/// One message of `/streamr/media/3`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
     /// Subscriber -> provider: send me this stream.
@@ -130,33 +137,54 @@ pub enum Message {
     Receipt(Bytes),
 }
 
-/// A frame as it travels: the frame, the publish it belongs to and its origin's signature.
+/// A frame as it travels: the frame, the publish it belongs to and, on a batch's first frame, the batch's
+/// seal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedFrame {
     /// The frame.
     pub frame: Frame,
     /// The start time of the announcement (publish) the frame belongs to.
     pub epoch: u64,
-    /// The origin's signature ([`crate::auth`]).
-    pub signature: [u8; SIGNATURE_LEN],
+    /// The origin's seal of the batch this frame opens ([`crate::auth`]); None on the batch's other frames.
+    pub seal: Option<Seal>,
 }
 
-fn flags(frame: &Frame) -> u8 {
-    (frame.is_keyframe() as u8) | ((frame.is_sequence_header() as u8) << 1)
+impl SignedFrame {
+    /// Bytes of its message on the wire, as the provider counts them.
+    pub fn wire_len(&self) -> usize {
+        FRAME_HEADER + self.seal.as_ref().map_or(0, seal_len) + self.frame.len()
+    }
+}
+
+fn seal_len(seal: &Seal) -> usize {
+    1 + seal.digests.len() * DIGEST_LEN + SIGNATURE_LEN
+}
+
+fn flags(frame: &Frame, sealed: bool) -> u8 {
+    (frame.is_keyframe() as u8)
+        | ((frame.is_sequence_header() as u8) << 1)
+        | if sealed { FLAG_SEALED } else { 0 }
 }
 
 /// Encodes a frame message (what [`streamr_media::EncodingSlot::Wire`] caches): at the origin, with the
-/// signature it just made; a relay forwards the bytes it received instead.
-pub fn encode_frame(frame: &Frame, epoch: u64, signature: &[u8; SIGNATURE_LEN]) -> Bytes {
-    let mut b = BytesMut::with_capacity(FRAME_HEADER + frame.len());
-    b.put_u32((FRAME_HEADER - 4 + frame.len()) as u32);
+/// seal of the batch it opens, if it does; a relay forwards the bytes it received instead.
+pub fn encode_frame(frame: &Frame, epoch: u64, seal: Option<&Seal>) -> Bytes {
+    let sealed = seal.map_or(0, seal_len);
+    let mut b = BytesMut::with_capacity(FRAME_HEADER + sealed + frame.len());
+    b.put_u32((FRAME_HEADER - 4 + sealed + frame.len()) as u32);
     b.put_u8(T_FRAME);
     b.put_u8(frame.kind().code());
-    b.put_u8(flags(frame));
+    b.put_u8(flags(frame, seal.is_some()));
     b.put_u32(frame.timestamp());
     b.put_u64(frame.seq());
     b.put_u64(epoch);
-    b.put_slice(signature);
+    if let Some(seal) = seal {
+        b.put_u8(seal.digests.len() as u8);
+        for d in &seal.digests {
+            b.put_slice(d);
+        }
+        b.put_slice(&seal.signature);
+    }
     b.put_slice(frame.payload());
     b.freeze()
 }
@@ -174,7 +202,7 @@ pub fn frame_epoch(encoded: &[u8]) -> Option<u64> {
 /// Encodes any message.
 pub fn encode(msg: &Message) -> Bytes {
     if let Message::Frame(f) = msg {
-        return encode_frame(&f.frame, f.epoch, &f.signature);
+        return encode_frame(&f.frame, f.epoch, f.seal.as_ref());
     }
     let mut w = Writer::with_capacity(64);
     w.u32(0); // length, patched below
@@ -282,7 +310,7 @@ impl tokio_util::codec::Decoder for Decoder {
             return Err(WireError::Invalid("frame sent to a provider").into());
         }
         let max = if ty == T_FRAME {
-            MAX_FRAME + FRAME_HEADER
+            MAX_FRAME + FRAME_HEADER + SEAL_MAX
         } else {
             MAX_CONTROL
         };
@@ -319,22 +347,42 @@ impl tokio_util::codec::Decoder for Decoder {
 fn decode_frame(raw: Bytes) -> Result<Message, WireError> {
     let mut r = Reader::new(&raw[5..]);
     let kind = FrameKind::from_code(r.u8()?).ok_or(WireError::Invalid("frame kind"))?;
-    let _flags = r.u8()?; // recomputed from the payload: a peer cannot mislabel keyframes
+    // Keyframe and header flags are recomputed from the payload: a peer cannot mislabel keyframes.
+    let flags = r.u8()?;
     let ts = r.u32()?;
     let seq = r.u64()?;
     let epoch = r.u64()?;
-    let signature: [u8; SIGNATURE_LEN] = r
-        .fixed(SIGNATURE_LEN)?
-        .try_into()
-        .map_err(|_| WireError::Truncated)?;
+    let seal = if flags & FLAG_SEALED != 0 {
+        let count = usize::from(r.u8()?);
+        if count == 0 || count > MAX_SEAL_FRAMES {
+            return Err(WireError::Invalid("seal frame count"));
+        }
+        let digests = (0..count)
+            .map(|_| r.fixed(DIGEST_LEN).map(|d| d.try_into().expect("16 bytes")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let signature = r
+            .fixed(SIGNATURE_LEN)?
+            .try_into()
+            .map_err(|_| WireError::Truncated)?;
+        Some(Seal {
+            first_seq: seq,
+            digests,
+            signature,
+        })
+    } else {
+        None
+    };
     let payload = raw.slice(raw.len() - r.rest().len()..);
+    if payload.len() > MAX_FRAME {
+        return Err(WireError::TooLong {
+            what: "frame",
+            len: payload.len() as u64,
+            max: MAX_FRAME as u64,
+        });
+    }
     let frame = Frame::new(kind, ts, seq, payload);
     frame.set_encoded(EncodingSlot::Wire, raw);
-    Ok(Message::Frame(SignedFrame {
-        frame,
-        epoch,
-        signature,
-    }))
+    Ok(Message::Frame(SignedFrame { frame, epoch, seal }))
 }
 
 fn decode_body(ty: u8, body: Bytes) -> Result<Message, WireError> {
@@ -467,12 +515,15 @@ mod tests {
         decode_all_with(Decoder::subscriber(), bytes)
     }
 
+    /// A frame sealed alone (a batch of one).
     fn signed(key: &Keypair, ann: &Announcement, frame: Frame) -> SignedFrame {
-        let signature = FrameSigner::new(key, ann).unwrap().sign(&frame);
+        let seal = FrameSigner::new(key, ann)
+            .unwrap()
+            .seal(std::slice::from_ref(&frame));
         SignedFrame {
             frame,
             epoch: ann.started_ms,
-            signature,
+            seal: Some(seal),
         }
     }
 
@@ -560,15 +611,18 @@ mod tests {
         let key = Keypair::generate_ed25519();
         let ann = Announcement::sign(&key, "alice", 7).unwrap();
         let f = Frame::new(FrameKind::Audio, 21, 3, Bytes::from_static(&[0xaf, 1, 9]));
-        let sent = encode(&Message::Frame(signed(&key, &ann, f)));
+        let signed = signed(&key, &ann, f);
+        let sent = encode(&Message::Frame(signed.clone()));
         assert_eq!(frame_epoch(&sent), Some(7));
+        assert_eq!(sent.len(), signed.wire_len());
         let Message::Frame(got) = decode_all(&sent).unwrap().remove(0) else {
             panic!("a frame")
         };
-        assert!(
+        assert_eq!(
             FrameVerifier::new(&ann)
                 .unwrap()
-                .verify(&got.frame, &got.signature)
+                .check(&got.frame, got.seal.clone()),
+            crate::auth::Check::Authentic
         );
         let forwarded = got.frame.encoded(EncodingSlot::Wire, |_| Bytes::new());
         assert_eq!(forwarded, sent, "a relay forwards exactly what it received");
@@ -677,10 +731,17 @@ mod tests {
         }
 
         #[test]
-        fn frames_round_trip(kind in 0usize..3, ts in any::<u32>(), seq in any::<u64>(), epoch in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..5000)) {
+        fn frames_round_trip(kind in 0usize..3, ts in any::<u32>(), seq in any::<u64>(), epoch in any::<u64>(), payload in proptest::collection::vec(any::<u8>(), 0..5000), sealed in 0usize..=MAX_SEAL_FRAMES) {
             let kind = [FrameKind::Audio, FrameKind::Video, FrameKind::Data][kind];
             let f = Frame::new(kind, ts, seq, Bytes::from(payload));
-            let out = decode_all(&encode_frame(&f, epoch, &[7; SIGNATURE_LEN])).unwrap();
+            // 0: a frame inside a batch (no seal); n: a batch's first frame, sealing n frames.
+            let seal = (sealed > 0).then(|| Seal {
+                first_seq: seq,
+                digests: (0..sealed).map(|i| [i as u8; DIGEST_LEN]).collect(),
+                signature: [7; SIGNATURE_LEN],
+            });
+            let bytes = encode_frame(&f, epoch, seal.as_ref());
+            let out = decode_all(&bytes).unwrap();
             match &out[..] {
                 [Message::Frame(g)] => {
                     prop_assert_eq!(g.frame.kind(), f.kind());
@@ -689,7 +750,8 @@ mod tests {
                     prop_assert_eq!(g.frame.payload(), f.payload());
                     prop_assert_eq!(g.frame.is_keyframe(), f.is_keyframe());
                     prop_assert_eq!(g.epoch, epoch);
-                    prop_assert_eq!(g.signature, [7; SIGNATURE_LEN]);
+                    prop_assert_eq!(&g.seal, &seal);
+                    prop_assert_eq!(g.wire_len(), bytes.len());
                 }
                 other => prop_assert!(false, "{:?}", other),
             }

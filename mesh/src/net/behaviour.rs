@@ -184,7 +184,7 @@ pub struct Behaviour {
     pub ping: ping::Behaviour,
     /// Discovery: provider records per stream, peer routing.
     pub kad: kad::Behaviour<kad::store::MemoryStore>,
-    /// Our own protocols (`/streamr/media/2`, `/streamr/catalog/1`) as plain streams.
+    /// Our own protocols (`/streamr/media/3`, `/streamr/catalog/1`) as plain streams.
     pub stream: libp2p_stream::Behaviour,
     /// Reservations on relays, for nodes behind NAT.
     pub relay_client: relay::client::Behaviour,

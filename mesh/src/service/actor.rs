@@ -35,7 +35,7 @@ const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
 const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
 /// Most of our addresses in a catalog entry.
 const MAX_GOSSIP_ADDRS: usize = 8;
-/// Most `/streamr/media/2` streams served to one peer at once (including ones not yet subscribed); more
+/// Most `/streamr/media/3` streams served to one peer at once (including ones not yet subscribed); more
 /// are dropped (a subscription flood).
 const MAX_SERVE_PER_PEER: usize = 16;
 /// Most served at once in total.
@@ -185,6 +185,8 @@ pub(super) struct Ctx {
     pub verified: catalog::SharedCache,
     /// One catalog is checked at a time (on a blocking thread): a flood of them never takes every core.
     pub checking: tokio::sync::Semaphore,
+    /// The sealers of our own streams' publishes (see [`super::seal`]).
+    pub sealers: super::seal::Sealers,
 }
 
 impl Ctx {
@@ -355,6 +357,7 @@ impl Actor {
             catalog_changed: Notify::new(),
             verified: Arc::default(),
             checking: tokio::sync::Semaphore::new(1),
+            sealers: Default::default(),
         });
         let actor = Actor {
             ctx,

@@ -1,4 +1,4 @@
-//! The subscriber side of `/streamr/media/2`, as I/O around the session machines: ask the actor what is
+//! The subscriber side of `/streamr/media/3`, as I/O around the session machines: ask the actor what is
 //! known, let the [`Fetcher`] choose providers, run an [`Upstream`] with each until one delivers, push its
 //! frames into the local hub, and when it dies or stalls, subscribe elsewhere while local players and
 //! downstream peers stay connected.
@@ -335,13 +335,17 @@ async fn session(
             },
         };
         match event {
-            Ok(Event::Frame { frame, gap_ms }) => {
+            Ok(Event::Frame {
+                frame,
+                gap_ms,
+                wire_len,
+            }) => {
                 if let Some(gap) = gap_ms {
                     ctx.stats.record_gap(gap);
                 }
                 if let Some(m) = meter.as_mut() {
-                    // Counted as the provider counts what it sent: with the frame's wire header.
-                    m.record((wire::FRAME_HEADER + frame.len()) as u64, 1);
+                    // Counted as the provider counts what it sent: the whole message.
+                    m.record(wire_len as u64, 1);
                 }
                 ctx.stats
                     .bytes_received
@@ -361,6 +365,9 @@ async fn session(
                     info!(stream = %hub.name(), provider = %peer, "the origin published again");
                     source = hub.attach_mesh(session);
                 }
+            }
+            Ok(Event::Unsealed) => {
+                ctx.stats.frames_unsealed.fetch_add(1, Relaxed);
             }
             Ok(Event::Stale | Event::Waiting) => {}
             Err(outcome) => {

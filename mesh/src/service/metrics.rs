@@ -98,6 +98,11 @@ fn encode_protocols(e: &mut DescriptorEncoder, m: &MeshStats, upload_kbps: u64) 
             &m.forged_frames,
         ),
         (
+            "streamr_mesh_frames_unsealed",
+            "Frames dropped on arrival because the seal of their batch never arrived, so they cannot be checked",
+            &m.frames_unsealed,
+        ),
+        (
             "streamr_mesh_false_claims",
             "Providers or catalog entries refused for claims that cannot be true",
             &m.false_claims,

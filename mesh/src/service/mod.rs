@@ -6,7 +6,7 @@
 //! through a [`Client`] (commands, some with a reply). Frames never pass through the actor: they go from
 //! the wire into a hub and from a hub onto the wire inside the tasks.
 //!
-//! Where a peer's request goes: a `/streamr/media/2` stream arrives at the accept loop, which hands it to the
+//! Where a peer's request goes: a `/streamr/media/3` stream arrives at the accept loop, which hands it to the
 //! actor; the actor applies the flood limits and starts a `serve` task; that task reads the `Subscribe` and
 //! asks the actor to admit it (stream, loops, upload cap: one place decides, so simultaneous subscribers
 //! cannot all slip in); then it sends frames from the hub under the flow control of
@@ -18,6 +18,7 @@ mod fetch;
 mod gossip;
 mod heard;
 mod metrics;
+mod seal;
 mod serve;
 mod stats;
 #[cfg(test)]

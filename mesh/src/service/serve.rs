@@ -1,11 +1,10 @@
-//! The provider side of `/streamr/media/2`, as I/O around [`Downstream`]: read the subscription, ask the
+//! The provider side of `/streamr/media/3`, as I/O around [`Downstream`]: read the subscription, ask the
 //! actor to admit it, answer, then send frames from the hub while the flow control allows. At the origin the
-//! frames are signed here (once per frame, whoever sends it first); a relay sends the origin's bytes as it
-//! received them. Every write is bounded in time: a subscriber that stops reading cannot hold a task, an
+//! frames are sent as the publish's sealer sealed them ([`super::seal`]); a relay sends the origin's bytes
+//! as it received them. Every write is bounded in time: a subscriber that stops reading cannot hold a task, an
 //! upload slot or our memory.
 
 use super::actor::{Admission, Command, Ctx};
-use crate::auth::FrameSigner;
 use crate::session::downstream::{KEEPALIVE, WRITE_TIMEOUT, window};
 use crate::session::{Downstream, ServeError};
 use crate::wire::{self, DecodeError, Message};
@@ -160,6 +159,9 @@ async fn serve_inner(
     };
     write_bounded(&mut wr, &[wire::encode(&accept)]).await?;
     tracing::info!(%peer, stream = %name, "serving a downstream peer");
+    // At the origin, frames go out as its sealer seals them (started before our subscription, so that it
+    // sees every frame we will); a relay has no sealer and forwards the bytes frames arrived in.
+    let mut sealer = ctx.sealers.get(&ctx.config.key, &first.announcement, &hub);
     let mut sub = hub.subscribe(SubscriberKind::Peer);
     let tuning = &ctx.config.tuning;
     let sized = || {
@@ -172,8 +174,6 @@ async fn serve_inner(
     let mut down = Downstream::new(peer, first, sized(), Instant::now().into_std());
     // The window follows the stream's bitrate, looked at now and then (it takes the hub's lock).
     let mut resized = Instant::now();
-    // At the origin we sign; a relay has no signer and forwards the bytes frames arrived in.
-    let mut signer = FrameSigner::new(&ctx.config.key, down.announcement());
     let mut out: Vec<Bytes> = Vec::with_capacity(BATCH);
     let mut last_write = Instant::now();
     loop {
@@ -215,7 +215,7 @@ async fn serve_inner(
                         match down.on_lineage(&l) {
                             Ok(Some(path)) => {
                                 out.push(wire::encode(&path));
-                                signer = FrameSigner::new(&ctx.config.key, down.announcement());
+                                sealer = ctx.sealers.get(&ctx.config.key, down.announcement(), &hub);
                             }
                             Ok(None) => {}
                             Err(e) => {
@@ -224,11 +224,10 @@ async fn serve_inner(
                             }
                         }
                     }
-                    let epoch = down.announcement().started_ms;
-                    let b = f.encoded(EncodingSlot::Wire, |f| match &signer {
-                        Some(s) => wire::encode_frame(f, epoch, &s.sign(f)),
-                        None => Bytes::new(),
-                    });
+                    let b = match &sealer {
+                        Some(s) => s.wire(&f).await,
+                        None => f.encoded(EncodingSlot::Wire, |_| Bytes::new()),
+                    };
                     if down.sends(&b) {
                         down.on_sent(b.len() as u64);
                         out.push(b);

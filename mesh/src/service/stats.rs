@@ -32,6 +32,9 @@ pub struct MeshStats {
     /// Upstreams dropped for sending media their origin did not sign (injected, altered or replaced frames)
     /// or sending it out of order.
     pub forged_frames: AtomicU64,
+    /// Frames dropped on arrival because no seal we held covered them: their batch's first frame (which
+    /// carries the seal) was dropped on the way, so they cannot be checked.
+    pub frames_unsealed: AtomicU64,
     /// Providers refused or dropped for claims that cannot be true (hops that do not match their path, a
     /// relay claiming to be the origin, a publish switched backwards).
     pub false_claims: AtomicU64,

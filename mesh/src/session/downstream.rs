@@ -1,4 +1,4 @@
-//! The provider's side of one `/streamr/media/2` subscription, as plain code with no I/O: whether to admit
+//! The provider's side of one `/streamr/media/3` subscription, as plain code with no I/O: whether to admit
 //! a subscriber within the upload cap, what to answer, where to redirect it, and the flow control that
 //! bounds unacknowledged bytes in flight and cuts off a subscriber that stops acknowledging. The shell in
 //! `service/serve.rs` moves the bytes.
@@ -373,9 +373,8 @@ mod tests {
             1,
             bytes::Bytes::from_static(&[0xaf, 1]),
         );
-        let sig = [0; crate::auth::SIGNATURE_LEN];
-        assert!(d.sends(&crate::wire::encode_frame(&f, 10, &sig)));
-        assert!(!d.sends(&crate::wire::encode_frame(&f, 11, &sig)));
+        assert!(d.sends(&crate::wire::encode_frame(&f, 10, None)));
+        assert!(!d.sends(&crate::wire::encode_frame(&f, 11, None)));
         assert!(!d.sends(&[]), "a frame with no signature is never sent");
         // The origin published again: the subscriber hears of it, then gets the new publish's frames only.
         let later = Arc::new(Lineage {
@@ -386,8 +385,8 @@ mod tests {
             d.on_lineage(&later),
             Ok(Some(Message::Path { announcement, .. })) if announcement.started_ms == 11
         ));
-        assert!(!d.sends(&crate::wire::encode_frame(&f, 10, &sig)));
-        assert!(d.sends(&crate::wire::encode_frame(&f, 11, &sig)));
+        assert!(!d.sends(&crate::wire::encode_frame(&f, 10, None)));
+        assert!(d.sends(&crate::wire::encode_frame(&f, 11, None)));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The subscriber's side of one `/streamr/media/2` subscription, as a state machine with no I/O: feed it
+//! The subscriber's side of one `/streamr/media/3` subscription, as a state machine with no I/O: feed it
 //! the provider's messages and the clock, and it says what to push into the hub, what to send back
 //! (acknowledgements) and, in the end, how the subscription ended ([`Outcome`]). The shell in
 //! `service/fetch.rs` moves the bytes.
@@ -9,7 +9,7 @@
 //! come in order ([`crate::auth`]). A provider caught lying about media is dropped at once.
 
 use crate::announce::Announcement;
-use crate::auth::FrameVerifier;
+use crate::auth::{Check, FrameVerifier};
 use crate::routes::Lineage;
 use crate::wire::{Message, ProviderHint, SignedFrame};
 use libp2p::PeerId;
@@ -145,6 +145,8 @@ pub enum Event {
         frame: Frame,
         /// Time since the previous upstream's last frame, on the first frame of this one.
         gap_ms: Option<u64>,
+        /// Bytes of its message, as the provider counted them.
+        wire_len: usize,
     },
     /// The provider's own upstream changed: our lineage is now this. `new_publish` says the origin
     /// published again (a newer announcement): the hub starts a new session before the frames that follow.
@@ -157,6 +159,9 @@ pub enum Event {
     /// A frame of an older publish than the one announced (it was on its way when the provider moved to
     /// the newer one): not for the hub.
     Stale,
+    /// A frame no seal we hold covers (its batch's first frame was dropped on the way): it cannot be
+    /// checked, so it is not for the hub.
+    Unsealed,
     /// The provider is alive but has no frames now (its own upstream is being replaced): we hold on.
     Waiting,
 }
@@ -329,20 +334,16 @@ impl Upstream {
     }
 
     fn on_frame(&mut self, signed: SignedFrame, now: Instant) -> Result<Event, Outcome> {
-        let SignedFrame {
-            frame,
-            epoch,
-            signature,
-        } = signed;
+        let wire_len = signed.wire_len();
+        let SignedFrame { frame, epoch, seal } = signed;
         // The provider counts every frame it sends against its window, stale ones too.
-        self.bytes += crate::wire::FRAME_HEADER as u64 + frame.len() as u64;
+        self.bytes += wire_len as u64;
         if self.bytes - self.acked_bytes >= ACK_BYTES {
             self.next_ack = self.next_ack.min(now);
         }
-        let (Some(lineage), Some(verifier)) = (&self.lineage, &self.verifier) else {
+        let Some(announced) = self.lineage.as_ref().map(|l| l.announcement.started_ms) else {
             return Err(self.lost(Loss::Protocol("frame before accept".into())));
         };
-        let announced = lineage.announcement.started_ms;
         if epoch < announced {
             return Ok(Event::Stale);
         }
@@ -351,11 +352,14 @@ impl Upstream {
                 "a frame of publish {epoch}, which was never announced"
             ))));
         }
-        if !verifier.verify(&frame, &signature) {
-            return Err(self.lost(Loss::Forged(format!(
-                "frame {} does not carry its origin's signature",
-                frame.seq()
-            ))));
+        let checked = match self.verifier.as_mut() {
+            Some(verifier) => verifier.check(&frame, seal),
+            None => Check::Forged("no key to check frames against".into()),
+        };
+        match checked {
+            Check::Authentic => {}
+            Check::Unsealed => return Ok(Event::Unsealed),
+            Check::Forged(why) => return Err(self.lost(Loss::Forged(why))),
         }
         let media = frame.kind() != FrameKind::Data && !frame.is_sequence_header();
         if media {
@@ -385,7 +389,11 @@ impl Upstream {
         };
         self.last_frame = Some(now);
         self.seq = frame.seq();
-        Ok(Event::Frame { frame, gap_ms })
+        Ok(Event::Frame {
+            frame,
+            gap_ms,
+            wire_len,
+        })
     }
 
     fn on_path(
@@ -544,13 +552,35 @@ mod tests {
         )
     }
 
+    /// A frame sealed alone (a batch of one).
     fn signed_by(key: &Keypair, ann: &Announcement, frame: Frame) -> Message {
-        let signature = FrameSigner::new(key, ann).unwrap().sign(&frame);
+        let seal = FrameSigner::new(key, ann)
+            .unwrap()
+            .seal(std::slice::from_ref(&frame));
         Message::Frame(SignedFrame {
             frame,
             epoch: ann.started_ms,
-            signature,
+            seal: Some(seal),
         })
+    }
+
+    /// Frames `first..first + n` sealed as one batch: the seal travels in the first.
+    fn batch(w: &World, first: u64, n: u64) -> Vec<Message> {
+        let frames: Vec<Frame> = (first..first + n).map(video).collect();
+        let seal = FrameSigner::new(&w.origin, &w.announcement)
+            .unwrap()
+            .seal(&frames);
+        frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, frame)| {
+                Message::Frame(SignedFrame {
+                    frame,
+                    epoch: w.announcement.started_ms,
+                    seal: (i == 0).then(|| seal.clone()),
+                })
+            })
+            .collect()
     }
 
     fn frame(w: &World, seq: u64) -> Message {
@@ -694,7 +724,10 @@ mod tests {
             panic!("an ack is due")
         };
         assert_eq!(seq, 2);
-        assert_eq!(bytes, 2 * (crate::wire::FRAME_HEADER as u64 + 5));
+        // Every byte of both messages, the seals they carry included.
+        let sent =
+            crate::wire::encode(&frame(&w, 1)).len() + crate::wire::encode(&frame(&w, 2)).len();
+        assert_eq!(bytes, sent as u64);
         // Nothing new: no ack. Then silence until the stall timeout.
         assert_eq!(u.on_timeout(t + ACK_INTERVAL), Ok(None));
         let stall_at = w.t0 + Duration::from_millis(50) + Duration::from_secs(2);
@@ -813,6 +846,61 @@ mod tests {
                 loss: Loss::Protocol(_),
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn frames_of_a_batch_are_checked_one_by_one_against_its_seal() {
+        let w = world();
+        let is_frame = |r: Result<Event, Outcome>| matches!(r, Ok(Event::Frame { .. }));
+        // Honest: the seal opens the batch, every frame of it checks on arrival.
+        let mut u = accepted(&w);
+        for m in batch(&w, 1, 4) {
+            assert!(is_frame(u.on_message(m, w.t0)));
+        }
+        // A frame inside the batch altered on the way: caught on arrival, not at the batch's end.
+        let mut u = accepted(&w);
+        let mut frames = batch(&w, 1, 4);
+        let Message::Frame(third) = &mut frames[2] else {
+            unreachable!()
+        };
+        third.frame = Frame::new(
+            FrameKind::Video,
+            66,
+            3,
+            Bytes::from_static(&[0x27, 1, 0, 0, 9]),
+        );
+        let mut frames = frames.into_iter();
+        assert!(is_frame(u.on_message(frames.next().unwrap(), w.t0)));
+        assert!(is_frame(u.on_message(frames.next().unwrap(), w.t0)));
+        assert!(forged(u.on_message(frames.next().unwrap(), w.t0)));
+        // An injected frame numbered past the batch, without a seal: cannot be checked, not for the hub;
+        // the next batch goes on.
+        let mut u = accepted(&w);
+        for m in batch(&w, 1, 2) {
+            assert!(is_frame(u.on_message(m, w.t0)));
+        }
+        assert!(matches!(
+            u.on_message(batch(&w, 3, 2).remove(1), w.t0),
+            Ok(Event::Unsealed)
+        ));
+        for m in batch(&w, 5, 2) {
+            assert!(is_frame(u.on_message(m, w.t0)));
+        }
+        // A batch's first frame dropped on the way (a relay skipped it): the rest of it is dropped too.
+        let mut u = accepted(&w);
+        let mut frames = batch(&w, 1, 3);
+        frames.remove(0);
+        for m in frames {
+            assert!(matches!(u.on_message(m, w.t0), Ok(Event::Unsealed)));
+        }
+        // The byte count is the message's, seal included, as the provider counts it.
+        let mut u = accepted(&w);
+        let first = batch(&w, 1, 3).remove(0);
+        let len = crate::wire::encode(&first).len();
+        assert!(matches!(
+            u.on_message(first, w.t0),
+            Ok(Event::Frame { wire_len, .. }) if wire_len == len
         ));
     }
 

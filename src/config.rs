@@ -99,6 +99,7 @@ impl Config {
             friends: streamr_mesh::Friends::default(),
             tuning: streamr_mesh::MeshTuning {
                 max_queue_delay: self.max_queue_delay(),
+                seal_window: std::time::Duration::from_millis(self.seal_window_ms),
                 ..streamr_mesh::MeshTuning::default()
             },
             receipts: None,
@@ -172,6 +173,12 @@ impl Config {
             bail!(
                 "max_queue_ms = {} is out of range: use 50 to 10000 (default 400)",
                 self.max_queue_ms
+            );
+        }
+        if self.seal_window_ms > 200 {
+            bail!(
+                "seal_window_ms = {} is too long: use 0 to 200 (default 50)",
+                self.seal_window_ms
             );
         }
         if !(1..=MAX_RELAY_CIRCUIT_MINUTES).contains(&self.relay_max_circuit_minutes) {

@@ -24,6 +24,7 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+pub use seal::DEFAULT_SEAL_WINDOW;
 pub use stats::MeshStats;
 
 use crate::announce::StreamId;
@@ -97,6 +98,9 @@ pub struct MeshTuning {
     /// Media time allowed in flight to one downstream peer (the window is this much of the stream's bitrate,
     /// within `MIN_WINDOW..=max_inflight`); beyond, frames wait in the hub, which skips them when late.
     pub max_queue_delay: Duration,
+    /// At the origin, longest a batch of frames waits to be sealed ([`crate::auth`]); zero seals every frame
+    /// alone.
+    pub seal_window: Duration,
 }
 
 impl Default for MeshTuning {
@@ -106,6 +110,7 @@ impl Default for MeshTuning {
             stall_timeout: Duration::from_secs(1),
             max_inflight: 1 << 20,
             max_queue_delay: streamr_media::DEFAULT_MAX_QUEUE_DELAY,
+            seal_window: DEFAULT_SEAL_WINDOW,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The origin's sealer: one task per publish of a local stream that reads the hub's frames in order, groups
 //! them into batches and seals each batch once ([`crate::auth`]), writing every frame's wire form into the
 //! frame itself ([`EncodingSlot::Wire`]), where every serve task at the origin finds it. A batch closes
-//! after [`SEAL_WINDOW`], at [`MAX_SEAL_FRAMES`], before a keyframe (so a subscriber that a hub starts or
+//! after the seal window (`MeshTuning::seal_window`, default [`DEFAULT_SEAL_WINDOW`]), at [`MAX_SEAL_FRAMES`], before a keyframe (so a subscriber that a hub starts or
 //! skips ahead at a keyframe gets the seal with it) and around codec headers and metadata (sealed alone:
 //! hubs resend them out of order). The window is what sealing adds to a viewer's latency, once, at the
 //! origin; relays add nothing to check.
@@ -24,7 +24,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// Longest a batch stays open, in arrival time and in media time: what sealing adds to the latency at the
 /// origin (and the bound on how many signatures a second every hop checks: about 1 / window).
-pub(crate) const SEAL_WINDOW: Duration = Duration::from_millis(50);
+pub const DEFAULT_SEAL_WINDOW: Duration = Duration::from_millis(50);
 /// Longest a serve task waits for the sealer to pass a frame before it seals the frame alone (the sealer
 /// skipped it or stopped).
 const SEAL_WAIT: Duration = Duration::from_millis(250);
@@ -48,6 +48,7 @@ impl Sealers {
         key: &Keypair,
         announcement: &Announcement,
         hub: &Arc<Hub>,
+        window: Duration,
     ) -> Option<Arc<Sealer>> {
         let signer = FrameSigner::new(key, announcement)?;
         let publish = signer.publish();
@@ -68,7 +69,7 @@ impl Sealers {
         let sub = hub.subscribe(SubscriberKind::Relay);
         tokio::spawn(run(
             sub,
-            Batcher::new(signer, announcement.started_ms),
+            Batcher::new(signer, announcement.started_ms, window),
             passed_tx,
             stop,
         ));
@@ -134,16 +135,18 @@ async fn run(
 struct Batcher {
     signer: FrameSigner,
     epoch: u64,
+    window: Duration,
     open: Vec<Frame>,
     opened_at: Option<Instant>,
     passed: Option<u64>,
 }
 
 impl Batcher {
-    fn new(signer: FrameSigner, epoch: u64) -> Self {
+    fn new(signer: FrameSigner, epoch: u64, window: Duration) -> Self {
         Batcher {
             signer,
             epoch,
+            window,
             open: Vec::with_capacity(MAX_SEAL_FRAMES),
             opened_at: None,
             passed: None,
@@ -152,7 +155,7 @@ impl Batcher {
 
     /// When the open batch must close, if one is open.
     fn due(&self) -> Option<Instant> {
-        self.opened_at.map(|t| t + SEAL_WINDOW)
+        self.opened_at.map(|t| t + self.window)
     }
 
     /// The highest frame passed since the last call.
@@ -182,13 +185,16 @@ impl Batcher {
                 && !frame.is_keyframe()
                 && self.open.len() < MAX_SEAL_FRAMES
                 && frame.timestamp().wrapping_sub(self.open[0].timestamp())
-                    < SEAL_WINDOW.as_millis() as u32
+                    < self.window.as_millis() as u32
         });
         if !joins {
             self.close();
             self.opened_at = Some(now);
         }
         self.open.push(frame);
+        if self.window.is_zero() {
+            self.close();
+        }
     }
 
     /// Seals the open batch: the seal goes into its first frame's wire form.
@@ -266,7 +272,11 @@ mod tests {
     fn batches_close_at_keyframes_headers_the_window_and_the_size_limit() {
         let key = Keypair::generate_ed25519();
         let ann = Announcement::sign(&key, "s", 1).unwrap();
-        let mut b = Batcher::new(FrameSigner::new(&key, &ann).unwrap(), 1);
+        let mut b = Batcher::new(
+            FrameSigner::new(&key, &ann).unwrap(),
+            1,
+            DEFAULT_SEAL_WINDOW,
+        );
         let t0 = Instant::now();
         let header = Frame::new(
             FrameKind::Video,
@@ -288,7 +298,7 @@ mod tests {
         for f in &frames {
             b.push(f.clone(), t0);
         }
-        assert_eq!(b.due(), Some(t0 + SEAL_WINDOW));
+        assert_eq!(b.due(), Some(t0 + DEFAULT_SEAL_WINDOW));
         b.close();
         assert_eq!(b.due(), None);
         assert_eq!(b.take_passed(), Some(8));
@@ -311,7 +321,11 @@ mod tests {
         assert_eq!(receive(&ann, &frames[2..5]), vec![Check::Unsealed; 3]);
 
         // At most MAX_SEAL_FRAMES per seal, and a gap in the numbers closes a batch.
-        let mut b = Batcher::new(FrameSigner::new(&key, &ann).unwrap(), 1);
+        let mut b = Batcher::new(
+            FrameSigner::new(&key, &ann).unwrap(),
+            1,
+            DEFAULT_SEAL_WINDOW,
+        );
         let long: Vec<Frame> = (0..MAX_SEAL_FRAMES as u64 + 1)
             .map(|i| audio(100 + i, 0))
             .chain([audio(300, 0)])
@@ -324,6 +338,16 @@ mod tests {
         assert!(sealed[0] && sealed[MAX_SEAL_FRAMES] && sealed[MAX_SEAL_FRAMES + 1]);
         assert_eq!(sealed.iter().filter(|s| **s).count(), 3);
         assert!(receive(&ann, &long).iter().all(|c| *c == Check::Authentic));
+
+        // A zero window seals every frame alone, at once.
+        let mut b = Batcher::new(FrameSigner::new(&key, &ann).unwrap(), 1, Duration::ZERO);
+        let alone: Vec<Frame> = (0..3).map(|i| audio(400 + i, i as u32)).collect();
+        for f in &alone {
+            b.push(f.clone(), t0);
+            assert_eq!(b.due(), None);
+        }
+        assert_eq!(seals(&alone), [true, true, true]);
+        assert_eq!(receive(&ann, &alone[1..]), vec![Check::Authentic; 2]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -333,14 +357,18 @@ mod tests {
         let hub = Hub::new("s", streamr_media::HubConfig::default());
         let source = hub.attach(streamr_media::SourceKind::Publisher);
         let sealers = Sealers::default();
-        let sealer = sealers.get(&key, &ann, &hub).expect("we are the origin");
+        let sealer = sealers
+            .get(&key, &ann, &hub, DEFAULT_SEAL_WINDOW)
+            .expect("we are the origin");
         assert!(Arc::ptr_eq(
             &sealer,
-            &sealers.get(&key, &ann, &hub).unwrap()
+            &sealers.get(&key, &ann, &hub, DEFAULT_SEAL_WINDOW).unwrap()
         ));
         let other = Keypair::generate_ed25519();
         assert!(
-            sealers.get(&other, &ann, &hub).is_none(),
+            sealers
+                .get(&other, &ann, &hub, DEFAULT_SEAL_WINDOW)
+                .is_none(),
             "only the origin seals"
         );
         let mut sub = hub.subscribe(SubscriberKind::Peer);
@@ -355,7 +383,7 @@ mod tests {
         let started = Instant::now();
         let raw = sealer.wire(&f).await;
         // Nothing else came: the batch closed at the window's end.
-        assert_eq!(started.elapsed(), SEAL_WINDOW);
+        assert_eq!(started.elapsed(), DEFAULT_SEAL_WINDOW);
         assert_eq!(raw[6] & 4, 4, "a batch of one carries its seal");
         assert_eq!(receive(&ann, &[f]), vec![Check::Authentic]);
         // The last holder gone, the sealer stops and a new one starts for the next caller.

@@ -161,7 +161,12 @@ async fn serve_inner(
     tracing::info!(%peer, stream = %name, "serving a downstream peer");
     // At the origin, frames go out as its sealer seals them (started before our subscription, so that it
     // sees every frame we will); a relay has no sealer and forwards the bytes frames arrived in.
-    let mut sealer = ctx.sealers.get(&ctx.config.key, &first.announcement, &hub);
+    let mut sealer = ctx.sealers.get(
+        &ctx.config.key,
+        &first.announcement,
+        &hub,
+        ctx.config.tuning.seal_window,
+    );
     let mut sub = hub.subscribe(SubscriberKind::Peer);
     let tuning = &ctx.config.tuning;
     let sized = || {
@@ -215,7 +220,12 @@ async fn serve_inner(
                         match down.on_lineage(&l) {
                             Ok(Some(path)) => {
                                 out.push(wire::encode(&path));
-                                sealer = ctx.sealers.get(&ctx.config.key, down.announcement(), &hub);
+                                sealer = ctx.sealers.get(
+                                    &ctx.config.key,
+                                    down.announcement(),
+                                    &hub,
+                                    ctx.config.tuning.seal_window,
+                                );
                             }
                             Ok(None) => {}
                             Err(e) => {

@@ -19,7 +19,9 @@ mod net;
 use crate::announce::Announcement;
 use crate::catalog::{Catalog, CatalogEntry, Checked, PeerView};
 use crate::routes::Lineage;
-use crate::session::downstream::{SILENT_AFTER, admits, fallbacks, redirect_hints};
+use crate::session::downstream::{
+    HINT_SILENT_AFTER, SILENT_AFTER, admits, fallbacks, redirect_hints,
+};
 use crate::session::upstream::{Loss, Refusal, Request};
 use crate::session::{Fetcher, Next, Outcome, Stop, Upstream};
 use crate::wire::{Message, ProviderHint};
@@ -44,7 +46,7 @@ const CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// A provider cuts off a subscriber that acknowledged nothing for this long (as the real one).
 const ACK_TIMEOUT_MS: u64 = crate::session::downstream::ACK_TIMEOUT.as_millis() as u64;
 /// An unchanged catalog is sent to a peer again after this long (as the real actor).
-const GOSSIP_REPEAT_MS: u64 = 5_000;
+const GOSSIP_REPEAT_MS: u64 = crate::catalog::GOSSIP_REPEAT.as_millis() as u64;
 
 /// What identifies a catalog message's content for the repeat rule.
 fn digest(entries: &[CatalogEntry]) -> u64 {
@@ -485,10 +487,13 @@ impl Sim {
             let (_, direct) = self.topo.connect(i, b);
             self.link(i, b, direct);
         }
+        let kbps = self.cfg.stream_kbps;
         let node = &mut self.nodes[i];
         node.play_at = Some(self.now_ms);
+        let mut fetcher = Fetcher::new(node.peer, STREAM);
+        fetcher.set_need_kbps(kbps);
         node.fetch = Some(Fetch {
-            fetcher: Fetcher::new(node.peer, STREAM),
+            fetcher,
             round: VecDeque::new(),
             epoch: 0,
             attempt: None,
@@ -580,7 +585,7 @@ impl Sim {
         }
     }
 
-    fn view(&self, i: usize, p: &PeerId) -> PeerView {
+    fn view(&self, i: usize, p: &PeerId, heard: &std::collections::HashSet<PeerId>) -> PeerView {
         match self
             .index
             .get(p)
@@ -590,8 +595,12 @@ impl Sim {
                 connected: true,
                 direct,
                 rtt_ms: Some(self.topo.rtt(i, j) as u32),
+                heard: heard.contains(p),
             },
-            None => PeerView::default(),
+            None => PeerView {
+                heard: heard.contains(p),
+                ..PeerView::default()
+            },
         }
     }
 
@@ -614,18 +623,24 @@ impl Sim {
             }
             None => {}
         }
-        let entries = self.nodes[i].catalog.providers(STREAM, None, now);
+        let entries = self.nodes[i]
+            .catalog
+            .providers_first_hand(STREAM, None, now);
         let (origin, fallbacks) = match &self.nodes[i].lost {
             Some(l) => (Some(l.announcement.id.origin), l.fallbacks.clone()),
             None => (None, Vec::new()),
         };
+        fetch
+            .fetcher
+            .set_place(self.nodes[i].lost.as_ref().map(|l| l.hops));
         let catalog = &self.nodes[i].catalog;
+        let heard = catalog.heard_first_hand(STREAM, now);
         let candidates = fetch.fetcher.candidates(
             now,
             entries,
             origin,
             &fallbacks,
-            |p| self.view(i, p),
+            |p| self.view(i, p, &heard),
             |id| catalog.first_seen(id),
         );
         fetch.round = candidates
@@ -778,9 +793,16 @@ impl Sim {
                     self.nodes[p].children.push(from);
                     msg
                 } else {
-                    // The real provider lists its downstreams in hash-map order: random, not oldest first.
+                    // The real provider lists its downstreams in hash-map order: random, not oldest first;
+                    // only those heard within HINT_SILENT_AFTER.
+                    let nameable = HINT_SILENT_AFTER.as_millis() as u64;
                     let mut own: Vec<ProviderHint> = heard
                         .iter()
+                        .filter(|&&c| {
+                            self.nodes[c]
+                                .died_at
+                                .is_none_or(|t| self.now_ms.saturating_sub(t) < nameable)
+                        })
                         .map(|c| ProviderHint {
                             peer: self.nodes[*c].peer,
                             addrs: Vec::new(),
@@ -788,8 +810,10 @@ impl Sim {
                         .collect();
                     own.shuffle(&mut self.rng);
                     let origin = l.announcement.id.origin.to_string();
-                    let listed = node.catalog.providers(STREAM, Some(&origin), now);
-                    let hints = redirect_hints(own, listed, &requester, &node.peer);
+                    let listed = node
+                        .catalog
+                        .providers_first_hand(STREAM, Some(&origin), now);
+                    let hints = redirect_hints(own, listed, &requester, &node.peer, l.hops, kbps);
                     if hints.is_empty() {
                         Message::Reject {
                             reason: "upload capacity reached and no other provider known".into(),
@@ -847,6 +871,7 @@ impl Sim {
                     f.round.clear();
                     f.waiting = false;
                 }
+                self.new_path_below(i);
                 if self.chain_alive(i) {
                     self.delivered(i);
                 }
@@ -888,6 +913,47 @@ impl Sim {
                     upstream: i,
                 },
             );
+        }
+    }
+
+    /// `root`'s place in the tree changed: every node below it learns its new path (the real provider sends
+    /// a `Path` message, [`crate::session::Downstream::on_lineage`]), and one that finds itself on its
+    /// own new path (a loop) is cut off and looks elsewhere.
+    fn new_path_below(&mut self, root: usize) {
+        let mut stack = vec![root];
+        while let Some(i) = stack.pop() {
+            let Some(l) = self.nodes[i].lineage.clone() else {
+                continue;
+            };
+            for c in self.nodes[i].children.clone() {
+                let child = &self.nodes[c];
+                if !child.alive || child.upstream != Some(i) {
+                    continue;
+                }
+                let Some(old) = child.lineage.clone() else {
+                    continue;
+                };
+                if l.path.contains(&child.peer) {
+                    self.nodes[i].children.retain(|x| *x != c);
+                    let d = self.topo.one_way(i, c);
+                    self.schedule(
+                        d,
+                        Ev::Stalled {
+                            node: c,
+                            upstream: i,
+                        },
+                    );
+                    continue;
+                }
+                let mut path = l.path.clone();
+                path.push(child.peer);
+                self.nodes[c].lineage = Some(Arc::new(Lineage {
+                    hops: l.hops.saturating_add(1),
+                    path,
+                    ..(*old).clone()
+                }));
+                stack.push(c);
+            }
         }
     }
 
@@ -1101,6 +1167,34 @@ mod tests {
             "300 viewers cannot all hang off the publisher: {r:?}"
         );
         assert!(r.join_p50_ms > 0 && r.join_p95_ms >= r.join_p50_ms, "{r:?}");
+        // Viewers attach as close to the origin as capacity allows (the caps allow 2 here; before the
+        // placement rules this run made 6).
+        assert!(r.max_depth <= r.best_depth + 3, "{r:?}");
+    }
+
+    #[test]
+    fn everyone_below_a_node_that_moved_learns_its_new_path() {
+        let mut sim = Sim::new(small(200, 11));
+        sim.run();
+        let mut checked = 0;
+        for i in 1..sim.nodes.len() {
+            if !sim.chain_alive(i) {
+                continue;
+            }
+            let l = sim.nodes[i]
+                .lineage
+                .as_ref()
+                .expect("served nodes hold a lineage");
+            assert_eq!(u32::from(l.hops), sim.depth(i), "node {i}");
+            assert_eq!(l.path.len(), usize::from(l.hops) + 1);
+            assert_eq!(l.path.last(), Some(&sim.nodes[i].peer));
+            let up = sim.nodes[i]
+                .upstream
+                .expect("served viewers have an upstream");
+            assert_eq!(l.path[l.path.len() - 2], sim.nodes[up].peer);
+            checked += 1;
+        }
+        assert!(sim.report.orphaned > 0 && checked > 150, "{:?}", sim.report);
     }
 
     #[test]

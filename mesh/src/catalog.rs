@@ -623,16 +623,22 @@ impl Catalog {
         let id = &e.announcement.id;
         match self.streams.get(id) {
             // Per stream: what providers told us themselves is kept first (the subscribers we serve and
-            // our other peers: where we redirect to), then the nearest.
+            // our other peers: where we redirect to), then those with room (where a subscriber can
+            // attach; a node connected to thousands would otherwise keep only the nearest, all full),
+            // then the nearest.
             Some(l) if l.providers.len() >= MAX_PROVIDERS_PER_STREAM => {
+                let full = |spare: u32| !has_room(spare, TYPICAL_STREAM_KBPS);
                 let direct = *from == e.provider;
-                let (second_hand, hops, worst) = l
+                let (second_hand, no_room, hops, worst) = l
                     .providers
                     .iter()
-                    .map(|(p, s)| (s.direct.is_none(), s.entry.hops, *p))
+                    .map(|(p, s)| {
+                        let e = &s.entry;
+                        (s.direct.is_none(), full(e.spare_kbps), e.hops, *p)
+                    })
                     .max()
                     .expect("not empty");
-                if (second_hand, hops) <= (!direct, e.hops) {
+                if (second_hand, no_room, hops) <= (!direct, full(e.spare_kbps), e.hops) {
                     return false;
                 }
                 self.remove(id, &worst);

@@ -12,7 +12,7 @@ use crate::announce::Announcement;
 use crate::catalog::{self, Catalog, CatalogEntry, ProviderRecord};
 use crate::net::{NetCommand, NetHandle, RELAY_CIRCUIT_KBPS};
 use crate::routes::{Lineage, Routes};
-use crate::session::downstream::{HINT_SILENT_AFTER, admits, fallbacks, redirect_hints};
+use crate::session::downstream::{HINT_SILENT_AFTER, Promised, admits, fallbacks, redirect_hints};
 use crate::wire::{Message, ProviderHint};
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
@@ -301,6 +301,8 @@ pub(super) struct Actor {
     serving: HashMap<(PeerId, u64), Served>,
     /// DHT keys we provide.
     providing: HashSet<String>,
+    /// Providers we recently sent redirected subscribers to.
+    promised: Promised,
     /// What each peer was last sent (a hash of the message) and when.
     last_sent: HashMap<PeerId, (u64, Instant)>,
     last_triggered_gossip: Option<Instant>,
@@ -375,6 +377,7 @@ impl Actor {
             routes: Routes::default(),
             serving: HashMap::new(),
             providing: HashSet::new(),
+            promised: Promised::default(),
             last_sent: HashMap::new(),
             last_triggered_gossip: None,
             rate: RateLimit::new(SUBSCRIBE_BURST, SUBSCRIBE_RATE),
@@ -838,18 +841,23 @@ impl Actor {
             need,
             self.serving.values().filter(|s| s.is_heard(now)).count(),
         ) {
+            let mut listed = self.catalog.providers_first_hand(
+                name,
+                Some(&lineage.announcement.id.origin.to_string()),
+                now,
+            );
+            self.promised.discount(&mut listed, need, now);
             let hints = redirect_hints(
                 self.own_downstreams(hub.name(), &peer),
-                self.catalog.providers_first_hand(
-                    name,
-                    Some(&lineage.announcement.id.origin.to_string()),
-                    now,
-                ),
+                listed,
                 &peer,
                 &self.ctx.me,
                 lineage.hops,
                 need,
             );
+            if let Some(first) = hints.first() {
+                self.promised.promise(first.peer, now);
+            }
             if hints.is_empty() {
                 stats.subscriptions_rejected.fetch_add(1, Relaxed);
             } else {

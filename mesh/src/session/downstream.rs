@@ -154,6 +154,47 @@ pub fn redirect_hints(
         .collect()
 }
 
+/// How long the first provider named in a redirect counts as one slot fuller: until its own gossip (every
+/// round, 2 s, in a busy mesh) has had time to say so.
+pub const PROMISE_FOR: Duration = Duration::from_secs(2);
+/// Most providers [`Promised`] remembers.
+pub const MAX_PROMISES: usize = 1024;
+
+/// The slots a full provider recently sent subscribers to: when the orphans of a dead relay come at once,
+/// the first is sent to the best provider with room, and the next ones elsewhere, instead of all to the
+/// same provider, which fills and redirects them again (each a round trip).
+#[derive(Debug, Default)]
+pub struct Promised {
+    given: std::collections::HashMap<PeerId, (u32, Instant)>,
+}
+
+impl Promised {
+    /// Lowers the spare upload of `entries` by the slots of a `need_kbps` stream we sent subscribers to
+    /// within [`PROMISE_FOR`].
+    pub fn discount(&self, entries: &mut [CatalogEntry], need_kbps: u64, now: Instant) {
+        for e in entries {
+            if let Some((n, at)) = self.given.get(&e.provider)
+                && now.saturating_duration_since(*at) < PROMISE_FOR
+            {
+                let taken = u64::from(*n).saturating_mul(need_kbps);
+                e.spare_kbps = u64::from(e.spare_kbps).saturating_sub(taken) as u32;
+            }
+        }
+    }
+
+    /// We named `peer` first in a redirect.
+    pub fn promise(&mut self, peer: PeerId, now: Instant) {
+        self.given
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < PROMISE_FOR);
+        if self.given.len() >= MAX_PROMISES && !self.given.contains_key(&peer) {
+            return;
+        }
+        let (n, at) = self.given.entry(peer).or_insert((0, now));
+        *n += 1;
+        *at = now;
+    }
+}
+
 /// Where a subscriber should go if we die: our upstream (with the addresses we know it by), then the
 /// nodes above it that our own upstream named.
 pub fn fallbacks(
@@ -538,5 +579,40 @@ mod tests {
         assert!(orders.len() > 1, "{orders:?}");
         let again = redirect_hints(vec![], many.clone(), &req, &me, 0, 2500);
         assert_eq!(again, hints, "the same subscriber gets the same order");
+    }
+
+    #[test]
+    fn a_provider_named_first_counts_one_slot_fuller_for_a_while() {
+        let k = Keypair::generate_ed25519();
+        let (me, p, q) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let entry = |provider: PeerId, spare_kbps: u32| CatalogEntry {
+            announcement: Announcement::sign(&k, "s", 1).unwrap(),
+            provider,
+            addrs: vec![],
+            record: None,
+            hops: 2,
+            spare_kbps,
+        };
+        let t0 = Instant::now();
+        let mut promised = Promised::default();
+        let hints_at = |promised: &Promised, now: Instant| {
+            let mut listed = vec![entry(p, 5000), entry(q, 2500)];
+            promised.discount(&mut listed, 2500, now);
+            let hints = redirect_hints(vec![], listed, &PeerId::random(), &me, 1, 2500);
+            hints.iter().map(|h| h.peer).collect::<Vec<_>>()
+        };
+        // p has two slots, q one: p is named first to most, q to some; say p.
+        promised.promise(p, t0);
+        // One slot of p's is promised: both have one left now, and both are still named.
+        assert_eq!(hints_at(&promised, t0).len(), 2);
+        promised.promise(p, t0);
+        assert_eq!(
+            hints_at(&promised, t0),
+            vec![q],
+            "p has no slot left that we know of"
+        );
+        // Until its own gossip has had time to say how full it is.
+        let later = t0 + PROMISE_FOR;
+        assert_eq!(hints_at(&promised, later).len(), 2);
     }
 }

@@ -20,7 +20,7 @@ use crate::announce::Announcement;
 use crate::catalog::{Catalog, CatalogEntry, Checked, PeerView};
 use crate::routes::Lineage;
 use crate::session::downstream::{
-    HINT_SILENT_AFTER, SILENT_AFTER, admits, fallbacks, redirect_hints,
+    HINT_SILENT_AFTER, Promised, SILENT_AFTER, admits, fallbacks, redirect_hints,
 };
 use crate::session::upstream::{Loss, Refusal, Request};
 use crate::session::{Fetcher, Next, Outcome, Stop, Upstream};
@@ -198,6 +198,8 @@ struct Node {
     lost: Option<Arc<Lineage>>,
     /// Subscribers it serves.
     children: Vec<usize>,
+    /// Providers it recently sent redirected subscribers to.
+    promised: Promised,
     /// When its player asked for the stream, ms.
     play_at: Option<u64>,
     /// Its first frame arrived.
@@ -345,6 +347,7 @@ impl Sim {
                 lineage: None,
                 lost: None,
                 children: Vec::new(),
+                promised: Promised::default(),
                 play_at: None,
                 joined: false,
                 orphaned: false,
@@ -810,10 +813,14 @@ impl Sim {
                         .collect();
                     own.shuffle(&mut self.rng);
                     let origin = l.announcement.id.origin.to_string();
-                    let listed = node
+                    let mut listed = node
                         .catalog
                         .providers_first_hand(STREAM, Some(&origin), now);
+                    node.promised.discount(&mut listed, kbps, now);
                     let hints = redirect_hints(own, listed, &requester, &node.peer, l.hops, kbps);
+                    if let Some(first) = hints.first() {
+                        self.nodes[p].promised.promise(first.peer, now);
+                    }
                     if hints.is_empty() {
                         Message::Reject {
                             reason: "upload capacity reached and no other provider known".into(),

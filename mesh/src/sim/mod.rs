@@ -1174,9 +1174,14 @@ mod tests {
             "300 viewers cannot all hang off the publisher: {r:?}"
         );
         assert!(r.join_p50_ms > 0 && r.join_p95_ms >= r.join_p50_ms, "{r:?}");
-        // Viewers attach as close to the origin as capacity allows (the caps allow 2 here; before the
-        // placement rules this run made 6).
-        assert!(r.max_depth <= r.best_depth + 3, "{r:?}");
+        // Viewers attach as close to the origin as capacity allows: at most one in twenty more than two
+        // levels deeper than the caps require (before the placement rules, one in ten, in this run).
+        let deep: usize = r
+            .depth_histogram
+            .iter()
+            .skip(r.best_depth as usize + 3)
+            .sum();
+        assert!(deep * 20 <= r.served, "{deep} deep: {r:?}");
     }
 
     #[test]

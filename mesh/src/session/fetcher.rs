@@ -311,9 +311,10 @@ impl Fetcher {
             .filter(|e| self.usable(&e.provider) && e.announcement.id.origin != self.me)
             .collect();
         rank(&mut entries, self.need_kbps, &view);
+        // With room, and not reached only through a relay (a hole punch has not worked for it).
         let roomy = |e: &CatalogEntry| {
             let v = view(&e.provider);
-            has_room(e.spare_kbps, self.need_kbps) && !(v.connected && !v.direct)
+            has_room(e.spare_kbps, self.need_kbps) && (!v.connected || v.direct)
         };
         let above = |e: &CatalogEntry| self.place.is_none_or(|h| e.hops < h);
         // The origin of a live stream is alive (its entry is the one at hop 0), whoever passed it on.

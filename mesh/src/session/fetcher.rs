@@ -118,7 +118,7 @@ pub struct Fetcher {
     problem: Option<String>,
     /// Providers resting until an instant.
     cooldown: HashMap<PeerId, Instant>,
-    /// Providers a redirect named: tried first in the next round.
+    /// Providers a redirect named: tried in the next round (see [`Fetcher::candidates`]).
     hinted: Vec<ProviderHint>,
     /// The provider whose redirect named them.
     hinted_by: Option<PeerId>,
@@ -271,17 +271,21 @@ impl Fetcher {
         Some(chosen)
     }
 
-    /// Providers to try, best first: the catalog's (of the one origin this fetch settled on, see
-    /// [`Fetcher::origin`]) that have room for us and are nearer the origin than our place (see
-    /// [`Fetcher::set_place`]: farther ones may be below us), shallowest first (see [`rank`]); then those
-    /// a redirect named, in its order; then the nodes above a lost upstream (the first of them just lost a
-    /// subscriber, our dead upstream, so it has a free slot); then the rest of the catalog's, ranked. Attaching to the
-    /// shallowest provider with room, rather than to whoever a full node redirects us to, keeps the tree
-    /// shallow and saves the round trips of a chase through full nodes; and the rest of the catalog comes
-    /// last since it may name dead providers (an attempt on one costs a connect or answer timeout). Pass
-    /// the catalog as [`crate::catalog::Catalog::providers_first_hand`] gives it, so that only fresh claims
-    /// of room count. `view` says how this node sees a peer (connected, direct, RTT); `known_since` when it
-    /// first heard of a stream.
+    /// Providers to try, best first, among the catalog's of the one origin this fetch settled on (see
+    /// [`Fetcher::origin`]), the hints of the last redirect and the nodes above a lost upstream. First those
+    /// known to be alive, by where we would land with them: a provider with room for us (see [`rank`]) at its
+    /// hops + 1; a redirect's hint at its own (the redirecting provider ranked its hints by what it knows
+    /// first hand); a node above our lost upstream (the first just lost its subscriber, our dead upstream,
+    /// so it has a free slot) if we heard from it lately; a full provider we heard from lately, or the
+    /// origin, one level further down, after its redirect. Then the nodes above a lost upstream we have not
+    /// heard from, then providers with room as far from the origin as our place (see
+    /// [`Fetcher::set_place`]: they may be below us, and would refuse us), then the rest of the catalog,
+    /// ranked: those may be dead, and an attempt on a dead provider costs a connect or an answer timeout.
+    /// Attaching as close to the origin as room allows, rather than to whoever a full node redirects us
+    /// to, keeps the tree shallow and saves the round trips of a chase through full nodes. Pass the
+    /// catalog as [`crate::catalog::Catalog::providers_first_hand`] gives it, so that only fresh claims of
+    /// room count. `view` says how this node sees a peer (connected, direct, RTT, heard from lately);
+    /// `known_since` when it first heard of a stream.
     pub fn candidates(
         &mut self,
         now: Instant,

@@ -1,18 +1,20 @@
 //! A simulated mesh for audiences no machine here can hold: thousands of virtual nodes that run the mesh's
-//! real decision code — the [`Catalog`] (gossip, merge, provider lists), the [`Fetcher`] (which providers
-//! to try, rests, waits), [`Upstream::on_answer`] (loop and forgery checks on an accept), and the
-//! provider's admission and redirects ([`admits`], [`redirect_hints`], [`fallbacks`]) — over a simulated
+//! real decision code — the [`Catalog`] (gossip, merge, provider lists), the [`Fetcher`] (which providers to
+//! try, rests, waits), [`Upstream::on_answer`] (loop and forgery checks on an accept), and the provider's
+//! admission and redirects ([`admits`], [`redirect_hints`], [`Promised`], [`fallbacks`]) — over a simulated
 //! network with virtual time, deterministic from a seed.
 //!
-//! What is simulated and what is not: the network is a latency per access link (RTT = twice the sum of
-//! both ends' one-way delays), reachability classes decide whether a pair connects directly (public,
-//! cone NATs that punch, symmetric NATs that only punch with open cones) or through a relay, and a
-//! connection costs one RTT to a public node and about three through a relay and a hole punch. Frames
-//! are not simulated one by one: a viewer is *served* while every node on its path from the origin is
-//! alive, and it notices a dead upstream after the stall timeout, as the real node does; a live upstream
-//! that is itself repairing keeps its subscribers (it sends keepalives while it has no frames), and one that
-//! gives up ends them. A dead subscriber stops holding its provider's slot after [`SILENT_AFTER`], and is
-//! cut off at the acknowledgement timeout. Upload caps are slots of the stream's bitrate. There is no DHT (the catalog alone finds providers) and no loss.
+//! What is simulated and what is not: the network is a latency per access link (RTT = twice the sum of both
+//! ends' one-way delays), reachability classes decide whether a pair connects directly (public, cone NATs that
+//! punch, symmetric NATs that only punch with open cones) or through a relay, and a connection costs one RTT
+//! to a public node and about three through a relay and a hole punch. Frames are not simulated one by one: a
+//! viewer is *served* while every node on its path from the origin is alive, and it notices a dead upstream
+//! after the stall timeout, as the real node does; a live upstream that is itself repairing keeps its
+//! subscribers (it sends keepalives while it has no frames), and one that gives up ends them. A node that
+//! re-attaches tells everyone below it its new path (hops and path stay true, as the real `Path` message keeps
+//! them). A dead subscriber stops holding its provider's slot after [`SILENT_AFTER`], and is cut off at the
+//! acknowledgement timeout. Upload caps are slots of the stream's bitrate. There is no DHT (the catalog alone
+//! finds providers) and no loss.
 
 mod net;
 

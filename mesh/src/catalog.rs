@@ -43,6 +43,16 @@ pub const MAX_GOSSIP_HOPS: u8 = 16;
 /// provider on made each message grow with the audience (in netlab's 50-node run, tens of KiB every 2 s to
 /// every peer, cut off by the send timeout on loaded relays, so late viewers never learned the stream).
 pub const GOSSIP_PROVIDERS_PER_STREAM: usize = 8;
+/// A provider gossips its own entry to its peers on change and again every this long when unchanged.
+pub const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
+/// What a provider itself told us counts for this long as its word on its spare upload, and as a sign that
+/// it is alive (see [`Catalog::providers_first_hand`], [`Catalog::heard_first_hand`]). Short, since it is
+/// also how long a dead provider is still named: when relays die, their orphans come asking a second
+/// after (the stall timeout), and an orphan sent to a dead relay loses a connect timeout. Providers in a
+/// busy mesh gossip every round (2 s), since their catalogs change. In `netlab sim`, 2.5 s here (with a
+/// 2 s repeat) sent the orphans of big dead relays to other dead relays: repair p95 at 1,000 nodes 5.6 s
+/// over six seeds, against 2.8 s.
+pub const FIRST_HAND_FOR: Duration = Duration::from_millis(1000);
 /// Most entries learned, in all.
 pub const MAX_LEARNED: usize = 4096;
 /// Most providers of one stream kept (the nearest to the origin).
@@ -391,6 +401,8 @@ struct Stored {
     expires: Instant,
     /// The peer that told us.
     from: PeerId,
+    /// When the provider itself last told us (its own word on its hops and spare upload).
+    direct: Option<Instant>,
 }
 
 /// What a merge found.
@@ -531,6 +543,17 @@ impl Catalog {
                 .streams
                 .get(&id)
                 .and_then(|l| l.providers.get(&e.provider));
+            // A provider's own word stands against what others pass on: their copies are older (gossip
+            // takes seconds a hop, and copies echo between peers), so a full provider would look as
+            // roomy as it was when it joined.
+            let direct = from == e.provider;
+            if !direct
+                && old
+                    .and_then(|s| s.direct)
+                    .is_some_and(|t| now.saturating_duration_since(t) < ENTRY_TTL)
+            {
+                continue;
+            }
             // A provider's older record (a replay) never replaces its newer one.
             if let (Some(old), Some(new)) =
                 (old.and_then(|s| s.entry.record.as_ref()), e.record.as_ref())
@@ -553,6 +576,7 @@ impl Catalog {
                     entry: e,
                     expires: now + ENTRY_TTL,
                     from,
+                    direct: direct.then_some(now),
                 },
                 now,
             );
@@ -598,15 +622,23 @@ impl Catalog {
     fn make_room(&mut self, e: &CatalogEntry, from: &PeerId) -> bool {
         let id = &e.announcement.id;
         match self.streams.get(id) {
-            // Per stream: the nearest providers are kept.
+            // Per stream: what providers told us themselves is kept first (the subscribers we serve and
+            // our other peers: where we redirect to), then those with room (where a subscriber can
+            // attach; a node connected to thousands would otherwise keep only the nearest, all full),
+            // then the nearest.
             Some(l) if l.providers.len() >= MAX_PROVIDERS_PER_STREAM => {
-                let (hops, worst) = l
+                let full = |spare: u32| !has_room(spare, TYPICAL_STREAM_KBPS);
+                let direct = *from == e.provider;
+                let (second_hand, no_room, hops, worst) = l
                     .providers
                     .iter()
-                    .map(|(p, s)| (s.entry.hops, *p))
+                    .map(|(p, s)| {
+                        let e = &s.entry;
+                        (s.direct.is_none(), full(e.spare_kbps), e.hops, *p)
+                    })
                     .max()
                     .expect("not empty");
-                if hops <= e.hops {
+                if (second_hand, no_room, hops) <= (!direct, full(e.spare_kbps), e.hops) {
                     return false;
                 }
                 self.remove(id, &worst);
@@ -752,6 +784,7 @@ impl Catalog {
                     self.streams[id].providers.values().filter(live).collect();
                 entries.sort_by_key(|s| {
                     (
+                        !has_room(s.entry.spare_kbps, TYPICAL_STREAM_KBPS),
                         s.entry.hops,
                         std::cmp::Reverse(s.entry.spare_kbps),
                         s.entry.provider,
@@ -790,6 +823,46 @@ impl Catalog {
         origin_prefix: Option<&str>,
         now: Instant,
     ) -> Vec<CatalogEntry> {
+        self.providers_as(name, origin_prefix, now, false)
+    }
+
+    /// [`Catalog::providers`] as a subscriber, or a full provider redirecting one, should weigh them to
+    /// choose where to attach: a provider's spare upload counts only as the provider itself told us within
+    /// [`FIRST_HAND_FOR`]; a second-hand copy says 0. Copies passed on are seconds to minutes old (they echo
+    /// between peers, each refreshing the other's), so a provider that filled up long ago would still look as
+    /// roomy as when it joined, and subscribers would chase redirects through full nodes.
+    pub fn providers_first_hand(
+        &self,
+        name: &str,
+        origin_prefix: Option<&str>,
+        now: Instant,
+    ) -> Vec<CatalogEntry> {
+        self.providers_as(name, origin_prefix, now, true)
+    }
+
+    /// Providers of `name` that told us themselves, within [`FIRST_HAND_FOR`], that they provide it: alive
+    /// (an entry passed on by others outlives its provider by up to [`ENTRY_TTL`], and copies echo).
+    pub fn heard_first_hand(&self, name: &str, now: Instant) -> HashSet<PeerId> {
+        self.streams
+            .iter()
+            .filter(|(id, _)| id.name == name)
+            .flat_map(|(_, l)| l.providers.iter())
+            .filter(|(_, s)| {
+                s.expires > now
+                    && s.direct
+                        .is_some_and(|t| now.saturating_duration_since(t) < FIRST_HAND_FOR)
+            })
+            .map(|(p, _)| *p)
+            .collect()
+    }
+
+    fn providers_as(
+        &self,
+        name: &str,
+        origin_prefix: Option<&str>,
+        now: Instant,
+        first_hand: bool,
+    ) -> Vec<CatalogEntry> {
         let matches = |id: &StreamId| {
             id.name == name && origin_prefix.is_none_or(|p| id.origin.to_string().starts_with(p))
         };
@@ -798,17 +871,21 @@ impl Catalog {
             if !matches(id) {
                 continue;
             }
-            let live: Vec<&CatalogEntry> = l
-                .providers
-                .values()
-                .filter(|s| s.expires > now)
-                .map(|s| &s.entry)
-                .collect();
-            let newest = live.iter().map(|e| e.announcement.started_ms).max();
+            let live: Vec<&Stored> = l.providers.values().filter(|s| s.expires > now).collect();
+            let newest = live.iter().map(|s| s.entry.announcement.started_ms).max();
             out.extend(
                 live.into_iter()
-                    .filter(|e| Some(e.announcement.started_ms) == newest)
-                    .cloned(),
+                    .filter(|s| Some(s.entry.announcement.started_ms) == newest)
+                    .map(|s| {
+                        let mut e = s.entry.clone();
+                        let heard = s
+                            .direct
+                            .is_some_and(|t| now.saturating_duration_since(t) < FIRST_HAND_FOR);
+                        if first_hand && !heard {
+                            e.spare_kbps = 0;
+                        }
+                        e
+                    }),
             );
         }
         out.sort_by_key(|e| e.provider);
@@ -862,18 +939,34 @@ pub struct PeerView {
     pub direct: bool,
     /// Round-trip time, if measured.
     pub rtt_ms: Option<u32>,
+    /// It told us itself, within [`FIRST_HAND_FOR`], that it provides the stream (see
+    /// [`Catalog::heard_first_hand`]): it is alive, where an entry passed on may outlive its provider.
+    pub heard: bool,
+}
+
+/// The bitrate assumed for a stream whose own is not measured yet, kbit/s (a typical live stream's): the
+/// upload a provider needs left to take one more subscriber.
+pub const TYPICAL_STREAM_KBPS: u64 = 2_500;
+
+/// Whether a provider claiming `spare_kbps` of upload left has room for one more subscriber of a stream of
+/// `need_kbps`.
+pub fn has_room(spare_kbps: u32, need_kbps: u64) -> bool {
+    u64::from(spare_kbps) >= need_kbps.max(1)
 }
 
 /// Orders candidates best first: providers we only reach through a relay come last (a hole punch has not
-/// worked for them); then fewer hops from the origin, lower RTT, more spare upload. A provider we are not
-/// connected to yet is not penalised: connecting to it (through a relay, then directly by hole punching)
-/// is how a viewer gets the stream straight from the publisher's home. Candidates whose path would form a
-/// loop must be removed by the caller.
-pub fn rank(candidates: &mut [CatalogEntry], view: impl Fn(&PeerId) -> PeerView) {
+/// worked for them); then those with room for a subscriber of a `need_kbps` stream (see [`has_room`]) before
+/// full ones, since a full one only redirects us a level further down; then fewer hops from the origin,
+/// lower RTT, more spare upload. So a viewer attaches as close to the origin as capacity allows. A provider
+/// we are not connected to yet is not penalised: connecting to it (through a relay, then directly by hole
+/// punching) is how a viewer gets the stream straight from the publisher's home. Candidates whose path
+/// would form a loop must be removed by the caller.
+pub fn rank(candidates: &mut [CatalogEntry], need_kbps: u64, view: impl Fn(&PeerId) -> PeerView) {
     candidates.sort_by_key(|e| {
         let v = view(&e.provider);
         (
             v.connected && !v.direct,
+            !has_room(e.spare_kbps, need_kbps),
             e.hops,
             v.rtt_ms.unwrap_or(u32::MAX / 2),
             std::cmp::Reverse(e.spare_kbps),
@@ -1112,10 +1205,10 @@ mod tests {
             .filter(|e| e.announcement.id.name == "big")
             .collect();
         assert_eq!(big.len(), GOSSIP_PROVIDERS_PER_STREAM);
+        // One with room for a typical stream first (what a subscriber is looking for), then the nearest.
         let hops: Vec<u8> = big.iter().map(|e| e.hops).collect();
-        assert_eq!(hops, [1, 2, 3, 4, 5, 5, 6, 7]);
-        // Same hops: more spare upload first.
-        assert_eq!(big[4].provider, rich.provider);
+        assert_eq!(hops, [5, 1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(big[0].provider, rich.provider);
         assert_eq!(
             out.iter()
                 .filter(|e| e.announcement.id.name == "small")
@@ -1251,21 +1344,110 @@ mod tests {
             entry(o, "s", 1, &k[3], 1), // direct, slow
             entry(o, "s", 1, &k[4], 1), // direct, fast
         ];
-        rank(&mut v, |p| PeerView {
+        rank(&mut v, 0, |p| PeerView {
             connected: true,
             direct: *p != p1,
             rtt_ms: Some(if *p == p3 { 80 } else { 5 }),
+            heard: true,
         });
         let order: Vec<PeerId> = v.iter().map(|e| e.provider).collect();
         assert_eq!(order, vec![p4, p3, p2, p1]);
         // A provider we are not connected to yet is tried before a farther one we reach directly.
         let mut v = vec![entry(o, "s", 1, &k[1], 1), entry(o, "s", 1, o, 0)];
-        rank(&mut v, |p| PeerView {
+        rank(&mut v, 0, |p| PeerView {
             connected: *p == p1,
             direct: *p == p1,
             rtt_ms: None,
+            heard: false,
         });
         assert_eq!(v[0].provider, o.public().to_peer_id());
         let _ = p2;
+    }
+
+    #[test]
+    fn ranking_puts_providers_with_room_first_then_the_shallowest() {
+        let k = keys(4);
+        let o = &k[0];
+        let with_spare = |provider: &Keypair, hops: u8, spare: u32| CatalogEntry {
+            spare_kbps: spare,
+            ..entry(o, "s", 1, provider, hops)
+        };
+        let full_near = with_spare(&k[1], 1, 1500);
+        let room_far = with_spare(&k[2], 3, 5000);
+        let room_mid = with_spare(&k[3], 2, 2500);
+        let mut v = vec![full_near.clone(), room_far.clone(), room_mid.clone()];
+        rank(&mut v, 2500, |_| PeerView::default());
+        let order: Vec<PeerId> = v.iter().map(|e| e.provider).collect();
+        assert_eq!(
+            order,
+            vec![room_mid.provider, room_far.provider, full_near.provider]
+        );
+        // A smaller stream fits everywhere: hops decide again.
+        rank(&mut v, 1000, |_| PeerView::default());
+        assert_eq!(v[0].provider, full_near.provider);
+        assert!(has_room(2500, 2500) && !has_room(2499, 2500) && !has_room(0, 0));
+    }
+
+    #[test]
+    fn a_providers_own_word_on_its_room_stands_and_second_hand_room_does_not_count() {
+        let k = keys(3);
+        let (o, p) = (&k[0], &k[1]);
+        let (me, relay) = (PeerId::random(), k[2].public().to_peer_id());
+        let provider = p.public().to_peer_id();
+        let t = Instant::now();
+        let with_spare = |spare: u32| CatalogEntry {
+            spare_kbps: spare,
+            ..entry(o, "s", 1, p, 2)
+        };
+        let mut cat = Catalog::default();
+        // Heard second hand: listed, but its room does not count for placement, and it is not known alive.
+        cat.merge(&me, relay, checked(&[with_spare(9000)]), t);
+        assert_eq!(cat.providers("s", None, t)[0].spare_kbps, 9000);
+        assert_eq!(cat.providers_first_hand("s", None, t)[0].spare_kbps, 0);
+        assert!(cat.heard_first_hand("s", t).is_empty());
+        // The provider tells us itself that it is full now.
+        cat.merge(&me, provider, checked(&[with_spare(500)]), t);
+        assert_eq!(cat.providers_first_hand("s", None, t)[0].spare_kbps, 500);
+        assert_eq!(cat.heard_first_hand("s", t), HashSet::from([provider]));
+        // An older copy passed on (it still says 9000) does not override the provider's own word.
+        let t1 = t + Duration::from_millis(300);
+        cat.merge(&me, relay, checked(&[with_spare(9000)]), t1);
+        assert_eq!(cat.providers("s", None, t1)[0].spare_kbps, 500);
+        // Its word is fresh only for a while: then it counts neither as room nor as a sign of life.
+        let later = t + FIRST_HAND_FOR;
+        assert_eq!(cat.providers_first_hand("s", None, later)[0].spare_kbps, 0);
+        assert!(cat.heard_first_hand("s", later).is_empty());
+        assert_eq!(cat.providers("s", None, later).len(), 1, "still listed");
+    }
+
+    #[test]
+    fn a_full_stream_list_keeps_what_providers_told_us_themselves() {
+        let o = PeerId::random();
+        let (me, relay) = (PeerId::random(), PeerId::random());
+        let t = Instant::now();
+        let mut cat = Catalog::default();
+        // The list of one stream is full of near providers heard second hand.
+        let near: Vec<CatalogEntry> = (0..MAX_PROVIDERS_PER_STREAM)
+            .map(|_| unsigned(o, "s", PeerId::random(), 1))
+            .collect();
+        cat.merge(&me, relay, assume_checked(near), t);
+        // A farther one heard second hand is not kept...
+        let far = unsigned(o, "s", PeerId::random(), 5);
+        assert_eq!(
+            cat.merge(&me, relay, assume_checked(vec![far]), t).dropped,
+            1
+        );
+        // ...but one that tells us itself (a subscriber of ours: where we redirect to) is.
+        let ours = PeerId::random();
+        let merged = cat.merge(
+            &me,
+            ours,
+            assume_checked(vec![unsigned(o, "s", ours, 5)]),
+            t,
+        );
+        assert_eq!((merged.accepted, merged.dropped), (1, 0));
+        let listed = cat.providers("s", None, t);
+        assert_eq!(listed.len(), MAX_PROVIDERS_PER_STREAM);
+        assert!(listed.iter().any(|e| e.provider == ours));
     }
 }

@@ -12,7 +12,7 @@ use crate::announce::Announcement;
 use crate::catalog::{self, Catalog, CatalogEntry, ProviderRecord};
 use crate::net::{NetCommand, NetHandle, RELAY_CIRCUIT_KBPS};
 use crate::routes::{Lineage, Routes};
-use crate::session::downstream::{admits, fallbacks, redirect_hints};
+use crate::session::downstream::{HINT_SILENT_AFTER, Promised, admits, fallbacks, redirect_hints};
 use crate::wire::{Message, ProviderHint};
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId};
@@ -30,7 +30,7 @@ use tracing::{debug, error, info, warn};
 /// Commands waiting for the actor; tasks wait when it is full.
 const INBOX: usize = 1024;
 /// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).
-const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
+const GOSSIP_REPEAT: Duration = catalog::GOSSIP_REPEAT;
 /// Least time between two gossips triggered by news (the timer gossips every `gossip_interval` anyway).
 const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
 /// Most of our addresses in a catalog entry.
@@ -122,6 +122,10 @@ pub(super) struct Known {
     pub first_seen: HashMap<crate::announce::StreamId, Instant>,
     /// Our (lost) upstream, which named the fallbacks.
     pub upstream: Option<PeerId>,
+    /// Our distance from the origin with that upstream.
+    pub hops: Option<u8>,
+    /// Providers of the name that told us themselves, lately, that they provide it (alive).
+    pub heard: HashSet<PeerId>,
 }
 
 /// The answer to [`Command::Admit`].
@@ -197,6 +201,7 @@ impl Ctx {
                 connected: true,
                 direct: p.is_direct(),
                 rtt_ms: p.rtt.map(|d| d.as_millis() as u32),
+                heard: false,
             },
             None => catalog::PeerView::default(),
         })
@@ -279,6 +284,12 @@ impl Served {
     fn is_heard(&self, now: Instant) -> bool {
         !self.heard.is_silent(now)
     }
+
+    /// Named in redirects: silent for less than [`HINT_SILENT_AFTER`], a shorter grace (an orphan sent to
+    /// a dead relay loses a connect timeout).
+    fn is_nameable(&self, now: Instant) -> bool {
+        !self.heard.silent_for(now, HINT_SILENT_AFTER)
+    }
 }
 
 /// The actor. See the module docs.
@@ -292,6 +303,8 @@ pub(super) struct Actor {
     serving: HashMap<(PeerId, u64), Served>,
     /// DHT keys we provide.
     providing: HashSet<String>,
+    /// Providers we recently sent redirected subscribers to.
+    promised: Promised,
     /// What each peer was last sent (a hash of the message) and when.
     last_sent: HashMap<PeerId, (u64, Instant)>,
     last_triggered_gossip: Option<Instant>,
@@ -367,6 +380,7 @@ impl Actor {
             routes: Routes::default(),
             serving: HashMap::new(),
             providing: HashSet::new(),
+            promised: Promised::default(),
             last_sent: HashMap::new(),
             last_triggered_gossip: None,
             rate: RateLimit::new(SUBSCRIBE_BURST, SUBSCRIBE_RATE),
@@ -498,7 +512,9 @@ impl Actor {
             Command::FetchState { key, state } => self.routes.set_fetch_state(&key, state),
             Command::Known { hub, name, reply } => {
                 let lineage = self.routes.lineage(&hub);
-                let entries = self.catalog.providers(&name, None, Instant::now());
+                let entries = self
+                    .catalog
+                    .providers_first_hand(&name, None, Instant::now());
                 let first_seen = entries
                     .iter()
                     .filter_map(|e| {
@@ -514,6 +530,8 @@ impl Actor {
                         .map(|l| l.fallbacks.clone())
                         .unwrap_or_default(),
                     first_seen,
+                    hops: lineage.as_ref().map(|l| l.hops),
+                    heard: self.catalog.heard_first_hand(&name, Instant::now()),
                     upstream: lineage.and_then(|l| l.upstream),
                 });
             }
@@ -819,22 +837,30 @@ impl Actor {
         }
         let cap = u64::from(self.ctx.config.max_upload_kbps);
         let now = Instant::now();
+        let need = stream_kbps(&hub);
         if !admits(
             cap,
             self.upload_kbps(),
-            stream_kbps(&hub),
+            need,
             self.serving.values().filter(|s| s.is_heard(now)).count(),
         ) {
+            let mut listed = self.catalog.providers_first_hand(
+                name,
+                Some(&lineage.announcement.id.origin.to_string()),
+                now,
+            );
+            self.promised.discount(&mut listed, need, now);
             let hints = redirect_hints(
                 self.own_downstreams(hub.name(), &peer),
-                self.catalog.providers(
-                    name,
-                    Some(&lineage.announcement.id.origin.to_string()),
-                    Instant::now(),
-                ),
+                listed,
                 &peer,
                 &self.ctx.me,
+                lineage.hops,
+                need,
             );
+            if let Some(first) = hints.first() {
+                self.promised.promise(first.peer, now);
+            }
             if hints.is_empty() {
                 stats.subscriptions_rejected.fetch_add(1, Relaxed);
             } else {
@@ -877,7 +903,7 @@ impl Actor {
         let mine: Vec<PeerId> = self
             .serving
             .iter()
-            .filter(|(_, s)| s.hub == name && s.is_heard(now))
+            .filter(|(_, s)| s.hub == name && s.is_nameable(now))
             .map(|((p, _), _)| *p)
             .filter(|p| p != requester)
             .collect();

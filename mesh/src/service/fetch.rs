@@ -4,8 +4,9 @@
 //! downstream peers stay connected.
 
 use super::actor::{Command, Ctx, Known};
-use super::provider_key;
+use super::{provider_key, stream_kbps};
 use crate::auth::PublishId;
+use crate::catalog;
 use crate::net::NetCommand;
 use crate::session::upstream::{Refusal, Request};
 use crate::session::{Event, Fetcher, Loss, Next, Outcome, Stop, Upstream};
@@ -93,6 +94,8 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             fallbacks,
             first_seen,
             upstream,
+            hops,
+            heard,
         } = known;
         // Catalog entries' addresses (their providers' signed records) went into the address book when
         // they were merged; the fallbacks are hints from our last upstream.
@@ -100,12 +103,18 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             .iter()
             .map(|f| (f.peer, f.addrs.clone()))
             .collect();
+        // Once frames came, the measured bitrate says what room a provider needs for us.
+        fetcher.set_need_kbps(stream_kbps(&hub));
+        fetcher.set_place(hops);
         let mut candidates = fetcher.candidates(
             now,
             entries,
             origin,
             &fallbacks,
-            |p| ctx.view(p),
+            |p| catalog::PeerView {
+                heard: heard.contains(p),
+                ..ctx.view(p)
+            },
             |id| first_seen.get(id).copied(),
         );
         if let Some(via) = upstream {

@@ -29,11 +29,16 @@ impl Heard {
 
     /// Whether it has been silent for [`SILENT_AFTER`] at `now`.
     pub(crate) fn is_silent(&self, now: Instant) -> bool {
+        self.silent_for(now, SILENT_AFTER)
+    }
+
+    /// Whether it has been silent for `grace` at `now`.
+    pub(crate) fn silent_for(&self, now: Instant, grace: std::time::Duration) -> bool {
         match self.silent_since.load(Relaxed) {
             0 => false,
             v => {
                 let since = *BASE + std::time::Duration::from_millis(v - 1);
-                now.saturating_duration_since(since) >= SILENT_AFTER
+                now.saturating_duration_since(since) >= grace
             }
         }
     }
@@ -52,6 +57,10 @@ mod tests {
         h.set(Some(t));
         assert!(!h.is_silent(t + SILENT_AFTER - Duration::from_millis(2)));
         assert!(h.is_silent(t + SILENT_AFTER));
+        // A shorter grace (naming in redirects) is over sooner.
+        let short = Duration::from_millis(400);
+        assert!(!h.silent_for(t + short - Duration::from_millis(2), short));
+        assert!(h.silent_for(t + short, short));
         h.set(None);
         assert!(!h.is_silent(t + SILENT_AFTER * 10));
     }

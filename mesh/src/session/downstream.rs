@@ -3,7 +3,7 @@
 //! bounds unacknowledged bytes in flight and cuts off a subscriber that stops acknowledging. The shell in
 //! `service/serve.rs` moves the bytes.
 
-use crate::catalog::CatalogEntry;
+use crate::catalog::{CatalogEntry, has_room};
 use crate::routes::Lineage;
 use crate::wire::{Message, ProviderHint};
 use libp2p::PeerId;
@@ -59,6 +59,12 @@ pub enum ServeError {
 /// find the dead relay's slot free instead of being redirected down the tree.
 pub const SILENT_AFTER: Duration = Duration::from_millis(750);
 
+/// A subscriber silent this long (frames outstanding, nothing acknowledged; it acknowledges every 100 ms
+/// while it receives) is no longer named in redirects, though it holds its slot until [`SILENT_AFTER`]:
+/// when relays die, their upstreams redirect the orphans, and an orphan sent to a dead relay loses a
+/// connect timeout (3 s).
+pub const HINT_SILENT_AFTER: Duration = Duration::from_millis(400);
+
 /// Whether one more subscriber needing `need_kbps` fits: the cap (0 = none) minus what the `serving`
 /// subscriptions use. A node always serves at least one peer, or a stream could never leave it.
 pub fn admits(cap_kbps: u64, in_use_kbps: u64, need_kbps: u64, serving: usize) -> bool {
@@ -74,35 +80,119 @@ pub fn window(bitrate_bps: u64, delay: Duration, max: u64) -> u64 {
     bytes.clamp(MIN_WINDOW.min(max), max)
 }
 
-/// Providers to redirect a full node's subscriber to: our own downstream peers of the stream first (they
-/// hold it and are close to the origin), then providers from the catalog; never the subscriber or us.
+/// Providers to redirect a full node's subscriber to, best first, so that it attaches as close to the
+/// origin as capacity allows in as few round trips as possible: those the catalog says have room for a
+/// subscriber of a `need_kbps` stream, then those it says nothing about, then full ones (a full one only
+/// redirects again, a level further down); within each, fewer hops from the origin first, then our own
+/// downstream peers (we hear from them, so they are alive; a catalog entry may outlive its provider by
+/// [`crate::catalog::ENTRY_TTL`]), then more spare upload. Our own downstreams are at `own_hops + 1`. Never
+/// the subscriber or us.
 pub fn redirect_hints(
     own_downstreams: Vec<ProviderHint>,
     catalog: Vec<CatalogEntry>,
     requester: &PeerId,
     me: &PeerId,
+    own_hops: u8,
+    need_kbps: u64,
 ) -> Vec<ProviderHint> {
-    let mut hints: Vec<ProviderHint> = own_downstreams
-        .into_iter()
-        .filter(|h| h.peer != *requester)
-        .collect();
-    for e in catalog {
-        if hints.len() >= MAX_REDIRECT_HINTS {
-            break;
+    // (room class: 0 room, 1 unknown, 2 full; not ours; hops; spread), and the hint.
+    type Key = (u8, bool, u8, u64);
+    let class = |spare: u32| if has_room(spare, need_kbps) { 0 } else { 2 };
+    // Subscribers redirected at once (the orphans of a dead relay) would all go to the same best provider,
+    // which fills, and redirect them again: each subscriber gets its own order among equals, a provider
+    // with more free slots coming first for proportionally more of them.
+    let spread = |peer: &PeerId, spare: u32| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (requester, peer).hash(&mut h);
+        let slots = (u64::from(spare) / need_kbps.max(1)).max(1);
+        (h.finish() % 65_536) / slots
+    };
+    let mut ranked: Vec<(Key, ProviderHint)> = Vec::new();
+    let mut seen: std::collections::HashSet<PeerId> = std::collections::HashSet::new();
+    for h in own_downstreams {
+        if h.peer == *requester || h.peer == *me || !seen.insert(h.peer) {
+            continue;
         }
-        if e.provider != *requester
-            && e.provider != *me
-            && !hints.iter().any(|h| h.peer == e.provider)
-        {
-            hints.push(ProviderHint {
+        let listed = catalog.iter().find(|e| e.provider == h.peer);
+        let key = match listed {
+            Some(e) => (
+                class(e.spare_kbps),
+                false,
+                e.hops,
+                spread(&h.peer, e.spare_kbps),
+            ),
+            None => (1, false, own_hops.saturating_add(1), spread(&h.peer, 0)),
+        };
+        ranked.push((key, h));
+    }
+    for e in catalog {
+        // A full provider we do not serve ourselves would only redirect the subscriber again.
+        let full = !has_room(e.spare_kbps, need_kbps);
+        if e.provider == *requester || e.provider == *me || full || !seen.insert(e.provider) {
+            continue;
+        }
+        let key = (
+            class(e.spare_kbps),
+            true,
+            e.hops,
+            spread(&e.provider, e.spare_kbps),
+        );
+        ranked.push((
+            key,
+            ProviderHint {
                 peer: e.provider,
                 addrs: e.addrs,
-            });
+            },
+        ));
+    }
+    ranked.sort_by_key(|(k, _)| *k);
+    ranked
+        .into_iter()
+        .take(MAX_REDIRECT_HINTS)
+        .map(|(_, h)| h)
+        .collect()
+}
+
+/// How long the first provider named in a redirect counts as one slot fuller: until its own gossip (every
+/// round, 2 s, in a busy mesh) has had time to say so.
+pub const PROMISE_FOR: Duration = Duration::from_secs(2);
+/// Most providers [`Promised`] remembers.
+pub const MAX_PROMISES: usize = 1024;
+
+/// The slots a full provider recently sent subscribers to: when the orphans of a dead relay come at once,
+/// the first is sent to the best provider with room, and the next ones elsewhere, instead of all to the
+/// same provider, which fills and redirects them again (each a round trip).
+#[derive(Debug, Default)]
+pub struct Promised {
+    given: std::collections::HashMap<PeerId, (u32, Instant)>,
+}
+
+impl Promised {
+    /// Lowers the spare upload of `entries` by the slots of a `need_kbps` stream we sent subscribers to
+    /// within [`PROMISE_FOR`].
+    pub fn discount(&self, entries: &mut [CatalogEntry], need_kbps: u64, now: Instant) {
+        for e in entries {
+            if let Some((n, at)) = self.given.get(&e.provider)
+                && now.saturating_duration_since(*at) < PROMISE_FOR
+            {
+                let taken = u64::from(*n).saturating_mul(need_kbps);
+                e.spare_kbps = u64::from(e.spare_kbps).saturating_sub(taken) as u32;
+            }
         }
     }
-    hints.dedup_by_key(|h| h.peer);
-    hints.truncate(MAX_REDIRECT_HINTS);
-    hints
+
+    /// We named `peer` first in a redirect.
+    pub fn promise(&mut self, peer: PeerId, now: Instant) {
+        self.given
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) < PROMISE_FOR);
+        if self.given.len() >= MAX_PROMISES && !self.given.contains_key(&peer) {
+            return;
+        }
+        let (n, at) = self.given.entry(peer).or_insert((0, now));
+        *n += 1;
+        *at = now;
+    }
 }
 
 /// Where a subscriber should go if we die: our upstream (with the addresses we know it by), then the
@@ -404,7 +494,7 @@ mod tests {
             addrs: vec![],
             record: None,
             hops: 1,
-            spare_kbps: 0,
+            spare_kbps: 2500,
         };
         let hint = |p: PeerId| ProviderHint {
             peer: p,
@@ -415,8 +505,113 @@ mod tests {
             vec![entry(b), entry(a), entry(me), entry(req)],
             &req,
             &me,
+            0,
+            2500,
         );
         let peers: Vec<PeerId> = hints.iter().map(|h| h.peer).collect();
         assert_eq!(peers, vec![a, b]);
+    }
+
+    #[test]
+    fn redirects_name_providers_with_room_first_then_the_shallowest() {
+        let me = PeerId::random();
+        let req = PeerId::random();
+        let k = Keypair::generate_ed25519();
+        let entry = |p: PeerId, hops: u8, spare_kbps: u32| CatalogEntry {
+            announcement: Announcement::sign(&k, "s", 1).unwrap(),
+            provider: p,
+            addrs: vec![],
+            record: None,
+            hops,
+            spare_kbps,
+        };
+        let hint = |p: PeerId| ProviderHint {
+            peer: p,
+            addrs: vec![],
+        };
+        // We are at hop 1: our downstreams are at 2.
+        let (own_full, own_room, own_unlisted) =
+            (PeerId::random(), PeerId::random(), PeerId::random());
+        let (far_room, near_room, near_full) =
+            (PeerId::random(), PeerId::random(), PeerId::random());
+        let hints = redirect_hints(
+            vec![hint(own_full), hint(own_unlisted), hint(own_room)],
+            vec![
+                entry(own_full, 2, 1000),
+                entry(own_room, 2, 5000),
+                entry(far_room, 4, 20_000),
+                entry(near_room, 2, 2500),
+                entry(near_full, 1, 0),
+            ],
+            &req,
+            &me,
+            1,
+            2500,
+        );
+        let peers: Vec<PeerId> = hints.iter().map(|h| h.peer).collect();
+        assert_eq!(
+            peers,
+            vec![own_room, near_room, far_room, own_unlisted, own_full],
+            "room first (ours first: we hear from them, so they are alive), then unknown, then our full \
+             ones; never a full provider that is not ours"
+        );
+        assert!(!peers.contains(&near_full));
+        // At most MAX_REDIRECT_HINTS, the best kept.
+        let many: Vec<CatalogEntry> = (0..40)
+            .map(|i| entry(PeerId::random(), 1 + (i % 5) as u8, 2500))
+            .collect();
+        let hints = redirect_hints(vec![], many.clone(), &req, &me, 0, 2500);
+        assert_eq!(hints.len(), MAX_REDIRECT_HINTS);
+        let levels: Vec<u8> = hints
+            .iter()
+            .map(|h| many.iter().find(|e| e.provider == h.peer).unwrap().hops)
+            .collect();
+        assert!(
+            levels.iter().all(|&l| l <= 2),
+            "the nearest kept: {levels:?}"
+        );
+        // Equals come in an order of each subscriber's own, so that orphans redirected at once spread
+        // over the providers with room instead of all filling the same one.
+        let orders: std::collections::HashSet<PeerId> = (0..8)
+            .map(|_| redirect_hints(vec![], many.clone(), &PeerId::random(), &me, 0, 2500)[0].peer)
+            .collect();
+        assert!(orders.len() > 1, "{orders:?}");
+        let again = redirect_hints(vec![], many.clone(), &req, &me, 0, 2500);
+        assert_eq!(again, hints, "the same subscriber gets the same order");
+    }
+
+    #[test]
+    fn a_provider_named_first_counts_one_slot_fuller_for_a_while() {
+        let k = Keypair::generate_ed25519();
+        let (me, p, q) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let entry = |provider: PeerId, spare_kbps: u32| CatalogEntry {
+            announcement: Announcement::sign(&k, "s", 1).unwrap(),
+            provider,
+            addrs: vec![],
+            record: None,
+            hops: 2,
+            spare_kbps,
+        };
+        let t0 = Instant::now();
+        let mut promised = Promised::default();
+        let hints_at = |promised: &Promised, now: Instant| {
+            let mut listed = vec![entry(p, 5000), entry(q, 2500)];
+            promised.discount(&mut listed, 2500, now);
+            let hints = redirect_hints(vec![], listed, &PeerId::random(), &me, 1, 2500);
+            hints.iter().map(|h| h.peer).collect::<Vec<_>>()
+        };
+        // p has two slots, q one: p is named first to most, q to some; say p.
+        promised.promise(p, t0);
+        // One slot of p's is promised: both have one left now, and both are still named.
+        assert_eq!(hints_at(&promised, t0).len(), 2);
+        promised.promise(p, t0);
+        assert_eq!(
+            hints_at(&promised, t0),
+            vec![q],
+            "p has no slot left that we know of"
+        );
+        // Until its own gossip has had time to say how full it is.
+        let later = t0 + PROMISE_FOR;
+        assert_eq!(hints_at(&promised, later).len(), 2);
     }
 }

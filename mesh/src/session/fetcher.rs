@@ -6,7 +6,7 @@
 
 use super::upstream::{Loss, Outcome, Refusal};
 use crate::announce::StreamId;
-use crate::catalog::{CatalogEntry, PeerView, rank};
+use crate::catalog::{CatalogEntry, PeerView, TYPICAL_STREAM_KBPS, has_room, rank};
 use crate::wire::ProviderHint;
 use libp2p::PeerId;
 use parking_lot::RwLock;
@@ -118,8 +118,10 @@ pub struct Fetcher {
     problem: Option<String>,
     /// Providers resting until an instant.
     cooldown: HashMap<PeerId, Instant>,
-    /// Providers a redirect named: tried first in the next round.
+    /// Providers a redirect named: tried in the next round (see [`Fetcher::candidates`]).
     hinted: Vec<ProviderHint>,
+    /// The provider whose redirect named them.
+    hinted_by: Option<PeerId>,
     /// When the last upstream's last frame arrived (to measure the failover gap).
     last_frame: Option<Instant>,
     unwanted_since: Option<Instant>,
@@ -127,6 +129,11 @@ pub struct Fetcher {
     idle_waits: backon::ExponentialBackoff,
     /// Origins preferred for a plain name.
     friends: Friends,
+    /// The stream's bitrate, kbit/s: the spare upload a provider needs to have room for us.
+    need_kbps: u64,
+    /// Our distance from the origin while we held the stream (or before we lost it): providers at least
+    /// as far may be below us, and would refuse us (a loop).
+    place: Option<u8>,
 }
 
 impl Fetcher {
@@ -147,11 +154,26 @@ impl Fetcher {
             problem,
             cooldown: HashMap::new(),
             hinted: Vec::new(),
+            hinted_by: None,
             last_frame: None,
             unwanted_since: None,
             idle_waits: idle_waits(),
             friends: Friends::default(),
+            need_kbps: TYPICAL_STREAM_KBPS,
+            place: None,
         }
+    }
+
+    /// Our distance from the origin in the tree, while we hold the stream or after we lost our upstream
+    /// (None: never attached). See [`Fetcher::candidates`].
+    pub fn set_place(&mut self, hops: Option<u8>) {
+        self.place = hops;
+    }
+
+    /// The stream's bitrate once measured, kbit/s (until then a typical stream's is assumed): providers
+    /// whose spare upload fits it are tried first.
+    pub fn set_need_kbps(&mut self, kbps: u64) {
+        self.need_kbps = kbps;
     }
 
     /// Prefers the streams of these origins for a plain name (see [`Friends`]).
@@ -249,9 +271,21 @@ impl Fetcher {
         Some(chosen)
     }
 
-    /// Providers to try, best first: those a redirect named, then the catalog's (of the one origin this
-    /// fetch settled on, see [`Fetcher::origin`]), then the nodes above a lost upstream. `view` says how this
-    /// node sees a peer (connected, direct, RTT); `known_since` when it first heard of a stream.
+    /// Providers to try, best first, among the catalog's of the one origin this fetch settled on (see
+    /// [`Fetcher::origin`]), the hints of the last redirect and the nodes above a lost upstream. First those
+    /// known to be alive, by where we would land with them: a provider with room for us (see [`rank`]) at its
+    /// hops + 1; a redirect's hint at its own (the redirecting provider ranked its hints by what it knows
+    /// first hand); a node above our lost upstream (the first just lost its subscriber, our dead upstream,
+    /// so it has a free slot) if we heard from it lately; a full provider we heard from lately, or the
+    /// origin, one level further down, after its redirect. Then the nodes above a lost upstream we have not
+    /// heard from, then providers with room as far from the origin as our place (see
+    /// [`Fetcher::set_place`]: they may be below us, and would refuse us), then the rest of the catalog,
+    /// ranked: those may be dead, and an attempt on a dead provider costs a connect or an answer timeout.
+    /// Attaching as close to the origin as room allows, rather than to whoever a full node redirects us
+    /// to, keeps the tree shallow and saves the round trips of a chase through full nodes. Pass the
+    /// catalog as [`crate::catalog::Catalog::providers_first_hand`] gives it, so that only fresh claims of
+    /// room count. `view` says how this node sees a peer (connected, direct, RTT, heard from lately);
+    /// `known_since` when it first heard of a stream.
     pub fn candidates(
         &mut self,
         now: Instant,
@@ -263,11 +297,7 @@ impl Fetcher {
     ) -> Vec<PeerId> {
         self.cooldown.retain(|_, until| *until > now);
         let hinted = std::mem::take(&mut self.hinted);
-        let mut out: Vec<PeerId> = hinted
-            .into_iter()
-            .filter(|h| self.usable(&h.peer))
-            .map(|h| h.peer)
-            .collect();
+        let hinted_by = self.hinted_by.take();
         let catalog: Vec<CatalogEntry> = catalog
             .into_iter()
             .filter(|e| e.announcement.id.name == self.name)
@@ -276,14 +306,57 @@ impl Fetcher {
         if self.problem.is_some() {
             return Vec::new();
         }
+        // Where the provider that redirected us sits (it rests now, so it is not among the entries).
+        let hinter =
+            hinted_by.and_then(|p| catalog.iter().find(|e| e.provider == p).map(|e| e.hops));
         let mut entries: Vec<CatalogEntry> = catalog
             .into_iter()
             .filter(|e| Some(e.announcement.id.origin) == origin)
             .filter(|e| self.usable(&e.provider) && e.announcement.id.origin != self.me)
             .collect();
-        rank(&mut entries, view);
+        rank(&mut entries, self.need_kbps, &view);
+        // With room, and not reached only through a relay (a hole punch has not worked for it).
+        let roomy = |e: &CatalogEntry| {
+            let v = view(&e.provider);
+            has_room(e.spare_kbps, self.need_kbps) && (!v.connected || v.direct)
+        };
+        let above = |e: &CatalogEntry| self.place.is_none_or(|h| e.hops < h);
+        // The origin of a live stream is alive (its entry is the one at hop 0), whoever passed it on.
+        let heard = |p: &PeerId| view(p).heard || origin == Some(*p);
+        let hops_of = |p: &PeerId| entries.iter().find(|e| e.provider == *p).map(|e| e.hops);
+        let fallbacks: Vec<PeerId> = fallbacks
+            .iter()
+            .map(|f| f.peer)
+            .filter(|p| self.usable(p))
+            .collect();
+        // First the candidates we know to be alive, by where we would land with them: a provider with room
+        // at its hops + 1; one a redirect named at its own (the redirecting provider ranked it by what it
+        // knows first hand; one we do not know is that provider's downstream); a node above a lost
+        // upstream (the first just lost its subscriber, our dead upstream); a full provider one level
+        // further down, after its redirect. Among equals in that order.
+        let unknown = |hinter: Option<u8>| hinter.map_or(u8::MAX, |h| h.saturating_add(2));
+        let mut first: Vec<(u8, u8, PeerId)> = Vec::new();
+        for e in entries.iter().filter(|e| roomy(e) && above(e)) {
+            first.push((e.hops.saturating_add(1), 0, e.provider));
+        }
+        for h in hinted.iter().filter(|h| self.usable(&h.peer)) {
+            let land = hops_of(&h.peer).map_or(unknown(hinter), |x| x.saturating_add(1));
+            first.push((land, 1, h.peer));
+        }
+        for f in fallbacks.iter().filter(|p| heard(p)) {
+            let land = hops_of(f).or(self.place.map(|h| h.saturating_sub(1)));
+            first.push((land.map_or(u8::MAX, |x| x.saturating_add(1)), 1, *f));
+        }
+        for e in entries.iter().filter(|e| heard(&e.provider) && above(e)) {
+            first.push((e.hops.saturating_add(2), 2, e.provider));
+        }
+        // Stable: equals keep the order they came in (the rank, the redirect's order).
+        first.sort_by_key(|(land, kind, _)| (*land, *kind));
+        let mut out: Vec<PeerId> = first.into_iter().map(|(_, _, p)| p).collect();
+        // Then the others: an attempt on a dead provider costs a connect or an answer timeout, seconds.
+        out.extend(fallbacks);
+        out.extend(entries.iter().filter(|e| roomy(e)).map(|e| e.provider));
         out.extend(entries.into_iter().map(|e| e.provider));
-        out.extend(fallbacks.iter().map(|f| f.peer).filter(|p| self.usable(p)));
         dedup_keep_order(&mut out);
         out
     }
@@ -342,6 +415,7 @@ impl Fetcher {
                 };
                 self.cooldown.insert(peer, now + rest);
                 self.hinted = hints.clone();
+                self.hinted_by = Some(peer);
                 Next::NewRound
             }
             Outcome::Unreachable(_) => {
@@ -439,7 +513,7 @@ mod tests {
     }
 
     #[test]
-    fn hints_come_first_then_one_origin_ranked_then_fallbacks() {
+    fn hints_come_first_then_fallbacks_then_one_origin_ranked() {
         let me = PeerId::random();
         let (o1, o2) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
         let (near, far, other, hint, fb) = (
@@ -484,7 +558,9 @@ mod tests {
                 })
             },
         );
-        assert_eq!(got, vec![hint, near, far, fb]);
+        // Nothing is known to be alive or to have room: the redirect's hint, then the node above our lost
+        // upstream, then the catalog (which may name dead providers).
+        assert_eq!(got, vec![hint, fb, near, far]);
         assert_eq!(f.origin(), Some(o1_id));
         assert_eq!(f.lookup_state(&got), LookupState::Connecting);
     }
@@ -723,5 +799,53 @@ mod tests {
         assert_eq!(g.idle_until(t0), t0 + IDLE_WAIT_MIN * 2);
         g.round_started();
         assert_eq!(g.idle_until(t0), t0 + IDLE_WAIT_MIN);
+    }
+
+    #[test]
+    fn candidates_go_by_where_we_would_land_alive_ones_first() {
+        let me = PeerId::random();
+        let o = Keypair::generate_ed25519();
+        let origin = o.public().to_peer_id();
+        let [a, b, c, d, h, fb, x] = std::array::from_fn(|_| PeerId::random());
+        let with = |p: PeerId, hops: u8, spare: u32| CatalogEntry {
+            spare_kbps: spare,
+            ..entry(&o, 1, p, hops)
+        };
+        let catalog = || {
+            vec![
+                with(a, 3, 5000),   // room, alive: we would land at 4
+                with(b, 1, 0),      // full, alive: its redirect would land us at 3 at best
+                with(origin, 0, 0), // full; the origin is alive while its stream is
+                with(c, 5, 5000),   // room, but as far as we were: it may be below us
+                with(d, 2, 0),      // full, not heard from lately: may be dead
+                with(h, 1, 0),      // named by a redirect: we would land at 2
+            ]
+        };
+        let view = |p: &PeerId| PeerView {
+            heard: *p == a || *p == b,
+            ..PeerView::default()
+        };
+        let t0 = Instant::now();
+        let mut f = Fetcher::new(me, "s");
+        f.set_place(Some(4));
+        let hint = |peer| ProviderHint {
+            peer,
+            addrs: vec![],
+        };
+        f.on_outcome(x, &Outcome::Redirected(vec![hint(h)]), t0, false);
+        let got = f.candidates(t0, catalog(), None, &[hint(fb)], view, unknown);
+        // Alive ones by landing hops (a redirect's hint before a full provider at the same), then the
+        // node above our lost upstream we have not heard from, then room below us, then the rest.
+        assert_eq!(got, vec![h, origin, b, a, fb, c, d]);
+        // A stream too big for a's room: a is one more full provider.
+        f.set_need_kbps(6000);
+        let got = f.candidates(t0, catalog(), None, &[hint(fb)], view, unknown);
+        assert_eq!(got, vec![origin, b, a, fb, h, d, c]);
+        // Never attached: nothing counts as below us.
+        let mut g = Fetcher::new(me, "s");
+        let got = g.candidates(t0, catalog(), None, &[], view, unknown);
+        assert_eq!(&got[..3], &[origin, b, a]);
+        // Room at 5 would land us at 6: asking the full ones nearer the origin comes first.
+        assert_eq!(got[3], c, "{got:?}");
     }
 }

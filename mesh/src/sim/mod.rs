@@ -1,25 +1,29 @@
 //! A simulated mesh for audiences no machine here can hold: thousands of virtual nodes that run the mesh's
-//! real decision code — the [`Catalog`] (gossip, merge, provider lists), the [`Fetcher`] (which providers
-//! to try, rests, waits), [`Upstream::on_answer`] (loop and forgery checks on an accept), and the
-//! provider's admission and redirects ([`admits`], [`redirect_hints`], [`fallbacks`]) — over a simulated
+//! real decision code — the [`Catalog`] (gossip, merge, provider lists), the [`Fetcher`] (which providers to
+//! try, rests, waits), [`Upstream::on_answer`] (loop and forgery checks on an accept), and the provider's
+//! admission and redirects ([`admits`], [`redirect_hints`], [`Promised`], [`fallbacks`]) — over a simulated
 //! network with virtual time, deterministic from a seed.
 //!
-//! What is simulated and what is not: the network is a latency per access link (RTT = twice the sum of
-//! both ends' one-way delays), reachability classes decide whether a pair connects directly (public,
-//! cone NATs that punch, symmetric NATs that only punch with open cones) or through a relay, and a
-//! connection costs one RTT to a public node and about three through a relay and a hole punch. Frames
-//! are not simulated one by one: a viewer is *served* while every node on its path from the origin is
-//! alive, and it notices a dead upstream after the stall timeout, as the real node does; a live upstream
-//! that is itself repairing keeps its subscribers (it sends keepalives while it has no frames), and one that
-//! gives up ends them. A dead subscriber stops holding its provider's slot after [`SILENT_AFTER`], and is
-//! cut off at the acknowledgement timeout. Upload caps are slots of the stream's bitrate. There is no DHT (the catalog alone finds providers) and no loss.
+//! What is simulated and what is not: the network is a latency per access link (RTT = twice the sum of both
+//! ends' one-way delays), reachability classes decide whether a pair connects directly (public, cone NATs that
+//! punch, symmetric NATs that only punch with open cones) or through a relay, and a connection costs one RTT
+//! to a public node and about three through a relay and a hole punch. Frames are not simulated one by one: a
+//! viewer is *served* while every node on its path from the origin is alive, and it notices a dead upstream
+//! after the stall timeout, as the real node does; a live upstream that is itself repairing keeps its
+//! subscribers (it sends keepalives while it has no frames), and one that gives up ends them. A node that
+//! re-attaches tells everyone below it its new path (hops and path stay true, as the real `Path` message keeps
+//! them). A dead subscriber stops holding its provider's slot after [`SILENT_AFTER`], and is cut off at the
+//! acknowledgement timeout. Upload caps are slots of the stream's bitrate. There is no DHT (the catalog alone
+//! finds providers) and no loss.
 
 mod net;
 
 use crate::announce::Announcement;
 use crate::catalog::{Catalog, CatalogEntry, Checked, PeerView};
 use crate::routes::Lineage;
-use crate::session::downstream::{SILENT_AFTER, admits, fallbacks, redirect_hints};
+use crate::session::downstream::{
+    HINT_SILENT_AFTER, Promised, SILENT_AFTER, admits, fallbacks, redirect_hints,
+};
 use crate::session::upstream::{Loss, Refusal, Request};
 use crate::session::{Fetcher, Next, Outcome, Stop, Upstream};
 use crate::wire::{Message, ProviderHint};
@@ -44,7 +48,7 @@ const CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// A provider cuts off a subscriber that acknowledged nothing for this long (as the real one).
 const ACK_TIMEOUT_MS: u64 = crate::session::downstream::ACK_TIMEOUT.as_millis() as u64;
 /// An unchanged catalog is sent to a peer again after this long (as the real actor).
-const GOSSIP_REPEAT_MS: u64 = 5_000;
+const GOSSIP_REPEAT_MS: u64 = crate::catalog::GOSSIP_REPEAT.as_millis() as u64;
 
 /// What identifies a catalog message's content for the repeat rule.
 fn digest(entries: &[CatalogEntry]) -> u64 {
@@ -196,6 +200,8 @@ struct Node {
     lost: Option<Arc<Lineage>>,
     /// Subscribers it serves.
     children: Vec<usize>,
+    /// Providers it recently sent redirected subscribers to.
+    promised: Promised,
     /// When its player asked for the stream, ms.
     play_at: Option<u64>,
     /// Its first frame arrived.
@@ -343,6 +349,7 @@ impl Sim {
                 lineage: None,
                 lost: None,
                 children: Vec::new(),
+                promised: Promised::default(),
                 play_at: None,
                 joined: false,
                 orphaned: false,
@@ -485,10 +492,13 @@ impl Sim {
             let (_, direct) = self.topo.connect(i, b);
             self.link(i, b, direct);
         }
+        let kbps = self.cfg.stream_kbps;
         let node = &mut self.nodes[i];
         node.play_at = Some(self.now_ms);
+        let mut fetcher = Fetcher::new(node.peer, STREAM);
+        fetcher.set_need_kbps(kbps);
         node.fetch = Some(Fetch {
-            fetcher: Fetcher::new(node.peer, STREAM),
+            fetcher,
             round: VecDeque::new(),
             epoch: 0,
             attempt: None,
@@ -580,7 +590,7 @@ impl Sim {
         }
     }
 
-    fn view(&self, i: usize, p: &PeerId) -> PeerView {
+    fn view(&self, i: usize, p: &PeerId, heard: &std::collections::HashSet<PeerId>) -> PeerView {
         match self
             .index
             .get(p)
@@ -590,8 +600,12 @@ impl Sim {
                 connected: true,
                 direct,
                 rtt_ms: Some(self.topo.rtt(i, j) as u32),
+                heard: heard.contains(p),
             },
-            None => PeerView::default(),
+            None => PeerView {
+                heard: heard.contains(p),
+                ..PeerView::default()
+            },
         }
     }
 
@@ -614,18 +628,24 @@ impl Sim {
             }
             None => {}
         }
-        let entries = self.nodes[i].catalog.providers(STREAM, None, now);
+        let entries = self.nodes[i]
+            .catalog
+            .providers_first_hand(STREAM, None, now);
         let (origin, fallbacks) = match &self.nodes[i].lost {
             Some(l) => (Some(l.announcement.id.origin), l.fallbacks.clone()),
             None => (None, Vec::new()),
         };
+        fetch
+            .fetcher
+            .set_place(self.nodes[i].lost.as_ref().map(|l| l.hops));
         let catalog = &self.nodes[i].catalog;
+        let heard = catalog.heard_first_hand(STREAM, now);
         let candidates = fetch.fetcher.candidates(
             now,
             entries,
             origin,
             &fallbacks,
-            |p| self.view(i, p),
+            |p| self.view(i, p, &heard),
             |id| catalog.first_seen(id),
         );
         fetch.round = candidates
@@ -778,9 +798,16 @@ impl Sim {
                     self.nodes[p].children.push(from);
                     msg
                 } else {
-                    // The real provider lists its downstreams in hash-map order: random, not oldest first.
+                    // The real provider lists its downstreams in hash-map order: random, not oldest first;
+                    // only those heard within HINT_SILENT_AFTER.
+                    let nameable = HINT_SILENT_AFTER.as_millis() as u64;
                     let mut own: Vec<ProviderHint> = heard
                         .iter()
+                        .filter(|&&c| {
+                            self.nodes[c]
+                                .died_at
+                                .is_none_or(|t| self.now_ms.saturating_sub(t) < nameable)
+                        })
                         .map(|c| ProviderHint {
                             peer: self.nodes[*c].peer,
                             addrs: Vec::new(),
@@ -788,8 +815,14 @@ impl Sim {
                         .collect();
                     own.shuffle(&mut self.rng);
                     let origin = l.announcement.id.origin.to_string();
-                    let listed = node.catalog.providers(STREAM, Some(&origin), now);
-                    let hints = redirect_hints(own, listed, &requester, &node.peer);
+                    let mut listed = node
+                        .catalog
+                        .providers_first_hand(STREAM, Some(&origin), now);
+                    node.promised.discount(&mut listed, kbps, now);
+                    let hints = redirect_hints(own, listed, &requester, &node.peer, l.hops, kbps);
+                    if let Some(first) = hints.first() {
+                        self.nodes[p].promised.promise(first.peer, now);
+                    }
                     if hints.is_empty() {
                         Message::Reject {
                             reason: "upload capacity reached and no other provider known".into(),
@@ -847,6 +880,7 @@ impl Sim {
                     f.round.clear();
                     f.waiting = false;
                 }
+                self.new_path_below(i);
                 if self.chain_alive(i) {
                     self.delivered(i);
                 }
@@ -888,6 +922,47 @@ impl Sim {
                     upstream: i,
                 },
             );
+        }
+    }
+
+    /// `root`'s place in the tree changed: every node below it learns its new path (the real provider sends
+    /// a `Path` message, [`crate::session::Downstream::on_lineage`]), and one that finds itself on its
+    /// own new path (a loop) is cut off and looks elsewhere.
+    fn new_path_below(&mut self, root: usize) {
+        let mut stack = vec![root];
+        while let Some(i) = stack.pop() {
+            let Some(l) = self.nodes[i].lineage.clone() else {
+                continue;
+            };
+            for c in self.nodes[i].children.clone() {
+                let child = &self.nodes[c];
+                if !child.alive || child.upstream != Some(i) {
+                    continue;
+                }
+                let Some(old) = child.lineage.clone() else {
+                    continue;
+                };
+                if l.path.contains(&child.peer) {
+                    self.nodes[i].children.retain(|x| *x != c);
+                    let d = self.topo.one_way(i, c);
+                    self.schedule(
+                        d,
+                        Ev::Stalled {
+                            node: c,
+                            upstream: i,
+                        },
+                    );
+                    continue;
+                }
+                let mut path = l.path.clone();
+                path.push(child.peer);
+                self.nodes[c].lineage = Some(Arc::new(Lineage {
+                    hops: l.hops.saturating_add(1),
+                    path,
+                    ..(*old).clone()
+                }));
+                stack.push(c);
+            }
         }
     }
 
@@ -1101,6 +1176,39 @@ mod tests {
             "300 viewers cannot all hang off the publisher: {r:?}"
         );
         assert!(r.join_p50_ms > 0 && r.join_p95_ms >= r.join_p50_ms, "{r:?}");
+        // Viewers attach as close to the origin as capacity allows: at most one in twenty more than two
+        // levels deeper than the caps require (before the placement rules, one in ten, in this run).
+        let deep: usize = r
+            .depth_histogram
+            .iter()
+            .skip(r.best_depth as usize + 3)
+            .sum();
+        assert!(deep * 20 <= r.served, "{deep} deep: {r:?}");
+    }
+
+    #[test]
+    fn everyone_below_a_node_that_moved_learns_its_new_path() {
+        let mut sim = Sim::new(small(200, 11));
+        sim.run();
+        let mut checked = 0;
+        for i in 1..sim.nodes.len() {
+            if !sim.chain_alive(i) {
+                continue;
+            }
+            let l = sim.nodes[i]
+                .lineage
+                .as_ref()
+                .expect("served nodes hold a lineage");
+            assert_eq!(u32::from(l.hops), sim.depth(i), "node {i}");
+            assert_eq!(l.path.len(), usize::from(l.hops) + 1);
+            assert_eq!(l.path.last(), Some(&sim.nodes[i].peer));
+            let up = sim.nodes[i]
+                .upstream
+                .expect("served viewers have an upstream");
+            assert_eq!(l.path[l.path.len() - 2], sim.nodes[up].peer);
+            checked += 1;
+        }
+        assert!(sim.report.orphaned > 0 && checked > 150, "{:?}", sim.report);
     }
 
     #[test]

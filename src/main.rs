@@ -9,6 +9,7 @@ mod datafile;
 mod friends;
 mod identity;
 mod logging;
+mod memory;
 mod metrics;
 mod node;
 mod service;

@@ -278,6 +278,13 @@ impl Parts {
                 "friend reconnects"
             });
         }
+        {
+            let token = token.clone();
+            tasks.spawn(async move {
+                crate::memory::trim_periodically(token).await;
+                "memory trim"
+            });
+        }
         let _ = shared.running.send_replace(true);
         Ok(Parts { token, tasks })
     }

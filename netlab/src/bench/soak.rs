@@ -86,9 +86,11 @@ pub struct SoakResult {
     pub samples: Vec<Sample>,
 }
 
-/// RSS growth from warm-up's end to the end: the mean of the samples within `window` after `warmup`,
-/// against the mean of the last `window`; (after warm-up, end, growth percent). `None` if either window
-/// has no sample (too short a run).
+/// RSS growth from warm-up's end to the end: the median of the samples within `window` after `warmup`,
+/// against the median of the last `window`; (after warm-up, end, growth percent). `None` if either window
+/// has no sample (too short a run). Medians over minutes, because a node's RSS swings by several MiB
+/// within a minute (its players' buffers, the keyframe cache): one-minute means made the figure move by
+/// ±10% from run to run.
 pub fn rss_growth(
     samples: &[Sample],
     warmup: Duration,
@@ -96,16 +98,20 @@ pub fn rss_growth(
 ) -> Option<(f64, f64, f64)> {
     let (w, win) = (warmup.as_secs_f64(), window.as_secs_f64());
     let last = samples.last()?.at_s;
-    let mean = |f: &dyn Fn(&Sample) -> bool| {
-        let v: Vec<f64> = samples
-            .iter()
-            .filter(|s| f(s))
-            .map(|s| s.rss_kib as f64)
-            .collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    let median = |f: &dyn Fn(&Sample) -> bool| {
+        let mut v: Vec<u64> = samples.iter().filter(|s| f(s)).map(|s| s.rss_kib).collect();
+        v.sort_unstable();
+        let n = v.len();
+        (n > 0).then(|| {
+            if n % 2 == 1 {
+                v[n / 2] as f64
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) as f64 / 2.0
+            }
+        })
     };
-    let start = mean(&|s| s.at_s >= w && s.at_s < w + win)?;
-    let end = mean(&|s| s.at_s > last - win && s.at_s >= w + win)?;
+    let start = median(&|s| s.at_s >= w && s.at_s < w + win)?;
+    let end = median(&|s| s.at_s > last - win && s.at_s >= w + win)?;
     Some((start, end, (end - start) / start * 100.0))
 }
 
@@ -333,7 +339,7 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
     node.stop(Duration::from_secs(5)).await;
 
     let warmup = (opts.duration / 5).min(Duration::from_secs(300));
-    let window = Duration::from_secs(60).min(opts.duration / 5);
+    let window = Duration::from_secs(300).min(opts.duration / 5);
     let (after, end, growth) =
         rss_growth(&samples, warmup, window).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     let mut node_errors = error_lines(&node.log_text());
@@ -405,6 +411,14 @@ mod tests {
             rss_growth(&v, Duration::from_secs(10), Duration::from_secs(10)).unwrap();
         assert_eq!((after, end), (1000.0, 1050.0));
         assert!((growth - 5.0).abs() < 1e-9);
+        // A spike inside a window moves the median, not the figure.
+        let mut spiky = v.clone();
+        spiky[35].rss_kib = 9_000;
+        spiky[12].rss_kib = 1;
+        assert_eq!(
+            rss_growth(&spiky, Duration::from_secs(10), Duration::from_secs(10)).unwrap(),
+            (1000.0, 1050.0, growth)
+        );
         assert!(rss_growth(&v[..12], Duration::from_secs(10), Duration::from_secs(10)).is_none());
     }
 

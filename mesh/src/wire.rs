@@ -607,6 +607,30 @@ mod tests {
     }
 
     #[test]
+    fn a_seal_must_cover_one_to_64_frames_and_be_whole() {
+        let key = Keypair::generate_ed25519();
+        let ann = Announcement::sign(&key, "alice", 7).unwrap();
+        let f = Frame::new(FrameKind::Audio, 21, 3, Bytes::from_static(&[0xaf, 1, 9]));
+        let good = encode(&Message::Frame(signed(&key, &ann, f)));
+        // The count byte follows the header; a count of 0 or above the limit is refused.
+        for count in [0u8, MAX_SEAL_FRAMES as u8 + 1, 255] {
+            let mut b = good.to_vec();
+            b[FRAME_HEADER] = count;
+            assert!(
+                matches!(
+                    decode_all(&b),
+                    Err(DecodeError::Wire(WireError::Invalid("seal frame count")))
+                ),
+                "count {count}"
+            );
+        }
+        // A count that claims more digests than the message holds: truncated, never a panic.
+        let mut b = good.to_vec();
+        b[FRAME_HEADER] = MAX_SEAL_FRAMES as u8;
+        assert!(decode_all(&b).is_err());
+    }
+
+    #[test]
     fn a_received_frame_keeps_the_bytes_it_came_in_and_they_still_verify() {
         let key = Keypair::generate_ed25519();
         let ann = Announcement::sign(&key, "alice", 7).unwrap();

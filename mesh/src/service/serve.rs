@@ -55,6 +55,25 @@ async fn write_bounded<W: futures::AsyncWrite + Unpin>(
     }
 }
 
+/// Writes the messages in `out` (bounded in time, see [`write_bounded`]), counts them and empties `out`.
+async fn send_out<W: futures::AsyncWrite + Unpin>(
+    ctx: &Ctx,
+    peer: PeerId,
+    wr: &mut W,
+    out: &mut Vec<Bytes>,
+) -> Result<(), ServeError> {
+    let total: usize = out.iter().map(|b| b.len()).sum();
+    write_bounded(wr, out).await?;
+    out.clear();
+    ctx.stats.bytes_sent.fetch_add(total as u64, Relaxed);
+    if !ctx.view(&peer).direct {
+        ctx.stats
+            .relayed_bytes_sent
+            .fetch_add(total as u64, Relaxed);
+    }
+    Ok(())
+}
+
 /// Says a last word (a refusal, the end) and closes, within [`WRITE_TIMEOUT`]; failures do not matter.
 async fn last_word<W: futures::AsyncWrite + Unpin>(wr: &mut W, msg: &Message) {
     let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
@@ -235,7 +254,14 @@ async fn serve_inner(
                         }
                     }
                     let b = match &sealer {
-                        Some(s) => s.wire(&f).await,
+                        Some(s) => {
+                            if !out.is_empty() && f.cached(EncodingSlot::Wire).is_none() {
+                                // The frames sealed already go out now, not after this one's batch
+                                // closes.
+                                send_out(ctx, peer, &mut wr, &mut out).await?;
+                            }
+                            s.wire(&f).await
+                        }
                         None => f.encoded(EncodingSlot::Wire, |_| Bytes::new()),
                     };
                     if down.sends(&b) {
@@ -248,14 +274,8 @@ async fn serve_inner(
                         None
                     };
                 }
-                let total: usize = out.iter().map(|b| b.len()).sum();
-                write_bounded(&mut wr, &out).await?;
+                send_out(ctx, peer, &mut wr, &mut out).await?;
                 last_write = Instant::now();
-                out.clear();
-                ctx.stats.bytes_sent.fetch_add(total as u64, Relaxed);
-                if !ctx.view(&peer).direct {
-                    ctx.stats.relayed_bytes_sent.fetch_add(total as u64, Relaxed);
-                }
             }
             // No frames for a while (our own upstream is being replaced, or the publisher paused): tell the
             // subscriber we are alive, so that it waits for us instead of looking elsewhere.

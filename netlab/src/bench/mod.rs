@@ -3,5 +3,6 @@
 
 pub mod fanout;
 pub mod heal;
+pub mod idle;
 pub mod mesh;
 pub mod soak;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use streamr_netlab::bench::fanout::{self, FanoutOptions};
 use streamr_netlab::bench::heal::{self, HealOptions};
+use streamr_netlab::bench::idle::{self, IdleOptions};
 use streamr_netlab::bench::mesh::{self, MeshOptions};
 
 /// Which benchmark.
@@ -21,6 +22,35 @@ pub enum Args {
     /// Healing: A serves B, C is redirected to B; B is killed and C's player counts the gap until frames
     /// come again (through A). Per trial, for each binary (the baseline first).
     Heal(HealArgs),
+    /// An idle mesh: N nodes on loopback, nothing published; CPU, wake-ups and RSS per node over a window
+    /// (goal: <= 0.1% of a core), for each binary (the baseline first).
+    Idle(IdleArgs),
+}
+
+/// Options of `bench idle`.
+#[derive(Debug, clap::Args)]
+pub struct IdleArgs {
+    /// Nodes in the mesh.
+    #[arg(long, default_value_t = 10)]
+    pub nodes: usize,
+    /// Seconds from the last node's start to the window.
+    #[arg(long, default_value_t = 60)]
+    pub warmup: u64,
+    /// Seconds measured.
+    #[arg(long, default_value_t = 300)]
+    pub window: u64,
+    /// The streamr-node binary [default: next to netlab].
+    #[arg(long)]
+    pub node: Option<PathBuf>,
+    /// A baseline binary measured first, in the same run.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Folder for the nodes' logs.
+    #[arg(long, default_value = "/tmp/streamr-bench")]
+    pub work_dir: PathBuf,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Options of `bench heal`.
@@ -162,6 +192,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let results = rt.block_on(heal::run(&opts))?;
             println!("{}", heal::table(&results).to_text());
+            println!("node logs: {}", opts.work_dir.display());
+            write_json(a.json, &results)
+        }
+        Args::Idle(a) => {
+            if !(2..=64).contains(&a.nodes) || a.window == 0 {
+                anyhow::bail!("--nodes takes 2 to 64 and --window at least 1 second");
+            }
+            let mut nodes: Vec<PathBuf> = a.baseline.into_iter().collect();
+            nodes.push(a.node.unwrap_or_else(sibling_node));
+            let opts = IdleOptions {
+                nodes,
+                count: a.nodes,
+                warmup: Duration::from_secs(a.warmup),
+                window: Duration::from_secs(a.window),
+                work_dir: a.work_dir.join("idle"),
+            };
+            let results = rt.block_on(idle::run(&opts))?;
+            println!("{}", idle::table(&results).to_text());
             println!("node logs: {}", opts.work_dir.display());
             write_json(a.json, &results)
         }

@@ -23,6 +23,8 @@ use streamr_node::{config, invite, settings, update};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
+    // Before any thread exists (see memory.rs: why glibc's defaults let a node's RSS creep up).
+    memory::tune();
     // A .env file in the working directory fills in STREAMR_* variables that are not set.
     let _ = dotenvy::dotenv();
     let cli = cli::Cli::parse();

@@ -137,7 +137,7 @@ async fn look(
         upstream,
         hops,
         heard,
-        ..
+        serving,
     } = known;
     // Catalog entries' addresses (their providers' signed records) went into the address book when
     // they were merged; the fallbacks are hints from our last upstream.
@@ -148,6 +148,7 @@ async fn look(
     // Once frames came, the measured bitrate says what room a provider needs for us.
     fetcher.set_need_kbps(stream_kbps(hub));
     fetcher.set_place(hops);
+    fetcher.set_serving(serving);
     let mut candidates = fetcher.candidates(
         now,
         entries,

@@ -684,6 +684,7 @@ impl Sim {
         fetch
             .fetcher
             .set_place(self.nodes[i].lost.as_ref().map(|l| l.hops));
+        fetch.fetcher.set_serving(self.nodes[i].children.len());
         let catalog = &self.nodes[i].catalog;
         let heard = catalog.heard_first_hand(STREAM, now);
         let candidates = fetch.fetcher.candidates(

@@ -126,6 +126,8 @@ pub(super) struct Known {
     pub hops: Option<u8>,
     /// Providers of the name that told us themselves, lately, that they provide it (alive).
     pub heard: HashSet<PeerId>,
+    /// Peers we serve this hub to (whatever their state: they are below us).
+    pub serving: usize,
 }
 
 /// The answer to [`Command::Admit`].
@@ -533,6 +535,11 @@ impl Actor {
                     hops: lineage.as_ref().map(|l| l.hops),
                     heard: self.catalog.heard_first_hand(&name, Instant::now()),
                     upstream: lineage.and_then(|l| l.upstream),
+                    serving: self
+                        .serving
+                        .values()
+                        .filter(|s| s.hub == hub.name())
+                        .count(),
                 });
             }
             Command::SetLineage { hub, lineage, done } => {

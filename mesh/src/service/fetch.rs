@@ -1,7 +1,7 @@
 //! The subscriber side of `/streamr/media/3`, as I/O around the session machines: ask the actor what is
-//! known, let the [`Fetcher`] choose providers, run an [`Upstream`] with each until one delivers, push its
-//! frames into the local hub, and when it dies or stalls, subscribe elsewhere while local players and
-//! downstream peers stay connected.
+//! known, let the [`Fetcher`] choose providers and the [`Round`] how many to ask at once, run an
+//! [`Upstream`] with each until one accepts, push its frames into the local hub, and when it dies or
+//! stalls, subscribe elsewhere while local players and downstream peers stay connected.
 
 use super::actor::{Command, Ctx, Known};
 use super::{provider_key, stream_kbps};
@@ -9,8 +9,10 @@ use crate::auth::PublishId;
 use crate::catalog;
 use crate::net::NetCommand;
 use crate::session::upstream::{Refusal, Request};
-use crate::session::{Event, Fetcher, Loss, Next, Outcome, Stop, Upstream};
+use crate::session::{Event, Fetcher, Loss, Next, Outcome, Round, Stop, Upstream};
 use crate::wire::{self, DecodeError, Message};
+use futures::io::{ReadHalf, WriteHalf};
+use futures::stream::FuturesUnordered;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::PeerId;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use std::time::Duration;
 use streamr_media::{Hub, LookupState, SourceKind};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
-use tokio_util::compat::FuturesAsyncReadCompatExt;
+use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
 use tracing::{debug, info, warn};
 
 /// Time to open a stream and get an answer.
@@ -78,68 +80,7 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             }
             return;
         }
-        let name = fetcher.name().to_string();
-        let known = ctx
-            .client
-            .ask(|reply| Command::Known {
-                hub: hub.clone(),
-                name: name.clone(),
-                reply,
-            })
-            .await
-            .unwrap_or_default();
-        let Known {
-            entries,
-            origin,
-            fallbacks,
-            first_seen,
-            upstream,
-            hops,
-            heard,
-        } = known;
-        // Catalog entries' addresses (their providers' signed records) went into the address book when
-        // they were merged; the fallbacks are hints from our last upstream.
-        let fallback_addrs: Vec<_> = fallbacks
-            .iter()
-            .map(|f| (f.peer, f.addrs.clone()))
-            .collect();
-        // Once frames came, the measured bitrate says what room a provider needs for us.
-        fetcher.set_need_kbps(stream_kbps(&hub));
-        fetcher.set_place(hops);
-        let mut candidates = fetcher.candidates(
-            now,
-            entries,
-            origin,
-            &fallbacks,
-            |p| catalog::PeerView {
-                heard: heard.contains(p),
-                ..ctx.view(p)
-            },
-            |id| first_seen.get(id).copied(),
-        );
-        if let Some(via) = upstream {
-            for (peer, addrs) in fallback_addrs {
-                if candidates.contains(&peer) {
-                    ctx.net
-                        .send(NetCommand::AddAddresses {
-                            peer,
-                            addrs,
-                            via,
-                            signed: false,
-                        })
-                        .await;
-                }
-            }
-        }
-        if candidates.is_empty() {
-            candidates = fetcher.from_dht(ctx.net.providers(provider_key(&name)).await);
-        }
-        ctx.client
-            .send(Command::FetchState {
-                key: key.clone(),
-                state: fetcher.lookup_state(&candidates),
-            })
-            .await;
+        let candidates = look(&ctx, &hub, &mut fetcher, &key, true).await;
         if candidates.is_empty() {
             // Wait for news in the catalog, a provider's rest to end, or look again (the DHT).
             let wake = Instant::from_std(fetcher.idle_until(now));
@@ -150,47 +91,193 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             continue;
         }
         fetcher.round_started();
-        for peer in candidates {
+        let (peer, attached) = match round(&ctx, &hub, &mut fetcher, &key, candidates).await {
+            RoundEnd::Attached(peer, attached) => (peer, attached),
+            RoundEnd::Over => continue,
+            RoundEnd::Stop => return,
+        };
+        let outcome = receive(&ctx, &hub, peer, *attached).await;
+        count(&ctx, &outcome);
+        if let Outcome::Lost { loss, .. } = &outcome {
+            info!(stream = %key, provider = %peer, reason = %loss, "lost the upstream; resubscribing");
+        }
+        let direct = ctx.view(&peer).direct;
+        if fetcher.on_outcome(peer, &outcome, Instant::now().into_std(), direct) == Next::Stop {
+            return;
+        }
+    }
+}
+
+/// Asks the actor what is known (catalog providers, the fallbacks of our last upstream, our place) and
+/// lets the fetcher rank the candidates; with `dht`, asks the DHT when nothing else is known. Tells
+/// waiting players whether providers are known.
+async fn look(
+    ctx: &Arc<Ctx>,
+    hub: &Arc<Hub>,
+    fetcher: &mut Fetcher,
+    key: &str,
+    dht: bool,
+) -> Vec<PeerId> {
+    let now = Instant::now().into_std();
+    let name = fetcher.name().to_string();
+    let known = ctx
+        .client
+        .ask(|reply| Command::Known {
+            hub: hub.clone(),
+            name: name.clone(),
+            reply,
+        })
+        .await
+        .unwrap_or_default();
+    let Known {
+        entries,
+        origin,
+        fallbacks,
+        first_seen,
+        upstream,
+        hops,
+        heard,
+        serving,
+    } = known;
+    // Catalog entries' addresses (their providers' signed records) went into the address book when
+    // they were merged; the fallbacks are hints from our last upstream.
+    let fallback_addrs: Vec<_> = fallbacks
+        .iter()
+        .map(|f| (f.peer, f.addrs.clone()))
+        .collect();
+    // Once frames came, the measured bitrate says what room a provider needs for us.
+    fetcher.set_need_kbps(stream_kbps(hub));
+    fetcher.set_place(hops);
+    fetcher.set_serving(serving);
+    let mut candidates = fetcher.candidates(
+        now,
+        entries,
+        origin,
+        &fallbacks,
+        |p| catalog::PeerView {
+            heard: heard.contains(p),
+            ..ctx.view(p)
+        },
+        |id| first_seen.get(id).copied(),
+    );
+    if let Some(via) = upstream {
+        for (peer, addrs) in fallback_addrs {
+            if candidates.contains(&peer) {
+                ctx.net
+                    .send(NetCommand::AddAddresses {
+                        peer,
+                        addrs,
+                        via,
+                        signed: false,
+                    })
+                    .await;
+            }
+        }
+    }
+    if candidates.is_empty() && dht {
+        candidates = fetcher.from_dht(ctx.net.providers(provider_key(&name)).await);
+    }
+    ctx.client
+        .send(Command::FetchState {
+            key: key.to_string(),
+            state: fetcher.lookup_state(&candidates),
+        })
+        .await;
+    candidates
+}
+
+/// How a round of attempts ended.
+enum RoundEnd {
+    /// This provider accepted us (the other attempts were cancelled).
+    Attached(PeerId, Box<Attached>),
+    /// Nobody accepted and nobody is left to ask: look again.
+    Over,
+    /// The fetch stops.
+    Stop,
+}
+
+/// Asks `candidates` as the [`Round`] says (one, then more at once when the first is slow to answer)
+/// until one accepts; the attempts still under way are then dropped, which closes their streams (a
+/// provider that accepted one frees its slot). A redirect brings a new candidate list while the other
+/// attempts go on.
+async fn round(
+    ctx: &Arc<Ctx>,
+    hub: &Arc<Hub>,
+    fetcher: &mut Fetcher,
+    key: &str,
+    candidates: Vec<PeerId>,
+) -> RoundEnd {
+    let mut round = Round::new();
+    round.refill(candidates);
+    let mut attempts = FuturesUnordered::new();
+    loop {
+        let now = Instant::now().into_std();
+        while let Some(peer) = round.start(now) {
             let request = Request {
-                name: name.clone(),
+                name: fetcher.name().to_string(),
                 origin: fetcher.origin(),
                 prefix: fetcher.prefix().map(str::to_string),
                 have_seq: hub.position().map_or(0, |(s, _)| s),
             };
-            let outcome = session(&ctx, &hub, request, peer, &fetcher).await;
-            count(&ctx, &outcome);
-            match &outcome {
-                Outcome::Redirected(hints) => {
-                    debug!(stream = %key, provider = %peer, n = hints.len(), "redirected");
-                    for h in hints {
-                        ctx.net
-                            .send(NetCommand::AddAddresses {
-                                peer: h.peer,
-                                addrs: h.addrs.clone(),
-                                via: peer,
-                                signed: false,
-                            })
-                            .await;
-                    }
-                }
-                Outcome::Unreachable(reason) => {
-                    debug!(stream = %key, provider = %peer, %reason, "provider unreachable");
-                }
-                Outcome::Refused(reason) => {
-                    debug!(stream = %key, provider = %peer, %reason, "provider refused");
-                }
-                Outcome::Lost { loss, .. } => {
-                    info!(stream = %key, provider = %peer, reason = %loss, "lost the upstream; resubscribing");
-                }
-                Outcome::Superseded => {}
-            }
-            let direct = ctx.view(&peer).direct;
-            match fetcher.on_outcome(peer, &outcome, Instant::now().into_std(), direct) {
-                Next::NextCandidate => continue,
-                Next::NewRound => break,
-                Next::Stop => return,
-            }
+            let (ctx, last_frame) = (ctx.clone(), fetcher.last_frame());
+            attempts.push(async move { (peer, attempt(&ctx, request, peer, last_frame).await) });
         }
+        if round.is_over() {
+            return RoundEnd::Over;
+        }
+        let hedge = round.next_start(now).map(Instant::from_std);
+        let (peer, result) = tokio::select! {
+            _ = ctx.cancel.cancelled() => return RoundEnd::Stop,
+            Some(done) = attempts.next() => done,
+            _ = sleep_until_some(hedge) => continue,
+        };
+        let outcome = match result {
+            Ok(attached) => {
+                round.accepted(&peer);
+                return RoundEnd::Attached(peer, attached);
+            }
+            Err(outcome) => outcome,
+        };
+        round.answered(&peer);
+        count(ctx, &outcome);
+        match &outcome {
+            Outcome::Redirected(hints) => {
+                debug!(stream = %key, provider = %peer, n = hints.len(), "redirected");
+                for h in hints {
+                    ctx.net
+                        .send(NetCommand::AddAddresses {
+                            peer: h.peer,
+                            addrs: h.addrs.clone(),
+                            via: peer,
+                            signed: false,
+                        })
+                        .await;
+                }
+            }
+            Outcome::Unreachable(reason) => {
+                debug!(stream = %key, provider = %peer, %reason, "provider unreachable");
+            }
+            Outcome::Refused(reason) => {
+                debug!(stream = %key, provider = %peer, %reason, "provider refused");
+            }
+            Outcome::Lost { .. } | Outcome::Superseded => {}
+        }
+        let direct = ctx.view(&peer).direct;
+        match fetcher.on_outcome(peer, &outcome, Instant::now().into_std(), direct) {
+            Next::NextCandidate => {}
+            // News (a redirect's hints): a new list for what is not asked yet. Not the DHT: the attempts
+            // under way make no progress while this task waits for it.
+            Next::NewRound => round.refill(look(ctx, hub, fetcher, key, false).await),
+            Next::Stop => return RoundEnd::Stop,
+        }
+    }
+}
+
+/// Sleeps until `at`, or forever.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -237,18 +324,26 @@ fn count(ctx: &Ctx, outcome: &Outcome) {
     }
 }
 
-/// One subscription to `peer`, from dial to loss.
-async fn session(
+/// A subscription a provider accepted: the session and the stream, ready to receive.
+struct Attached {
+    up: Upstream,
+    rd: FramedRead<Compat<ReadHalf<libp2p::Stream>>, wire::Decoder>,
+    wr: WriteHalf<libp2p::Stream>,
+    lineage: Arc<crate::routes::Lineage>,
+    request: Request,
+}
+
+/// One attempt to subscribe to `peer`: dial, open a stream, subscribe, and check the answer.
+async fn attempt(
     ctx: &Arc<Ctx>,
-    hub: &Arc<Hub>,
     request: Request,
     peer: PeerId,
-    fetcher: &Fetcher,
-) -> Outcome {
+    last_frame: Option<std::time::Instant>,
+) -> Result<Box<Attached>, Outcome> {
     // Dial with the addresses we know (libp2p-stream would dial with none); on loopback and LANs the peer
     // may be reachable although no behaviour has its address.
     if let Err(e) = ctx.net.connect(peer, Vec::new(), CONNECT_TIMEOUT).await {
-        return Outcome::Unreachable(format!("cannot connect: {e}"));
+        return Err(Outcome::Unreachable(format!("cannot connect: {e}")));
     }
     let no_answer = |why: String| Outcome::Refused(Refusal::NoAnswer(why));
     let mut control = ctx.net.control();
@@ -256,8 +351,8 @@ async fn session(
         match tokio::time::timeout(ANSWER_TIMEOUT, control.open_stream(peer, wire::PROTOCOL)).await
         {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return no_answer(format!("cannot open a stream: {e}")),
-            Err(_) => return no_answer("timed out opening a stream".into()),
+            Ok(Err(e)) => return Err(no_answer(format!("cannot open a stream: {e}"))),
+            Err(_) => return Err(no_answer("timed out opening a stream".into())),
         };
     let (rd, mut wr) = stream.split();
     let mut rd = FramedRead::new(rd.compat(), wire::Decoder::subscriber());
@@ -266,27 +361,48 @@ async fn session(
         peer,
         request.clone(),
         ctx.config.tuning.stall_timeout,
-        fetcher.last_frame(),
+        last_frame,
         Instant::now().into_std(),
     );
     if let Err(e) = write_bounded(&mut wr, &request.subscribe()).await {
-        return no_answer(format!("cannot subscribe: {e}"));
+        return Err(no_answer(format!("cannot subscribe: {e}")));
     }
     let answer = match tokio::time::timeout(ANSWER_TIMEOUT, rd.next()).await {
         Ok(Some(Ok(m))) => m,
-        Ok(Some(Err(e))) => return Outcome::Refused(Refusal::Protocol(format!("bad answer: {e}"))),
-        Ok(None) => return no_answer("closed without an answer".into()),
-        Err(_) => return no_answer("no answer".into()),
+        Ok(Some(Err(e))) => {
+            return Err(Outcome::Refused(Refusal::Protocol(format!(
+                "bad answer: {e}"
+            ))));
+        }
+        Ok(None) => return Err(no_answer("closed without an answer".into())),
+        Err(_) => return Err(no_answer("no answer".into())),
     };
-    let lineage = match up.on_answer(answer, Instant::now().into_std()) {
-        Ok(l) => l,
+    match up.on_answer(answer, Instant::now().into_std()) {
+        Ok(lineage) => Ok(Box::new(Attached {
+            up,
+            rd,
+            wr,
+            lineage,
+            request,
+        })),
         Err(outcome) => {
             if let Outcome::Refused(Refusal::Forged(e)) = &outcome {
                 warn!(provider = %peer, error = %e, "provider sent a forged announcement; refusing it");
             }
-            return outcome;
+            Err(outcome)
         }
-    };
+    }
+}
+
+/// Receives from the provider that accepted us, into the hub, until the subscription is lost.
+async fn receive(ctx: &Arc<Ctx>, hub: &Arc<Hub>, peer: PeerId, attached: Attached) -> Outcome {
+    let Attached {
+        mut up,
+        mut rd,
+        mut wr,
+        lineage,
+        request,
+    } = attached;
     let hops = lineage.hops;
     let session = PublishId::of(&lineage.announcement).session();
     // The lineage is in the table before the source attaches, so the hub is provided as soon as it is live

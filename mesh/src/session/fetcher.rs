@@ -134,6 +134,8 @@ pub struct Fetcher {
     /// Our distance from the origin while we held the stream (or before we lost it): providers at least
     /// as far may be below us, and would refuse us (a loop).
     place: Option<u8>,
+    /// Peers we serve the stream to: with none, nobody is below us, wherever we were.
+    serving: usize,
 }
 
 impl Fetcher {
@@ -161,6 +163,7 @@ impl Fetcher {
             friends: Friends::default(),
             need_kbps: TYPICAL_STREAM_KBPS,
             place: None,
+            serving: 0,
         }
     }
 
@@ -168,6 +171,12 @@ impl Fetcher {
     /// (None: never attached). See [`Fetcher::candidates`].
     pub fn set_place(&mut self, hops: Option<u8>) {
         self.place = hops;
+    }
+
+    /// How many peers we serve the stream to (see [`Fetcher::candidates`]): with none, no provider can be
+    /// below us, and those as far from the origin as we were are as good as any.
+    pub fn set_serving(&mut self, peers: usize) {
+        self.serving = peers;
     }
 
     /// The stream's bitrate once measured, kbit/s (until then a typical stream's is assumed): providers
@@ -320,7 +329,7 @@ impl Fetcher {
             let v = view(&e.provider);
             has_room(e.spare_kbps, self.need_kbps) && (!v.connected || v.direct)
         };
-        let above = |e: &CatalogEntry| self.place.is_none_or(|h| e.hops < h);
+        let above = |e: &CatalogEntry| self.serving == 0 || self.place.is_none_or(|h| e.hops < h);
         // The origin of a live stream is alive (its entry is the one at hop 0), whoever passed it on.
         let heard = |p: &PeerId| view(p).heard || origin == Some(*p);
         let hops_of = |p: &PeerId| entries.iter().find(|e| e.provider == *p).map(|e| e.hops);
@@ -351,8 +360,24 @@ impl Fetcher {
             first.push((e.hops.saturating_add(2), 2, e.provider));
         }
         // Stable: equals keep the order they came in (the rank, the redirect's order).
-        first.sort_by_key(|(land, kind, _)| (*land, *kind));
+        first.sort_by_key(|(land, kind, p)| (*land, *kind, !view(p).connected));
         let mut out: Vec<PeerId> = first.into_iter().map(|(_, _, p)| p).collect();
+        // A sure thing second: a provider we heard from lately that has room for us (and cannot be below
+        // us). The first is often a full provider nearer the origin, whose redirect leads one level down
+        // at a time, a new connection each; the round asks the second when the first is slow to answer
+        // (see [`super::Round`]), so the chase is tried without waiting on it.
+        let sure = entries
+            .iter()
+            .filter(|e| roomy(e) && above(e) && heard(&e.provider))
+            .min_by_key(|e| e.hops)
+            .map(|e| e.provider);
+        if let Some(sure) = sure
+            && out.first() != Some(&sure)
+            && let Some(at) = out.iter().position(|p| *p == sure)
+        {
+            out.remove(at);
+            out.insert(1, sure);
+        }
         // Then the others: an attempt on a dead provider costs a connect or an answer timeout, seconds.
         out.extend(fallbacks);
         out.extend(entries.iter().filter(|e| roomy(e)).map(|e| e.provider));
@@ -828,6 +853,8 @@ mod tests {
         let t0 = Instant::now();
         let mut f = Fetcher::new(me, "s");
         f.set_place(Some(4));
+        // We serve a peer: a provider as far from the origin as we were may be below us.
+        f.set_serving(1);
         let hint = |peer| ProviderHint {
             peer,
             addrs: vec![],
@@ -835,8 +862,10 @@ mod tests {
         f.on_outcome(x, &Outcome::Redirected(vec![hint(h)]), t0, false);
         let got = f.candidates(t0, catalog(), None, &[hint(fb)], view, unknown);
         // Alive ones by landing hops (a redirect's hint before a full provider at the same), then the
-        // node above our lost upstream we have not heard from, then room below us, then the rest.
-        assert_eq!(got, vec![h, origin, b, a, fb, c, d]);
+        // node above our lost upstream we have not heard from, then room below us, then the rest; but the
+        // best provider alive with room comes second, whatever its landing: the round asks it when the
+        // first is slow to answer.
+        assert_eq!(got, vec![h, a, origin, b, fb, c, d]);
         // A stream too big for a's room: a is one more full provider.
         f.set_need_kbps(6000);
         let got = f.candidates(t0, catalog(), None, &[hint(fb)], view, unknown);
@@ -844,8 +873,76 @@ mod tests {
         // Never attached: nothing counts as below us.
         let mut g = Fetcher::new(me, "s");
         let got = g.candidates(t0, catalog(), None, &[], view, unknown);
-        assert_eq!(&got[..3], &[origin, b, a]);
+        assert_eq!(&got[..3], &[origin, a, b]);
         // Room at 5 would land us at 6: asking the full ones nearer the origin comes first.
         assert_eq!(got[3], c, "{got:?}");
+    }
+
+    #[test]
+    fn a_node_that_serves_nobody_may_attach_as_deep_as_it_was() {
+        let me = PeerId::random();
+        let o = Keypair::generate_ed25519();
+        let origin = o.public().to_peer_id();
+        let [deep, dead_up] = std::array::from_fn(|_| PeerId::random());
+        let catalog = || {
+            vec![
+                CatalogEntry {
+                    spare_kbps: 0,
+                    ..entry(&o, 1, origin, 0)
+                },
+                // Alive with room, as far from the origin as we were.
+                CatalogEntry {
+                    spare_kbps: 8000,
+                    ..entry(&o, 1, deep, 4)
+                },
+            ]
+        };
+        let view = |p: &PeerId| PeerView {
+            heard: *p == deep,
+            connected: *p == deep,
+            direct: *p == deep,
+            ..PeerView::default()
+        };
+        let t0 = Instant::now();
+        let lost = Outcome::Lost {
+            loss: Loss::Stalled(Duration::from_secs(1)),
+            last_frame: Some(t0),
+        };
+        let mut f = Fetcher::new(me, "s");
+        f.on_outcome(dead_up, &lost, t0, false);
+        f.set_place(Some(4));
+        // Serving someone: deep may be below us, so it comes last, after the origin's redirect chase.
+        f.set_serving(2);
+        assert_eq!(
+            f.candidates(t0, catalog(), None, &[], view, unknown),
+            vec![origin, deep]
+        );
+        // Serving nobody: nobody is below us, and deep is the sure thing asked second (the origin, full,
+        // would land us at 2 if its redirect led to room at once, which in a full tree it does not).
+        f.set_serving(0);
+        assert_eq!(
+            f.candidates(t0, catalog(), None, &[], view, unknown),
+            vec![origin, deep]
+        );
+        // With a third candidate between them, deep still comes second.
+        let mut cat = catalog();
+        let near_full = PeerId::random();
+        cat.push(CatalogEntry {
+            spare_kbps: 0,
+            ..entry(&o, 1, near_full, 1)
+        });
+        let view2 = |p: &PeerId| PeerView {
+            heard: *p == deep || *p == near_full,
+            ..view(p)
+        };
+        assert_eq!(
+            f.candidates(t0, cat.clone(), None, &[], view2, unknown),
+            vec![origin, deep, near_full]
+        );
+        f.set_serving(2);
+        assert_eq!(
+            f.candidates(t0, cat, None, &[], view2, unknown),
+            vec![origin, near_full, deep]
+        );
     }
 }

@@ -233,8 +233,6 @@ pub struct NetStats {
     pub relay_circuits_closed: AtomicU64,
     /// Relayed connections closed because a direct one to the same peer exists.
     pub relayed_connections_replaced: AtomicU64,
-    /// Direct connections closed because another one to the same peer in the same family exists.
-    pub duplicate_connections_closed: AtomicU64,
     /// Addresses a peer gave us that we will not dial (local ones from a peer not on our network, hints
     /// beyond a peer's share).
     pub addresses_refused: AtomicU64,
@@ -457,7 +455,7 @@ pub async fn start(
         reservation_listeners: HashMap::new(),
         public: false,
         upnp_enabled: cfg.upnp,
-        sort_paths_at: HashMap::new(),
+        close_relayed_at: HashMap::new(),
         book: AddressBook::default(),
         connect_waiters: HashMap::new(),
         pending_dials: HashMap::new(),
@@ -543,9 +541,8 @@ struct EventLoop {
     /// Relay service and DHT server mode are on.
     public: bool,
     upnp_enabled: bool,
-    /// Peers whose lesser connections are closed at this time (relayed ones once a direct one exists,
-    /// direct duplicates in one address family; see `dualstack::superseded`).
-    sort_paths_at: HashMap<PeerId, Instant>,
+    /// Peers whose relayed connections are closed at this time (a direct one exists).
+    close_relayed_at: HashMap<PeerId, Instant>,
     /// Where we can dial peers (identify, signed records, hints).
     book: AddressBook,
     /// Callers waiting for a connection to a peer.
@@ -683,10 +680,9 @@ impl EventLoop {
                 Err(e) => debug!(%relay, error = %e, "cannot listen through relay"),
             }
         }
-        // Close relayed connections to peers we now reach directly, and direct duplicates (see
-        // `dualstack::superseded`).
+        // Close relayed connections to peers we now reach directly (see `dualstack::superseded`).
         let mut due = Vec::new();
-        self.sort_paths_at.retain(|p, at| {
+        self.close_relayed_at.retain(|p, at| {
             if *at <= now {
                 due.push(*p);
                 false
@@ -694,37 +690,20 @@ impl EventLoop {
                 true
             }
         });
-        let me = *self.swarm.local_peer_id();
         for peer in due {
-            let lesser: Vec<(ConnectionId, bool)> = self
+            let relayed: Vec<ConnectionId> = self
                 .snapshot
                 .read()
                 .peers
                 .get(&peer)
-                .map(|p| {
-                    dualstack::superseded(&p.connections, me < peer)
-                        .into_iter()
-                        .filter_map(|id| {
-                            let c = p.connections.iter().find(|c| c.id == id)?;
-                            Some((id, c.relayed))
-                        })
-                        .collect()
-                })
+                .map(|p| dualstack::superseded(&p.connections))
                 .unwrap_or_default();
-            for (id, relayed) in lesser {
-                if !self.swarm.close_connection(id) {
-                    continue;
-                }
-                if relayed {
+            for id in relayed {
+                if self.swarm.close_connection(id) {
                     self.stats
                         .relayed_connections_replaced
                         .fetch_add(1, Relaxed);
                     debug!(%peer, "closed a relayed connection: a direct one exists");
-                } else {
-                    self.stats
-                        .duplicate_connections_closed
-                        .fetch_add(1, Relaxed);
-                    debug!(%peer, "closed a second direct connection in one address family");
                 }
             }
         }

@@ -56,11 +56,6 @@ pub(crate) fn encode(e: &mut DescriptorEncoder, n: &NetStats, snap: &NetSnapshot
             "Relayed connections closed because a direct one exists",
             &n.relayed_connections_replaced,
         ),
-        (
-            "streamr_mesh_duplicate_connections_closed",
-            "Direct connections closed because another one to the same peer in the same address family exists",
-            &n.duplicate_connections_closed,
-        ),
         // Attacks refused and limits reached (docs/security.md).
         (
             "streamr_mesh_connections_denied",

@@ -87,17 +87,9 @@ impl EventLoop {
             dialer,
             established: Instant::now(),
         };
-        if dualstack::needs_sorting(
-            &info.connections,
-            dualstack::path_rank(&conn),
-            dualstack::family(&conn.remote),
-        ) {
-            if relayed || info.connections.iter().any(|c| c.relayed) {
-                info!(%peer_id, remote = %conn.remote, relayed, "a direct and a relayed connection to the peer; the relayed one will be closed");
-            } else {
-                debug!(%peer_id, remote = %conn.remote, "a second direct connection to the peer in one address family; one will be closed");
-            }
-            self.sort_paths_at
+        if dualstack::needs_sorting(&info.connections, dualstack::path_rank(&conn)) {
+            info!(%peer_id, remote = %conn.remote, relayed, "a direct and a relayed connection to the peer; the relayed one will be closed");
+            self.close_relayed_at
                 .insert(peer_id, Instant::now() + RELAYED_CLOSE_GRACE);
         }
         info.connections.push(conn);

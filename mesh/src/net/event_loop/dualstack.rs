@@ -82,43 +82,22 @@ pub fn path_rank(conn: &ConnInfo) -> u8 {
 }
 
 /// The connections to close because a better path to the same peer exists: the relayed ones, once a
-/// direct connection (either family) exists; and, when `drop_duplicates`, every direct connection but
-/// one per family (QUIC before TCP, then the oldest). Nothing while the peer has no direct connection.
-///
-/// Duplicates come from both ends dialing at once, from a dial racing several addresses of one host
-/// (loopback, LAN, IPv6 ULA) and from hole punches; each costs its own keep-alives, pings and DHT and
-/// identify traffic, which an idle mesh paid several times over. Only one end of a pair sorts them out
-/// (the caller passes `drop_duplicates` on the end with the lower peer id), so the two ends never close
-/// different ones of the same pair and leave none.
-pub fn superseded(conns: &[ConnInfo], drop_duplicates: bool) -> Vec<ConnectionId> {
+/// direct connection (either family) exists. Nothing while the peer has no direct connection.
+pub fn superseded(conns: &[ConnInfo]) -> Vec<ConnectionId> {
     if !conns.iter().any(|c| !c.relayed) {
         return Vec::new();
     }
-    let mut out: Vec<ConnectionId> = conns.iter().filter(|c| c.relayed).map(|c| c.id).collect();
-    if drop_duplicates {
-        for fam in [Some(Family::V4), Some(Family::V6), None] {
-            let mut direct: Vec<&ConnInfo> = conns
-                .iter()
-                .filter(|c| !c.relayed && family(&c.remote) == fam)
-                .collect();
-            direct.sort_by_key(|c| (!crate::net::is_quic(&c.remote), c.established, c.id));
-            out.extend(direct.iter().skip(1).map(|c| c.id));
-        }
-    }
-    out
+    conns.iter().filter(|c| c.relayed).map(|c| c.id).collect()
 }
 
-/// Whether a new connection ranked `new_rank` (see [`path_rank`]) to `new_family` makes one of `existing`
-/// superseded: a direct one beside a relayed one, or a second direct one in the same family. Then the
-/// peer's connections are sorted out after the grace period.
-pub fn needs_sorting(existing: &[ConnInfo], new_rank: u8, new_family: Option<Family>) -> bool {
+/// Whether a new connection ranked `new_rank` (see [`path_rank`]) makes one of `existing` superseded:
+/// a direct one beside a relayed one. Then the peer's connections are sorted out after the grace period.
+pub fn needs_sorting(existing: &[ConnInfo], new_rank: u8) -> bool {
     let relayed = |r: u8| r == 2;
     if relayed(new_rank) {
         existing.iter().any(|c| !c.relayed)
     } else {
-        existing
-            .iter()
-            .any(|c| c.relayed || family(&c.remote) == new_family)
+        existing.iter().any(|c| c.relayed)
     }
 }
 
@@ -237,71 +216,25 @@ mod tests {
             "/ip4/198.51.100.10/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
             true,
         );
-        for dups in [false, true] {
-            assert_eq!(
-                superseded(&[v4.clone(), v6.clone(), relayed.clone()], dups),
-                vec![relayed.id]
-            );
-            assert_eq!(
-                superseded(&[v6.clone(), relayed.clone()], dups),
-                vec![relayed.id]
-            );
-            assert!(superseded(&[v4.clone(), v6.clone()], dups).is_empty());
-            assert!(superseded(std::slice::from_ref(&relayed), dups).is_empty());
-        }
-        let sort = |existing: &ConnInfo, new: &ConnInfo| {
-            needs_sorting(
-                std::slice::from_ref(existing),
-                path_rank(new),
-                family(&new.remote),
-            )
-        };
-        assert!(sort(&relayed, &v6));
-        assert!(sort(&v4, &relayed));
-        assert!(!sort(&v4, &v6));
-        assert!(!sort(&relayed, &relayed));
-    }
-
-    #[test]
-    fn one_direct_connection_per_family_is_kept_quic_first_then_the_oldest() {
-        let t0 = Instant::now();
-        let at = |mut c: ConnInfo, ms: u64| {
-            c.established = t0 + Duration::from_millis(ms);
-            c
-        };
-        let tcp_lo = at(conn(1, "/ip4/127.0.0.1/tcp/4001", false), 0);
-        let tcp_lan = at(conn(2, "/ip4/192.0.2.2/tcp/4001", false), 10);
-        let quic_lo = at(conn(3, "/ip4/127.0.0.1/udp/4001/quic-v1", false), 20);
-        let quic_lan = at(conn(4, "/ip4/192.0.2.2/udp/4001/quic-v1", false), 30);
-        let v6 = at(conn(5, "/ip6/::1/tcp/4001", false), 40);
-        let all = [
-            tcp_lo.clone(),
-            tcp_lan.clone(),
-            quic_lo.clone(),
-            quic_lan.clone(),
-            v6.clone(),
-        ];
-        let mut closed = superseded(&all, true);
-        closed.sort();
-        // The oldest QUIC connection stays in IPv4, the only IPv6 one stays.
-        assert_eq!(closed, vec![tcp_lo.id, tcp_lan.id, quic_lan.id]);
-        // Without QUIC the oldest TCP connection stays.
         assert_eq!(
-            superseded(&[tcp_lan.clone(), tcp_lo.clone()], true),
-            vec![tcp_lan.id]
+            superseded(&[v4.clone(), v6.clone(), relayed.clone()]),
+            vec![relayed.id]
         );
-        // The end that does not sort duplicates out closes none.
-        assert!(superseded(&all, false).is_empty());
-        // A second direct connection in a family asks for sorting; one in the other family does not.
+        assert_eq!(superseded(&[v6.clone(), relayed.clone()]), vec![relayed.id]);
+        assert!(superseded(&[v4.clone(), v6.clone()]).is_empty());
+        assert!(superseded(std::slice::from_ref(&relayed)).is_empty());
         assert!(needs_sorting(
-            std::slice::from_ref(&tcp_lo),
-            path_rank(&quic_lan),
-            family(&quic_lan.remote)
+            std::slice::from_ref(&relayed),
+            path_rank(&v6)
         ));
+        assert!(needs_sorting(
+            std::slice::from_ref(&v4),
+            path_rank(&relayed)
+        ));
+        assert!(!needs_sorting(std::slice::from_ref(&v4), path_rank(&v6)));
         assert!(!needs_sorting(
-            std::slice::from_ref(&tcp_lo),
-            path_rank(&v6),
-            family(&v6.remote)
+            std::slice::from_ref(&relayed),
+            path_rank(&relayed)
         ));
     }
 }

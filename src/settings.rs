@@ -187,8 +187,9 @@ settings! {
     upnp: bool = true;
         env "STREAMR_UPNP"; value "true|false"; applies Reconnect;
     /// When a hole punch to a friend behind a router that gives every destination a new port (symmetric
-    /// NAT) fails, try port prediction: both nodes send many small probes to guess each other's ports
-    /// (at most a few thousand packets over 6 seconds, once per peer per 10 minutes).
+    /// NAT) fails, try port prediction: that side sends small probes from many ports and the other guesses
+    /// which (at most about 2,500 probes and 510 connection attempts over 12 seconds, once per peer per 10
+    /// minutes).
     port_prediction: bool = true;
         env "STREAMR_PORT_PREDICTION"; value "true|false"; applies Reconnect;
     /// Relay service of a public node: circuits relayed at once. Enough for friends to watch a 2.5 Mbit/s

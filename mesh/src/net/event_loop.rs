@@ -12,7 +12,7 @@ use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm, identity::Keypair, kad, noise, relay, tcp, yamux,
 };
 use parking_lot::RwLock;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
@@ -472,6 +472,7 @@ pub async fn start(
         friends: cfg.traversal.friends.clone(),
         predict,
         predicting: HashMap::new(),
+        fresh_port_conns: HashSet::new(),
     };
     let task = tokio::spawn(async move { lp.run(cancel).await });
     Ok((handle, task))
@@ -563,6 +564,9 @@ struct EventLoop {
     predict: Option<predict::Ctx>,
     /// Port prediction attempts we started, by peer, awaiting their outcome.
     predicting: HashMap<PeerId, Instant>,
+    /// Open connections we dialed from a fresh port, whose peers' view of our address port prediction
+    /// does not count (see `predict`).
+    fresh_port_conns: HashSet<ConnectionId>,
     /// Connected peers that identified as nodes of this mesh (the relay service reserves only for them).
     members: MeshMembers,
     /// Reservations the relay service refused to outsiders (counted inside the relay's limiter).

@@ -36,11 +36,17 @@ impl EventLoop {
     /// A peer identified itself: how it sees us, whether it is a node of this mesh, its DHT addresses,
     /// the addresses it listens on and whether it offers a relay.
     fn on_identify(&mut self, ev: identify::Event) {
-        let identify::Event::Received { peer_id, info, .. } = ev else {
+        let identify::Event::Received {
+            peer_id,
+            info,
+            connection_id,
+            ..
+        } = ev
+        else {
             return;
         };
         if !is_relayed(&info.observed_addr) {
-            self.observed_by(peer_id, &info.observed_addr);
+            self.observed_by(peer_id, connection_id, &info.observed_addr);
         }
         if is_mesh_node(&info) {
             self.members.insert(peer_id);

@@ -64,6 +64,7 @@ impl EventLoop {
         self.pending_dials.remove(&connection_id);
         self.dialed_with.remove(&peer_id);
         self.answer_connect(&peer_id, Ok(()));
+        self.note_port_use(connection_id, endpoint);
         let (remote, dialer) = match endpoint {
             ConnectedPoint::Dialer { address, .. } => (address.clone(), true),
             ConnectedPoint::Listener { send_back_addr, .. } => {
@@ -99,6 +100,7 @@ impl EventLoop {
     /// relay service's member list.
     pub(super) fn on_connection_closed(&mut self, peer_id: PeerId, connection_id: ConnectionId) {
         self.stats.connections_closed.fetch_add(1, Relaxed);
+        self.fresh_port_conns.remove(&connection_id);
         let mut s = self.snapshot.write();
         if let Some(p) = s.peers.get_mut(&peer_id) {
             p.connections.retain(|c| c.id != connection_id);
@@ -140,6 +142,11 @@ impl EventLoop {
             self.answer_connect(&p, Err(error.to_string()));
         }
         debug!(peer = ?peer_id, error = %error, "outgoing connection failed");
+        if let (Some(p), DialError::Transport(tried)) = (peer_id, error)
+            && tried.iter().any(|(a, _)| !is_relayed(a))
+        {
+            self.on_direct_dial_failed(p);
+        }
     }
 
     /// A listener closed: when it was a relay reservation's, the reservation is over.

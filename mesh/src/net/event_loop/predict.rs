@@ -16,13 +16,26 @@
 //!
 //! The two sides agree over the relayed connection (`/streamr/predict/1`): each says whether its router
 //! keeps ports and where the relay sees it; the roles follow from that alone, so both compute the same.
-//! Bounded: H sends at most 3 probes per socket (1536 packets) and keeps its sockets 6 s; E sends 255
-//! handshakes (each retried by QUIC within libp2p's 5 s handshake timeout); once per peer per
-//! [`RETRY_AFTER`]; off with the `port_prediction` setting. Two symmetric NATs leave nothing known to aim
-//! at: the attempt is still made (and counted) when both are hard, with the expected poor odds.
+//! Whether a router keeps ports is judged from how peers saw our QUIC socket; a connection libp2p dialed
+//! from a fresh port (an AutoNAT dial-back we make for a peer) says nothing about it and is not counted
+//! (it made port-keeping routers look symmetric, and then no guess could land).
+//!
+//! When: after the first direct dial to a peer we are only relayed to failed (DCUtR's first attempt), not
+//! after DCUtR's third (about 10 s later), and again when DCUtR gives up if nothing was tried yet.
+//!
+//! Bounded ([`budget`]): E guesses in at most [`ROUNDS`] rounds of [`EASY_GUESSES`] fresh ports, a round
+//! every [`ROUND_EVERY`] and only while no direct connection exists (each guess a QUIC handshake, retried
+//! by QUIC within libp2p's 5 s handshake timeout); H sends at most [`PROBE_AT_MS`]`.len()` probes per
+//! socket and keeps its sockets [`WINDOW`]; once per peer per [`RETRY_AFTER`]; off with the
+//! `port_prediction` setting. Two symmetric NATs leave nothing known to aim at: the attempt is still made
+//! (one round) when both look hard, in case one of them maps endpoint-independently but does not keep
+//! ports, with the expected poor odds otherwise.
 
 use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::core::ConnectedPoint;
+use libp2p::core::transport::PortUse;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use parking_lot::Mutex;
 use rand::Rng;
@@ -41,14 +54,26 @@ use super::NetCommand;
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/streamr/predict/1");
 /// Sockets the hard side opens.
 pub const HARD_SOCKETS: usize = 512;
-/// Ports the easy side tries (libp2p dials at most 255 addresses of one dial at once).
+/// Ports the easy side tries per round (libp2p dials at most 255 addresses of one dial at once).
 pub const EASY_GUESSES: usize = 255;
-/// How long the hard side waits for a guess to land.
-const WINDOW: Duration = Duration::from_secs(6);
-/// When the hard side sends its probes, from its start.
-const PROBE_AT_MS: [u64; 3] = [0, 1500, 3000];
+/// Rounds of guesses when exactly one side is hard: 87% for one round of 255 against 512 mappings, 98%
+/// for two. The second round is dialed only if the first did not land.
+pub const ROUNDS: usize = 2;
+/// Time from one round of guesses to the next: libp2p-quic's 5 s handshake timeout (the first round's
+/// dial has ended) and a little more.
+pub const ROUND_EVERY: Duration = Duration::from_millis(5500);
+/// libp2p-quic's handshake timeout (its default, which the mesh keeps): how long one round's dial lasts.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the hard side waits for a guess to land: every round's guesses and their QUIC retries.
+const WINDOW: Duration = Duration::from_secs(12);
+/// When the hard side sends its probes, from its start: three in the first round (against loss), then
+/// one every few seconds so that its mappings stay open through the second round on routers that close
+/// unanswered mappings early.
+pub const PROBE_AT_MS: [u64; 5] = [0, 1500, 3000, 6000, 9000];
 /// The easy side starts this long after the agreement, so H's mappings exist when its guesses arrive.
 const EASY_DELAY: Duration = Duration::from_millis(300);
+/// How long opening the coordination stream, and the exchange on it, may take each.
+const COORDINATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// A relay for a predicted connection closes after this long without a datagram.
 const PROXY_IDLE: Duration = Duration::from_secs(30);
 /// One attempt per peer per this long.
@@ -95,10 +120,34 @@ impl Hello {
 /// What this side does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    /// Dial these guesses of the hard side's QUIC address.
-    Easy(Vec<Multiaddr>),
+    /// Dial these guesses of the hard side's QUIC address: one dial per round, [`ROUND_EVERY`] apart, each
+    /// only while no direct connection exists. No port is guessed twice.
+    Easy(Vec<Vec<Multiaddr>>),
     /// Open sockets towards the easy side's QUIC address and relay the one that is hit.
     Hard(SocketAddrV4),
+}
+
+/// The most an attempt may cost, on either side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Probes the hard side sends (8-byte UDP datagrams).
+    pub hard_probes: usize,
+    /// QUIC handshakes the easy side starts (one per guessed port).
+    pub easy_handshakes: usize,
+    /// From the agreement until the easy side's last dial has ended.
+    pub easy_time: Duration,
+    /// How long the hard side keeps its sockets.
+    pub hard_time: Duration,
+}
+
+/// The budget of an attempt with `sockets` sockets on the hard side.
+pub fn budget(sockets: usize) -> Budget {
+    Budget {
+        hard_probes: sockets * PROBE_AT_MS.len(),
+        easy_handshakes: ROUNDS * EASY_GUESSES,
+        easy_time: EASY_DELAY + ROUND_EVERY * (ROUNDS as u32 - 1) + HANDSHAKE_TIMEOUT,
+        hard_time: WINDOW,
+    }
 }
 
 /// Whether our router keeps ports: every observer saw us on our own QUIC port.
@@ -106,8 +155,9 @@ pub fn is_hard(observed: &[SocketAddrV4], quic_port: u16) -> bool {
     observed.iter().any(|a| a.port() != quic_port)
 }
 
-/// The roles, the same on both sides: the hard side opens sockets, the easy side guesses; when both are
-/// hard the smaller id guesses. Err: nothing to do, and why.
+/// The roles, the same on both sides: the hard side opens sockets, the easy side guesses in [`ROUNDS`]
+/// rounds; when both are hard the smaller id guesses, one round only (see the module doc). Err: nothing to
+/// do, and why.
 pub fn plan(
     me: (PeerId, Hello),
     them: (PeerId, Hello),
@@ -123,14 +173,21 @@ pub fn plan(
         (true, true) => me.0 < them.0,
     };
     if i_guess {
+        let rounds = if me.1.hard { 1 } else { ROUNDS };
+        let ports = guesses(EASY_GUESSES * rounds, rng);
         Ok(Role::Easy(
-            guesses(EASY_GUESSES, rng)
-                .into_iter()
-                .map(|p| {
-                    Multiaddr::empty()
-                        .with(Protocol::Ip4(*theirs.ip()))
-                        .with(Protocol::Udp(p))
-                        .with(Protocol::QuicV1)
+            ports
+                .chunks(EASY_GUESSES)
+                .map(|round| {
+                    round
+                        .iter()
+                        .map(|p| {
+                            Multiaddr::empty()
+                                .with(Protocol::Ip4(*theirs.ip()))
+                                .with(Protocol::Udp(*p))
+                                .with(Protocol::QuicV1)
+                        })
+                        .collect()
                 })
                 .collect(),
         ))
@@ -142,6 +199,7 @@ pub fn plan(
 
 /// `n` distinct random ports from the range Linux's random source NAT uses.
 pub fn guesses(n: usize, rng: &mut impl Rng) -> Vec<u16> {
+    let n = n.min(usize::from(*PORTS.end() - *PORTS.start()) + 1);
     let mut set = HashSet::with_capacity(n);
     let mut v = Vec::with_capacity(n);
     while v.len() < n {
@@ -225,14 +283,14 @@ impl std::fmt::Debug for Ctx {
 pub async fn initiate(ctx: Ctx, peer: PeerId) {
     let mut control = ctx.control.clone();
     let stream =
-        tokio::time::timeout(Duration::from_secs(5), control.open_stream(peer, PROTOCOL)).await;
+        tokio::time::timeout(COORDINATION_TIMEOUT, control.open_stream(peer, PROTOCOL)).await;
     let Ok(Ok(mut stream)) = stream else {
         debug!(%peer, "port prediction: no coordination stream");
         return;
     };
     let mine = ctx.shared.lock().hello();
     let mut buf = [0u8; 8];
-    let exchanged = tokio::time::timeout(Duration::from_secs(5), async {
+    let exchanged = tokio::time::timeout(COORDINATION_TIMEOUT, async {
         stream.write_all(&mine.encode()).await?;
         stream.flush().await?;
         stream.read_exact(&mut buf).await
@@ -266,7 +324,7 @@ pub async fn serve(ctx: Ctx) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 8];
-            let r = tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut buf)).await;
+            let r = tokio::time::timeout(COORDINATION_TIMEOUT, stream.read_exact(&mut buf)).await;
             if !matches!(r, Ok(Ok(()))) {
                 return;
             }
@@ -303,16 +361,31 @@ pub async fn serve(ctx: Ctx) {
 }
 
 async fn execute(ctx: Ctx, peer: PeerId, mine: Hello, theirs: Hello) {
+    debug!(%peer, my_router_changes_ports = mine.hard, me_seen_at = ?mine.observed, their_router_changes_ports = theirs.hard, them_seen_at = ?theirs.observed, "port prediction: agreed");
     let role = plan((ctx.me, mine), (peer, theirs), &mut rand::rng());
     match role {
         Err(why) => debug!(%peer, why, "port prediction: nothing to do"),
-        Ok(Role::Easy(addrs)) => {
-            info!(%peer, guesses = addrs.len(), odds = odds(HARD_SOCKETS, addrs.len(), 64512), "port prediction: guessing the peer's ports");
+        Ok(Role::Easy(rounds)) => {
+            let total: usize = rounds.iter().map(Vec::len).sum();
+            info!(%peer, guesses = total, rounds = rounds.len(), odds = odds(HARD_SOCKETS, total, 64512), at_most_ms = budget(HARD_SOCKETS).easy_time.as_millis() as u64, "port prediction: guessing the peer's ports");
             tokio::time::sleep(EASY_DELAY).await;
-            let _ = ctx
-                .commands
-                .send(NetCommand::PredictDial(peer, addrs))
-                .await;
+            for (i, addrs) in rounds.into_iter().enumerate() {
+                if i > 0 {
+                    tokio::select! {
+                        _ = ctx.cancel.cancelled() => return,
+                        _ = tokio::time::sleep(ROUND_EVERY) => {}
+                    }
+                }
+                // The event loop dials only while no direct connection to the peer exists.
+                if ctx
+                    .commands
+                    .send(NetCommand::PredictDial(peer, addrs))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
         }
         Ok(Role::Hard(easy)) => {
             let quic_port = {
@@ -325,7 +398,8 @@ async fn execute(ctx: Ctx, peer: PeerId, mine: Hello, theirs: Hello) {
                 sh.quic_port
             };
             let sockets = HARD_SOCKETS.min(fd_budget());
-            info!(%peer, %easy, sockets, "port prediction: opening mappings towards the peer");
+            let b = budget(sockets);
+            info!(%peer, %easy, sockets, probes = b.hard_probes, for_ms = b.hard_time.as_millis() as u64, "port prediction: opening mappings towards the peer");
             let hit = hard_side(easy, sockets, &ctx.cancel).await;
             ctx.shared.lock().hard_running = false;
             match hit {
@@ -444,12 +518,54 @@ async fn relay(
     }
 }
 
-/// How long after its start an attempt counts as failed if no direct connection came.
-const OUTCOME_AFTER: Duration = Duration::from_secs(15);
+/// How long after its start an attempt counts as failed if no direct connection came: the coordination
+/// (two timeouts) and the easy side's rounds.
+const OUTCOME_AFTER: Duration = Duration::from_secs(25);
+
+/// Whether a connection runs on our listening socket, so that the peer's view of its address shows how our
+/// router maps that socket: not when libp2p dialed it from a fresh port (`PortUse::New`: AutoNAT's
+/// dial-backs). Best effort on libp2p's side too (a dial without a listener to share uses a fresh port).
+pub fn on_our_quic_socket(endpoint: &ConnectedPoint) -> bool {
+    !matches!(
+        endpoint,
+        ConnectedPoint::Dialer {
+            port_use: PortUse::New,
+            ..
+        }
+    )
+}
+
+/// Whether this side asks for an attempt when a direct dial fails (both sides see their hole punch dials
+/// fail): the smaller id, so that one asks. DCUtR's final failure lets either side ask.
+pub fn asks_early(me: PeerId, peer: PeerId) -> bool {
+    me < peer
+}
 
 impl super::EventLoop {
-    /// A hole punch with `peer` failed: try port prediction, once per [`RETRY_AFTER`].
+    /// DCUtR gave up on `peer`: try port prediction, unless it was tried within [`RETRY_AFTER`].
     pub(super) fn on_punch_failed(&mut self, peer: PeerId) {
+        self.start_prediction(peer, "the hole punch failed");
+    }
+
+    /// A dial to `peer` failed. If we are connected to it through a relay only, that was a hole punch
+    /// (DCUtR's first attempt, or a dial before it): asking for port prediction now saves DCUtR's other two
+    /// attempts (about 10 s). Both sides see this; one asks ([`asks_early`]).
+    pub(super) fn on_direct_dial_failed(&mut self, peer: PeerId) {
+        if self.predict.is_none() || !asks_early(*self.swarm.local_peer_id(), peer) {
+            return;
+        }
+        let relayed_only = self
+            .snapshot
+            .read()
+            .peers
+            .get(&peer)
+            .is_some_and(|p| !p.connections.is_empty() && !p.is_direct());
+        if relayed_only && !self.predicting.contains_key(&peer) {
+            self.start_prediction(peer, "a direct dial failed while relayed");
+        }
+    }
+
+    fn start_prediction(&mut self, peer: PeerId, why: &'static str) {
         let Some(ctx) = self.predict.clone() else {
             debug!(%peer, "port prediction is off");
             return;
@@ -466,19 +582,38 @@ impl super::EventLoop {
         }
         let now = Instant::now();
         if !ctx.shared.lock().begin(peer, now) {
-            debug!(%peer, "port prediction tried with this peer recently");
+            debug!(%peer, why, "port prediction tried with this peer recently");
             return;
         }
-        debug!(%peer, "port prediction: asking the peer");
+        debug!(%peer, why, "port prediction: asking the peer");
         self.predicting.insert(peer, now);
         tokio::spawn(initiate(ctx, peer));
     }
 
-    /// Remembers how a directly connected peer sees our IPv4 QUIC address.
-    pub(super) fn observed_by(&mut self, peer: PeerId, observed: &Multiaddr) {
+    /// A connection came up: one we dialed from a fresh port (`PortUse::New`, e.g. an AutoNAT dial-back
+    /// we make for a peer) does not show how our router maps the QUIC socket, so its peer's view of us
+    /// is not counted.
+    pub(super) fn note_port_use(&mut self, connection_id: ConnectionId, endpoint: &ConnectedPoint) {
+        if !on_our_quic_socket(endpoint) {
+            self.fresh_port_conns.insert(connection_id);
+        }
+    }
+
+    /// Remembers how a directly connected peer sees our IPv4 QUIC address, from a connection on our
+    /// QUIC socket.
+    pub(super) fn observed_by(
+        &mut self,
+        peer: PeerId,
+        connection_id: ConnectionId,
+        observed: &Multiaddr,
+    ) {
         let Some(ctx) = &self.predict else {
             return;
         };
+        if self.fresh_port_conns.contains(&connection_id) {
+            debug!(%peer, %observed, "not counted for port prediction: a connection from a fresh port");
+            return;
+        }
         let mut it = observed.iter();
         if let (Some(Protocol::Ip4(ip)), Some(Protocol::Udp(port)), Some(Protocol::QuicV1)) =
             (it.next(), it.next(), it.next())
@@ -533,8 +668,20 @@ impl super::EventLoop {
         }
     }
 
-    /// The easy side's guesses: one dial of all of them at once, from our QUIC socket.
+    /// The easy side's guesses of one round: one dial of all of them at once, from our QUIC socket, unless
+    /// a direct connection to the peer exists by now.
     pub(super) fn predict_dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
+        if self
+            .snapshot
+            .read()
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.is_direct())
+        {
+            debug!(%peer, "port prediction: direct by now, no more guesses");
+            return;
+        }
+        debug!(%peer, guesses = addrs.len(), "port prediction: dialing a round of guesses");
         let n = addrs.len().clamp(1, 255) as u8;
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
             .addresses(addrs)
@@ -578,35 +725,95 @@ mod tests {
         let easy = hello(false, "203.0.113.2:4001");
         let hard = hello(true, "203.0.113.3:51234");
         match plan((a, easy), (b, hard), &mut rng).unwrap() {
-            Role::Easy(addrs) => {
-                assert_eq!(addrs.len(), EASY_GUESSES);
+            Role::Easy(rounds) => {
+                assert_eq!(rounds.len(), ROUNDS);
+                assert!(rounds.iter().all(|r| r.len() == EASY_GUESSES));
+                let all: Vec<&Multiaddr> = rounds.iter().flatten().collect();
                 assert!(
-                    addrs
-                        .iter()
+                    all.iter()
                         .all(|m| m.to_string().starts_with("/ip4/203.0.113.3/udp/"))
+                );
+                // A later round never repeats a port an earlier one tried.
+                assert_eq!(
+                    all.iter().collect::<HashSet<_>>().len(),
+                    ROUNDS * EASY_GUESSES
                 );
             }
             r => panic!("{r:?}"),
         }
+        // The roles do not depend on who asked: the other side computes the mirror image.
         assert_eq!(
             plan((b, hard), (a, easy), &mut rng).unwrap(),
             Role::Hard("203.0.113.2:4001".parse().unwrap())
         );
         assert!(plan((a, easy), (b, easy), &mut rng).is_err());
-        // Both hard: exactly one side guesses.
+        // Both hard: exactly one side guesses, one round only.
         let roles = [
             plan((a, hard), (b, hard), &mut rng).unwrap(),
             plan((b, hard), (a, hard), &mut rng).unwrap(),
         ];
-        assert_eq!(
-            roles.iter().filter(|r| matches!(r, Role::Easy(_))).count(),
-            1
-        );
+        let easy_rounds: Vec<usize> = roles
+            .iter()
+            .filter_map(|r| match r {
+                Role::Easy(rounds) => Some(rounds.len()),
+                Role::Hard(_) => None,
+            })
+            .collect();
+        assert_eq!(easy_rounds, vec![1]);
         let unknown = Hello {
             hard: true,
             observed: None,
         };
         assert!(plan((a, easy), (b, unknown), &mut rng).is_err());
+    }
+
+    #[test]
+    fn an_attempt_is_bounded_in_packets_and_time() {
+        let b = budget(HARD_SOCKETS);
+        assert_eq!(b.hard_probes, HARD_SOCKETS * PROBE_AT_MS.len());
+        assert!(b.hard_probes <= 2560, "{b:?}");
+        assert_eq!(b.easy_handshakes, ROUNDS * EASY_GUESSES);
+        assert!(b.easy_handshakes <= 510, "{b:?}");
+        // A round starts after the previous round's dial has ended (libp2p-quic's handshake timeout).
+        assert!(ROUND_EVERY >= HANDSHAKE_TIMEOUT);
+        // The hard side's sockets are open until the easy side's last dial has ended, and every probe is
+        // sent while they are.
+        assert!(b.easy_time <= b.hard_time, "{b:?}");
+        assert!(
+            PROBE_AT_MS
+                .iter()
+                .all(|ms| Duration::from_millis(*ms) < WINDOW)
+        );
+        assert!(PROBE_AT_MS.windows(2).all(|w| w[0] < w[1]));
+        // An attempt is judged only after both sides are done, coordination included.
+        assert!(b.easy_time + COORDINATION_TIMEOUT * 2 <= OUTCOME_AFTER);
+        assert!(b.hard_time + COORDINATION_TIMEOUT * 2 <= OUTCOME_AFTER);
+        assert!(OUTCOME_AFTER < RETRY_AFTER);
+        // Fewer sockets (a small descriptor limit), fewer probes.
+        assert_eq!(budget(100).hard_probes, 100 * PROBE_AT_MS.len());
+    }
+
+    #[test]
+    fn one_side_asks_when_both_see_a_dial_fail() {
+        let (a, b) = (PeerId::random(), PeerId::random());
+        assert_ne!(asks_early(a, b), asks_early(b, a));
+    }
+
+    #[test]
+    fn only_connections_on_our_socket_show_how_our_router_maps_it() {
+        let addr: Multiaddr = "/ip4/198.51.100.10/udp/4001/quic-v1".parse().unwrap();
+        let dialed = |port_use| ConnectedPoint::Dialer {
+            address: addr.clone(),
+            role_override: libp2p::core::Endpoint::Dialer,
+            port_use,
+        };
+        assert!(on_our_quic_socket(&dialed(PortUse::Reuse)));
+        // An AutoNAT dial-back we make for a peer comes from a fresh port: the peer sees that port.
+        assert!(!on_our_quic_socket(&dialed(PortUse::New)));
+        assert!(on_our_quic_socket(&ConnectedPoint::Listener {
+            local_addr: "/ip4/0.0.0.0/udp/4001/quic-v1".parse().unwrap(),
+            send_back_addr: addr.clone(),
+        }));
     }
 
     #[test]
@@ -617,7 +824,13 @@ mod tests {
         assert!(g.iter().all(|p| PORTS.contains(p)));
         let o = odds(HARD_SOCKETS, EASY_GUESSES, 64512);
         assert!((0.86..0.88).contains(&o), "{o}");
+        let two_rounds = odds(HARD_SOCKETS, ROUNDS * EASY_GUESSES, 64512);
+        assert!((0.98..0.99).contains(&two_rounds), "{two_rounds}");
         assert!(odds(256, 255, 64512) > 0.5);
+        // Asking for more ports than the range holds ends with the whole range, once each.
+        let all = guesses(70_000, &mut rng);
+        assert_eq!(all.len(), 64512);
+        assert_eq!(all.iter().collect::<HashSet<_>>().len(), 64512);
     }
 
     #[test]

@@ -86,12 +86,7 @@ pub async fn run(opts: &FanoutOptions) -> anyhow::Result<Vec<FanoutResult>> {
             "the fan-out bench compares with nginx-rtmp: apt-get install nginx libnginx-mod-rtmp"
         );
     }
-    if !opts.node.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release) or pass --node",
-            opts.node.display()
-        );
-    }
+    super::require_nodes([opts.node.as_path()])?;
     std::fs::create_dir_all(&opts.work_dir)?;
     let clip = clip(&opts.work_dir)?;
     eprintln!("clip: {} (2.5 Mbps H.264 720p30 + AAC)", clip.display());

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Serialize;
 
 use super::mesh::{
@@ -65,14 +65,7 @@ pub struct HealResult {
 
 /// Runs the bench.
 pub async fn run(opts: &HealOptions) -> anyhow::Result<Vec<HealResult>> {
-    for exe in &opts.nodes {
-        if !exe.exists() {
-            bail!(
-                "{} not found: build it first or pass another --node",
-                exe.display()
-            );
-        }
-    }
+    super::require_nodes(opts.nodes.iter().map(PathBuf::as_path))?;
     let mut results = Vec::new();
     for (b, exe) in opts.nodes.iter().enumerate() {
         let mut r = HealResult {

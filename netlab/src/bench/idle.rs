@@ -76,14 +76,7 @@ pub async fn run(opts: &IdleOptions) -> anyhow::Result<Vec<IdleResult>> {
     if opts.count < 2 {
         bail!("an idle mesh needs at least 2 nodes");
     }
-    for exe in &opts.nodes {
-        if !exe.exists() {
-            bail!(
-                "{} not found: build it first or pass another --node",
-                exe.display()
-            );
-        }
-    }
+    super::require_nodes(opts.nodes.iter().map(PathBuf::as_path))?;
     let mut results = Vec::new();
     for (b, exe) in opts.nodes.iter().enumerate() {
         eprintln!(

@@ -126,12 +126,7 @@ pub struct ChainResult {
 
 /// Runs the bench: a single node first, then each chain.
 pub async fn run(opts: &MeshOptions) -> anyhow::Result<Vec<ChainResult>> {
-    if !opts.node.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p streamr-node) or pass --node",
-            opts.node.display()
-        );
-    }
+    super::require_nodes([opts.node.as_path()])?;
     let bootstrap_flag = node::supports_flag(&opts.node, "--bootstrap")?;
     let upload_flag = node::supports_flag(&opts.node, "--max-upload-kbps")?;
     if opts.force_chain && !upload_flag {

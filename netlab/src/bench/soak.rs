@@ -229,12 +229,7 @@ async fn bootstrap_addr(ready: &Ready) -> anyhow::Result<String> {
 
 /// Runs the soak.
 pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
-    if !opts.node.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --release) or pass --node",
-            opts.node.display()
-        );
-    }
+    super::require_nodes([opts.node.as_path()])?;
     std::fs::create_dir_all(&opts.work_dir)?;
     let clip = clip(&opts.work_dir).context("the soak needs ffmpeg: apt-get install ffmpeg")?;
     let data = tempfile::Builder::new().prefix("netlab-soak-").tempdir()?;

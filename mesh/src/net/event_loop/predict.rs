@@ -542,6 +542,15 @@ pub fn asks_early(me: PeerId, peer: PeerId) -> bool {
 }
 
 impl super::EventLoop {
+    /// Whether a direct (not relayed) connection to `peer` exists now.
+    fn direct_to(&self, peer: PeerId) -> bool {
+        self.snapshot
+            .read()
+            .peers
+            .get(&peer)
+            .is_some_and(|p| p.is_direct())
+    }
+
     /// DCUtR gave up on `peer`: try port prediction, unless it was tried within [`RETRY_AFTER`].
     pub(super) fn on_punch_failed(&mut self, peer: PeerId) {
         self.start_prediction(peer, "the hole punch failed");
@@ -570,13 +579,7 @@ impl super::EventLoop {
             debug!(%peer, "port prediction is off");
             return;
         };
-        if self
-            .snapshot
-            .read()
-            .peers
-            .get(&peer)
-            .is_some_and(|p| p.is_direct())
-        {
+        if self.direct_to(peer) {
             debug!(%peer, "port prediction not needed: a direct connection exists");
             return;
         }
@@ -671,13 +674,7 @@ impl super::EventLoop {
     /// The easy side's guesses of one round: one dial of all of them at once, from our QUIC socket, unless
     /// a direct connection to the peer exists by now.
     pub(super) fn predict_dial(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        if self
-            .snapshot
-            .read()
-            .peers
-            .get(&peer)
-            .is_some_and(|p| p.is_direct())
-        {
+        if self.direct_to(peer) {
             debug!(%peer, "port prediction: direct by now, no more guesses");
             return;
         }

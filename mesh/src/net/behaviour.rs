@@ -189,7 +189,7 @@ pub struct Behaviour {
     /// Reservations on relays, for nodes behind NAT.
     pub relay_client: relay::client::Behaviour,
     /// Relay service for others (only advertised once we have a confirmed public address).
-    pub relay: relay::Behaviour,
+    pub relay: super::relay_server::RelayServer,
     /// Hole punching over relayed connections.
     pub dcutr: dcutr::Behaviour,
     /// Asks other nodes to dial our candidate addresses back: are we reachable?
@@ -238,7 +238,10 @@ impl Behaviour {
             kad,
             stream: libp2p_stream::Behaviour::new(),
             relay_client,
-            relay: relay::Behaviour::new(peer_id, relay_limits.to_config(members, relay_refused)),
+            relay: super::relay_server::RelayServer::new(relay::Behaviour::new(
+                peer_id,
+                relay_limits.to_config(members, relay_refused),
+            )),
             dcutr: dcutr::Behaviour::new(peer_id),
             // Probe candidate addresses every 2 s (default 5 s): a node learns sooner that it is public
             // and can relay, which is what NATed friends wait for.

@@ -9,6 +9,7 @@ pub(crate) mod metrics;
 pub mod nat;
 pub mod pcp;
 pub mod portmap;
+mod relay_server;
 
 pub use behaviour::{Behaviour, BehaviourEvent, RELAY_CIRCUIT_KBPS, RelayLimits};
 pub use event_loop::{

@@ -83,28 +83,75 @@ fn service_subscriber(
     })
 }
 
+/// warp logs every HTTP connection that ends in an error at ERROR (`server connection error`), and
+/// nearly all of them are the client's doing: a malformed request, a reset, a browser tab closed mid-way.
+/// They say nothing about the node, so they are off unless a filter names warp itself
+/// (`RUST_LOG=info,warp=debug` shows them). warp's server offers no hook to log them lower: its remote
+/// address, which the dashboard's guard needs, is set only by its own accept loop.
+const WARP_SERVER: &str = "warp::server";
+
 /// `RUST_LOG` when set, else `filter`, else `info` with a word on stderr. Filters are `LEVEL` and
 /// `TARGET=LEVEL` directives, comma separated (`info,streamr_edge=debug`): tracing-subscriber's `Targets`,
 /// which needs no regular-expression engine in the binary (`EnvFilter`'s span and field filters did).
 fn targets(filter: &str) -> Targets {
-    if let Some(from_env) = std::env::var("RUST_LOG")
+    let (directives, parsed) = match std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
     {
-        match from_env.parse() {
-            Ok(t) => return t,
-            Err(e) => eprintln!("invalid RUST_LOG {from_env:?} ({e}); using {filter:?}"),
-        }
-    }
-    filter.parse().unwrap_or_else(|e| {
+        Some(from_env) => match from_env.parse::<Targets>() {
+            Ok(t) => (from_env, Ok(t)),
+            Err(e) => {
+                eprintln!("invalid RUST_LOG {from_env:?} ({e}); using {filter:?}");
+                (filter.to_string(), filter.parse())
+            }
+        },
+        None => (filter.to_string(), filter.parse()),
+    };
+    let targets = parsed.unwrap_or_else(|e| {
         eprintln!("invalid log filter {filter:?} ({e}); using \"info\"");
         Targets::new().with_default(LevelFilter::INFO)
-    })
+    });
+    quiet_warp(targets, &directives)
+}
+
+/// Turns warp's per-connection errors off (see [`WARP_SERVER`]) unless `directives` name warp.
+fn quiet_warp(targets: Targets, directives: &str) -> Targets {
+    let names_warp = directives.split(',').any(|d| d.trim().starts_with("warp"));
+    if names_warp {
+        targets
+    } else {
+        targets.with_target(WARP_SERVER, LevelFilter::OFF)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warps_connection_errors_are_off_unless_warp_is_named() {
+        use tracing::Level;
+        for (filter, warp_error, own_info) in [
+            ("info", false, true),
+            ("debug", false, true),
+            ("warn,streamr_web=debug", false, false),
+            ("info,warp=debug", true, true),
+            ("info,warp::server=error", true, true),
+        ] {
+            let t = quiet_warp(filter.parse().unwrap(), filter);
+            assert_eq!(
+                t.would_enable(WARP_SERVER, &Level::ERROR),
+                warp_error,
+                "{filter}"
+            );
+            assert_eq!(
+                t.would_enable("streamr_node", &Level::INFO),
+                own_info,
+                "{filter}"
+            );
+            assert!(t.would_enable("streamr_node", &Level::ERROR), "{filter}");
+        }
+    }
 
     fn log_files(dir: &Path) -> Vec<std::path::PathBuf> {
         std::fs::read_dir(dir)

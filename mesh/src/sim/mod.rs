@@ -884,8 +884,16 @@ impl Sim {
                     let mut listed = node
                         .catalog
                         .providers_first_hand(STREAM, Some(&origin), now);
-                    node.promised.discount(&mut listed, kbps, now);
-                    let hints = redirect_hints(own, listed, &requester, &node.peer, l.hops, kbps);
+                    let promised_away = node.promised.discount(&mut listed, kbps, now);
+                    let hints = redirect_hints(
+                        own,
+                        listed,
+                        &promised_away,
+                        &requester,
+                        &node.peer,
+                        l.hops,
+                        kbps,
+                    );
                     if let Some(first) = hints.first() {
                         self.nodes[p].promised.promise(first.peer, now);
                     }

@@ -856,10 +856,11 @@ impl Actor {
                 Some(&lineage.announcement.id.origin.to_string()),
                 now,
             );
-            self.promised.discount(&mut listed, need, now);
+            let promised_away = self.promised.discount(&mut listed, need, now);
             let hints = redirect_hints(
                 self.own_downstreams(hub.name(), &peer),
                 listed,
+                &promised_away,
                 &peer,
                 &self.ctx.me,
                 lineage.hops,

@@ -91,19 +91,33 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             continue;
         }
         fetcher.round_started();
-        let (peer, attached) = match round(&ctx, &hub, &mut fetcher, &key, candidates).await {
-            RoundEnd::Attached(peer, attached) => (peer, attached),
-            RoundEnd::Over => continue,
-            RoundEnd::Stop => return,
-        };
-        let outcome = receive(&ctx, &hub, peer, *attached).await;
-        count(&ctx, &outcome);
-        if let Outcome::Lost { loss, .. } = &outcome {
-            info!(stream = %key, provider = %peer, reason = %loss, "lost the upstream; resubscribing");
-        }
-        let direct = ctx.view(&peer).direct;
-        if fetcher.on_outcome(peer, &outcome, Instant::now().into_std(), direct) == Next::Stop {
-            return;
+        let (mut peer, mut attached) =
+            match round(&ctx, &hub, &mut fetcher, &key, candidates, None).await {
+                RoundEnd::Attached(peer, attached) => (peer, attached),
+                RoundEnd::Over => continue,
+                RoundEnd::Stop => return,
+            };
+        loop {
+            let (outcome, standby) = receive(&ctx, &hub, peer, *attached, &mut fetcher, &key).await;
+            count(&ctx, &outcome);
+            let direct = ctx.view(&peer).direct;
+            let next = fetcher.on_outcome(peer, &outcome, Instant::now().into_std(), direct);
+            if next == Next::Stop {
+                return;
+            }
+            // A provider found while the upstream was quiet takes over at once.
+            let Some((found, mut found_attached)) = standby else {
+                if let Outcome::Lost { loss, .. } = &outcome {
+                    info!(stream = %key, provider = %peer, reason = %loss, "lost the upstream; resubscribing");
+                }
+                break;
+            };
+            if let Outcome::Lost { loss, .. } = &outcome {
+                info!(stream = %key, provider = %peer, reason = %loss, next = %found,
+                    "lost the upstream; the provider found while it was quiet takes over");
+            }
+            found_attached.up.follows(fetcher.last_frame());
+            (peer, attached) = (found, found_attached);
         }
     }
 }
@@ -206,6 +220,7 @@ async fn round(
     fetcher: &mut Fetcher,
     key: &str,
     candidates: Vec<PeerId>,
+    exclude: Option<PeerId>,
 ) -> RoundEnd {
     let mut round = Round::new();
     round.refill(candidates);
@@ -267,11 +282,35 @@ async fn round(
             Next::NextCandidate => {}
             // News (a redirect's hints): a new list for what is not asked yet. Not the DHT: the attempts
             // under way make no progress while this task waits for it.
-            Next::NewRound => round.refill(look(ctx, hub, fetcher, key, false).await),
+            Next::NewRound => {
+                let mut candidates = look(ctx, hub, fetcher, key, false).await;
+                candidates.retain(|p| Some(*p) != exclude);
+                round.refill(candidates);
+            }
             Next::Stop => return RoundEnd::Stop,
         }
     }
 }
+
+/// A round while our upstream `quiet` is suspect ([`crate::session::upstream::SUSPECT_AFTER`]): the same
+/// candidates as after a loss, without `quiet` itself. What it finds is kept in reserve by [`receive`].
+async fn search_while_quiet(
+    ctx: &Arc<Ctx>,
+    hub: &Arc<Hub>,
+    fetcher: &mut Fetcher,
+    key: &str,
+    quiet: PeerId,
+) -> RoundEnd {
+    let mut candidates = look(ctx, hub, fetcher, key, false).await;
+    candidates.retain(|p| *p != quiet);
+    if candidates.is_empty() {
+        return RoundEnd::Over;
+    }
+    round(ctx, hub, fetcher, key, candidates, Some(quiet)).await
+}
+
+/// A round under way while the upstream is quiet (see [`search_while_quiet`]).
+type Search<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = RoundEnd> + Send + 'a>>;
 
 /// Sleeps until `at`, or forever.
 async fn sleep_until_some(at: Option<Instant>) {
@@ -394,8 +433,18 @@ async fn attempt(
     }
 }
 
-/// Receives from the provider that accepted us, into the hub, until the subscription is lost.
-async fn receive(ctx: &Arc<Ctx>, hub: &Arc<Hub>, peer: PeerId, attached: Attached) -> Outcome {
+/// Receives from the provider that accepted us, into the hub, until the subscription is lost. When the
+/// provider has been quiet for [`crate::session::upstream::SUSPECT_AFTER`], looks for another one
+/// meanwhile: what accepts us is held, unread, until the provider stalls (then returned beside the
+/// outcome, to take over at once) or speaks again (then dropped, which frees its slot).
+async fn receive(
+    ctx: &Arc<Ctx>,
+    hub: &Arc<Hub>,
+    peer: PeerId,
+    attached: Attached,
+    fetcher: &mut Fetcher,
+    key: &str,
+) -> (Outcome, Option<(PeerId, Box<Attached>)>) {
     let Attached {
         mut up,
         mut rd,
@@ -418,15 +467,40 @@ async fn receive(ctx: &Arc<Ctx>, hub: &Arc<Hub>, peer: PeerId, attached: Attache
         .and_then(|r| r.meter(&request.name, peer));
 
     let mut acked_bytes = 0u64;
-    loop {
+    let mut search: Option<Search<'_>> = None;
+    let mut standby: Option<(PeerId, Box<Attached>)> = None;
+    // One search per quiet spell: a provider that speaks again allows the next.
+    let mut searched = false;
+    let outcome = loop {
         let wake = Instant::from_std(up.poll_timeout());
+        let suspect_at = up.suspect_at().map(Instant::from_std);
         let event = tokio::select! {
             biased;
-            _ = ctx.cancel.cancelled() => return Outcome::Superseded,
+            _ = ctx.cancel.cancelled() => break Outcome::Superseded,
+            _ = sleep_until_some(suspect_at), if !searched && suspect_at.is_some() => {
+                searched = true;
+                debug!(stream = %key, provider = %peer, "upstream quiet; looking for another provider meanwhile");
+                // No search is under way (`searched` is reset only with it): this assignment ends the
+                // last one's borrow of the fetcher, for the borrow checker.
+                #[allow(unused_assignments)]
+                {
+                    search = None;
+                }
+                search = Some(Box::pin(search_while_quiet(ctx, hub, &mut *fetcher, key, peer)));
+                continue;
+            }
+            end = async { search.as_mut().expect("guarded").await }, if search.is_some() => {
+                search = None;
+                if let RoundEnd::Attached(found, attached) = end {
+                    debug!(stream = %key, provider = %peer, %found, "holding a provider in reserve");
+                    standby = Some((found, attached));
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(wake) => {
                 if let Some(receipt) = meter.as_mut().and_then(|m| m.due()) {
                     if let Err(e) = wr.write_all(&wire::encode(&Message::Receipt(receipt))).await {
-                        return up.on_closed(Some(format!("cannot send a receipt: {e}")));
+                        break up.on_closed(Some(format!("cannot send a receipt: {e}")));
                     }
                     let _ = wr.flush().await;
                 }
@@ -442,23 +516,30 @@ async fn receive(ctx: &Arc<Ctx>, hub: &Arc<Hub>, peer: PeerId, attached: Attache
                             acked_bytes = *bytes;
                         }
                         if let Err(e) = write_bounded(&mut wr, &ack).await {
-                            return up.on_closed(Some(format!("cannot acknowledge: {e}")));
+                            break up.on_closed(Some(format!("cannot acknowledge: {e}")));
                         }
                         continue;
                     }
-                    Err(outcome) => return outcome,
+                    Err(outcome) => break outcome,
                 }
             }
             msg = rd.next() => match msg {
-                None => return up.on_closed(None),
-                Some(Err(DecodeError::Io(e))) => return up.on_closed(Some(e.to_string())),
+                None => break up.on_closed(None),
+                Some(Err(DecodeError::Io(e))) => break up.on_closed(Some(e.to_string())),
                 Some(Err(DecodeError::Wire(e))) => {
                     warn!(provider = %peer, error = %e, "upstream broke the protocol; dropping it");
-                    return up.on_protocol_error(e.to_string());
+                    break up.on_protocol_error(e.to_string());
                 }
                 Some(Ok(m)) => up.on_message(m, Instant::now().into_std()),
             },
         };
+        if event.is_ok() && searched {
+            // The provider speaks again: it was slow, not dead. What the search found is dropped.
+            if search.is_some() || standby.is_some() {
+                debug!(stream = %key, provider = %peer, "upstream back; dropping the provider held in reserve");
+            }
+            (search, standby, searched) = (None, None, false);
+        }
         match event {
             Ok(Event::Frame {
                 frame,
@@ -476,7 +557,7 @@ async fn receive(ctx: &Arc<Ctx>, hub: &Arc<Hub>, peer: PeerId, attached: Attache
                     .bytes_received
                     .fetch_add(frame.len() as u64, Relaxed);
                 if source.push(frame).is_err() {
-                    return Outcome::Superseded;
+                    break Outcome::Superseded;
                 }
             }
             Ok(Event::Path {
@@ -503,8 +584,30 @@ async fn receive(ctx: &Arc<Ctx>, hub: &Arc<Hub>, peer: PeerId, attached: Attache
                 {
                     warn!(stream = %hub.name(), provider = %peer, reason = %loss, "the upstream sent media or claims that are not true; dropping it");
                 }
-                return outcome;
+                break outcome;
             }
         }
+    };
+    if matches!(outcome, Outcome::Superseded) {
+        return (outcome, None);
     }
+    // Lost: what the search found takes over; a search still under way goes on if the provider stalled
+    // (it is the round the fetch would start now). Any other loss (a closed stream, often a connection
+    // replaced by a direct one) is left to the fetch: it may go straight back to the same provider.
+    let stalled = matches!(
+        outcome,
+        Outcome::Lost {
+            loss: Loss::Stalled(_),
+            ..
+        }
+    );
+    let found = match (standby, search.take()) {
+        (Some(found), _) => Some(found),
+        (None, Some(search)) if stalled => match search.await {
+            RoundEnd::Attached(found, attached) => Some((found, attached)),
+            RoundEnd::Over | RoundEnd::Stop => None,
+        },
+        _ => None,
+    };
+    (outcome, found)
 }

@@ -82,22 +82,39 @@ pub fn window(bitrate_bps: u64, delay: Duration, max: u64) -> u64 {
 
 /// Providers to redirect a full node's subscriber to, best first, so that it attaches as close to the
 /// origin as capacity allows in as few round trips as possible: those the catalog says have room for a
-/// subscriber of a `need_kbps` stream, then those it says nothing about, then full ones (a full one only
-/// redirects again, a level further down); within each, fewer hops from the origin first, then our own
-/// downstream peers (we hear from them, so they are alive; a catalog entry may outlive its provider by
+/// subscriber of a `need_kbps` stream, then those whose room we already promised to others
+/// (`promised_away`, see [`Promised::discount`]), then those it says nothing about, then full ones (a full
+/// one only redirects again, a level further down); within each, fewer hops from the origin first, then our
+/// own downstream peers (we hear from them, so they are alive; a catalog entry may outlive its provider by
 /// [`crate::catalog::ENTRY_TTL`]), then more spare upload. Our own downstreams are at `own_hops + 1`. Never
 /// the subscriber or us.
+///
+/// Why the promised-away before the full: when a relay near the origin dies, hundreds of orphans ask the
+/// same well-connected provider within a second; its promises use up every provider with room it knows
+/// (it keeps [`crate::catalog::MAX_PROVIDERS_PER_STREAM`]) after a hundred or so, and it then named only
+/// its own full subscribers, near the origin, each of which redirects again a level further down (a new
+/// connection each, about 0.4 s). A provider that had room a moment ago most likely still has some (the
+/// orphans ask several at once and drop all but one), and if not, its own redirect starts from there.
 pub fn redirect_hints(
     own_downstreams: Vec<ProviderHint>,
     catalog: Vec<CatalogEntry>,
+    promised_away: &[PeerId],
     requester: &PeerId,
     me: &PeerId,
     own_hops: u8,
     need_kbps: u64,
 ) -> Vec<ProviderHint> {
-    // (room class: 0 room, 1 unknown, 2 full; not ours; hops; spread), and the hint.
+    // (room class: 0 room, 1 room promised away, 2 unknown, 3 full; not ours; hops; spread), and the hint.
     type Key = (u8, bool, u8, u64);
-    let class = |spare: u32| if has_room(spare, need_kbps) { 0 } else { 2 };
+    let class = |peer: &PeerId, spare: u32| {
+        if has_room(spare, need_kbps) {
+            0
+        } else if promised_away.contains(peer) {
+            1
+        } else {
+            3
+        }
+    };
     // Subscribers redirected at once (the orphans of a dead relay) would all go to the same best provider,
     // which fills, and redirect them again: each subscriber gets its own order among equals, a provider
     // with more free slots coming first for proportionally more of them.
@@ -117,23 +134,23 @@ pub fn redirect_hints(
         let listed = catalog.iter().find(|e| e.provider == h.peer);
         let key = match listed {
             Some(e) => (
-                class(e.spare_kbps),
+                class(&e.provider, e.spare_kbps),
                 false,
                 e.hops,
                 spread(&h.peer, e.spare_kbps),
             ),
-            None => (1, false, own_hops.saturating_add(1), spread(&h.peer, 0)),
+            None => (2, false, own_hops.saturating_add(1), spread(&h.peer, 0)),
         };
         ranked.push((key, h));
     }
     for e in catalog {
         // A full provider we do not serve ourselves would only redirect the subscriber again.
-        let full = !has_room(e.spare_kbps, need_kbps);
+        let full = class(&e.provider, e.spare_kbps) == 3;
         if e.provider == *requester || e.provider == *me || full || !seen.insert(e.provider) {
             continue;
         }
         let key = (
-            class(e.spare_kbps),
+            class(&e.provider, e.spare_kbps),
             true,
             e.hops,
             spread(&e.provider, e.spare_kbps),
@@ -170,16 +187,28 @@ pub struct Promised {
 
 impl Promised {
     /// Lowers the spare upload of `entries` by the slots of a `need_kbps` stream we sent subscribers to
-    /// within [`PROMISE_FOR`].
-    pub fn discount(&self, entries: &mut [CatalogEntry], need_kbps: u64, now: Instant) {
+    /// within [`PROMISE_FOR`]. Returns the providers that had room before and have none left after: a
+    /// second choice for [`redirect_hints`], better than a full provider.
+    pub fn discount(
+        &self,
+        entries: &mut [CatalogEntry],
+        need_kbps: u64,
+        now: Instant,
+    ) -> Vec<PeerId> {
+        let mut promised_away = Vec::new();
         for e in entries {
             if let Some((n, at)) = self.given.get(&e.provider)
                 && now.saturating_duration_since(*at) < PROMISE_FOR
             {
+                let had_room = has_room(e.spare_kbps, need_kbps);
                 let taken = u64::from(*n).saturating_mul(need_kbps);
                 e.spare_kbps = u64::from(e.spare_kbps).saturating_sub(taken) as u32;
+                if had_room && !has_room(e.spare_kbps, need_kbps) {
+                    promised_away.push(e.provider);
+                }
             }
         }
+        promised_away
     }
 
     /// We named `peer` first in a redirect.
@@ -503,6 +532,7 @@ mod tests {
         let hints = redirect_hints(
             vec![hint(a), hint(req)],
             vec![entry(b), entry(a), entry(me), entry(req)],
+            &[],
             &req,
             &me,
             0,
@@ -543,6 +573,7 @@ mod tests {
                 entry(near_room, 2, 2500),
                 entry(near_full, 1, 0),
             ],
+            &[],
             &req,
             &me,
             1,
@@ -560,7 +591,7 @@ mod tests {
         let many: Vec<CatalogEntry> = (0..40)
             .map(|i| entry(PeerId::random(), 1 + (i % 5) as u8, 2500))
             .collect();
-        let hints = redirect_hints(vec![], many.clone(), &req, &me, 0, 2500);
+        let hints = redirect_hints(vec![], many.clone(), &[], &req, &me, 0, 2500);
         assert_eq!(hints.len(), MAX_REDIRECT_HINTS);
         let levels: Vec<u8> = hints
             .iter()
@@ -573,10 +604,12 @@ mod tests {
         // Equals come in an order of each subscriber's own, so that orphans redirected at once spread
         // over the providers with room instead of all filling the same one.
         let orders: std::collections::HashSet<PeerId> = (0..8)
-            .map(|_| redirect_hints(vec![], many.clone(), &PeerId::random(), &me, 0, 2500)[0].peer)
+            .map(|_| {
+                redirect_hints(vec![], many.clone(), &[], &PeerId::random(), &me, 0, 2500)[0].peer
+            })
             .collect();
         assert!(orders.len() > 1, "{orders:?}");
-        let again = redirect_hints(vec![], many.clone(), &req, &me, 0, 2500);
+        let again = redirect_hints(vec![], many.clone(), &[], &req, &me, 0, 2500);
         assert_eq!(again, hints, "the same subscriber gets the same order");
     }
 
@@ -596,8 +629,8 @@ mod tests {
         let mut promised = Promised::default();
         let hints_at = |promised: &Promised, now: Instant| {
             let mut listed = vec![entry(p, 5000), entry(q, 2500)];
-            promised.discount(&mut listed, 2500, now);
-            let hints = redirect_hints(vec![], listed, &PeerId::random(), &me, 1, 2500);
+            let away = promised.discount(&mut listed, 2500, now);
+            let hints = redirect_hints(vec![], listed, &away, &PeerId::random(), &me, 1, 2500);
             hints.iter().map(|h| h.peer).collect::<Vec<_>>()
         };
         // p has two slots, q one: p is named first to most, q to some; say p.
@@ -607,11 +640,50 @@ mod tests {
         promised.promise(p, t0);
         assert_eq!(
             hints_at(&promised, t0),
-            vec![q],
-            "p has no slot left that we know of"
+            vec![q, p],
+            "p has no slot left that we know of: after q, which has"
         );
         // Until its own gossip has had time to say how full it is.
         let later = t0 + PROMISE_FOR;
         assert_eq!(hints_at(&promised, later).len(), 2);
+    }
+
+    #[test]
+    fn providers_whose_room_we_promised_away_come_before_full_ones() {
+        // A provider near the origin, asked by hundreds of orphans at once, has promised every slot it
+        // knows of: it names those providers again, after any with room left, rather than only its own full
+        // subscribers (each of which would redirect again, a level further down).
+        let k = Keypair::generate_ed25519();
+        let (me, req) = (PeerId::random(), PeerId::random());
+        let (own_full, promised_deep, room) =
+            (PeerId::random(), PeerId::random(), PeerId::random());
+        let never_roomy = PeerId::random();
+        let entry = |provider: PeerId, hops: u8, spare_kbps: u32| CatalogEntry {
+            announcement: Announcement::sign(&k, "s", 1).unwrap(),
+            provider,
+            addrs: vec![],
+            record: None,
+            hops,
+            spare_kbps,
+        };
+        let t0 = Instant::now();
+        let mut promised = Promised::default();
+        promised.promise(promised_deep, t0);
+        let mut listed = vec![
+            entry(own_full, 1, 0),
+            entry(promised_deep, 4, 2500),
+            entry(room, 5, 5000),
+            entry(never_roomy, 2, 0),
+        ];
+        let away = promised.discount(&mut listed, 2500, t0);
+        assert_eq!(away, vec![promised_deep], "only what had room before");
+        let own = vec![ProviderHint {
+            peer: own_full,
+            addrs: vec![],
+        }];
+        let hints = redirect_hints(own, listed, &away, &req, &me, 0, 2500);
+        let peers: Vec<PeerId> = hints.iter().map(|h| h.peer).collect();
+        assert_eq!(peers, vec![room, promised_deep, own_full]);
+        assert!(!peers.contains(&never_roomy));
     }
 }

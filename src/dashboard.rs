@@ -71,8 +71,11 @@ fn now_unix() -> u64 {
 }
 
 /// The addresses an invite carries, best first: those that work from outside (confirmed public or
-/// UPnP addresses, then relay circuits), then the others as fallback (LAN before loopback); without our
-/// own `/p2p/<id>` suffix, without duplicates.
+/// UPnP addresses, then relay circuits), then the others as fallback (global ones not confirmed, e.g. an
+/// IPv6 address behind the router's firewall, then LAN, then loopback); QUIC before TCP within each;
+/// without our own `/p2p/<id>` suffix, without duplicates. Both address families stay in when the node
+/// has both: if the first [`invite::MAX_ADDRS`] are all IPv4 (or all IPv6), the other family's best
+/// address replaces the last of them, so a friend on an IPv6-only or IPv4-only network still has a way in.
 pub fn invite_addrs(external: &[String], listen: &[String]) -> Vec<Multiaddr> {
     let parse = |s: &String| -> Option<Multiaddr> {
         let mut a: Multiaddr = s.parse().ok()?;
@@ -85,20 +88,67 @@ pub fn invite_addrs(external: &[String], listen: &[String]) -> Vec<Multiaddr> {
     let ext: Vec<Multiaddr> = external.iter().filter_map(parse).collect();
     let (circuits, public): (Vec<_>, Vec<_>) = ext.into_iter().partition(is_circuit);
     let lst: Vec<Multiaddr> = listen.iter().filter_map(parse).collect();
-    let (loopback, lan): (Vec<_>, Vec<_>) = lst.into_iter().partition(is_loopback);
-    let mut out: Vec<Multiaddr> = Vec::new();
-    for a in public
+    let (loopback, rest): (Vec<_>, Vec<_>) = lst.into_iter().partition(is_loopback);
+    let (lan, global): (Vec<_>, Vec<_>) = rest
         .into_iter()
-        .chain(circuits)
-        .chain(lan)
-        .chain(loopback)
-    {
-        if !is_unspecified(&a) && !out.contains(&a) {
-            out.push(a);
+        .partition(|a| streamr_mesh::net::addrbook::is_local(a));
+    let mut all: Vec<Multiaddr> = Vec::new();
+    for mut class in [public, circuits, global, lan, loopback] {
+        // Stable: QUIC first, the class's own order otherwise.
+        class.sort_by_key(|a| !is_quic(a));
+        for a in class {
+            if !is_unspecified(&a) && !all.contains(&a) {
+                all.push(a);
+            }
         }
     }
-    out.truncate(invite::MAX_ADDRS);
+    let mut out: Vec<Multiaddr> = all.iter().take(invite::MAX_ADDRS).cloned().collect();
+    for family in [Family::V4, Family::V6] {
+        let Some(best) = all.iter().find(|a| direct_family(a) == Some(family)) else {
+            continue;
+        };
+        if out.contains(best) {
+            continue;
+        }
+        // The last address whose family is still there without it.
+        let replace = (0..out.len()).rev().find(|&i| {
+            let f = direct_family(&out[i]);
+            f != Some(family) && out.iter().filter(|b| direct_family(b) == f).count() > 1
+        });
+        match replace {
+            Some(i) => out[i] = best.clone(),
+            None if out.len() < invite::MAX_ADDRS => out.push(best.clone()),
+            None => {}
+        }
+    }
+    // Back to best-first order.
+    out.sort_by_key(|a| all.iter().position(|b| b == a));
     out
+}
+
+/// An address family, for [`invite_addrs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+/// The family of a direct address; None for a relay circuit (its family is the relay's, not ours) and
+/// for names.
+fn direct_family(a: &Multiaddr) -> Option<Family> {
+    if is_circuit(a) {
+        return None;
+    }
+    match a.iter().next() {
+        Some(Protocol::Ip4(_)) => Some(Family::V4),
+        Some(Protocol::Ip6(_)) => Some(Family::V6),
+        _ => None,
+    }
+}
+
+fn is_quic(a: &Multiaddr) -> bool {
+    a.iter()
+        .any(|p| matches!(p, Protocol::QuicV1 | Protocol::Quic))
 }
 
 fn is_circuit(a: &Multiaddr) -> bool {
@@ -721,6 +771,62 @@ mod tests {
                 format!("/ip4/203.0.113.1/udp/4001/quic-v1/p2p/{relay}/p2p-circuit"),
                 "/ip4/192.168.1.20/udp/4001/quic-v1".to_string(),
                 "/ip4/127.0.0.1/udp/4001/quic-v1".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn invites_carry_both_address_families_when_the_node_has_both() {
+        let me = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
+        let relay = "12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp";
+        // A dual-stack home: public IPv4 by UPnP, two relays, and an IPv6 address behind the router's
+        // firewall (global, so not LAN, but not confirmed from outside).
+        let external = vec![
+            format!("/ip4/198.51.100.7/tcp/4001/p2p/{me}"),
+            format!("/ip4/198.51.100.7/udp/4001/quic-v1/p2p/{me}"),
+            format!("/ip4/203.0.113.1/udp/4001/quic-v1/p2p/{relay}/p2p-circuit/p2p/{me}"),
+            format!("/ip4/203.0.113.1/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{me}"),
+            format!("/ip4/203.0.113.2/udp/4001/quic-v1/p2p/{relay}/p2p-circuit/p2p/{me}"),
+            format!("/ip4/203.0.113.2/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{me}"),
+        ];
+        let listen = vec![
+            format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{me}"),
+            format!("/ip6/::1/udp/4001/quic-v1/p2p/{me}"),
+            format!("/ip4/192.168.1.20/tcp/4001/p2p/{me}"),
+            format!("/ip6/2001:db8:1::20/tcp/4001/p2p/{me}"),
+            format!("/ip6/2001:db8:1::20/udp/4001/quic-v1/p2p/{me}"),
+            format!("/ip4/192.168.1.20/udp/4001/quic-v1/p2p/{me}"),
+        ];
+        let got: Vec<String> = invite_addrs(&external, &listen)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                "/ip4/198.51.100.7/udp/4001/quic-v1".to_string(),
+                "/ip4/198.51.100.7/tcp/4001".to_string(),
+                format!("/ip4/203.0.113.1/udp/4001/quic-v1/p2p/{relay}/p2p-circuit"),
+                format!("/ip4/203.0.113.2/udp/4001/quic-v1/p2p/{relay}/p2p-circuit"),
+                format!("/ip4/203.0.113.1/tcp/4001/p2p/{relay}/p2p-circuit"),
+                // In place of the second relay's TCP circuit: the IPv6 family's best.
+                "/ip6/2001:db8:1::20/udp/4001/quic-v1".to_string(),
+            ]
+        );
+        // An IPv6-only host: only IPv6 (no IPv4 to make room for).
+        let v6_only = vec![
+            format!("/ip6/2001:db8:1::20/udp/4001/quic-v1/p2p/{me}"),
+            format!("/ip6/::1/udp/4001/quic-v1/p2p/{me}"),
+        ];
+        let got: Vec<String> = invite_addrs(&[], &v6_only)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "/ip6/2001:db8:1::20/udp/4001/quic-v1",
+                "/ip6/::1/udp/4001/quic-v1"
             ]
         );
     }

@@ -91,7 +91,7 @@ pub fn invite_addrs(external: &[String], listen: &[String]) -> Vec<Multiaddr> {
     let (loopback, rest): (Vec<_>, Vec<_>) = lst.into_iter().partition(is_loopback);
     let (lan, global): (Vec<_>, Vec<_>) = rest
         .into_iter()
-        .partition(|a| streamr_mesh::net::addrbook::is_local(a));
+        .partition(streamr_mesh::net::addrbook::is_local);
     let mut all: Vec<Multiaddr> = Vec::new();
     for mut class in [public, circuits, global, lan, loopback] {
         // Stable: QUIC first, the class's own order otherwise.

@@ -19,6 +19,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 use streamr_node::{config, invite, settings, update};
 
+/// jemalloc allocates for Rust code on Linux (see memory.rs: glibc's malloc let a node's RSS creep up).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// How long connections get to close cleanly on shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

@@ -746,6 +746,13 @@ impl NodeApi for Api {
 mod tests {
     use super::*;
 
+    fn invite_strings(external: &[String], listen: &[String]) -> Vec<String> {
+        invite_addrs(external, listen)
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    }
+
     #[test]
     fn invites_carry_outside_addresses_first_and_never_unspecified_ones() {
         let me = "12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN";
@@ -760,10 +767,7 @@ mod tests {
             format!("/ip4/0.0.0.0/tcp/4001/p2p/{me}"),
             format!("/ip4/198.51.100.7/udp/4001/quic-v1/p2p/{me}"),
         ];
-        let got: Vec<String> = invite_addrs(&external, &listen)
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
+        let got = invite_strings(&external, &listen);
         assert_eq!(
             got,
             vec![
@@ -797,10 +801,7 @@ mod tests {
             format!("/ip6/2001:db8:1::20/udp/4001/quic-v1/p2p/{me}"),
             format!("/ip4/192.168.1.20/udp/4001/quic-v1/p2p/{me}"),
         ];
-        let got: Vec<String> = invite_addrs(&external, &listen)
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
+        let got = invite_strings(&external, &listen);
         assert_eq!(
             got,
             vec![
@@ -818,10 +819,7 @@ mod tests {
             format!("/ip6/2001:db8:1::20/udp/4001/quic-v1/p2p/{me}"),
             format!("/ip6/::1/udp/4001/quic-v1/p2p/{me}"),
         ];
-        let got: Vec<String> = invite_addrs(&[], &v6_only)
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
+        let got = invite_strings(&[], &v6_only);
         assert_eq!(
             got,
             [

@@ -110,15 +110,14 @@ pub fn invite_addrs(external: &[String], listen: &[String]) -> Vec<Multiaddr> {
         if out.contains(best) {
             continue;
         }
-        // The last address whose family is still there without it.
+        // `best` is missing, so `out` is full: it replaces the last address whose family (or class of
+        // circuits) is still there without it.
         let replace = (0..out.len()).rev().find(|&i| {
             let f = direct_family(&out[i]);
             f != Some(family) && out.iter().filter(|b| direct_family(b) == f).count() > 1
         });
-        match replace {
-            Some(i) => out[i] = best.clone(),
-            None if out.len() < invite::MAX_ADDRS => out.push(best.clone()),
-            None => {}
+        if let Some(i) = replace {
+            out[i] = best.clone();
         }
     }
     // Back to best-first order.

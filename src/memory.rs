@@ -16,8 +16,8 @@
 //! - Arenas: up to 8 per core, one per thread that allocates (tokio's blocking threads come and go),
 //!   each holding its own free memory. The node needs no more arenas than cores.
 //!
-//! Neither was enough either: tuned, RSS still rose about 0.1 MiB a minute, steadily (35.7 to 39.0 MiB in
-//! 45 minutes, +9%), while the live heap was nearly flat; glibc's arenas fragment under the node's mix of
+//! Neither was enough either: tuned, RSS still rose about 0.08 MiB a minute, steadily (35.7 to 39.0 MiB
+//! from minute 5 to minute 45 of `netlab soak --duration 2700`, +9%), while the live heap was nearly flat; glibc's arenas fragment under the node's mix of
 //! long-lived small blocks (connections, tables) and short-lived media. So on Linux the Rust side of the
 //! node allocates with jemalloc (`tikv-jemallocator`, `#[global_allocator]` in main.rs), which keeps size
 //! classes apart and hands dirty pages back from a background thread after a ten-second decay. Measured

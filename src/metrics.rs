@@ -10,6 +10,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use std::fmt;
 use streamr_media::Streams;
+use streamr_media::metrics::gauge;
 
 /// The current edge's families (a new edge after Stop/Start brings new counters).
 impl Collector for EdgeSlot {
@@ -29,9 +30,44 @@ impl Collector for MeshSlot {
     }
 }
 
+/// The process's own families: its tasks and its heap. What `netlab soak` watches to tell the node holding
+/// more (tasks or live heap rising) from the allocator keeping more (only resident rising).
+#[derive(Debug)]
+struct Process {
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Collector for Process {
+    fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
+        if let Some(rt) = &self.runtime {
+            let tasks = i64::try_from(rt.metrics().num_alive_tasks()).unwrap_or(i64::MAX);
+            gauge(&mut e, "streamr_process_tasks", "Async tasks alive", tasks)?;
+        }
+        if let Some(heap) = crate::memory::heap_stats() {
+            let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+            gauge(
+                &mut e,
+                "streamr_process_heap_allocated_bytes",
+                "Heap bytes allocated and not freed (live data)",
+                bytes(heap.allocated),
+            )?;
+            gauge(
+                &mut e,
+                "streamr_process_heap_resident_bytes",
+                "Heap bytes the allocator keeps resident (live data, free pages not yet returned, its tables)",
+                bytes(heap.resident),
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// The node's registry: every subsystem's families.
 pub fn registry(streams: &Streams, edge: &EdgeSlot, mesh: &MeshSlot) -> Registry {
     let mut registry = Registry::default();
+    registry.register_collector(Box::new(Process {
+        runtime: tokio::runtime::Handle::try_current().ok(),
+    }));
     registry.register_collector(Box::new(edge.clone()));
     registry.register_collector(Box::new(mesh.clone()));
     registry.register_collector(Box::new(streams.clone()));
@@ -132,8 +168,10 @@ mod tests {
         assert!(
             without_mesh
                 .iter()
-                .all(|f| f.starts_with("streamr_rtmp_") || f.starts_with("streamr_stream_")),
-            "before a mesh ran, only the edge and the hubs have families: {without_mesh:#?}"
+                .all(|f| ["streamr_rtmp_", "streamr_stream_", "streamr_process_"]
+                    .iter()
+                    .any(|p| f.starts_with(p))),
+            "before a mesh ran, only the edge, the hubs and the process have families: {without_mesh:#?}"
         );
 
         let cancel = CancellationToken::new();

@@ -9,6 +9,7 @@ use crate::engine::procstat;
 use crate::node::{self, Launcher, NodeLog, NodeProcess, Ready};
 use anyhow::{Context, bail};
 use serde::Serialize;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -43,6 +44,11 @@ pub struct Sample {
     pub rss_kib: u64,
     /// Open file descriptors.
     pub fds: u64,
+    /// Heap bytes the node has allocated and not freed, KiB (`streamr_process_heap_allocated_bytes`;
+    /// `None` when the node does not report it).
+    pub heap_kib: Option<u64>,
+    /// Async tasks alive in the node (`streamr_process_tasks`).
+    pub tasks: Option<u64>,
 }
 
 /// What the soak found.
@@ -68,6 +74,20 @@ pub struct SoakResult {
     pub rss_peak_mib: f64,
     /// Growth from after warm-up to the end, percent (goal: <= 5).
     pub rss_growth_percent: f64,
+    /// RSS's trend after warm-up: the least-squares slope of every sample, as percent of the RSS after
+    /// warm-up per hour (what the growth would be over an hour, from all samples instead of two windows).
+    pub rss_trend_percent_per_hour: f64,
+    /// The live heap (bytes allocated and not freed), the same two windows as RSS, MiB; NaN when the node
+    /// does not report it.
+    pub heap_after_warmup_mib: f64,
+    /// ...
+    pub heap_end_mib: f64,
+    /// Its growth, percent.
+    pub heap_growth_percent: f64,
+    /// Async tasks alive in the node: median of the same two windows.
+    pub tasks_after_warmup: f64,
+    /// ...
+    pub tasks_end: f64,
     /// Open descriptors at the first sample (before any client), after warm-up, and at the last sample.
     pub fds_start: u64,
     /// ...
@@ -86,20 +106,21 @@ pub struct SoakResult {
     pub samples: Vec<Sample>,
 }
 
-/// RSS growth from warm-up's end to the end: the median of the samples within `window` after `warmup`,
-/// against the median of the last `window`; (after warm-up, end, growth percent). `None` if either window
-/// has no sample (too short a run). Medians over minutes, because a node's RSS swings by several MiB
-/// within a minute (its players' buffers, the keyframe cache): one-minute means made the figure move by
-/// ±10% from run to run.
-pub fn rss_growth(
+/// Growth of one figure of the samples (`value`) from warm-up's end to the end: the median of the samples
+/// within `window` after `warmup`, against the median of the last `window`; (after warm-up, end, growth
+/// percent). `None` if either window has no sample with the figure (too short a run). Medians over
+/// minutes, because a node's RSS swings by several MiB within a minute (its players' buffers, the keyframe
+/// cache): one-minute means made the figure move by ±10% from run to run.
+pub fn growth(
     samples: &[Sample],
     warmup: Duration,
     window: Duration,
+    value: impl Fn(&Sample) -> Option<u64>,
 ) -> Option<(f64, f64, f64)> {
     let (w, win) = (warmup.as_secs_f64(), window.as_secs_f64());
     let last = samples.last()?.at_s;
     let median = |f: &dyn Fn(&Sample) -> bool| {
-        let mut v: Vec<u64> = samples.iter().filter(|s| f(s)).map(|s| s.rss_kib).collect();
+        let mut v: Vec<u64> = samples.iter().filter(|s| f(s)).filter_map(&value).collect();
         v.sort_unstable();
         let n = v.len();
         (n > 0).then(|| {
@@ -113,6 +134,39 @@ pub fn rss_growth(
     let start = median(&|s| s.at_s >= w && s.at_s < w + win)?;
     let end = median(&|s| s.at_s > last - win && s.at_s >= w + win)?;
     Some((start, end, (end - start) / start * 100.0))
+}
+
+/// RSS growth (see [`growth`]).
+pub fn rss_growth(
+    samples: &[Sample],
+    warmup: Duration,
+    window: Duration,
+) -> Option<(f64, f64, f64)> {
+    growth(samples, warmup, window, |s| Some(s.rss_kib))
+}
+
+/// RSS's least-squares slope over the samples from `warmup` on, in percent of `base` per hour; `None`
+/// with fewer than two samples.
+pub fn rss_trend_percent_per_hour(samples: &[Sample], warmup: Duration, base: f64) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|s| s.at_s >= warmup.as_secs_f64())
+        .map(|s| (s.at_s, s.rss_kib as f64))
+        .collect();
+    if pts.len() < 2 || base <= 0.0 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return None;
+    }
+    let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    Some(sxy / sxx * 3600.0 / base * 100.0)
 }
 
 /// The error lines of a node's JSON log (`"level":"ERROR"`), and the lines it printed that are not JSON
@@ -133,14 +187,33 @@ pub fn error_lines(log: &str) -> Vec<String> {
         .collect()
 }
 
-/// One sample of `pid`, or `None` once it is gone.
-fn sample(pid: u32, started: Instant) -> Option<Sample> {
+/// One sample of `pid`, or `None` once it is gone; the heap and task figures from its `/metrics` at
+/// `http` (`None` each when it does not answer or does not report them).
+async fn sample(pid: u32, http: SocketAddr, started: Instant) -> Option<Sample> {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    let at_s = started.elapsed().as_secs_f64();
+    let rss_kib = procstat::rss_kib(pid)?;
+    let metrics = node::http::get(http, "/metrics", Duration::from_secs(2))
+        .await
+        .ok()
+        .filter(|a| a.code == 200)
+        .map(|a| a.body)
+        .unwrap_or_default();
     Some(Sample {
-        at_s: started.elapsed().as_secs_f64(),
-        rss_kib: procstat::rss_kib(pid)?,
+        at_s,
+        rss_kib,
         fds,
+        heap_kib: metric(&metrics, "streamr_process_heap_allocated_bytes").map(|b| b / 1024),
+        tasks: metric(&metrics, "streamr_process_tasks"),
     })
+}
+
+/// The value of an unlabelled family in a Prometheus text.
+pub fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .find_map(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 /// A mesh peer: its data dir (same identity across restarts), its log folder, the node and its player.
@@ -242,7 +315,10 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
     let mut node = launcher.start(Duration::from_secs(30)).await?;
     let ready = node.ready().cloned().context("no ready line")?;
     let pid = node.pid;
-    let mut samples: Vec<Sample> = sample(pid, started).into_iter().collect();
+    let mut samples: Vec<Sample> = sample(pid, ready.http_listen, started)
+        .await
+        .into_iter()
+        .collect();
 
     let mut publisher = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostats", "-re"])
@@ -286,7 +362,7 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
     let mut node_alive = true;
     while started.elapsed() < opts.duration {
         tokio::time::sleep(opts.sample_every).await;
-        match sample(pid, started) {
+        match sample(pid, ready.http_listen, started).await {
             Some(s) => samples.push(s),
             None => {
                 node_alive = false;
@@ -335,8 +411,13 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
 
     let warmup = (opts.duration / 5).min(Duration::from_secs(300));
     let window = Duration::from_secs(300).min(opts.duration / 5);
-    let (after, end, growth) =
+    let (after, end, rss_growth_pct) =
         rss_growth(&samples, warmup, window).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+    let trend = rss_trend_percent_per_hour(&samples, warmup, after).unwrap_or(f64::NAN);
+    let (heap_after, heap_end, heap_growth) =
+        growth(&samples, warmup, window, |s| s.heap_kib).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+    let (tasks_after, tasks_end, _) =
+        growth(&samples, warmup, window, |s| s.tasks).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     let mut node_errors = error_lines(&node.log_text());
     node_errors.truncate(50);
     let mut peer_error_count = 0;
@@ -357,7 +438,13 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
         rss_after_warmup_mib: after / 1024.0,
         rss_end_mib: end / 1024.0,
         rss_peak_mib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
-        rss_growth_percent: growth,
+        rss_growth_percent: rss_growth_pct,
+        rss_trend_percent_per_hour: trend,
+        heap_after_warmup_mib: heap_after / 1024.0,
+        heap_end_mib: heap_end / 1024.0,
+        heap_growth_percent: heap_growth,
+        tasks_after_warmup: tasks_after,
+        tasks_end,
         fds_start: samples.first().map_or(0, |s| s.fds),
         fds_after_warmup: samples
             .iter()
@@ -381,7 +468,59 @@ mod tests {
             at_s,
             rss_kib,
             fds: 10,
+            heap_kib: None,
+            tasks: None,
         }
+    }
+
+    #[test]
+    fn the_trend_is_the_slope_of_every_sample() {
+        // Warm-up to 100 s at 5000 KiB, then +1 KiB a second: 3600 KiB an hour, 72% of 5000.
+        let mut v: Vec<Sample> = (0..100).map(|i| s(f64::from(i), 5000)).collect();
+        v.extend((100..400).map(|i| s(f64::from(i), 5000 + (i - 100) as u64)));
+        let t = rss_trend_percent_per_hour(&v, Duration::from_secs(100), 5000.0).unwrap();
+        assert!((t - 72.0).abs() < 1e-6, "{t}");
+        // Flat after warm-up: no trend, whatever warm-up did.
+        let flat: Vec<Sample> = (0..400)
+            .map(|i| s(f64::from(i), if i < 100 { i as u64 } else { 5000 }))
+            .collect();
+        let t = rss_trend_percent_per_hour(&flat, Duration::from_secs(100), 5000.0).unwrap();
+        assert!(t.abs() < 1e-9, "{t}");
+        assert!(rss_trend_percent_per_hour(&v[..101], Duration::from_secs(100), 5000.0).is_none());
+    }
+
+    #[test]
+    fn figures_are_read_from_metrics() {
+        let text = "# HELP streamr_process_tasks Async tasks alive\n# TYPE streamr_process_tasks gauge\n\
+                    streamr_process_tasks 42\nstreamr_process_tasks_total 7\n\
+                    streamr_process_heap_allocated_bytes 1048576\n";
+        assert_eq!(metric(text, "streamr_process_tasks"), Some(42));
+        assert_eq!(
+            metric(text, "streamr_process_heap_allocated_bytes"),
+            Some(1 << 20)
+        );
+        assert_eq!(metric(text, "streamr_process_heap_resident_bytes"), None);
+    }
+
+    #[test]
+    fn heap_growth_uses_the_samples_that_have_it() {
+        let v: Vec<Sample> = (0..40)
+            .map(|i| Sample {
+                heap_kib: (i % 3 != 0).then_some(if i < 20 { 2000 } else { 2100 }),
+                ..s(f64::from(i), 1000)
+            })
+            .collect();
+        let (a, e, g) = growth(&v, Duration::from_secs(10), Duration::from_secs(10), |s| {
+            s.heap_kib
+        })
+        .unwrap();
+        assert_eq!((a, e), (2000.0, 2100.0));
+        assert!((g - 5.0).abs() < 1e-9);
+        assert!(
+            growth(&v, Duration::from_secs(10), Duration::from_secs(10), |s| s
+                .tasks)
+            .is_none()
+        );
     }
 
     #[test]

@@ -67,6 +67,18 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         r.rss_after_warmup_mib, r.rss_end_mib, r.rss_peak_mib, r.rss_growth_percent
     );
     println!(
+        "RSS trend after warm-up (least squares over every sample): {:+.2}% an hour",
+        r.rss_trend_percent_per_hour
+    );
+    println!(
+        "live heap: {:.1} MiB after warm-up, {:.1} MiB at the end ({:+.2}%); tasks alive: {:.0} after warm-up, {:.0} at the end",
+        r.heap_after_warmup_mib,
+        r.heap_end_mib,
+        r.heap_growth_percent,
+        r.tasks_after_warmup,
+        r.tasks_end
+    );
+    println!(
         "open descriptors: {} at start (no clients yet), {} after warm-up, {} at the end, peak {}",
         r.fds_start, r.fds_after_warmup, r.fds_end, r.fds_peak
     );

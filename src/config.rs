@@ -226,6 +226,12 @@ impl Config {
                 if !a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))) {
                     bail!("bootstrap address {s:?} lacks /p2p/<peer id> at the end: copy the whole address");
                 }
+                if a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Dnsaddr(_))) {
+                    bail!(
+                        "bootstrap address {s:?}: /dnsaddr is not supported; give the host name with its port \
+                         and transport, like /dns4/boot.example.org/udp/4001/quic-v1/p2p/12D3KooW..."
+                    );
+                }
                 Ok(a)
             })
             .collect()
@@ -388,6 +394,18 @@ mod tests {
         );
         c.bootstrap = vec!["127.0.0.1:4001".into()];
         assert!(c.validate().is_err());
+        // A host name is resolved at every dial; /dnsaddr (a TXT lookup) is refused with what to give.
+        c.bootstrap = vec!["/dns4/boot.example.org/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN".into()];
+        assert_eq!(c.bootstrap_addrs().unwrap().len(), 1);
+        c.bootstrap = vec![
+            "/dnsaddr/boot.example.org/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN"
+                .into(),
+        ];
+        let e = c.bootstrap_addrs().unwrap_err().to_string();
+        assert!(
+            e.contains("/dnsaddr is not supported") && e.contains("/dns4/"),
+            "{e}"
+        );
     }
 
     #[test]

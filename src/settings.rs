@@ -175,7 +175,8 @@ settings! {
     seal_window_ms: u64 = 50;
         env "STREAMR_SEAL_WINDOW_MS"; value "MS"; applies Restart;
     /// Mesh peers to join through (repeatable): a multiaddr ending in `/p2p/<peer id>`, as the other node's
-    /// status shows under `listen_addrs`.
+    /// status shows under `listen_addrs`. A host name works in place of the IP address
+    /// (`/dns4/boot.example.org/udp/4001/quic-v1/p2p/...`; resolved by the system at every dial).
     bootstrap: Vec<String> = Vec::new();
         env "STREAMR_BOOTSTRAP"; value "MULTIADDR"; applies Reconnect; arg(value_delimiter = ',');
     /// Upload this node spends relaying streams to other nodes, in kbit/s; when full, new subscribers are

@@ -4,6 +4,7 @@
 use super::addrbook::{AddressBook, Source, is_local};
 use super::behaviour::{Behaviour, BehaviourEvent, MeshMembers, RelayLimits};
 use super::nat::{NatState, Reachability, Reservation, Upnp};
+use super::resolve;
 use futures::StreamExt;
 use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
@@ -123,6 +124,13 @@ pub enum NetCommand {
     RelayCandidates(Vec<Multiaddr>),
     /// Port prediction's guesses of a peer's QUIC address, dialed all at once (sent by the mesh itself).
     PredictDial(PeerId, Vec<Multiaddr>),
+    /// The addresses a host name in `original` resolved to, to dial now (sent by the mesh itself).
+    Resolved {
+        /// The address as configured, with its name.
+        original: Multiaddr,
+        /// What the name resolved to.
+        addrs: Vec<Multiaddr>,
+    },
 }
 
 /// One connection to a peer.
@@ -348,8 +356,6 @@ pub async fn start(
             c.keep_alive_interval = QUIC_KEEP_ALIVE;
             c
         })
-        .with_dns()
-        .map_err(|e| NetError::Transport(e.to_string()))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_behaviour(|key, relay_client| {
@@ -405,15 +411,6 @@ pub async fn start(
     }
 
     dualstack::listen_ipv6(&mut swarm, quic_port, quic_port);
-
-    for addr in &cfg.bootstrap {
-        if let Some(Protocol::P2p(p)) = addr.iter().last() {
-            swarm.behaviour_mut().kad.add_address(&p, strip_p2p(addr));
-        }
-        if let Err(e) = swarm.dial(addr.clone()) {
-            warn!(%addr, error = %e, "cannot dial bootstrap peer");
-        }
-    }
 
     // We decide when to offer a relay (nat_maintain, from confirmed non-relayed addresses): left in its
     // automatic mode, the relay service switches on as soon as our own relay circuit address is confirmed.
@@ -473,7 +470,11 @@ pub async fn start(
         predict,
         predicting: HashMap::new(),
         fresh_port_conns: HashSet::new(),
+        commands: handle.tx.downgrade(),
     };
+    for addr in lp.bootstrap.clone() {
+        lp.dial_resolving(addr);
+    }
     let task = tokio::spawn(async move { lp.run(cancel).await });
     Ok((handle, task))
 }
@@ -530,6 +531,9 @@ async fn wait_listen(
 
 struct EventLoop {
     swarm: Swarm<Behaviour>,
+    /// The loop's own command queue, for work it finishes later (a host name resolved); weak, so that
+    /// the loop still ends when every handle is gone.
+    commands: mpsc::WeakSender<NetCommand>,
     rx: mpsc::Receiver<NetCommand>,
     snapshot: Arc<RwLock<NetSnapshot>>,
     stats: Arc<NetStats>,
@@ -603,7 +607,7 @@ impl EventLoop {
                 _ => false,
             };
             if !connected {
-                let _ = self.swarm.dial(addr);
+                self.dial_resolving(addr);
             }
         }
     }
@@ -806,11 +810,8 @@ impl EventLoop {
 
     fn command(&mut self, cmd: NetCommand) {
         match cmd {
-            NetCommand::Dial(addr) => {
-                if let Err(e) = self.swarm.dial(addr.clone()) {
-                    debug!(%addr, error = %e, "dial failed");
-                }
-            }
+            NetCommand::Dial(addr) => self.dial_resolving(addr),
+            NetCommand::Resolved { original, addrs } => self.dial_resolved(&original, addrs),
             NetCommand::AddAddresses {
                 peer,
                 addrs,
@@ -860,6 +861,50 @@ impl EventLoop {
             NetCommand::GetProviders(key, reply) => {
                 let id = self.swarm.behaviour_mut().kad.get_providers(key);
                 self.pending_providers.insert(id, (Vec::new(), reply));
+            }
+        }
+    }
+
+    /// Dials an address given by the node's configuration (bootstrap peers, relay candidates) or its user;
+    /// one with a host name is resolved first, off the loop, and dialed when the answer comes
+    /// ([`NetCommand::Resolved`]). A bootstrap peer's address also goes into the DHT's routing table.
+    fn dial_resolving(&mut self, addr: Multiaddr) {
+        if resolve::has_name(&addr) {
+            let commands = self.commands.clone();
+            tokio::spawn(async move {
+                match resolve::resolve(&addr).await {
+                    Ok(addrs) => {
+                        if let Some(tx) = commands.upgrade() {
+                            let _ = tx
+                                .send(NetCommand::Resolved {
+                                    original: addr,
+                                    addrs,
+                                })
+                                .await;
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot dial a configured peer"),
+                }
+            });
+            return;
+        }
+        self.dial_resolved(&addr.clone(), vec![addr]);
+    }
+
+    /// Dials `addrs`, what `original` names (itself when it has no host name).
+    fn dial_resolved(&mut self, original: &Multiaddr, addrs: Vec<Multiaddr>) {
+        let peer = match original.iter().last() {
+            Some(Protocol::P2p(p)) => Some(p),
+            _ => None,
+        };
+        if let Some(p) = peer.filter(|_| self.bootstrap.contains(original)) {
+            for a in &addrs {
+                self.swarm.behaviour_mut().kad.add_address(&p, strip_p2p(a));
+            }
+        }
+        for addr in addrs {
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                debug!(%addr, error = %e, "dial failed");
             }
         }
     }

@@ -10,6 +10,7 @@ pub mod nat;
 pub mod pcp;
 pub mod portmap;
 mod relay_server;
+pub mod resolve;
 
 pub use behaviour::{Behaviour, BehaviourEvent, RELAY_CIRCUIT_KBPS, RelayLimits};
 pub use event_loop::{

@@ -125,3 +125,41 @@ async fn players_waiting_when_the_mesh_restarts_get_the_stream_again() {
     assert!(hub.is_live());
     origin_cancel.cancel();
 }
+
+/// A bootstrap peer configured by host name (`/dns4/localhost/...`) is resolved by the system's resolver
+/// and dialed: the viewer finds the origin's stream through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_peer_given_by_host_name_is_reached() {
+    let origin_streams = Streams::new(HubConfig::default());
+    let origin_cancel = CancellationToken::new();
+    let origin = Mesh::start(
+        config(vec![]),
+        origin_streams.clone(),
+        origin_cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let _publisher = publish(origin_streams.get_or_create("named"));
+    let by_ip = loopback_quic(&origin).to_string();
+    let by_name: Multiaddr = by_ip
+        .replacen("/ip4/127.0.0.1/", "/dns4/localhost/", 1)
+        .parse()
+        .unwrap();
+    assert!(crate::net::resolve::has_name(&by_name), "{by_name}");
+
+    let streams = Streams::new(HubConfig::default());
+    let cancel = CancellationToken::new();
+    let viewer = Mesh::start(config(vec![by_name]), streams.clone(), cancel.clone())
+        .await
+        .unwrap();
+    streams.set_finder(Some(viewer.finder()));
+    let hub = streams.get_or_create("named");
+    let mut player = hub.subscribe(SubscriberKind::Player);
+    let _lookup = streams.request(&hub);
+    assert!(
+        plays(&mut player, Duration::from_secs(20)).await,
+        "the viewer never reached the origin it was given by name"
+    );
+    cancel.cancel();
+    origin_cancel.cancel();
+}

@@ -117,7 +117,7 @@ impl EventLoop {
         for (peer, addr) in dial {
             self.relay_candidates.dialed.insert(peer, now);
             debug!(%peer, %addr, "dialing a relay candidate");
-            let _ = self.swarm.dial(addr);
+            self.dial_resolving(addr);
         }
     }
 }

@@ -19,7 +19,10 @@ pub use api::{
 pub use security::{hash_password, is_password_hash, verify_password};
 pub use server::{BindError, WebConfig, WebServer};
 
-/// Every embedded dashboard file with its bytes (the size budget is checked over these).
-pub fn embedded_assets() -> Vec<(&'static str, &'static [u8])> {
+/// Every embedded dashboard file with its bytes, unpacked (the files are stored gzipped).
+pub fn embedded_assets() -> Vec<(&'static str, Vec<u8>)> {
     assets::all()
+        .into_iter()
+        .map(|(name, bytes, _)| (name, bytes))
+        .collect()
 }

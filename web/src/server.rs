@@ -164,20 +164,22 @@ pub(crate) fn routes(
         let guard = guard.clone();
         warp::get()
             .and(warp::path::end().or(warp::path!("join")).unify())
-            .map(move || {
-                let mut r = assets::page();
+            .and(warp::header::optional::<String>("accept-encoding"))
+            .map(move |accept: Option<String>| {
+                let mut r = assets::page(assets::accepts_gzip(accept.as_deref()));
                 if let Ok(v) = HeaderValue::from_str(&guard.set_cookie()) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }
                 r
             })
     };
-    let asset =
-        warp::get()
-            .and(warp::path!("assets" / String))
-            .and_then(|name: String| async move {
-                assets::get(&name).ok_or_else(warp::reject::not_found)
-            });
+    let asset = warp::get()
+        .and(warp::path!("assets" / String))
+        .and(warp::header::optional::<String>("accept-encoding"))
+        .and_then(|name: String, accept: Option<String>| async move {
+            assets::get(&name, assets::accepts_gzip(accept.as_deref()))
+                .ok_or_else(warp::reject::not_found)
+        });
     let status = warp::path!("api" / "v1" / "status")
         .and(warp::get())
         .and(warp::addr::remote())
@@ -406,7 +408,6 @@ async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infal
 mod tests {
     use super::*;
     use crate::api::{Invite, Joined, Overview, Settings, Status};
-    use std::io::Write;
 
     struct Fake {
         streams: streamr_media::Streams,
@@ -582,6 +583,43 @@ mod tests {
         );
     }
 
+    /// Files go out gzipped to a client that takes gzip (every browser), unpacked to one that does not.
+    #[tokio::test]
+    async fn files_are_sent_gzipped_only_to_clients_that_take_it() {
+        use std::io::Read;
+        let (app, _) = app();
+        let source = include_bytes!("../assets/app.js");
+        for path in ["/assets/app.js", "/"] {
+            let r = local()
+                .path(path)
+                .header("accept-encoding", "gzip, deflate, br")
+                .reply(&app)
+                .await;
+            assert_eq!(r.status(), 200, "{path}");
+            assert_eq!(r.headers()["content-encoding"], "gzip", "{path}");
+            assert_eq!(r.headers()["vary"], "accept-encoding", "{path}");
+            let mut unpacked = Vec::new();
+            flate2::read::GzDecoder::new(&r.body()[..])
+                .read_to_end(&mut unpacked)
+                .expect("a gzip body");
+            if path == "/assets/app.js" {
+                assert_eq!(unpacked, source);
+            } else {
+                assert!(String::from_utf8_lossy(&unpacked).contains("/assets/app.js"));
+            }
+        }
+        for accept in [None, Some("identity"), Some("gzip;q=0")] {
+            let mut req = local().path("/assets/app.js");
+            if let Some(a) = accept {
+                req = req.header("accept-encoding", a);
+            }
+            let r = req.reply(&app).await;
+            assert_eq!(r.status(), 200);
+            assert!(r.headers().get("content-encoding").is_none(), "{accept:?}");
+            assert_eq!(&r.body()[..], &source[..], "{accept:?}");
+        }
+    }
+
     #[tokio::test]
     async fn rebinding_and_cross_site_requests_get_403() {
         let (app, guard) = app();
@@ -664,10 +702,8 @@ mod tests {
     #[test]
     fn the_embedded_dashboard_fits_its_300_kb_gzipped_budget() {
         let mut total = 0;
-        for (name, bytes) in crate::assets::all() {
-            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-            gz.write_all(bytes).unwrap();
-            let n = gz.finish().unwrap().len();
+        for (name, bytes, gzipped) in crate::assets::all() {
+            let n = gzipped.len();
             eprintln!("{name}: {} bytes, {n} gzipped", bytes.len());
             total += n;
         }

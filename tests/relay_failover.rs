@@ -56,4 +56,20 @@ async fn a_dead_relay_is_replaced_within_seconds() {
         node.status().nat,
         node.log_text()
     );
+    // Our addresses through the dead relay go with it: neither listened on nor advertised.
+    let through_dead = format!("/p2p/{dead}/p2p-circuit");
+    let stale = || {
+        let s = node.status();
+        s.listen_addrs
+            .iter()
+            .chain(s.external_addrs.iter())
+            .filter(|a| a.contains(&through_dead))
+            .cloned()
+            .collect::<Vec<String>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || stale().is_empty()).await,
+        "addresses through the dead relay are still ours: {:?}",
+        stale()
+    );
 }

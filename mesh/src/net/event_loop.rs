@@ -998,7 +998,11 @@ impl EventLoop {
                 error,
                 connection_id,
             } => self.on_dial_failed(peer_id, connection_id, &error),
-            SwarmEvent::ListenerClosed { listener_id, .. } => self.on_listener_closed(listener_id),
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                addresses,
+                ..
+            } => self.on_listener_closed(listener_id, &addresses),
             _ => {}
         }
     }

@@ -6,11 +6,20 @@ use super::{ConnInfo, EventLoop, RELAYED_CLOSE_GRACE, dualstack, with_p2p};
 use crate::net::is_relayed;
 use libp2p::core::ConnectedPoint;
 use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{ConnectionId, DialError, ListenError};
 use libp2p::{Multiaddr, PeerId};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 use tracing::{debug, info};
+
+/// True for a circuit address through `relay` (`.../p2p/<relay>/p2p-circuit...`).
+fn relayed_through(addr: &Multiaddr, relay: &PeerId) -> bool {
+    let parts: Vec<Protocol> = addr.iter().collect();
+    parts
+        .windows(2)
+        .any(|w| matches!((&w[0], &w[1]), (Protocol::P2p(p), Protocol::P2pCircuit) if p == relay))
+}
 
 /// Adds `addr` to a list of our addresses unless it is there.
 fn add_once(list: &mut Vec<Multiaddr>, addr: Multiaddr) {
@@ -149,11 +158,60 @@ impl EventLoop {
         }
     }
 
-    /// A listener closed: when it was a relay reservation's, the reservation is over.
-    pub(super) fn on_listener_closed(&mut self, listener_id: ListenerId) {
+    /// A listener closed: its addresses are gone (the swarm reports them here, not one by one), and when
+    /// it was a relay reservation's, the reservation is over and our addresses through that relay with it.
+    pub(super) fn on_listener_closed(&mut self, listener_id: ListenerId, addresses: &[Multiaddr]) {
+        for a in addresses {
+            self.on_listen_addr_expired(a);
+        }
         if let Some(relay) = self.reservation_listeners.remove(&listener_id) {
             info!(%relay, "relay reservation ended");
             self.nat.reservations.remove(&relay);
+            if !self.reservation_listeners.values().any(|r| *r == relay) {
+                self.forget_circuits_through(relay);
+            }
         }
+    }
+
+    /// Drops our confirmed external addresses through `relay`: AutoNAT confirms circuit addresses too
+    /// (one per address of the relay), and nothing expires them when the relay goes away. Kept, they were
+    /// advertised to every peer for ever (two new ones per relay restart in a soak: 127 addresses after 22
+    /// minutes) and pushed live addresses out of the ones we gossip.
+    fn forget_circuits_through(&mut self, relay: PeerId) {
+        let stale: Vec<Multiaddr> = self
+            .swarm
+            .external_addresses()
+            .filter(|a| relayed_through(a, &relay))
+            .cloned()
+            .collect();
+        for a in stale {
+            debug!(address = %a, %relay, "forgetting an address through a relay we no longer hold");
+            self.swarm.remove_external_address(&a);
+            self.on_external_addr_expired(&a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn circuit_addresses_are_told_by_their_relay() {
+        let (relay, other, me) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let through = |relay: PeerId| -> Multiaddr {
+            format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{relay}/p2p-circuit/p2p/{me}")
+                .parse()
+                .unwrap()
+        };
+        assert!(relayed_through(&through(relay), &relay));
+        assert!(!relayed_through(&through(other), &relay));
+        let direct: Multiaddr = format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{relay}")
+            .parse()
+            .unwrap();
+        assert!(
+            !relayed_through(&direct, &relay),
+            "the relay's own address is no circuit"
+        );
     }
 }

@@ -48,6 +48,10 @@ pub const RELAY_CIRCUITS_PER_PEER: u32 = 8;
 pub const RELAY_CIRCUITS_PER_IP: u32 = 16;
 /// The window of the relay service's rate limits.
 pub const RELAY_RATE_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a connection's round trip is measured (libp2p's default). The first ping goes at once, so a
+/// new peer's RTT is known for placement right away; later ones only follow a path that changed, and an
+/// idle node pays for them (issue 13: 5 s made them a fifth of its wake-ups).
+const PING_EVERY: Duration = Duration::from_secs(15);
 
 /// Peers that speak our protocols (identify says so), while connected: the only peers the relay service
 /// reserves a slot for, so it carries this mesh's traffic and nobody else's.
@@ -234,7 +238,7 @@ impl Behaviour {
             limits: connection_limits::Behaviour::new(limits),
             memory: memory_connection_limits::Behaviour::with_max_bytes(MAX_PROCESS_MEMORY),
             identify,
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(PING_EVERY)),
             kad,
             stream: libp2p_stream::Behaviour::new(),
             relay_client,

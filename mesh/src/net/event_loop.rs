@@ -27,6 +27,8 @@ mod dualstack;
 mod predict;
 mod relays;
 
+/// The DHT's routing table is refreshed by a walk at least this often.
+const KAD_REFRESH_EVERY: Duration = Duration::from_secs(300);
 /// How long a QUIC connection may hear nothing before it counts as dead.
 const QUIC_IDLE: Duration = Duration::from_secs(4);
 /// How often QUIC sends a keep-alive on a quiet connection (well under [`QUIC_IDLE`]).
@@ -600,7 +602,16 @@ impl EventLoop {
             w.retain(|tx| !tx.is_closed());
             !w.is_empty()
         });
-        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        // A walk of the DHT costs a query to every close peer. Joins and new peers start one (see
+        // `add_to_dht`); the tick only refreshes a table that saw no walk for a while, as libp2p's own
+        // periodic bootstrap (5 minutes) would.
+        if self
+            .last_kad_bootstrap
+            .is_none_or(|t| t.elapsed() >= KAD_REFRESH_EVERY)
+        {
+            self.last_kad_bootstrap = Some(Instant::now());
+            let _ = self.swarm.behaviour_mut().kad.bootstrap();
+        }
         for addr in self.bootstrap.clone() {
             let connected = match addr.iter().last() {
                 Some(Protocol::P2p(p)) => self.swarm.is_connected(&p),

@@ -736,7 +736,7 @@ impl Actor {
     }
 
     /// Sends every connected peer the catalog meant for it (an unchanged one only every
-    /// [`GOSSIP_REPEAT`]).
+    /// [`GOSSIP_REPEAT`], an unchanged empty one never).
     fn gossip(&mut self) {
         let now = Instant::now();
         self.catalog.expire(now);
@@ -759,11 +759,11 @@ impl Actor {
                 bytes.hash(&mut h);
                 h.finish()
             };
-            if self
-                .last_sent
-                .get(&peer)
-                .is_some_and(|(d, at)| *d == digest && now.duration_since(*at) < GOSSIP_REPEAT)
-            {
+            // An unchanged catalog goes again only every GOSSIP_REPEAT, to keep its entries alive at the
+            // peer; an unchanged empty one never (it keeps nothing alive: an idle mesh sends nothing).
+            if self.last_sent.get(&peer).is_some_and(|(d, at)| {
+                *d == digest && (entries.is_empty() || now.duration_since(*at) < GOSSIP_REPEAT)
+            }) {
                 continue;
             }
             self.last_sent.insert(peer, (digest, now));

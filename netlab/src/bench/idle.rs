@@ -13,6 +13,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use super::mesh::{ChainNode, loopback_addr, start_node};
+use super::soak::metric;
 use crate::engine::procstat;
 use crate::node;
 use crate::report::Table;
@@ -46,6 +47,9 @@ pub struct IdleNode {
     pub rss_mib: f64,
     /// Connected mesh peers at the end (from its status, read after the window).
     pub peers: Option<usize>,
+    /// Open connections at the end (established minus closed, from its /metrics after the window):
+    /// against `peers`, how many a pair holds.
+    pub connections: Option<u64>,
 }
 
 /// The mesh of one binary.
@@ -205,6 +209,7 @@ async fn measure(
             wakeups_per_s: a.switches.saturating_sub(b.switches) as f64 / window,
             rss_mib: procstat::rss_kib(n.process.pid).unwrap_or(0) as f64 / 1024.0,
             peers: None,
+            connections: None,
         });
     }
     // After the window, so that the reads cost nothing measured.
@@ -213,6 +218,7 @@ async fn measure(
             .await
             .ok()
             .map(|s| s.peers.len());
+        figures.connections = open_connections(n.ready.http_listen).await;
     }
     let col = |f: fn(&IdleNode) -> f64| -> Vec<f64> {
         let mut v: Vec<f64> = per_node.iter().map(f).collect();
@@ -231,6 +237,18 @@ async fn measure(
         nodes: per_node,
         error: None,
     })
+}
+
+/// Mesh connections open at a node: established minus closed, from its `/metrics`.
+async fn open_connections(http: std::net::SocketAddr) -> Option<u64> {
+    let text = node::http::get(http, "/metrics", Duration::from_secs(2))
+        .await
+        .ok()
+        .filter(|a| a.code == 200)?
+        .body;
+    let established = metric(&text, "streamr_mesh_connections_established_total")?;
+    let closed = metric(&text, "streamr_mesh_connections_closed_total")?;
+    Some(established.saturating_sub(closed))
 }
 
 /// The median of sorted values (0 for none).
@@ -254,6 +272,7 @@ pub fn table(results: &[IdleResult]) -> Table {
         "RSS p50 MiB",
         "loopback packets/s (all)",
         "peers per node",
+        "connections per node",
         "CPU % per node",
     ]);
     for r in results {
@@ -265,6 +284,11 @@ pub fn table(results: &[IdleResult]) -> Table {
             .nodes
             .iter()
             .map(|n| n.peers.map_or("-".into(), |p| p.to_string()))
+            .collect();
+        let conns: Vec<String> = r
+            .nodes
+            .iter()
+            .map(|n| n.connections.map_or("-".into(), |c| c.to_string()))
             .collect();
         let cpus: Vec<String> = r
             .nodes
@@ -284,6 +308,7 @@ pub fn table(results: &[IdleResult]) -> Table {
             format!("{:.1}", r.rss_p50_mib),
             format!("{:.1}", r.loopback_packets_per_s),
             peers.join(" "),
+            conns.join(" "),
             cpus.join(" "),
         ]);
     }

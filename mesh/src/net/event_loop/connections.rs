@@ -83,6 +83,9 @@ impl EventLoop {
         // An inbound circuit's send-back address is only `/p2p/<peer>`; the relayed listen
         // address it arrived on (`local_addr`) is what shows it is relayed.
         let relayed = is_relayed(&remote) || endpoint.is_relayed();
+        if !relayed && dualstack::family(&remote) == Some(dualstack::Family::V6) {
+            self.ipv6_reached.insert(peer_id);
+        }
         self.prediction_connected(peer_id, relayed);
         debug!(%peer_id, %remote, relayed, "connected");
         let mut snap = self.snapshot.write();
@@ -115,6 +118,7 @@ impl EventLoop {
             p.connections.retain(|c| c.id != connection_id);
             if p.connections.is_empty() {
                 s.peers.remove(&peer_id);
+                self.ipv6_reached.remove(&peer_id);
                 self.nat.disconnected(&peer_id);
                 self.members.remove(&peer_id);
             }

@@ -3,9 +3,12 @@
 //!
 //! Why prefer IPv6: between two homes IPv6 needs no translation, so a path through two stateful firewalls
 //! opens with one simultaneous open, and it survives the carrier-grade NATs that make IPv4 fragile.
-//! A peer reached only over IPv4 whose IPv6 address we know is dialed over IPv6 once a minute at most.
-//! Both ends do this at about the same moment (the IPv4 connection's establishment), so between two
-//! firewalled homes the two dials cross and open both firewalls, like a hole punch. Once a direct path
+//! A peer reached only over IPv4 whose IPv6 address we know is dialed over IPv6 once a minute at most,
+//! until a direct IPv6 connection to it has been up once: when that one later idles out beside the IPv4
+//! one (no streams on it for a minute), it did not fail, and dialing again every minute only made an idle
+//! mesh reconnect (issue 13). Both ends do this at about the same moment (the IPv4 connection's
+//! establishment), so between two firewalled homes the two dials cross and open both firewalls, like a
+//! hole punch. Once a direct path
 //! exists, relayed connections to the peer close after a short grace, as before.
 //!
 //! Direct IPv4 connections are kept beside IPv6 ones: closing them (tried first) killed AutoNAT v2, whose
@@ -101,6 +104,19 @@ pub fn needs_sorting(existing: &[ConnInfo], new_rank: u8) -> bool {
     }
 }
 
+/// Whether a peer is due an IPv6 upgrade dial: its best path is direct IPv4, no direct IPv6 connection
+/// to it has been up since it connected (`reached_v6`), and the last try is older than [`UPGRADE_RETRY`].
+pub fn wants_upgrade(
+    conns: &[ConnInfo],
+    reached_v6: bool,
+    last_try: Option<Instant>,
+    now: Instant,
+) -> bool {
+    !reached_v6
+        && conns.iter().map(path_rank).min() == Some(1)
+        && last_try.is_none_or(|t| now.duration_since(t) > UPGRADE_RETRY)
+}
+
 /// The IPv6 QUIC addresses of a peer worth an upgrade dial: routable, from what it listens on.
 pub fn upgrade_targets(peer_listen: &[Multiaddr]) -> Vec<Multiaddr> {
     peer_listen
@@ -135,14 +151,13 @@ impl EventLoop {
             }
             snap.peers
                 .iter()
-                .filter(|(_, p)| {
-                    let best = p.connections.iter().map(path_rank).min();
-                    best == Some(1)
-                })
-                .filter(|(id, _)| {
-                    self.ipv6_upgrade_tried
-                        .get(*id)
-                        .is_none_or(|t| now.duration_since(*t) > UPGRADE_RETRY)
+                .filter(|(id, p)| {
+                    wants_upgrade(
+                        &p.connections,
+                        self.ipv6_reached.contains(*id),
+                        self.ipv6_upgrade_tried.get(*id).copied(),
+                        now,
+                    )
                 })
                 .map(|(id, p)| (*id, upgrade_targets(&p.listen_addrs)))
                 .filter(|(_, t)| !t.is_empty())
@@ -205,6 +220,23 @@ mod tests {
             ]),
             vec![m("/ip6/2001:db8:1:3::2/udp/4001/quic-v1")]
         );
+    }
+
+    #[test]
+    fn an_ipv6_upgrade_is_retried_after_a_failure_but_not_after_an_idle_close() {
+        let v4 = conn(1, "/ip4/203.0.113.2/udp/4001/quic-v1", false);
+        let v6 = conn(2, "/ip6/2001:db8:1:3::2/udp/4001/quic-v1", false);
+        let now = Instant::now();
+        let later = now + UPGRADE_RETRY + Duration::from_secs(1);
+        let ipv4_only = std::slice::from_ref(&v4);
+        assert!(wants_upgrade(ipv4_only, false, None, now));
+        assert!(!wants_upgrade(ipv4_only, false, Some(now), now));
+        // The dial failed: tried again after UPGRADE_RETRY.
+        assert!(wants_upgrade(ipv4_only, false, Some(now), later));
+        // The IPv6 connection came up and idled out later: not dialed again while the peer stays.
+        assert!(!wants_upgrade(ipv4_only, true, Some(now), later));
+        // Up over IPv6 now: nothing to upgrade.
+        assert!(!wants_upgrade(&[v4.clone(), v6], false, None, now));
     }
 
     #[test]

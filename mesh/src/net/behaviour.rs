@@ -202,6 +202,8 @@ pub struct Behaviour {
     pub autonat_server: autonat::v2::server::Behaviour,
     /// Asks the home router (UPnP IGD) to open our port, where it offers that.
     pub upnp: Toggle<portmap::Behaviour>,
+    /// Keeps one idle connection open to each neighbour (see `keep_alive`).
+    pub keep_alive: super::keep_alive::Behaviour,
 }
 
 impl Behaviour {
@@ -255,6 +257,7 @@ impl Behaviour {
             ),
             autonat_server: autonat::v2::server::Behaviour::default(),
             upnp: Toggle::from(use_upnp.then(portmap::Behaviour::new)),
+            keep_alive: super::keep_alive::Behaviour::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use super::addrbook::{AddressBook, Source, is_local};
 use super::behaviour::{Behaviour, BehaviourEvent, MeshMembers, RelayLimits};
+use super::keep_alive;
 use super::nat::{NatState, Reachability, Reservation, Upnp};
 use super::resolve;
 use futures::StreamExt;
@@ -23,7 +24,7 @@ use tracing::{debug, info, warn};
 
 mod behaviours;
 mod connections;
-mod dualstack;
+pub(super) mod dualstack;
 mod predict;
 mod relays;
 
@@ -464,6 +465,7 @@ pub async fn start(
         relay_refused,
         dialed_with: HashMap::new(),
         ipv6_upgrade_tried: HashMap::new(),
+        ipv6_reached: HashSet::new(),
         relay_candidates: {
             let mut c = relays::RelayCandidates::default();
             c.add(cfg.traversal.relay_candidates.iter().cloned());
@@ -563,6 +565,8 @@ struct EventLoop {
     dialed_with: HashMap<PeerId, Vec<Multiaddr>>,
     /// Peers reached over IPv4 that we dialed over IPv6, and when (see `dualstack`).
     ipv6_upgrade_tried: HashMap<PeerId, Instant>,
+    /// Connected peers that have had a direct IPv6 connection since they connected (see `dualstack`).
+    ipv6_reached: HashSet<PeerId>,
     /// Listed relay candidates (see `relays`).
     relay_candidates: relays::RelayCandidates,
     /// The node's friends.
@@ -624,6 +628,28 @@ impl EventLoop {
         }
     }
 
+    /// Tells the keep-alive behaviour which connections stay open while idle (see `keep_alive`):
+    /// bootstrap peers and friends first.
+    fn keep_neighbours(&mut self) {
+        let bootstrap: Vec<PeerId> = self
+            .bootstrap
+            .iter()
+            .filter_map(|a| match a.iter().last() {
+                Some(Protocol::P2p(p)) => Some(p),
+                _ => None,
+            })
+            .collect();
+        let keep = {
+            let snap = self.snapshot.read();
+            keep_alive::choose(
+                &snap.peers,
+                |p| bootstrap.contains(p) || self.friends.contains(p),
+                keep_alive::MAX_NEIGHBOURS,
+            )
+        };
+        self.swarm.behaviour_mut().keep_alive.set(keep);
+    }
+
     /// Reachability decides the relay service and the DHT mode; private nodes keep relay reservations;
     /// relayed connections give way to direct ones.
     fn nat_maintain(&mut self) {
@@ -653,6 +679,7 @@ impl EventLoop {
         }
         self.open_outbound_for_autonat(now);
         self.prefer_ipv6(now);
+        self.keep_neighbours();
         self.expire_predictions(now);
         let candidates: Vec<(PeerId, Multiaddr)> = self
             .snapshot

@@ -5,6 +5,7 @@
 pub mod addrbook;
 mod behaviour;
 mod event_loop;
+mod keep_alive;
 pub(crate) mod metrics;
 pub mod nat;
 pub mod pcp;

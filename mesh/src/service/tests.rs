@@ -163,3 +163,44 @@ async fn a_bootstrap_peer_given_by_host_name_is_reached() {
     cancel.cancel();
     origin_cancel.cancel();
 }
+
+/// A stream already live when the mesh starts (published before it, or between a mesh's start and its
+/// actor listening for streams) is announced: before, only a `SourceAttached` heard later announced one,
+/// and a viewer never found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_live_before_the_mesh_starts_is_announced() {
+    let origin_streams = Streams::new(HubConfig::default());
+    let origin_hub = origin_streams.get_or_create("early");
+    let _publisher = publish(origin_hub.clone());
+    while !origin_hub.is_live() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let origin_cancel = CancellationToken::new();
+    let origin = Mesh::start(
+        config(vec![]),
+        origin_streams.clone(),
+        origin_cancel.clone(),
+    )
+    .await
+    .unwrap();
+
+    let streams = Streams::new(HubConfig::default());
+    let cancel = CancellationToken::new();
+    let viewer = Mesh::start(
+        config(vec![loopback_quic(&origin)]),
+        streams.clone(),
+        cancel.clone(),
+    )
+    .await
+    .unwrap();
+    streams.set_finder(Some(viewer.finder()));
+    let hub = streams.get_or_create("early");
+    let mut player = hub.subscribe(SubscriberKind::Player);
+    let _lookup = streams.request(&hub);
+    assert!(
+        plays(&mut player, Duration::from_secs(20)).await,
+        "the viewer never found a stream that was live before its origin's mesh started"
+    );
+    cancel.cancel();
+    origin_cancel.cancel();
+}

@@ -78,18 +78,20 @@ async fn plays(sub: &mut streamr_media::Subscription, limit: Duration) -> bool {
     .unwrap_or(false)
 }
 
+/// An origin mesh with no bootstrap peers, publishing `name` until the handle is dropped.
+async fn start_origin(name: &str) -> (Mesh, CancellationToken, tokio::task::JoinHandle<()>) {
+    let streams = Streams::new(HubConfig::default());
+    let cancel = CancellationToken::new();
+    let mesh = Mesh::start(config(vec![]), streams.clone(), cancel.clone())
+        .await
+        .unwrap();
+    let publisher = publish(streams.get_or_create(name));
+    (mesh, cancel, publisher)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_waiting_when_the_mesh_restarts_get_the_stream_again() {
-    let origin_streams = Streams::new(HubConfig::default());
-    let origin_cancel = CancellationToken::new();
-    let origin = Mesh::start(
-        config(vec![]),
-        origin_streams.clone(),
-        origin_cancel.clone(),
-    )
-    .await
-    .unwrap();
-    let _publisher = publish(origin_streams.get_or_create("s"));
+    let (origin, origin_cancel, _publisher) = start_origin("s").await;
 
     let streams = Streams::new(HubConfig::default());
     let cfg = config(vec![loopback_quic(&origin)]);
@@ -130,16 +132,7 @@ async fn players_waiting_when_the_mesh_restarts_get_the_stream_again() {
 /// and dialed: the viewer finds the origin's stream through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrap_peer_given_by_host_name_is_reached() {
-    let origin_streams = Streams::new(HubConfig::default());
-    let origin_cancel = CancellationToken::new();
-    let origin = Mesh::start(
-        config(vec![]),
-        origin_streams.clone(),
-        origin_cancel.clone(),
-    )
-    .await
-    .unwrap();
-    let _publisher = publish(origin_streams.get_or_create("named"));
+    let (origin, origin_cancel, _publisher) = start_origin("named").await;
     let by_ip = loopback_quic(&origin).to_string();
     let by_name: Multiaddr = by_ip
         .replacen("/ip4/127.0.0.1/", "/dns4/localhost/", 1)

@@ -484,6 +484,14 @@ pub async fn start(
     Ok((handle, task))
 }
 
+/// The peer an address ends with (`.../p2p/<peer>`), if it names one.
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(p)) => Some(p),
+        _ => None,
+    }
+}
+
 /// The address without a trailing `/p2p/<peer>` (a circuit address keeps its relay's `/p2p/<relay>`).
 fn strip_p2p(addr: &Multiaddr) -> Multiaddr {
     let mut a = addr.clone();
@@ -618,11 +626,7 @@ impl EventLoop {
             let _ = self.swarm.behaviour_mut().kad.bootstrap();
         }
         for addr in self.bootstrap.clone() {
-            let connected = match addr.iter().last() {
-                Some(Protocol::P2p(p)) => self.swarm.is_connected(&p),
-                _ => false,
-            };
-            if !connected {
+            if !peer_of(&addr).is_some_and(|p| self.swarm.is_connected(&p)) {
                 self.dial_resolving(addr);
             }
         }
@@ -631,14 +635,7 @@ impl EventLoop {
     /// Tells the keep-alive behaviour which connections stay open while idle (see `keep_alive`):
     /// bootstrap peers and friends first.
     fn keep_neighbours(&mut self) {
-        let bootstrap: Vec<PeerId> = self
-            .bootstrap
-            .iter()
-            .filter_map(|a| match a.iter().last() {
-                Some(Protocol::P2p(p)) => Some(p),
-                _ => None,
-            })
-            .collect();
+        let bootstrap: Vec<PeerId> = self.bootstrap.iter().filter_map(peer_of).collect();
         let keep = {
             let snap = self.snapshot.read();
             keep_alive::choose(
@@ -932,11 +929,7 @@ impl EventLoop {
 
     /// Dials `addrs`, what `original` names (itself when it has no host name).
     fn dial_resolved(&mut self, original: &Multiaddr, addrs: Vec<Multiaddr>) {
-        let peer = match original.iter().last() {
-            Some(Protocol::P2p(p)) => Some(p),
-            _ => None,
-        };
-        if let Some(p) = peer.filter(|_| self.bootstrap.contains(original)) {
+        if let Some(p) = peer_of(original).filter(|_| self.bootstrap.contains(original)) {
             for a in &addrs {
                 self.swarm.behaviour_mut().kad.add_address(&p, strip_p2p(a));
             }

@@ -404,17 +404,15 @@ impl Actor {
         let mut tick = tokio::time::interval(self.ctx.config.tuning.gossip_interval);
         self.spawn(Task::AcceptMedia);
         self.spawn(Task::AcceptCatalog);
-        // A stream published between the mesh's start and this subscription sent its SourceAttached
-        // before anyone listened: announce what is live here already (announcing twice is a no-op).
-        // Without this a publish right after a mesh (re)start was never announced.
         for hub in self.ctx.streams.hubs() {
+            // A stream published between the mesh's start and this subscription sent its
+            // SourceAttached before anyone listened: announce what is live here already (announcing
+            // twice is a no-op). Without this a publish right after a mesh (re)start was never announced.
             if hub.is_live() && hub.snapshot().source.is_some_and(|k| k.is_local()) {
                 self.originate(&hub);
             }
-        }
-        // Players may be waiting for streams this mesh's predecessor was fetching (it failed and the node
-        // restarted it): look for them again.
-        for hub in self.ctx.streams.hubs() {
+            // Players may be waiting for streams this mesh's predecessor was fetching (it failed and the
+            // node restarted it): look for them again.
             if !hub.is_live() && hub.subscribers() > 0 {
                 self.want(
                     hub.name().to_string(),

@@ -89,6 +89,23 @@ async fn start_origin(name: &str) -> (Mesh, CancellationToken, tokio::task::Join
     (mesh, cancel, publisher)
 }
 
+/// Starts a viewer mesh bootstrapped from `bootstrap` and a player of `name` on it: whether the player gets
+/// a video frame within 20 s. The viewer stops before this returns.
+async fn viewer_plays(bootstrap: Multiaddr, name: &str) -> bool {
+    let streams = Streams::new(HubConfig::default());
+    let cancel = CancellationToken::new();
+    let viewer = Mesh::start(config(vec![bootstrap]), streams.clone(), cancel.clone())
+        .await
+        .unwrap();
+    streams.set_finder(Some(viewer.finder()));
+    let hub = streams.get_or_create(name);
+    let mut player = hub.subscribe(SubscriberKind::Player);
+    let _lookup = streams.request(&hub);
+    let played = plays(&mut player, Duration::from_secs(20)).await;
+    cancel.cancel();
+    played
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn players_waiting_when_the_mesh_restarts_get_the_stream_again() {
     let (origin, origin_cancel, _publisher) = start_origin("s").await;
@@ -140,20 +157,10 @@ async fn a_bootstrap_peer_given_by_host_name_is_reached() {
         .unwrap();
     assert!(crate::net::resolve::has_name(&by_name), "{by_name}");
 
-    let streams = Streams::new(HubConfig::default());
-    let cancel = CancellationToken::new();
-    let viewer = Mesh::start(config(vec![by_name]), streams.clone(), cancel.clone())
-        .await
-        .unwrap();
-    streams.set_finder(Some(viewer.finder()));
-    let hub = streams.get_or_create("named");
-    let mut player = hub.subscribe(SubscriberKind::Player);
-    let _lookup = streams.request(&hub);
     assert!(
-        plays(&mut player, Duration::from_secs(20)).await,
+        viewer_plays(by_name, "named").await,
         "the viewer never reached the origin it was given by name"
     );
-    cancel.cancel();
     origin_cancel.cancel();
 }
 
@@ -177,23 +184,9 @@ async fn a_stream_live_before_the_mesh_starts_is_announced() {
     .await
     .unwrap();
 
-    let streams = Streams::new(HubConfig::default());
-    let cancel = CancellationToken::new();
-    let viewer = Mesh::start(
-        config(vec![loopback_quic(&origin)]),
-        streams.clone(),
-        cancel.clone(),
-    )
-    .await
-    .unwrap();
-    streams.set_finder(Some(viewer.finder()));
-    let hub = streams.get_or_create("early");
-    let mut player = hub.subscribe(SubscriberKind::Player);
-    let _lookup = streams.request(&hub);
     assert!(
-        plays(&mut player, Duration::from_secs(20)).await,
+        viewer_plays(loopback_quic(&origin), "early").await,
         "the viewer never found a stream that was live before its origin's mesh started"
     );
-    cancel.cancel();
     origin_cancel.cancel();
 }

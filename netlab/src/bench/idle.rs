@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 
 use super::mesh::{ChainNode, loopback_addr, start_node};
-use super::soak::metric;
+use super::soak::{metric, metrics_text};
 use crate::engine::procstat;
 use crate::node;
 use crate::report::Table;
@@ -241,11 +241,7 @@ async fn measure(
 
 /// Mesh connections open at a node: established minus closed, from its `/metrics`.
 async fn open_connections(http: std::net::SocketAddr) -> Option<u64> {
-    let text = node::http::get(http, "/metrics", Duration::from_secs(2))
-        .await
-        .ok()
-        .filter(|a| a.code == 200)?
-        .body;
+    let text = metrics_text(http).await?;
     let established = metric(&text, "streamr_mesh_connections_established_total")?;
     let closed = metric(&text, "streamr_mesh_connections_closed_total")?;
     Some(established.saturating_sub(closed))

@@ -193,12 +193,7 @@ async fn sample(pid: u32, http: SocketAddr, started: Instant) -> Option<Sample> 
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
     let at_s = started.elapsed().as_secs_f64();
     let rss_kib = procstat::rss_kib(pid)?;
-    let metrics = node::http::get(http, "/metrics", Duration::from_secs(2))
-        .await
-        .ok()
-        .filter(|a| a.code == 200)
-        .map(|a| a.body)
-        .unwrap_or_default();
+    let metrics = metrics_text(http).await.unwrap_or_default();
     Some(Sample {
         at_s,
         rss_kib,
@@ -206,6 +201,15 @@ async fn sample(pid: u32, http: SocketAddr, started: Instant) -> Option<Sample> 
         heap_kib: metric(&metrics, "streamr_process_heap_allocated_bytes").map(|b| b / 1024),
         tasks: metric(&metrics, "streamr_process_tasks"),
     })
+}
+
+/// A node's `/metrics` at `http`, or `None` when it does not answer with one.
+pub async fn metrics_text(http: SocketAddr) -> Option<String> {
+    node::http::get(http, "/metrics", Duration::from_secs(2))
+        .await
+        .ok()
+        .filter(|a| a.code == 200)
+        .map(|a| a.body)
 }
 
 /// The value of an unlabelled family in a Prometheus text.

@@ -49,6 +49,14 @@ pub struct Sample {
     pub heap_kib: Option<u64>,
     /// Async tasks alive in the node (`streamr_process_tasks`).
     pub tasks: Option<u64>,
+    /// Of the RSS: anonymous memory (heaps, stacks), KiB (`RssAnon`).
+    pub anon_kib: Option<u64>,
+    /// Of the RSS: pages of files, the executable's code above all, KiB (`RssFile`): these grow as code
+    /// that had not run yet runs for the first time, and the kernel can drop them at any time.
+    pub file_kib: Option<u64>,
+    /// What the Rust side's allocator keeps resident (live data, free pages not yet handed back, its own
+    /// tables), KiB (`streamr_process_heap_resident_bytes`).
+    pub allocator_kib: Option<u64>,
 }
 
 /// What the soak found.
@@ -84,6 +92,19 @@ pub struct SoakResult {
     pub heap_end_mib: f64,
     /// Its growth, percent.
     pub heap_growth_percent: f64,
+    /// Where RSS's growth is, each the same two windows as RSS, MiB (NaN when not reported): anonymous
+    /// memory after warm-up and at the end ...
+    pub anon_after_warmup_mib: f64,
+    /// ...
+    pub anon_end_mib: f64,
+    /// ... pages of files (the executable's code) ...
+    pub file_after_warmup_mib: f64,
+    /// ...
+    pub file_end_mib: f64,
+    /// ... and what the allocator keeps resident (part of the anonymous memory).
+    pub allocator_after_warmup_mib: f64,
+    /// ...
+    pub allocator_end_mib: f64,
     /// Async tasks alive in the node: median of the same two windows.
     pub tasks_after_warmup: f64,
     /// ...
@@ -200,6 +221,9 @@ async fn sample(pid: u32, http: SocketAddr, started: Instant) -> Option<Sample> 
         fds,
         heap_kib: metric(&metrics, "streamr_process_heap_allocated_bytes").map(|b| b / 1024),
         tasks: metric(&metrics, "streamr_process_tasks"),
+        anon_kib: procstat::status_kib(pid, "RssAnon"),
+        file_kib: procstat::status_kib(pid, "RssFile"),
+        allocator_kib: metric(&metrics, "streamr_process_heap_resident_bytes").map(|b| b / 1024),
     })
 }
 
@@ -420,6 +444,13 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
     let trend = rss_trend_percent_per_hour(&samples, warmup, after).unwrap_or(f64::NAN);
     let (heap_after, heap_end, heap_growth) =
         growth(&samples, warmup, window, |s| s.heap_kib).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+    let two_windows = |value: fn(&Sample) -> Option<u64>| {
+        growth(&samples, warmup, window, value)
+            .map_or((f64::NAN, f64::NAN), |(a, e, _)| (a / 1024.0, e / 1024.0))
+    };
+    let (anon_after, anon_end) = two_windows(|s| s.anon_kib);
+    let (file_after, file_end) = two_windows(|s| s.file_kib);
+    let (allocator_after, allocator_end) = two_windows(|s| s.allocator_kib);
     let (tasks_after, tasks_end, _) =
         growth(&samples, warmup, window, |s| s.tasks).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     let mut node_errors = error_lines(&node.log_text());
@@ -447,6 +478,12 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
         heap_after_warmup_mib: heap_after / 1024.0,
         heap_end_mib: heap_end / 1024.0,
         heap_growth_percent: heap_growth,
+        anon_after_warmup_mib: anon_after,
+        anon_end_mib: anon_end,
+        file_after_warmup_mib: file_after,
+        file_end_mib: file_end,
+        allocator_after_warmup_mib: allocator_after,
+        allocator_end_mib: allocator_end,
         tasks_after_warmup: tasks_after,
         tasks_end,
         fds_start: samples.first().map_or(0, |s| s.fds),
@@ -474,6 +511,9 @@ mod tests {
             fds: 10,
             heap_kib: None,
             tasks: None,
+            anon_kib: None,
+            file_kib: None,
+            allocator_kib: None,
         }
     }
 

@@ -79,6 +79,15 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         r.tasks_end
     );
     println!(
+        "of the RSS: anonymous {:.1} -> {:.1} MiB (the allocator's resident {:.1} -> {:.1} MiB), files {:.1} -> {:.1} MiB",
+        r.anon_after_warmup_mib,
+        r.anon_end_mib,
+        r.allocator_after_warmup_mib,
+        r.allocator_end_mib,
+        r.file_after_warmup_mib,
+        r.file_end_mib
+    );
+    println!(
         "open descriptors: {} at start (no clients yet), {} after warm-up, {} at the end, peak {}",
         r.fds_start, r.fds_after_warmup, r.fds_end, r.fds_peak
     );

@@ -17,10 +17,16 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
 
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// One KiB figure of `/proc/PID/status` (`VmRSS`, `RssAnon`, `RssFile`, ...), or None if `pid` is gone
+/// or the kernel does not report it.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .trim()
         .trim_end_matches("kB")
         .trim()

@@ -30,17 +30,17 @@
 /// jemalloc's settings for a long-running node with two busy threads, read by jemalloc when it starts
 /// as its `malloc_conf` (the `_RJEM_MALLOC_CONF` environment variable still overrides them):
 /// - `narenas:2`: two arenas instead of four per core. Each arena keeps its own free pages and partly
-///   used slabs; tokio's short-lived blocking threads got arenas of their own, which then held memory
-///   nobody allocated from any more.
+///   used slabs, and threads are handed arenas in turn, so tokio's short-lived blocking threads can leave
+///   memory in arenas nobody allocates from any more.
 /// - `dirty_decay_ms:1000`: freed pages go back to the system after about a second instead of ten, so
 ///   a burst (a keyframe to twenty players, a peer's catalog) does not stay resident.
 /// - `muzzy_decay_ms:0`: returned pages are unmapped at once (MADV_DONTNEED), not left for the kernel
 ///   to take when it likes, so RSS shows what the node holds.
 ///
 /// Measured side by side in one run (`netlab soak --duration 3900`, the same binary, these settings
-/// given through `_RJEM_MALLOC_CONF` against jemalloc's defaults): RSS 37.5 against 38.6 MiB on
-/// average, growth after warm-up 4.23% against 4.88%, the allocator's resident bytes -0.3 against
-/// +2.2 MiB an hour (docs/security.md has the table).
+/// given through `_RJEM_MALLOC_CONF` against jemalloc's defaults): RSS 36.6 -> 38.1 against
+/// 37.6 -> 39.5 MiB, growth after warm-up 4.23% against 4.88%, the allocator's resident bytes -0.3
+/// against +2.2 MiB an hour (docs/security.md has the table).
 #[cfg(target_os = "linux")]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static JEMALLOC_CONF: ConfString =

@@ -105,6 +105,10 @@ pub struct SoakResult {
     pub allocator_after_warmup_mib: f64,
     /// ...
     pub allocator_end_mib: f64,
+    /// Least-squares slopes after warm-up, MiB per hour (NaN when not reported): anonymous memory ...
+    pub anon_trend_mib_per_hour: f64,
+    /// ... and the allocator's resident bytes.
+    pub allocator_trend_mib_per_hour: f64,
     /// Async tasks alive in the node: median of the same two windows.
     pub tasks_after_warmup: f64,
     /// ...
@@ -169,12 +173,25 @@ pub fn rss_growth(
 /// RSS's least-squares slope over the samples from `warmup` on, in percent of `base` per hour; `None`
 /// with fewer than two samples.
 pub fn rss_trend_percent_per_hour(samples: &[Sample], warmup: Duration, base: f64) -> Option<f64> {
+    if base <= 0.0 {
+        return None;
+    }
+    trend_per_hour(samples, warmup, |s| Some(s.rss_kib)).map(|kib| kib / base * 100.0)
+}
+
+/// The least-squares slope of one figure of the samples (`value`) from `warmup` on, in its unit per hour;
+/// `None` with fewer than two samples that have it.
+pub fn trend_per_hour(
+    samples: &[Sample],
+    warmup: Duration,
+    value: impl Fn(&Sample) -> Option<u64>,
+) -> Option<f64> {
     let pts: Vec<(f64, f64)> = samples
         .iter()
         .filter(|s| s.at_s >= warmup.as_secs_f64())
-        .map(|s| (s.at_s, s.rss_kib as f64))
+        .filter_map(|s| Some((s.at_s, value(s)? as f64)))
         .collect();
-    if pts.len() < 2 || base <= 0.0 {
+    if pts.len() < 2 {
         return None;
     }
     let n = pts.len() as f64;
@@ -187,7 +204,7 @@ pub fn rss_trend_percent_per_hour(samples: &[Sample], warmup: Duration, base: f6
         return None;
     }
     let sxy: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    Some(sxy / sxx * 3600.0 / base * 100.0)
+    Some(sxy / sxx * 3600.0)
 }
 
 /// The error lines of a node's JSON log (`"level":"ERROR"`), and the lines it printed that are not JSON
@@ -451,6 +468,9 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
     let (anon_after, anon_end) = two_windows(|s| s.anon_kib);
     let (file_after, file_end) = two_windows(|s| s.file_kib);
     let (allocator_after, allocator_end) = two_windows(|s| s.allocator_kib);
+    let mib_per_hour = |value: fn(&Sample) -> Option<u64>| {
+        trend_per_hour(&samples, warmup, value).map_or(f64::NAN, |kib| kib / 1024.0)
+    };
     let (tasks_after, tasks_end, _) =
         growth(&samples, warmup, window, |s| s.tasks).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     let mut node_errors = error_lines(&node.log_text());
@@ -484,6 +504,8 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
         file_end_mib: file_end,
         allocator_after_warmup_mib: allocator_after,
         allocator_end_mib: allocator_end,
+        anon_trend_mib_per_hour: mib_per_hour(|s| s.anon_kib),
+        allocator_trend_mib_per_hour: mib_per_hour(|s| s.allocator_kib),
         tasks_after_warmup: tasks_after,
         tasks_end,
         fds_start: samples.first().map_or(0, |s| s.fds),
@@ -531,6 +553,10 @@ mod tests {
         let t = rss_trend_percent_per_hour(&flat, Duration::from_secs(100), 5000.0).unwrap();
         assert!(t.abs() < 1e-9, "{t}");
         assert!(rss_trend_percent_per_hour(&v[..101], Duration::from_secs(100), 5000.0).is_none());
+        // Any figure, in its own unit per hour; none where the samples lack it.
+        let kib = trend_per_hour(&v, Duration::from_secs(100), |s| Some(s.rss_kib)).unwrap();
+        assert!((kib - 3600.0).abs() < 1e-6, "{kib}");
+        assert!(trend_per_hour(&v, Duration::from_secs(100), |s| s.anon_kib).is_none());
     }
 
     #[test]

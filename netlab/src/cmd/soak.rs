@@ -79,11 +79,13 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         r.tasks_end
     );
     println!(
-        "of the RSS: anonymous {:.1} -> {:.1} MiB (the allocator's resident {:.1} -> {:.1} MiB), files {:.1} -> {:.1} MiB",
+        "of the RSS: anonymous {:.1} -> {:.1} MiB ({:+.2} MiB an hour), the allocator's resident {:.1} -> {:.1} MiB ({:+.2} MiB an hour), files {:.1} -> {:.1} MiB",
         r.anon_after_warmup_mib,
         r.anon_end_mib,
+        r.anon_trend_mib_per_hour,
         r.allocator_after_warmup_mib,
         r.allocator_end_mib,
+        r.allocator_trend_mib_per_hour,
         r.file_after_warmup_mib,
         r.file_end_mib
     );

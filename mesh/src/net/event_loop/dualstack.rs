@@ -8,8 +8,8 @@
 //! one (no streams on it for a minute), it did not fail, and dialing again every minute only made an idle
 //! mesh reconnect (issue 13). Both ends do this at about the same moment (the IPv4 connection's
 //! establishment), so between two firewalled homes the two dials cross and open both firewalls, like a
-//! hole punch. Once a direct path
-//! exists, relayed connections to the peer close after a short grace, as before.
+//! hole punch. Once a direct path exists, relayed connections to the peer close after a short grace, as
+//! before.
 //!
 //! Direct IPv4 connections are kept beside IPv6 ones: closing them (tried first) killed AutoNAT v2, whose
 //! server only tests an address of the family the request arrived over. In netlab a dual-stack public

@@ -97,6 +97,17 @@ impl Streams {
         hubs.iter().map(|h| h.snapshot()).collect()
     }
 
+    /// Payload bytes in and out of the hubs that are live or have subscribers (as status pages count
+    /// them), summed; one lock, no allocation.
+    pub fn bytes(&self) -> (u64, u64) {
+        self.inner
+            .lock()
+            .values()
+            .filter(|h| !h.is_idle())
+            .map(|h| h.bytes())
+            .fold((0, 0), |(i, o), (a, b)| (i + a, o + b))
+    }
+
     /// All hubs, sorted by name.
     pub fn hubs(&self) -> Vec<Arc<Hub>> {
         self.inner.lock().values().cloned().collect()
@@ -107,6 +118,32 @@ impl Streams {
 mod tests {
     use super::*;
     use crate::hub::{SourceKind, SubscriberKind};
+
+    #[test]
+    fn bytes_sum_the_hubs_in_use_and_leave_out_idle_ones() {
+        use crate::frame::FrameKind;
+        use bytes::Bytes;
+        let streams = Streams::default();
+        let a = streams.get_or_create("a").attach(SourceKind::Publisher);
+        let b = streams.get_or_create("b").attach(SourceKind::Publisher);
+        let mut player = streams.get("a").unwrap().subscribe(SubscriberKind::Player);
+        a.push_media(
+            FrameKind::Video,
+            0,
+            Bytes::from_static(&[0x17, 1, 0, 0, 0, 9]),
+        )
+        .unwrap();
+        b.push_media(FrameKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 0x21]))
+            .unwrap();
+        while player.try_next().unwrap().is_some() {}
+        assert_eq!(
+            streams.bytes(),
+            (6 + 3, 6),
+            "in: both hubs; out: a's player"
+        );
+        drop(b);
+        assert_eq!(streams.bytes(), (6, 6), "b went idle: not counted");
+    }
 
     #[test]
     fn hubs_live_while_used_and_are_swept_when_idle() {

@@ -1,10 +1,12 @@
-//! Live updates for dashboards (`GET /api/v1/events`, Server-Sent Events). One sampler task asks the node
-//! for its [`Overview`] once a second, whether or not anyone watches (so the bandwidth chart has the last
-//! five minutes when a dashboard opens), measures the traffic, and publishes the overview only when it
-//! changed. Every open dashboard waits on that one published value: ten dashboards cost one sample a
-//! second, and an idle node sends nothing but a keep-alive comment now and then.
+//! Live updates for dashboards (`GET /api/v1/events`, Server-Sent Events). One sampler task reads the
+//! node's byte counters once a second, whether or not anyone watches (so the bandwidth chart has the last
+//! five minutes when a dashboard opens). Only while a dashboard is open does it also build the node's
+//! [`Overview`] and publish it when it changed: every open dashboard waits on that one published value, so
+//! ten dashboards cost one overview a second, and a node nobody watches builds none (it was most of an
+//! idle node's own work). A dashboard that opens gets an overview built for it at once.
 
 use crate::api::{NodeApi, Overview};
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -66,61 +68,103 @@ impl Meter {
     }
 }
 
-/// The published state: the latest update as JSON, and the history for dashboards that open.
+/// What a dashboard gets when it opens: the traffic history and the current update, both as JSON.
 #[derive(Debug, Clone)]
-pub struct Published {
-    /// The update, serialized once for every dashboard.
-    pub update: Arc<String>,
-    /// Traffic history, oldest first (serialized).
-    pub history: Arc<String>,
+pub struct Opening {
+    /// Traffic history, oldest first.
+    pub history: String,
+    /// The update.
+    pub update: String,
 }
 
-/// Samples the node every second until `shutdown`; returns the channel dashboards watch.
-pub fn spawn_sampler(
+/// The dashboards' feed: the sampler writes into it, every open dashboard reads from it.
+pub struct Feed {
     api: Arc<dyn NodeApi>,
-    shutdown: CancellationToken,
-) -> watch::Receiver<Published> {
-    let first = sample_once(&*api, &mut Meter::default());
-    let (tx, rx) = watch::channel(first.1);
+    meter: Mutex<Meter>,
+    /// The latest update as JSON, serialized once for every dashboard; its receivers are the open ones.
+    updates: watch::Sender<Arc<String>>,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("watchers", &self.watchers())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    /// A feed of `api` with no history yet; nothing samples it until [`spawn_sampler`].
+    pub fn new(api: Arc<dyn NodeApi>) -> Arc<Self> {
+        Arc::new(Feed {
+            api,
+            meter: Mutex::default(),
+            updates: watch::Sender::new(Arc::default()),
+        })
+    }
+
+    /// Opens a dashboard's view: the history and an update built now, and the receiver of later changes
+    /// (the dashboard counts as watching while it is held).
+    pub fn open(&self) -> (Opening, watch::Receiver<Arc<String>>) {
+        let changes = self.updates.subscribe();
+        let (history, traffic) = {
+            let meter = self.meter.lock();
+            (
+                serde_json::to_string(&meter.history).unwrap_or_default(),
+                meter.history.back().copied().unwrap_or_default(),
+            )
+        };
+        let update = Update {
+            overview: self.api.overview(),
+            traffic,
+        };
+        let opening = Opening {
+            history,
+            update: serde_json::to_string(&update).unwrap_or_default(),
+        };
+        (opening, changes)
+    }
+
+    /// Dashboards open now.
+    pub fn watchers(&self) -> usize {
+        self.updates.receiver_count()
+    }
+
+    /// One second's sample: the traffic always, the overview only for watchers. `last` is the update
+    /// last published (None while nobody watched), so an unchanged one is not sent again.
+    fn sample(&self, last: &mut Option<Update>) {
+        let (total_in, total_out) = self.api.streams().bytes();
+        let traffic = self.meter.lock().sample(total_in, total_out);
+        if self.watchers() == 0 {
+            *last = None;
+            return;
+        }
+        let update = Update {
+            overview: self.api.overview(),
+            traffic,
+        };
+        if last.as_ref().is_some_and(|l| same_but_clock(l, &update)) {
+            return;
+        }
+        self.updates
+            .send_replace(Arc::new(serde_json::to_string(&update).unwrap_or_default()));
+        *last = Some(update);
+    }
+}
+
+/// Samples `feed` every second until `shutdown`.
+pub fn spawn_sampler(feed: Arc<Feed>, shutdown: CancellationToken) {
     tokio::spawn(async move {
-        let mut meter = Meter::default();
-        let mut last_update: Option<Update> = None;
+        let mut last = None;
         let mut tick = tokio::time::interval(SAMPLE_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            // Status is built from locks and snapshots; keep it off the runtime's reactor threads' hot
-            // path is unnecessary: it takes microseconds.
-            let (update, published) = sample_once(&*api, &mut meter);
-            let changed = last_update
-                .as_ref()
-                .is_none_or(|last| !same_but_clock(last, &update));
-            if changed {
-                last_update = Some(update);
-                tx.send_replace(published);
+                _ = tick.tick() => feed.sample(&mut last),
             }
         }
     });
-    rx
-}
-
-fn sample_once(api: &dyn NodeApi, meter: &mut Meter) -> (Update, Published) {
-    let overview = api.overview();
-    let (total_in, total_out) = overview
-        .status
-        .streams
-        .iter()
-        .fold((0, 0), |(i, o), s| (i + s.bytes_in, o + s.bytes_out));
-    let traffic = meter.sample(total_in, total_out);
-    let update = Update { overview, traffic };
-    let published = Published {
-        update: Arc::new(serde_json::to_string(&update).unwrap_or_default()),
-        history: Arc::new(serde_json::to_string(&meter.history).unwrap_or_default()),
-    };
-    (update, published)
 }
 
 /// Equal apart from what changes every second by itself (uptime): a dashboard counts the uptime on
@@ -152,5 +196,72 @@ mod tests {
             m.sample(10, 10);
         }
         assert_eq!(m.history.len(), HISTORY_SECS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_node_nobody_watches_counts_traffic_but_builds_no_overview() {
+        use crate::fake::Fake;
+        use std::sync::atomic::Ordering::Relaxed;
+        use streamr_media::{FrameKind, SourceKind};
+        let fake = Arc::new(Fake::default());
+        let feed = Feed::new(fake.clone());
+        let shutdown = CancellationToken::new();
+        spawn_sampler(feed.clone(), shutdown.clone());
+        let source = fake
+            .streams
+            .get_or_create("s")
+            .attach(SourceKind::Publisher);
+        source
+            .push_media(
+                FrameKind::Audio,
+                0,
+                bytes::Bytes::from_static(&[0xaf, 1, 0x21]),
+            )
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+        assert_eq!(fake.overviews.load(Relaxed), 0, "nobody watched");
+        assert_eq!(feed.watchers(), 0);
+
+        let (opening, mut changes) = feed.open();
+        assert_eq!(fake.overviews.load(Relaxed), 1, "one built for the opening");
+        let history: Vec<serde_json::Value> = serde_json::from_str(&opening.history).unwrap();
+        assert_eq!(history.len(), 6, "a sample a second while nobody watched");
+        assert_eq!(history[0]["in"], 0, "the first sample has no earlier total");
+        assert!(
+            history.iter().all(|t| t["out"] == 0),
+            "nobody played: {history:?}"
+        );
+        let update: serde_json::Value = serde_json::from_str(&opening.update).unwrap();
+        assert_eq!(update["traffic"]["in"], 0, "{update}");
+        assert_eq!(update["running"], true, "{update}");
+
+        // The first tick with a watcher publishes; an unchanged overview is not sent again.
+        changes.changed().await.unwrap();
+        changes.borrow_and_update();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!changes.has_changed().unwrap(), "nothing changed");
+        let built = fake.overviews.load(Relaxed);
+        assert!(built >= 4, "one a second while watched: {built}");
+
+        // New traffic is news.
+        source
+            .push_media(
+                FrameKind::Audio,
+                40,
+                bytes::Bytes::from_static(&[0xaf, 1, 0x21]),
+            )
+            .unwrap();
+        changes.changed().await.unwrap();
+        let update: serde_json::Value = serde_json::from_str(&changes.borrow_and_update()).unwrap();
+        assert_eq!(update["traffic"]["in"], 3, "{update}");
+
+        drop(changes);
+        let built = fake.overviews.load(Relaxed);
+        let samples = feed.meter.lock().history.len();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(fake.overviews.load(Relaxed), built, "the dashboard closed");
+        let n = feed.meter.lock().history.len();
+        assert!(n >= samples + 4, "still sampled: {samples} then {n}");
+        shutdown.cancel();
     }
 }

@@ -5,6 +5,8 @@
 mod api;
 mod assets;
 pub mod events;
+#[cfg(test)]
+mod fake;
 pub mod flv;
 mod qr;
 pub mod security;

@@ -3,7 +3,7 @@
 
 use crate::api::{ApiError, InviteRequest, JoinRequest, NodeApi};
 use crate::assets;
-use crate::events::{self, Published};
+use crate::events::{self, Feed};
 use crate::flv;
 use crate::security::{CSP, Denied, Guard, RequestFacts};
 use bytes::Bytes;
@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
 use warp::{Filter, Rejection, Reply};
@@ -75,8 +74,9 @@ impl WebServer {
             config.api_key,
             config.password_hash,
         ));
-        let published = events::spawn_sampler(api.clone(), shutdown.clone());
-        let routes = routes(api, guard, published, shutdown.clone());
+        let feed = Feed::new(api.clone());
+        events::spawn_sampler(feed.clone(), shutdown.clone());
+        let routes = routes(api, guard, feed, shutdown.clone());
         warp::serve(routes)
             .incoming(self.listener)
             .graceful(async move { shutdown.cancelled().await })
@@ -153,7 +153,7 @@ fn json_reply<T: Serialize>(v: &T) -> warp::reply::Response {
 pub(crate) fn routes(
     api: Arc<dyn NodeApi>,
     guard: Arc<Guard>,
-    published: watch::Receiver<Published>,
+    feed: Arc<Feed>,
     shutdown: CancellationToken,
 ) -> impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone {
     let with_api = {
@@ -205,7 +205,7 @@ pub(crate) fn routes(
         .map(|api: Arc<dyn NodeApi>| json_reply(&api.overview()));
     let sse = warp::path!("api" / "v1" / "events")
         .and(warp::get())
-        .map(move || sse_reply(published.clone()));
+        .map(move || sse_reply(&feed));
     let invites = warp::path!("api" / "v1" / "invites")
         .and(warp::post())
         .and(json_body::<InviteRequest>())
@@ -327,9 +327,9 @@ pub(crate) fn routes(
 }
 
 /// The SSE answer: the traffic history and the current state at once, then each change.
-fn sse_reply(published: watch::Receiver<Published>) -> warp::reply::Response {
+fn sse_reply(feed: &Feed) -> warp::reply::Response {
     use warp::sse::Event;
-    let first = published.borrow().clone();
+    let (first, changes) = feed.open();
     let opening = futures::stream::iter([
         Ok::<Event, Infallible>(
             Event::default()
@@ -339,9 +339,9 @@ fn sse_reply(published: watch::Receiver<Published>) -> warp::reply::Response {
         ),
         Ok(Event::default().event("update").data(first.update.as_str())),
     ]);
-    let changes = futures::stream::unfold(published, |mut rx| async move {
+    let changes = futures::stream::unfold(changes, |mut rx| async move {
         rx.changed().await.ok()?;
-        let update = rx.borrow_and_update().update.clone();
+        let update = rx.borrow_and_update().clone();
         Some((
             Ok::<Event, Infallible>(Event::default().event("update").data(update.as_str())),
             rx,
@@ -407,103 +407,7 @@ async fn handle_rejection(err: Rejection) -> Result<warp::reply::Response, Infal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{Invite, Joined, Overview, Settings, Status};
-
-    struct Fake {
-        streams: streamr_media::Streams,
-    }
-
-    fn status(local: bool) -> Status {
-        Status {
-            peer_id: "p".into(),
-            version: "v".into(),
-            rtmp_listen: "r".into(),
-            http_listen: "h".into(),
-            rtmp_url: "u".into(),
-            publish_key_required: true,
-            publish_key: local.then(|| "secret".into()),
-            uptime_secs: 1,
-            listen_addrs: vec![],
-            external_addrs: vec![],
-            peers: vec![],
-            streams: vec![],
-            mesh_streams: vec![],
-            upload_kbps: 0,
-            max_upload_kbps: 0,
-            nat: Default::default(),
-            coordinator: None,
-        }
-    }
-
-    impl NodeApi for Fake {
-        fn status(&self, local: bool) -> Status {
-            status(local)
-        }
-        fn metrics(&self) -> String {
-            "m 1\n".into()
-        }
-        fn overview(&self) -> Overview {
-            Overview {
-                running: true,
-                nickname: String::new(),
-                friends: vec![],
-                restart_needed: false,
-                update: None,
-                last_crash: None,
-                status: status(true),
-            }
-        }
-        fn streams(&self) -> streamr_media::Streams {
-            self.streams.clone()
-        }
-        fn invite(&self, req: InviteRequest) -> crate::ApiFuture<Invite> {
-            Box::pin(async move {
-                Ok(Invite {
-                    code: "ABC".into(),
-                    link: format!(
-                        "http://127.0.0.1:8080/join#ABC{}",
-                        req.stream.unwrap_or_default()
-                    ),
-                    expires: None,
-                    short_code: None,
-                    short_code_expires: None,
-                    short_code_error: None,
-                })
-            })
-        }
-        fn join(&self, code: String) -> crate::ApiFuture<Joined> {
-            Box::pin(async move {
-                Err(ApiError {
-                    details: vec!["/ip4/192.0.2.1/udp/1/quic-v1: timed out".into()],
-                    ..ApiError::bad_request(format!("cannot join {code}"))
-                })
-            })
-        }
-        fn set_running(&self, _running: bool) -> crate::ApiFuture<()> {
-            Box::pin(async { Ok(()) })
-        }
-        fn settings(&self) -> Settings {
-            Settings {
-                settings: vec![],
-                restart_needed: false,
-                message: None,
-            }
-        }
-        fn update_settings(
-            &self,
-            _changes: serde_json::Map<String, serde_json::Value>,
-        ) -> crate::ApiFuture<Settings> {
-            Box::pin(async {
-                Err(ApiError {
-                    field: Some("max_upload_kbps".into()),
-                    ..ApiError::bad_request("enter a whole number")
-                })
-            })
-        }
-        fn restart(&self) -> crate::ApiFuture<()> {
-            Box::pin(async { Ok(()) })
-        }
-    }
+    use crate::fake::Fake;
 
     const KEY: &str = "0123456789abcdef0123456789abcdef";
 
@@ -511,20 +415,19 @@ mod tests {
         impl Filter<Extract = (impl Reply,), Error = Infallible> + Clone,
         Arc<Guard>,
     ) {
-        let api: Arc<dyn NodeApi> = Arc::new(Fake {
-            streams: streamr_media::Streams::default(),
-        });
+        let api: Arc<dyn NodeApi> = Arc::new(Fake::default());
         let guard = Arc::new(Guard::new(
             "127.0.0.1:8080".parse().unwrap(),
             KEY.into(),
             None,
         ));
-        let (_, published) = watch::channel(Published {
-            update: Arc::new("{}".into()),
-            history: Arc::new("[]".into()),
-        });
         (
-            routes(api, guard.clone(), published, CancellationToken::new()),
+            routes(
+                api.clone(),
+                guard.clone(),
+                Feed::new(api),
+                CancellationToken::new(),
+            ),
             guard,
         )
     }

@@ -326,6 +326,12 @@ impl Hub {
         )
     }
 
+    /// Payload bytes in and out so far, read without a lock (what a traffic meter needs every second).
+    pub fn bytes(&self) -> (u64, u64) {
+        let c = &self.counters;
+        (c.bytes_in.load(Relaxed), c.bytes_out.load(Relaxed))
+    }
+
     /// Counters and state for status pages.
     pub fn snapshot(&self) -> HubSnapshot {
         let c = &self.counters;

@@ -77,7 +77,7 @@ fn serve_with(
     flags: config::FileConfig,
     stop: impl std::future::Future<Output = ()>,
 ) -> ExitCode {
-    let rt = match tokio::runtime::Runtime::new() {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("streamr-node: cannot start the async runtime: {e}");
@@ -96,6 +96,26 @@ fn serve_with(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Worker threads of the node's runtime, unless `TOKIO_WORKER_THREADS` says otherwise.
+///
+/// One: a node's work is many small wake-ups (a QUIC packet, a frame for a player), and with a worker
+/// per core every one of them also woke the other worker to look for work to steal. Measured on an idle
+/// 10-node mesh (`netlab bench idle`, same run): one worker 0.150% of a core and 28.7 wake-ups a second
+/// per node, two workers 0.217% and 53.0. One core carries far more than a home uplink (the fan-out
+/// bench's 100 players at 2.5 Mbit/s take a few percent of one); heavy work (catalog signatures, the
+/// allocator's purge) runs on the blocking pool.
+const WORKER_THREADS: usize = 1;
+
+/// The node's runtime: [`WORKER_THREADS`] workers (the environment's `TOKIO_WORKER_THREADS` wins), timers
+/// and I/O.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(WORKER_THREADS);
+    }
+    builder.enable_all().build()
 }
 
 /// Runs this program again with the same arguments, in place of this process (same pid: a service
@@ -210,5 +230,26 @@ async fn stop_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_node_runs_on_one_worker_unless_the_environment_asks_for_more() {
+        let rt = super::runtime().expect("a runtime");
+        let workers = rt.metrics().num_workers();
+        match std::env::var("TOKIO_WORKER_THREADS") {
+            Ok(n) => assert_eq!(workers.to_string(), n),
+            Err(_) => assert_eq!(workers, super::WORKER_THREADS),
+        }
+        assert_eq!(super::WORKER_THREADS, 1);
+        // Timers and I/O are on: a sleep and a socket work.
+        rt.block_on(async {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            tokio::net::UdpSocket::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+        });
     }
 }

@@ -85,6 +85,9 @@ pub struct SoakResult {
     /// RSS's trend after warm-up: the least-squares slope of every sample, as percent of the RSS after
     /// warm-up per hour (what the growth would be over an hour, from all samples instead of two windows).
     pub rss_trend_percent_per_hour: f64,
+    /// Growth within each whole hour after warm-up, percent, by the same rule as `rss_growth_percent`
+    /// (each hour's first and last `window`): whether a rise levels off.
+    pub rss_growth_by_hour_percent: Vec<f64>,
     /// The live heap (bytes allocated and not freed), the same two windows as RSS, MiB; NaN when the node
     /// does not report it.
     pub heap_after_warmup_mib: f64,
@@ -168,6 +171,22 @@ pub fn rss_growth(
     window: Duration,
 ) -> Option<(f64, f64, f64)> {
     growth(samples, warmup, window, |s| Some(s.rss_kib))
+}
+
+/// RSS growth (see [`growth`]) within each whole hour after `warmup`: the first hour's growth, the
+/// second's, ... (an hour the samples do not cover to its end is left out).
+pub fn rss_growth_by_hour(samples: &[Sample], warmup: Duration, window: Duration) -> Vec<f64> {
+    const HOUR: f64 = 3600.0;
+    let last = samples.last().map_or(0.0, |s| s.at_s);
+    (0..)
+        .map(|h| warmup.as_secs_f64() + f64::from(h) * HOUR)
+        .take_while(|start| start + HOUR <= last)
+        .filter_map(|start| {
+            let within = samples.partition_point(|s| s.at_s <= start + HOUR);
+            rss_growth(&samples[..within], Duration::from_secs_f64(start), window)
+                .map(|(_, _, pct)| pct)
+        })
+        .collect()
 }
 
 /// RSS's least-squares slope over the samples from `warmup` on, in percent of `base` per hour; `None`
@@ -459,6 +478,7 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
     let (after, end, rss_growth_pct) =
         rss_growth(&samples, warmup, window).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     let trend = rss_trend_percent_per_hour(&samples, warmup, after).unwrap_or(f64::NAN);
+    let by_hour = rss_growth_by_hour(&samples, warmup, window);
     let (heap_after, heap_end, heap_growth) =
         growth(&samples, warmup, window, |s| s.heap_kib).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
     let two_windows = |value: fn(&Sample) -> Option<u64>| {
@@ -495,6 +515,7 @@ pub async fn run(opts: &SoakOptions) -> anyhow::Result<SoakResult> {
         rss_peak_mib: samples.iter().map(|s| s.rss_kib).max().unwrap_or(0) as f64 / 1024.0,
         rss_growth_percent: rss_growth_pct,
         rss_trend_percent_per_hour: trend,
+        rss_growth_by_hour_percent: by_hour,
         heap_after_warmup_mib: heap_after / 1024.0,
         heap_end_mib: heap_end / 1024.0,
         heap_growth_percent: heap_growth,
@@ -557,6 +578,25 @@ mod tests {
         let kib = trend_per_hour(&v, Duration::from_secs(100), |s| Some(s.rss_kib)).unwrap();
         assert!((kib - 3600.0).abs() < 1e-6, "{kib}");
         assert!(trend_per_hour(&v, Duration::from_secs(100), |s| s.anon_kib).is_none());
+    }
+
+    #[test]
+    fn growth_by_hour_shows_a_rise_that_levels_off() {
+        // Warm-up to 300 s; +10% over the first hour, flat over the second, half a third hour (left out).
+        let v: Vec<Sample> = (0..=9000)
+            .step_by(5)
+            .map(|t| {
+                let rise = (f64::from(t) - 300.0).clamp(0.0, 3600.0) / 3600.0 * 1000.0;
+                s(f64::from(t), 10_000 + rise as u64)
+            })
+            .collect();
+        let h = rss_growth_by_hour(&v, Duration::from_secs(300), Duration::from_secs(300));
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert!(
+            h[0] > 8.0 && h[0] < 10.0,
+            "the first hour's windows are 5 min in: {h:?}"
+        );
+        assert!(h[1].abs() < 1e-9, "{h:?}");
     }
 
     #[test]

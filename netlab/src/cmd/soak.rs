@@ -70,6 +70,14 @@ pub fn run(a: Args) -> anyhow::Result<ExitCode> {
         "RSS trend after warm-up (least squares over every sample): {:+.2}% an hour",
         r.rss_trend_percent_per_hour
     );
+    if !r.rss_growth_by_hour_percent.is_empty() {
+        let hours: Vec<String> = r
+            .rss_growth_by_hour_percent
+            .iter()
+            .map(|p| format!("{p:+.2}%"))
+            .collect();
+        println!("RSS growth by hour after warm-up: {}", hours.join(", "));
+    }
     println!(
         "live heap: {:.1} MiB after warm-up, {:.1} MiB at the end ({:+.2}%); tasks alive: {:.0} after warm-up, {:.0} at the end",
         r.heap_after_warmup_mib,

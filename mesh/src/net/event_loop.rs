@@ -705,7 +705,7 @@ impl EventLoop {
     }
 
     /// Tells the keep-alive behaviour which connections stay open while idle (see `keep_alive`):
-    /// bootstrap peers and friends first.
+    /// bootstrap peers and friends first; for a relay, the connection its reservation lives on.
     fn keep_neighbours(&mut self) {
         let bootstrap: Vec<PeerId> = self.bootstrap.iter().filter_map(peer_of).collect();
         let keep = {
@@ -713,6 +713,7 @@ impl EventLoop {
             keep_alive::choose(
                 &snap.peers,
                 |p| bootstrap.contains(p) || self.friends.contains(p),
+                |p| self.nat.reservations.contains_key(p),
                 keep_alive::MAX_NEIGHBOURS,
             )
         };

@@ -37,20 +37,37 @@ pub const MAX_NEIGHBOURS: usize = 12;
 
 /// The connections to keep: one per neighbour, at most `max` neighbours, the `preferred` peers first,
 /// then the others by when their best connection was established (oldest first, so the choice is stable).
+///
+/// For a peer we hold a relay reservation on (`reserved`), the one kept is the connection the reservation
+/// lives on: libp2p's relay client reserves on the oldest direct connection to the relay, and that one
+/// stays open as long as the reservation does. Keeping the best path instead kept two connections to
+/// every relay of a dual-stack node (its first dial went over IPv4, the best path is IPv6), each with its
+/// own keep-alives: the most common neighbour paid twice.
 pub fn choose<'a>(
     peers: impl IntoIterator<Item = (&'a PeerId, &'a PeerInfo)>,
     preferred: impl Fn(&PeerId) -> bool,
+    reserved: impl Fn(&PeerId) -> bool,
     max: usize,
 ) -> HashSet<ConnectionId> {
     let mut best: Vec<(bool, &ConnInfo, &PeerId)> = peers
         .into_iter()
         .filter_map(|(id, p)| {
-            let c = p.connections.iter().min_by_key(|c| {
-                (
-                    super::event_loop::dualstack::path_rank(c),
-                    !super::is_quic(&c.remote),
-                    c.established,
-                )
+            let reservation = reserved(id)
+                .then(|| {
+                    p.connections
+                        .iter()
+                        .filter(|c| !c.relayed)
+                        .min_by_key(|c| c.established)
+                })
+                .flatten();
+            let c = reservation.or_else(|| {
+                p.connections.iter().min_by_key(|c| {
+                    (
+                        super::event_loop::dualstack::path_rank(c),
+                        !super::is_quic(&c.remote),
+                        c.established,
+                    )
+                })
             })?;
             Some((!preferred(id), c, id))
         })
@@ -199,16 +216,16 @@ mod tests {
                 60,
             ),
         ]);
-        let kept = choose([(&p, &info)], |_| false, 12);
+        let kept = choose([(&p, &info)], |_| false, |_| false, 12);
         assert_eq!(kept, HashSet::from([ConnectionId::new_unchecked(4)]));
         // Only relayed: the relayed one is kept.
         let relayed = peer(vec![info.connections[5].clone()]);
         assert_eq!(
-            choose([(&p, &relayed)], |_| false, 12),
+            choose([(&p, &relayed)], |_| false, |_| false, 12),
             HashSet::from([ConnectionId::new_unchecked(6)])
         );
         // A peer without connections has nothing to keep.
-        assert!(choose([(&p, &peer(Vec::new()))], |_| false, 12).is_empty());
+        assert!(choose([(&p, &peer(Vec::new()))], |_| false, |_| false, 12).is_empty());
     }
 
     #[test]
@@ -226,9 +243,43 @@ mod tests {
             })
             .collect();
         let friend = ids[0];
-        let kept = choose(ids.iter().zip(&infos), |p| *p == friend, 3);
+        let kept = choose(ids.iter().zip(&infos), |p| *p == friend, |_| false, 3);
         let expected: HashSet<ConnectionId> = [0, 4, 3].map(ConnectionId::new_unchecked).into();
         assert_eq!(kept, expected);
-        assert_eq!(choose(ids.iter().zip(&infos), |_| false, 0).len(), 0);
+        assert_eq!(
+            choose(ids.iter().zip(&infos), |_| false, |_| false, 0).len(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_relay_keeps_the_connection_its_reservation_lives_on() {
+        let relay = PeerId::random();
+        // Dialed over IPv4 first (where the reservation went), then found over IPv6 too.
+        let info = peer(vec![
+            conn(1, "/ip4/203.0.113.2/udp/4001/quic-v1", false, 50),
+            conn(2, "/ip6/2001:db8::2/udp/4001/quic-v1", false, 40),
+        ]);
+        // Not a relay of ours: the best path.
+        assert_eq!(
+            choose([(&relay, &info)], |_| false, |_| false, 12),
+            HashSet::from([ConnectionId::new_unchecked(2)])
+        );
+        // A relay: the oldest direct connection, the one libp2p's relay client reserved on, and only it.
+        assert_eq!(
+            choose([(&relay, &info)], |_| false, |p| *p == relay, 12),
+            HashSet::from([ConnectionId::new_unchecked(1)])
+        );
+        // A relay reached only through another relay: that connection, as before.
+        let relayed = peer(vec![conn(
+            3,
+            "/ip4/198.51.100.1/udp/4001/quic-v1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit",
+            true,
+            60,
+        )]);
+        assert_eq!(
+            choose([(&relay, &relayed)], |_| false, |_| true, 12),
+            HashSet::from([ConnectionId::new_unchecked(3)])
+        );
     }
 }

@@ -30,13 +30,20 @@ mod relays;
 
 /// The DHT's routing table is refreshed by a walk at least this often.
 const KAD_REFRESH_EVERY: Duration = Duration::from_secs(300);
-/// How long a QUIC connection may hear nothing before it counts as dead.
-const QUIC_IDLE: Duration = Duration::from_secs(4);
+/// How long a QUIC connection may hear nothing before it counts as dead: libp2p's default. Media does
+/// not wait for it (a stalled upstream is left after a second, `session::upstream`); what it bounds is how
+/// long a vanished relay or neighbour stays on our books. It was 4 s until issue 13, for relays noticed
+/// sooner, and the keep-alives that made that safe were most of an idle node's packets.
+const QUIC_IDLE: Duration = Duration::from_secs(10);
+/// A QUIC handshake that has not completed by then fails: a hole punch that did not open, a dead
+/// address. Kept at the 4 s it had as the idle timeout's share, so punches and dials fail as fast as
+/// before (quinn takes the shorter of this and [`QUIC_IDLE`]).
+const QUIC_HANDSHAKE: Duration = Duration::from_secs(4);
 /// A quiet QUIC connection sends a keep-alive once it has heard nothing for this node's interval, drawn
 /// once per node between these two (see [`quic_keep_alive`]); both leave two chances within [`QUIC_IDLE`].
-const QUIC_KEEP_ALIVE_MIN: Duration = Duration::from_millis(1600);
+const QUIC_KEEP_ALIVE_MIN: Duration = Duration::from_millis(4000);
 /// ...
-const QUIC_KEEP_ALIVE_MAX: Duration = Duration::from_secs(2);
+const QUIC_KEEP_ALIVE_MAX: Duration = Duration::from_millis(4800);
 
 /// This node's QUIC keep-alive interval, drawn from [`QUIC_KEEP_ALIVE_MIN`]..=[`QUIC_KEEP_ALIVE_MAX`].
 ///
@@ -395,11 +402,11 @@ pub async fn start(
         )
         .map_err(|e| NetError::Transport(e.to_string()))?
         .with_quic_config(|mut c| {
-            // A peer that vanished (crash, pulled plug) is noticed after QUIC_IDLE instead of libp2p's
-            // 10 s, so a dead relay is replaced within seconds (tests/relay_failover.rs); the keep-alive
-            // that makes this safe costs a PING and its ACK every 1.6-2 s per quiet connection (two
-            // chances to arrive within QUIC_IDLE; at 1 s it was a quarter of an idle node's wake-ups).
+            // A peer that vanished (crash, pulled plug) is noticed after QUIC_IDLE, so a dead relay is
+            // replaced within seconds (tests/relay_failover.rs); the keep-alive that makes this safe costs
+            // a PING and its ACK every 4-4.8 s per quiet connection (two chances within QUIC_IDLE).
             c.max_idle_timeout = QUIC_IDLE.as_millis() as u32;
+            c.handshake_timeout = QUIC_HANDSHAKE;
             c.keep_alive_interval = quic_keep_alive(&mut rand::rng());
             c
         })

@@ -196,8 +196,9 @@ pub struct Behaviour {
     pub relay: super::relay_server::RelayServer,
     /// Hole punching over relayed connections.
     pub dcutr: dcutr::Behaviour,
-    /// Asks other nodes to dial our candidate addresses back: are we reachable?
-    pub autonat_client: autonat::v2::client::Behaviour,
+    /// Asks other nodes to dial our candidate addresses back: are we reachable? Polled only after news
+    /// (see `paced`).
+    pub autonat_client: super::paced::Paced<autonat::v2::client::Behaviour>,
     /// Dials other nodes' candidate addresses back for them.
     pub autonat_server: autonat::v2::server::Behaviour,
     /// Asks the home router (UPnP IGD) to open our port, where it offers that.
@@ -251,10 +252,10 @@ impl Behaviour {
             dcutr: dcutr::Behaviour::new(peer_id),
             // Probe candidate addresses every 2 s (default 5 s): a node learns sooner that it is public
             // and can relay, which is what NATed friends wait for.
-            autonat_client: autonat::v2::client::Behaviour::new(
+            autonat_client: super::paced::Paced::new(autonat::v2::client::Behaviour::new(
                 rand010::make_rng::<rand010::rngs::StdRng>(),
                 autonat::v2::client::Config::default().with_probe_interval(Duration::from_secs(2)),
-            ),
+            )),
             autonat_server: autonat::v2::server::Behaviour::default(),
             upnp: Toggle::from(use_upnp.then(portmap::Behaviour::new)),
             keep_alive: super::keep_alive::Behaviour::default(),

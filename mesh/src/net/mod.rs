@@ -8,6 +8,7 @@ mod event_loop;
 mod keep_alive;
 pub(crate) mod metrics;
 pub mod nat;
+mod paced;
 pub mod pcp;
 pub mod portmap;
 mod relay_server;

@@ -33,6 +33,20 @@ const INBOX: usize = 1024;
 const GOSSIP_REPEAT: Duration = catalog::GOSSIP_REPEAT;
 /// Least time between two gossips triggered by news (the timer gossips every `gossip_interval` anyway).
 const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
+/// The actor's tick (our catalog entries refreshed, gossip, the view) while the catalog is empty: there
+/// is nothing to refresh or repeat then, and news (a stream published here, a peer's catalog) is acted on
+/// when it comes, not at a tick. Every 2 s it was one of the few things waking an idle node.
+const QUIET_TICK: Duration = Duration::from_secs(10);
+
+/// The actor's tick period: the gossip interval while the catalog holds anything (ours or learned),
+/// [`QUIET_TICK`] while it is empty, as in a mesh where nobody publishes.
+fn tick_period(catalog_empty: bool, gossip_interval: Duration) -> Duration {
+    if catalog_empty {
+        QUIET_TICK.max(gossip_interval)
+    } else {
+        gossip_interval
+    }
+}
 /// Most of our addresses in a catalog entry.
 const MAX_GOSSIP_ADDRS: usize = 8;
 /// Most `/streamr/media/3` streams served to one peer at once (including ones not yet subscribed); more
@@ -401,7 +415,9 @@ impl Actor {
     /// Runs until cancelled; then stops every task.
     pub(super) async fn run(mut self) {
         let mut events = self.ctx.streams.events();
-        let mut tick = tokio::time::interval(self.ctx.config.tuning.gossip_interval);
+        let mut ticked = tokio::time::Instant::now();
+        let tick = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(tick);
         self.spawn(Task::AcceptMedia);
         self.spawn(Task::AcceptCatalog);
         for hub in self.ctx.streams.hubs() {
@@ -432,16 +448,29 @@ impl Actor {
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.refresh_local(),
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
-                _ = tick.tick() => {
+                _ = &mut tick => {
+                    ticked = tokio::time::Instant::now();
                     self.refresh_local();
                     self.gossip();
                 }
+            }
+            let due = ticked + self.tick_period();
+            if tick.deadline() != due {
+                tick.as_mut().reset(due);
             }
             if self.dirty {
                 self.publish_view();
             }
         }
         self.tasks.shutdown().await;
+    }
+
+    /// How long after the last tick the next one comes (see [`tick_period`]).
+    fn tick_period(&self) -> Duration {
+        tick_period(
+            self.catalog.local().is_empty() && self.catalog.learned_len() == 0,
+            self.ctx.config.tuning.gossip_interval,
+        )
     }
 
     fn spawn(&mut self, task: Task) {
@@ -1067,6 +1096,15 @@ async fn accept(ctx: Arc<Ctx>, protocol: Inbound) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_catalog_ticks_slowly_and_a_filled_one_at_the_gossip_interval() {
+        let two = Duration::from_secs(2);
+        assert_eq!(tick_period(true, two), QUIET_TICK);
+        assert_eq!(tick_period(false, two), two);
+        // A gossip interval set longer than the quiet tick is never shortened.
+        assert_eq!(tick_period(true, QUIET_TICK * 2), QUIET_TICK * 2);
+    }
 
     #[test]
     fn subscription_rate_limit_allows_a_burst_then_a_trickle() {

@@ -69,7 +69,8 @@ async fn a_dead_relay_is_replaced_within_seconds() {
     };
     assert!(
         wait_until(Duration::from_secs(20), || stale().is_empty()).await,
-        "addresses through the dead relay are still ours: {:?}",
-        stale()
+        "addresses through the dead relay are still ours: {:?}\n{}",
+        stale(),
+        node.log_text()
     );
 }

@@ -21,6 +21,18 @@ fn relayed_through(addr: &Multiaddr, relay: &PeerId) -> bool {
         .any(|w| matches!((&w[0], &w[1]), (Protocol::P2p(p), Protocol::P2pCircuit) if p == relay))
 }
 
+/// An address through a relay that is itself reached through a relay (two `/p2p-circuit`). Relays do
+/// not relay over relayed connections, so nobody can dial it; one turns up when a relay we reserve on
+/// lists among its addresses its own circuit address through another relay (a public node keeps one
+/// reservation too), and it outlived that other relay: tests/relay_failover.rs saw one through the dead
+/// relay 20 s after the reservation moved.
+fn nested_circuit(addr: &Multiaddr) -> bool {
+    addr.iter()
+        .filter(|p| matches!(p, Protocol::P2pCircuit))
+        .count()
+        > 1
+}
+
 /// Adds `addr` to a list of our addresses unless it is there.
 fn add_once(list: &mut Vec<Multiaddr>, addr: Multiaddr) {
     if !list.contains(&addr) {
@@ -36,6 +48,10 @@ impl EventLoop {
 
     /// A listener reports an address.
     pub(super) fn on_listen_addr(&mut self, addr: &Multiaddr) {
+        if nested_circuit(addr) {
+            debug!(address = %addr, "ignoring an address through a relay reached through a relay");
+            return;
+        }
         let a = self.ours(addr);
         add_once(&mut self.snapshot.write().listen_addrs, a);
     }
@@ -48,6 +64,11 @@ impl EventLoop {
 
     /// An address of ours is confirmed reachable from outside (AutoNAT, UPnP, a relay reservation).
     pub(super) fn on_external_addr_confirmed(&mut self, addr: &Multiaddr) {
+        if nested_circuit(addr) {
+            debug!(address = %addr, "not confirming an address through a relay reached through a relay");
+            self.swarm.remove_external_address(addr);
+            return;
+        }
         info!(address = %addr, "external address confirmed");
         self.nat.confirmed(addr);
         let a = self.ours(addr);
@@ -217,5 +238,24 @@ mod tests {
             !relayed_through(&direct, &relay),
             "the relay's own address is no circuit"
         );
+    }
+
+    #[test]
+    fn an_address_through_a_relay_reached_through_a_relay_is_nested() {
+        let (outer, inner, me) = (PeerId::random(), PeerId::random(), PeerId::random());
+        let one: Multiaddr =
+            format!("/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{inner}/p2p-circuit/p2p/{me}")
+                .parse()
+                .unwrap();
+        let two: Multiaddr = format!(
+            "/ip4/127.0.0.1/udp/4001/quic-v1/p2p/{outer}/p2p-circuit/p2p/{inner}/p2p-circuit/p2p/{me}"
+        )
+        .parse()
+        .unwrap();
+        assert!(!nested_circuit(&one));
+        assert!(nested_circuit(&two));
+        assert!(!nested_circuit(
+            &"/ip4/127.0.0.1/udp/4001/quic-v1".parse().unwrap()
+        ));
     }
 }

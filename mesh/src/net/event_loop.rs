@@ -30,10 +30,12 @@ mod relays;
 
 /// The DHT's routing table is refreshed by a walk at least this often.
 const KAD_REFRESH_EVERY: Duration = Duration::from_secs(300);
-/// How long a QUIC connection may hear nothing before it counts as dead: libp2p's default. Media does
+/// How long a QUIC connection may hear nothing before it counts as dead: libp2p's default. quinn
+/// restarts it when it sends a keep-alive, so a vanished peer is noticed 10-15 s after it went. Media does
 /// not wait for it (a stalled upstream is left after a second, `session::upstream`); what it bounds is how
-/// long a vanished relay or neighbour stays on our books. It was 4 s until issue 13, for relays noticed
-/// sooner, and the keep-alives that made that safe were most of an idle node's packets.
+/// long a vanished relay or neighbour stays on our books (a reservation moves in about 15 s, and a node
+/// behind NAT holds two). It was 4 s until issue 13 (a reservation moved in 5.5 s), and the keep-alives
+/// that made that safe were most of an idle node's packets.
 const QUIC_IDLE: Duration = Duration::from_secs(10);
 /// A QUIC handshake that has not completed by then fails: a hole punch that did not open, a dead
 /// address. Kept at the 4 s it had as the idle timeout's share, so punches and dials fail as fast as

@@ -415,7 +415,9 @@ impl Actor {
     /// Runs until cancelled; then stops every task.
     pub(super) async fn run(mut self) {
         let mut events = self.ctx.streams.events();
-        let mut ticked = tokio::time::Instant::now();
+        // The first tick comes at once (our catalog entries, a first gossip); each later one
+        // `tick_period` after the one before.
+        let mut ticked: Option<tokio::time::Instant> = None;
         let tick = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(tick);
         self.spawn(Task::AcceptMedia);
@@ -449,12 +451,12 @@ impl Actor {
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
                 _ = &mut tick => {
-                    ticked = tokio::time::Instant::now();
+                    ticked = Some(tokio::time::Instant::now());
                     self.refresh_local();
                     self.gossip();
                 }
             }
-            let due = ticked + self.tick_period();
+            let due = ticked.map_or(tick.deadline(), |t| t + self.tick_period());
             if tick.deadline() != due {
                 tick.as_mut().reset(due);
             }

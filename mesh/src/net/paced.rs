@@ -29,7 +29,8 @@ pub const AWAKE_AFTER_NEWS: Duration = Duration::from_secs(6);
 #[derive(Debug)]
 pub struct Paced<B> {
     inner: B,
-    awake_until: Option<Instant>,
+    /// Polled until then; news moves it on.
+    awake_until: Instant,
 }
 
 impl<B> Paced<B> {
@@ -37,17 +38,17 @@ impl<B> Paced<B> {
     pub fn new(inner: B) -> Self {
         Paced {
             inner,
-            awake_until: Some(Instant::now() + AWAKE_AFTER_NEWS),
+            awake_until: Instant::now() + AWAKE_AFTER_NEWS,
         }
     }
 
     fn news(&mut self) {
-        self.awake_until = Some(Instant::now() + AWAKE_AFTER_NEWS);
+        self.awake_until = Instant::now() + AWAKE_AFTER_NEWS;
     }
 
     /// Whether the inner behaviour is polled now.
     pub fn awake(&self) -> bool {
-        self.awake_until.is_some_and(|t| Instant::now() < t)
+        Instant::now() < self.awake_until
     }
 }
 
@@ -131,7 +132,6 @@ impl<B: NetworkBehaviour> NetworkBehaviour for Paced<B> {
         if self.awake() {
             self.inner.poll(cx)
         } else {
-            self.awake_until = None;
             Poll::Pending
         }
     }
@@ -205,7 +205,7 @@ mod tests {
         assert!(poll(&mut paced), "a new node's client is polled");
 
         // Quiet for longer than the window: not polled.
-        paced.awake_until = Some(Instant::now() - Duration::from_millis(1));
+        paced.awake_until = Instant::now() - Duration::from_millis(1);
         assert!(!poll(&mut paced), "polled with nothing new");
         assert!(!paced.awake());
 
@@ -228,7 +228,7 @@ mod tests {
         assert!(poll(&mut paced), "not polled after a new connection");
 
         // So is a new candidate address.
-        paced.awake_until = Some(Instant::now() - Duration::from_millis(1));
+        paced.awake_until = Instant::now() - Duration::from_millis(1);
         assert!(!poll(&mut paced));
         paced.on_swarm_event(FromSwarm::NewExternalAddrCandidate(
             libp2p::swarm::behaviour::NewExternalAddrCandidate { addr: &addr },

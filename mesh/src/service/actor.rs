@@ -37,16 +37,6 @@ const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
 /// is nothing to refresh or repeat then, and news (a stream published here, a peer's catalog) is acted on
 /// when it comes, not at a tick. Every 2 s it was one of the few things waking an idle node.
 const QUIET_TICK: Duration = Duration::from_secs(10);
-
-/// The actor's tick period: the gossip interval while the catalog holds anything (ours or learned),
-/// [`QUIET_TICK`] while it is empty, as in a mesh where nobody publishes.
-fn tick_period(catalog_empty: bool, gossip_interval: Duration) -> Duration {
-    if catalog_empty {
-        QUIET_TICK.max(gossip_interval)
-    } else {
-        gossip_interval
-    }
-}
 /// Most of our addresses in a catalog entry.
 const MAX_GOSSIP_ADDRS: usize = 8;
 /// Most `/streamr/media/3` streams served to one peer at once (including ones not yet subscribed); more
@@ -70,6 +60,16 @@ const CATALOG_RATE: f64 = 1.0;
 /// that sends ever new entries then costs about 3 ms of one core a second.
 const VERIFY_BURST: f64 = 512.0;
 const VERIFY_RATE: f64 = 64.0;
+
+/// The actor's tick period: the gossip interval while the catalog holds anything (ours or learned),
+/// [`QUIET_TICK`] while it is empty, as in a mesh where nobody publishes.
+fn tick_period(catalog_empty: bool, gossip_interval: Duration) -> Duration {
+    if catalog_empty {
+        QUIET_TICK.max(gossip_interval)
+    } else {
+        gossip_interval
+    }
+}
 
 /// What a task asks of the actor.
 #[derive(Debug)]

@@ -33,6 +33,10 @@ pub struct Args {
     /// Only these cases (comma separated; `ROW/COLUMN` for a matrix, `main` otherwise).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Trials run at the same time, each in a lab of its own. A trial of the NAT matrix keeps a core about
+    /// 3% busy, so several fit on two cores; times to direct are then a little slower than alone.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=32))]
+    jobs: u16,
     /// Also copy the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -58,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         trials: args.trials,
         duration,
         only: args.only,
+        jobs: usize::from(args.jobs),
         lab: LabConfig::default(),
     };
     // Needs root before anything starts: say so at once rather than per trial.

@@ -45,6 +45,8 @@ pub struct RunReport {
     pub started_unix_ms: u64,
     /// Wall time of the run, s.
     pub elapsed_s: f64,
+    /// Trials that ran at the same time (`--jobs`; 0 in reports written before the flag, which ran one).
+    pub jobs: u32,
     /// Folder of logs and files.
     pub out_dir: String,
     /// Matrix axes: node the rows vary, and the labels.
@@ -386,6 +388,7 @@ impl RunReport {
             out.mesh |= r.mesh;
             out.node_has_bootstrap_flag &= r.node_has_bootstrap_flag;
             out.elapsed_s += r.elapsed_s;
+            out.jobs = out.jobs.max(r.jobs);
             out.started_unix_ms = out.started_unix_ms.min(r.started_unix_ms);
             if !nodes.contains(&r.node) {
                 nodes.push(r.node);
@@ -635,12 +638,13 @@ impl RunReport {
             s.push_str(&format!("{}\n\n", self.description));
         }
         s.push_str(&format!(
-            "- scenario file: `{}`\n- node: `{}` (`--bootstrap`: {}; mesh listen addresses seen: {})\n- run time: {:.0} s; files: `{}`\n\n",
+            "- scenario file: `{}`\n- node: `{}` (`--bootstrap`: {}; mesh listen addresses seen: {})\n- run time: {:.0} s, {} trial(s) at a time; files: `{}`\n\n",
             self.file,
             self.node,
             if self.node_has_bootstrap_flag { "yes" } else { "no" },
             if self.mesh { "yes" } else { "no" },
             self.elapsed_s,
+            self.jobs.max(1),
             self.out_dir
         ));
         if !self.mesh {
@@ -780,6 +784,7 @@ mod tests {
                 case("y", "y"),
             ],
             elapsed_s: 10.0,
+            jobs: 1,
             ..RunReport::default()
         };
         let extra = RunReport {
@@ -788,6 +793,7 @@ mod tests {
             matrix: Some(axes(&["x", "y", "z"])),
             cases: vec![case("z", "x"), case("x", "z")],
             elapsed_s: 5.0,
+            jobs: 4,
             ..RunReport::default()
         };
         let m = RunReport::merge(vec![full.clone(), extra.clone()]).unwrap();
@@ -796,6 +802,10 @@ mod tests {
         assert_eq!(m.matrix.as_ref().unwrap().rows, ["x", "y", "z"]);
         assert_eq!(m.node, "a + b");
         assert_eq!(m.elapsed_s, 15.0);
+        assert_eq!(
+            m.jobs, 4,
+            "the merged report says the most trials that ran at once"
+        );
         let g = m.grid().unwrap();
         assert_eq!((g.rows.len(), g.columns.len()), (3, 3));
         assert!(

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 use tokio::sync::watch;
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     /// Only the cases with these labels (`ROW/COLUMN` for a matrix); empty runs all.
     pub only: Vec<String>,
+    /// Trials run at the same time, each in its own lab (1: one after another).
+    pub jobs: usize,
     /// Lab settings (the agent binary is the running netlab unless set).
     pub lab: LabConfig,
 }
@@ -124,8 +127,11 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
         }),
         ..RunReport::default()
     };
-    for case in &cases {
-        let mut trials = Vec::new();
+    // Every trial is a lab of its own (namespaces under a random prefix), so trials may run side by side.
+    let jobs = opts.jobs.max(1);
+    report.jobs = jobs as u32;
+    let mut units = Vec::new();
+    for (i, case) in cases.iter().enumerate() {
         for k in 1..=scenario.trials {
             let dir = opts
                 .out_dir
@@ -133,12 +139,20 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
                 .join(format!("trial-{k}"));
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
+            units.push((i, k, dir));
+        }
+    }
+    let scenario = &scenario;
+    let cases_ref = &cases;
+    let mut done: Vec<(usize, TrialReport)> = futures::stream::iter(units)
+        .map(|(i, k, dir)| async move {
+            let case = &cases_ref[i];
             eprintln!(
                 "netlab run: {} trial {k}/{} ...",
                 case.label, scenario.trials
             );
             let trial = Trial {
-                scenario: &scenario,
+                scenario,
                 case,
                 number: k,
                 dir: &dir,
@@ -147,8 +161,17 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
             };
             let t = run_trial(&trial).await;
             eprintln!("netlab run: {} trial {k}: {}", case.label, one_line(&t));
-            trials.push(t);
-        }
+            (i, t)
+        })
+        .buffer_unordered(jobs)
+        .collect()
+        .await;
+    done.sort_by_key(|(i, t)| (*i, t.trial));
+    let mut per_case: Vec<Vec<TrialReport>> = cases.iter().map(|_| Vec::new()).collect();
+    for (i, t) in done {
+        per_case[i].push(t);
+    }
+    for (case, trials) in cases.iter().zip(per_case) {
         report.mesh |= trials.iter().any(|t| t.mesh);
         report.cases.push(CaseReport {
             label: case.label.clone(),

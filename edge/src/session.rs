@@ -322,7 +322,7 @@ impl Session {
                         self.queue_frames(frame);
                         let merge = self.ctx.config.play_merge;
                         if let Some(p) = self.playing.as_mut().filter(|_| !merge.is_zero()) {
-                            p.hold_until = Some(Instant::now() + merge);
+                            p.hold_until = Some(merge_deadline(Instant::now(), merge));
                         }
                     }
                     PlayEvent::Ended(e) => {
@@ -813,6 +813,23 @@ fn stream_id_of(v: &Amf0Value) -> Option<u32> {
     }
 }
 
+/// The end of a merge window that starts `now`: the next multiple of `merge` on a clock all sessions of the
+/// process share, so that every player's window ends at the same instant and one wake-up of the runtime
+/// writes to all of them. Windows timed from each player's own last write drift apart, and 20 players then
+/// cost 20 timer wake-ups a window (a sleep and a wake of the worker each, most of the edge's fan-out CPU
+/// beside the writes themselves). Never later than `now + merge`.
+fn merge_deadline(now: Instant, merge: Duration) -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| now);
+    let step = merge.as_nanos().max(1);
+    let windows = now.saturating_duration_since(epoch).as_nanos() / step + 1;
+    let aligned = u64::try_from(windows * step)
+        .map(|ns| epoch + Duration::from_nanos(ns))
+        .unwrap_or(now + merge);
+    // A clock that started after `now` (another runtime's paused clock in tests) must not push it out.
+    aligned.min(now + merge)
+}
+
 fn far_future() -> Instant {
     Instant::now() + Duration::from_secs(365 * 24 * 3600)
 }
@@ -924,6 +941,29 @@ pub fn run_bytes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merge_windows_of_all_players_end_together() {
+        let merge = Duration::from_millis(40);
+        let now = Instant::now();
+        let end = merge_deadline(now, merge);
+        assert!(end > now && end <= now + merge, "within one window of now");
+        // Players whose windows start anywhere in the same window wait for the same instant.
+        for early in [1, 10, 39] {
+            let start = end - Duration::from_millis(early);
+            assert_eq!(
+                merge_deadline(start, merge),
+                end,
+                "started {early} ms before the end"
+            );
+        }
+        // A window that starts at the end runs to the next end, a whole window on.
+        assert_eq!(merge_deadline(end, merge), end + merge);
+        // A start before the shared clock's first reading is never held longer than a window.
+        let before = now - Duration::from_secs(5);
+        let held = merge_deadline(before, merge);
+        assert!(held > before && held <= before + merge);
+    }
 
     fn command(stream_id: u32, name: &str, txn: f64, rest: Vec<Amf0Value>) -> Vec<u8> {
         let mut v = vec![Amf0Value::Utf8String(name.into()), Amf0Value::Number(txn)];

@@ -478,6 +478,12 @@ async fn receive(
             biased;
             _ = ctx.cancel.cancelled() => break Outcome::Superseded,
             _ = sleep_until_some(suspect_at), if !searched && suspect_at.is_some() => {
+                let due = suspect_at.expect("guarded").into_std();
+                if up.woke_late(due, Instant::now().into_std()) {
+                    debug!(stream = %key, provider = %peer, late_ms = due.elapsed().as_millis() as u64,
+                        "woke late; reading before judging the upstream");
+                    continue;
+                }
                 searched = true;
                 debug!(stream = %key, provider = %peer, "upstream quiet; looking for another provider meanwhile");
                 // No search is under way (`searched` is reset only with it): this assignment ends the
@@ -498,6 +504,10 @@ async fn receive(
                 continue;
             }
             _ = tokio::time::sleep_until(wake) => {
+                if up.woke_late(wake.into_std(), Instant::now().into_std()) {
+                    debug!(stream = %key, provider = %peer, late_ms = wake.elapsed().as_millis() as u64,
+                        "woke late; reading before judging the upstream");
+                }
                 if let Some(receipt) = meter.as_mut().and_then(|m| m.due()) {
                     if let Err(e) = wr.write_all(&wire::encode(&Message::Receipt(receipt))).await {
                         break up.on_closed(Some(format!("cannot send a receipt: {e}")));

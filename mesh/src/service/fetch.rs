@@ -33,6 +33,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// must not hold the session, whose stall detection waits meanwhile.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A fetch that finds nothing in the catalog asks the DHT at most this often: as often as it looks again
+/// while nothing turns up ([`crate::session::fetcher::IDLE_WAIT_MAX`]), and news that cut a query short
+/// does not start the next at once.
+const DHT_EVERY: Duration = Duration::from_secs(2);
+
 /// Writes one message within [`WRITE_TIMEOUT`].
 async fn write_bounded<W: futures::AsyncWrite + Unpin>(
     wr: &mut W,
@@ -64,6 +69,7 @@ async fn set_lineage(ctx: &Ctx, hub: &Arc<Hub>, lineage: Arc<crate::routes::Line
 pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
     info!(stream = %key, "looking for the stream in the mesh");
     let mut fetcher = Fetcher::new(ctx.me, &key).with_friends(ctx.config.friends.clone());
+    let mut dht_asked: Option<Instant> = None;
     loop {
         let now = Instant::now().into_std();
         let local_source = hub.is_live() && hub.snapshot().source != Some(SourceKind::Mesh);
@@ -80,12 +86,29 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             }
             return;
         }
-        let candidates = look(&ctx, &hub, &mut fetcher, &key, true).await;
+        // Listening for news before looking: what the catalog learns while we look, or while the DHT is
+        // asked, wakes us (`notify_waiters` reaches only those already listening).
+        let news = ctx.catalog_changed.notified();
+        tokio::pin!(news);
+        news.as_mut().enable();
+        // The DHT at most every DHT_EVERY: news that cuts its query short must not start the next at once.
+        let ask_dht = dht_asked.is_none_or(|t: Instant| t.elapsed() >= DHT_EVERY);
+        if ask_dht {
+            dht_asked = Some(Instant::now());
+        }
+        let candidates = look(
+            &ctx,
+            &hub,
+            &mut fetcher,
+            &key,
+            ask_dht.then_some(news.as_mut()),
+        )
+        .await;
         if candidates.is_empty() {
             // Wait for news in the catalog, a provider's rest to end, or look again (the DHT).
             let wake = Instant::from_std(fetcher.idle_until(now));
             tokio::select! {
-                _ = ctx.catalog_changed.notified() => {}
+                _ = &mut news => {}
                 _ = tokio::time::sleep_until(wake) => {}
             }
             continue;
@@ -123,14 +146,17 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
 }
 
 /// Asks the actor what is known (catalog providers, the fallbacks of our last upstream, our place) and
-/// lets the fetcher rank the candidates; with `dht`, asks the DHT when nothing else is known. Tells
-/// waiting players whether providers are known.
+/// lets the fetcher rank the candidates; with `dht` (news of the catalog, listened for), asks the DHT when
+/// nothing else is known, and gives up on it when the catalog learns something first: a node that just
+/// started hears the catalog from its first peers within a few round trips, while a DHT query in a young
+/// mesh can take seconds (scale-50 lab: 5.8 s from a viewer's play request to its first subscription).
+/// Tells waiting players whether providers are known.
 async fn look(
     ctx: &Arc<Ctx>,
     hub: &Arc<Hub>,
     fetcher: &mut Fetcher,
     key: &str,
-    dht: bool,
+    dht: Option<std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>>,
 ) -> Vec<PeerId> {
     let now = Instant::now().into_std();
     let name = fetcher.name().to_string();
@@ -188,8 +214,13 @@ async fn look(
             }
         }
     }
-    if candidates.is_empty() && dht {
-        candidates = fetcher.from_dht(ctx.net.providers(provider_key(&name)).await);
+    if candidates.is_empty()
+        && let Some(news) = dht
+    {
+        tokio::select! {
+            found = ctx.net.providers(provider_key(&name)) => candidates = fetcher.from_dht(found),
+            _ = news => debug!(stream = %key, "news in the catalog before the DHT answered"),
+        }
     }
     ctx.client
         .send(Command::FetchState {
@@ -283,7 +314,7 @@ async fn round(
             // News (a redirect's hints): a new list for what is not asked yet. Not the DHT: the attempts
             // under way make no progress while this task waits for it.
             Next::NewRound => {
-                let mut candidates = look(ctx, hub, fetcher, key, false).await;
+                let mut candidates = look(ctx, hub, fetcher, key, None).await;
                 candidates.retain(|p| Some(*p) != exclude);
                 round.refill(candidates);
             }
@@ -301,7 +332,7 @@ async fn search_while_quiet(
     key: &str,
     quiet: PeerId,
 ) -> RoundEnd {
-    let mut candidates = look(ctx, hub, fetcher, key, false).await;
+    let mut candidates = look(ctx, hub, fetcher, key, None).await;
     candidates.retain(|p| *p != quiet);
     if candidates.is_empty() {
         return RoundEnd::Over;

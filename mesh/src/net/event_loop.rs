@@ -130,6 +130,8 @@ const HOP_PROTOCOL: StreamProtocol = StreamProtocol::new("/libp2p/circuit/relay/
 /// A relayed connection to a peer we also reach directly is closed after this, so media moves to the
 /// direct path (libp2p-stream may open streams on either connection).
 const RELAYED_CLOSE_GRACE: Duration = Duration::from_millis(500);
+/// Relays tried at once for a peer whose address we do not know (see `EventLoop::circuits_to`).
+const MAX_GUESSED_CIRCUITS: usize = 3;
 
 /// Why the mesh could not start.
 #[derive(Debug, thiserror::Error)]
@@ -959,7 +961,18 @@ impl EventLoop {
                 }
                 let known = self.book.addresses(&peer);
                 if known.is_empty() {
-                    let _ = reply.send(Err(format!("no address known for {peer}")));
+                    // A provider in the catalog whose record carries no address we can use yet (it
+                    // announced before its public address was confirmed; the update comes with the next
+                    // gossip): ask our relays for it. Most nodes hold a reservation at the bootstrap
+                    // nodes we reach too, and a hole punch follows the circuit.
+                    let circuits = self.circuits_to(peer);
+                    if circuits.is_empty() {
+                        let _ = reply.send(Err(format!("no address known for {peer}")));
+                        return;
+                    }
+                    debug!(%peer, n = circuits.len(), "no address known; dialing through our relays");
+                    self.connect_waiters.entry(peer).or_default().push(reply);
+                    self.dial_through(peer, circuits);
                     return;
                 }
                 self.connect_waiters.entry(peer).or_default().push(reply);
@@ -1030,20 +1043,51 @@ impl EventLoop {
         if known.is_empty() || self.dialed_with.get(&peer) == Some(&known) {
             return;
         }
+        if self.dial_through(peer, known.clone()) {
+            self.dialed_with.insert(peer, known);
+        }
+    }
+
+    /// Circuit addresses to `peer` through relays we reach directly: those holding our reservations
+    /// first, then other peers that offer the relay service; at most [`MAX_GUESSED_CIRCUITS`].
+    fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
+        let snap = self.snapshot.read();
+        let mut relays: Vec<(bool, PeerId, Multiaddr)> = snap
+            .peers
+            .iter()
+            .filter(|(id, p)| **id != peer && p.supports_hop)
+            .filter_map(|(id, p)| {
+                let direct = p.connections.iter().find(|c| !c.relayed)?;
+                let reserved = self.nat.reservations.contains_key(id);
+                Some((!reserved, *id, strip_p2p(&direct.remote)))
+            })
+            .collect();
+        relays.sort_by_key(|(unreserved, id, _)| (*unreserved, *id));
+        relays
+            .into_iter()
+            .take(MAX_GUESSED_CIRCUITS)
+            .map(|(_, relay, addr)| addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit))
+            .collect()
+    }
+
+    /// Dials `peer` with `addrs` unless connected; the callers waiting in [`NetCommand::Connect`] hear of a
+    /// failure to start. Returns whether a dial started.
+    fn dial_through(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) -> bool {
         let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
-            .addresses(known.clone())
+            .addresses(addrs)
             .condition(libp2p::swarm::dial_opts::PeerCondition::Disconnected)
             .build();
         let id = opts.connection_id();
         match self.swarm.dial(opts) {
             Ok(()) => {
                 self.pending_dials.insert(id, peer);
-                self.dialed_with.insert(peer, known);
+                true
             }
             Err(e) => {
                 if !self.pending_dials.values().any(|p| *p == peer) {
                     self.answer_connect(&peer, Err(e.to_string()));
                 }
+                false
             }
         }
     }

@@ -149,8 +149,8 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
 /// lets the fetcher rank the candidates; with `dht` (news of the catalog, listened for), asks the DHT when
 /// nothing else is known, and gives up on it when the catalog learns something first: a node that just
 /// started hears the catalog from its first peers within a few round trips, while a DHT query in a young
-/// mesh can take seconds (scale-50 lab: 5.8 s from a viewer's play request to its first subscription).
-/// Tells waiting players whether providers are known.
+/// mesh can take seconds (its answer was awaited up to 10 s, news meanwhile unheard). Tells waiting players
+/// whether providers are known.
 async fn look(
     ctx: &Arc<Ctx>,
     hub: &Arc<Hub>,

@@ -762,19 +762,7 @@ impl EventLoop {
         self.prefer_ipv6(now);
         self.keep_neighbours();
         self.expire_predictions(now);
-        let candidates: Vec<(PeerId, Multiaddr)> = self
-            .snapshot
-            .read()
-            .peers
-            .iter()
-            .filter(|(_, p)| p.supports_hop)
-            .filter_map(|(id, p)| {
-                p.connections
-                    .iter()
-                    .find(|c| !c.relayed)
-                    .map(|c| (*id, strip_p2p(&c.remote)))
-            })
-            .collect();
+        let candidates = self.relays_reached_directly();
         let ids = relays::rank(
             candidates.iter().map(|(p, _)| *p).collect(),
             |p| self.friends.contains(p),
@@ -1051,22 +1039,29 @@ impl EventLoop {
     /// Circuit addresses to `peer` through relays we reach directly: those holding our reservations
     /// first, then other peers that offer the relay service; at most [`MAX_GUESSED_CIRCUITS`].
     fn circuits_to(&self, peer: PeerId) -> Vec<Multiaddr> {
-        let snap = self.snapshot.read();
-        let mut relays: Vec<(bool, PeerId, Multiaddr)> = snap
-            .peers
-            .iter()
-            .filter(|(id, p)| **id != peer && p.supports_hop)
-            .filter_map(|(id, p)| {
-                let direct = p.connections.iter().find(|c| !c.relayed)?;
-                let reserved = self.nat.reservations.contains_key(id);
-                Some((!reserved, *id, strip_p2p(&direct.remote)))
-            })
-            .collect();
-        relays.sort_by_key(|(unreserved, id, _)| (*unreserved, *id));
+        let mut relays = self.relays_reached_directly();
+        relays.retain(|(relay, _)| *relay != peer);
+        relays.sort_by_key(|(relay, _)| (!self.nat.reservations.contains_key(relay), *relay));
         relays
             .into_iter()
             .take(MAX_GUESSED_CIRCUITS)
-            .map(|(_, relay, addr)| addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit))
+            .map(|(relay, addr)| addr.with(Protocol::P2p(relay)).with(Protocol::P2pCircuit))
+            .collect()
+    }
+
+    /// Peers that offer the relay service and that we reach directly, with the address of that connection.
+    fn relays_reached_directly(&self) -> Vec<(PeerId, Multiaddr)> {
+        self.snapshot
+            .read()
+            .peers
+            .iter()
+            .filter(|(_, p)| p.supports_hop)
+            .filter_map(|(id, p)| {
+                p.connections
+                    .iter()
+                    .find(|c| !c.relayed)
+                    .map(|c| (*id, strip_p2p(&c.remote)))
+            })
             .collect()
     }
 

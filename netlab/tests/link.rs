@@ -52,3 +52,68 @@ fn loss_is_applied_each_way() {
     // 20% each way loses 36% of round trips; 300 samples keep it well inside this band.
     assert!((22.0..50.0).contains(&loss), "{loss}");
 }
+
+/// TAP devices in namespace `ns` (the far ends of impaired links live there).
+fn taps_in(ns: &str) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "tuntap", "show"])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Child processes of this test process whose command line names the wire hub.
+fn wire_hubs() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            ppid.as_deref() == Some(me.as_str())
+                && String::from_utf8_lossy(&cmdline).contains("wires")
+        })
+        .count()
+}
+
+/// One wire process serves every impaired link of a lab; removing a site closes its link (its device at
+/// the far end vanishes) while the others keep working, and a later site gets a link of its own.
+#[test]
+fn one_wire_process_serves_every_link_and_a_removed_site_takes_its_link_along() {
+    use std::time::Duration;
+    use streamr_netlab::engine::link::ImpairmentChoice;
+    use streamr_netlab::proof::scale::measure_link;
+    use streamr_netlab::{Impairment, Lab, LabConfig, LinkConditions, NatPreset};
+    if !common::lab_available("link") {
+        return;
+    }
+    let lab = Lab::new(LabConfig {
+        agent_exe: Some(env!("CARGO_BIN_EXE_netlab").into()),
+        impairment: ImpairmentChoice::Forced(Impairment::Wire),
+        ..LabConfig::default()
+    })
+    .unwrap();
+    let inet = lab.internet_ns();
+    let delay = LinkConditions::delay(20);
+    let a = lab.add_site("a", NatPreset::None, delay).unwrap();
+    let b = lab.add_site("b", NatPreset::None, delay).unwrap();
+    assert_eq!(taps_in(&inet), 2);
+    assert_eq!(wire_hubs(), 1);
+    lab.remove_site(&a).unwrap();
+    assert_eq!(taps_in(&inet), 1, "the removed site's link is closed");
+    // A new site (an echo client 20 ms from the internet, its server on an ideal link) gets a link of
+    // its own from the same process, and its echoes take the whole round trip.
+    let rtt = measure_link(&lab, NatPreset::None, delay, 5, Duration::from_millis(50)).unwrap();
+    assert_eq!(rtt.received, 5);
+    let min = rtt.min_ms().unwrap();
+    assert!(min >= 39.0, "round trip {min} ms over a 20 ms link");
+    assert_eq!(taps_in(&inet), 2);
+    assert_eq!(wire_hubs(), 1);
+    drop(b);
+    lab.shutdown().unwrap();
+    assert_eq!(wire_hubs(), 0);
+}

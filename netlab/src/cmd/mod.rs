@@ -60,9 +60,9 @@ enum Command {
     /// Probe programs that run inside the lab's namespaces (used by the lab itself).
     #[command(hide = true)]
     Agent(agent::Args),
-    /// The userspace wire between two TAP devices (used by the lab itself).
+    /// The userspace wire hub: every impaired link of one lab (used by the lab itself).
     #[command(hide = true)]
-    Wire(wire::Args),
+    Wires(wire::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -70,7 +70,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Agent(a) => report(agent::run(a)),
-        Command::Wire(a) => report(wire::run(a)),
+        Command::Wires(a) => report(wire::run(a)),
         Command::Classify(a) => with_lab_teardown(move || classify::run(a)),
         Command::Punch(a) => with_lab_teardown(move || punch::run(a)),
         Command::Scale(a) => with_lab_teardown(move || scale::run(a)),

@@ -19,9 +19,9 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
@@ -273,6 +273,127 @@ impl OwnedProcess {
     }
 }
 
+/// The lab's wire hub (see [`wire`]): one process relays every impaired link of the lab. It starts with
+/// the first such link, runs in the host namespace (it enters a lab namespace only to create a link's
+/// devices there), and exits when the lab closes its standard input or kills it.
+#[derive(Debug)]
+struct WireHub {
+    child: Child,
+    stdin: ChildStdin,
+    /// Lines the hub printed, one reply each.
+    replies: mpsc::Receiver<String>,
+    /// Number of the next link.
+    next_id: u64,
+    /// Open links: number and the namespace that owns their devices (closing the link before deleting
+    /// that namespace lets it go: an open TAP device holds its namespace).
+    links: Vec<(u64, String)>,
+}
+
+impl WireHub {
+    fn start(exe: &Path) -> LabResult<WireHub> {
+        let mut child = Command::new(exe)
+            .arg("wires")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| LabError::io("cannot start the wire hub", e))?;
+        let stdin = child.stdin.take().expect("stdin was piped");
+        let stdout = child.stdout.take().expect("stdout was piped");
+        let (tx, replies) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let hub = WireHub {
+            child,
+            stdin,
+            replies,
+            next_id: 1,
+            links: Vec::new(),
+        };
+        match hub.replies.recv_timeout(READY_TIMEOUT) {
+            Ok(line) if line.trim() == wire::READY_LINE => Ok(hub),
+            other => {
+                let said = other.unwrap_or_else(|_| "nothing".into());
+                hub.stop();
+                Err(LabError::agent(
+                    "the wire hub",
+                    format!("not ready within {READY_TIMEOUT:?}; it said: {said}"),
+                ))
+            }
+        }
+    }
+
+    /// Sends one request and waits for its reply.
+    fn ask(&mut self, request: &wire::HubRequest) -> LabResult<wire::HubReply> {
+        let line = serde_json::to_string(request).expect("a hub request serialises");
+        writeln!(self.stdin, "{line}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| LabError::io("the wire hub is gone", e))?;
+        let reply = self.replies.recv_timeout(READY_TIMEOUT).map_err(|_| {
+            LabError::agent("the wire hub", format!("no reply within {READY_TIMEOUT:?}"))
+        })?;
+        serde_json::from_str(&reply).map_err(|e| {
+            LabError::agent("the wire hub", format!("unreadable reply {reply:?}: {e}"))
+        })
+    }
+
+    /// Opens a link whose devices live in `ns`.
+    fn open(&mut self, ns: &str, config: wire::WireConfig) -> LabResult<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let netns = Path::new(sys::NETNS_DIR).join(ns);
+        match self.ask(&wire::HubRequest::Open {
+            id,
+            netns,
+            wire: config,
+        })? {
+            wire::HubReply::Opened { id: got } if got == id => {
+                self.links.push((id, ns.to_string()));
+                Ok(())
+            }
+            wire::HubReply::Failed { error, .. } => {
+                Err(LabError::agent(format!("the wire hub in {ns}"), error))
+            }
+            other => Err(LabError::agent(
+                "the wire hub",
+                format!("answered {other:?} to opening link {id}"),
+            )),
+        }
+    }
+
+    /// Closes every link whose devices live in one of `namespaces`.
+    fn close_in(&mut self, namespaces: &[String]) -> LabResult<()> {
+        let (closing, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.links)
+            .into_iter()
+            .partition(|(_, ns)| namespaces.contains(ns));
+        self.links = keep;
+        for (id, _) in closing {
+            match self.ask(&wire::HubRequest::Close { id })? {
+                wire::HubReply::Closed { id: got } if got == id => {}
+                other => {
+                    return Err(LabError::agent(
+                        "the wire hub",
+                        format!("answered {other:?} to closing link {id}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the hub: every device it holds vanishes with it.
+    fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// An operation in progress, counted while it lives.
 struct Operation<'a> {
     /// The lab's counter.
@@ -350,6 +471,8 @@ struct LabInner {
     /// The STUN server that UPnP routers learn their public address from, created by the first of them:
     /// its IPv4 and IPv6 addresses.
     stun: Mutex<Option<(ServerAddrs, ServerAddrs)>>,
+    /// The wire hub, once a link needed it.
+    wires: Mutex<Option<WireHub>>,
 }
 
 /// A NAT laboratory. Cheap to clone; the last clone to drop tears the lab down.
@@ -412,6 +535,7 @@ impl Lab {
             inflight: AtomicUsize::new(0),
             teardown_lock: Mutex::new(None),
             stun: Mutex::new(None),
+            wires: Mutex::new(None),
         });
         lock(&REGISTRY).retain(|w| w.strong_count() > 0);
         lock(&REGISTRY).push(Arc::downgrade(&inner));
@@ -1139,26 +1263,15 @@ impl Lab {
                 sys::ip_batch(Some(ns), &wiring::veth_lines(ends, up_ns))?
             }
             Some(Impairment::Wire) => {
-                let seed: u64 = rand::random();
-                let args: Vec<String> = [
-                    "wire",
-                    "--tap-a",
-                    &ends.inner_if,
-                    "--tap-b",
-                    &ends.port,
-                    "--delay-ms",
-                    &link.delay_ms.to_string(),
-                    "--jitter-ms",
-                    &link.jitter_ms.to_string(),
-                    "--loss-percent",
-                    &link.loss_percent.to_string(),
-                    "--seed",
-                    &seed.to_string(),
-                ]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-                self.start_agent(ns, "wire", &args, Some(wire::READY_LINE))?;
+                self.open_wire(
+                    ns,
+                    wire::WireConfig {
+                        tap_a: ends.inner_if.clone(),
+                        tap_b: ends.port.clone(),
+                        conditions: link,
+                        seed: rand::random(),
+                    },
+                )?;
                 // The TAP's file descriptor keeps working after the device changes namespace.
                 sys::ip_batch(Some(ns), &wiring::tap_lines(ends, up_ns))?;
             }
@@ -1175,7 +1288,18 @@ impl Lab {
         Ok(())
     }
 
-    /// A command for the agent binary (`netlab agent ...`, `netlab wire ...`) inside namespace `ns`.
+    /// Opens a link of the wire hub with its devices in `ns`, starting the hub with the lab's first one.
+    fn open_wire(&self, ns: &str, config: wire::WireConfig) -> LabResult<()> {
+        let _op = self.begin()?;
+        self.ensure_open()?;
+        let mut hub = lock(&self.inner.wires);
+        if hub.is_none() {
+            *hub = Some(WireHub::start(&self.inner.agent_exe)?);
+        }
+        hub.as_mut().expect("started above").open(ns, config)
+    }
+
+    /// A command for the agent binary (`netlab agent ...`) inside namespace `ns`.
     pub fn agent_command(&self, ns: &str, args: &[String]) -> Command {
         let mut cmd = sys::command_in(ns, &self.inner.agent_exe);
         cmd.args(args);
@@ -1345,6 +1469,9 @@ impl Lab {
 
     /// Stops processes in `namespaces` and deletes them.
     fn remove_ns_group(&self, namespaces: &[String]) -> LabResult<()> {
+        if let Some(hub) = lock(&self.inner.wires).as_mut() {
+            hub.close_in(namespaces)?;
+        }
         let owned: Vec<OwnedProcess> = {
             let mut st = lock(&self.inner.state);
             let (mine, rest): (Vec<_>, Vec<_>) = st
@@ -1419,6 +1546,9 @@ impl LabInner {
             (std::mem::take(&mut st.processes), st.namespaces.clone())
         };
         OwnedProcess::stop_all(processes);
+        if let Some(hub) = lock(&self.wires).take() {
+            hub.stop();
+        }
         // Anything carrying our exact prefix is ours, including a namespace whose creation raced with us.
         let sweep = |known: &mut Vec<String>| {
             for n in sys::netns_list().unwrap_or_default() {

@@ -1,25 +1,34 @@
-//! The userspace wire: two TAP devices and a relay that forwards every Ethernet frame from one to the other
-//! after a delay, with jitter and loss. It stands in for `tc netem` on kernels without it.
+//! The userspace wire: pairs of TAP devices and a relay that forwards every Ethernet frame from one to the
+//! other after a delay, with jitter and loss. It stands in for `tc netem` on kernels without it.
 //!
-//! The lab runs it as a child process (`netlab wire`, hidden) inside the namespace that owns one end of the
-//! link. The process creates both TAP devices there, prints [`READY_LINE`], and the lab then moves the far
+//! One process serves every link of a lab (`netlab wires`, hidden): the lab starts it with the first
+//! impaired link and sends it one request per line on standard input ([`HubRequest`], JSON), and the hub
+//! answers each on standard output ([`HubReply`]). To open a link it creates both TAP devices inside the
+//! namespace that owns one end (a short-lived thread enters that namespace), and the lab then moves the far
 //! end into its namespace: a TAP file descriptor keeps working after its device changes namespace. The
-//! devices are not persistent, so they vanish with the process; the process ends when its standard input
-//! closes (the lab holds the other end), so it never outlives the lab.
+//! devices are not persistent, so they vanish when the hub closes the link or exits; the hub exits when its
+//! standard input closes (the lab holds the other end), so it never outlives the lab.
+//!
+//! Why one process: a process per link woke up for every frame in each direction, so a 50-site lab ran 50
+//! wire processes competing with the nodes for the CPU, and every frame waited in the run queue twice per
+//! hop. One thread that serves all links handles every frame that is ready at each wake-up.
 
-use std::io::{self, Read, Write};
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, BufRead, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::mpsc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tun::Tun;
 
 use super::link::LinkConditions;
 
-/// What the wire prints on standard output once both TAP devices exist.
+/// What the hub prints on standard output once it takes requests.
 pub const READY_LINE: &str = "ready";
 
 /// Frames waiting in one direction beyond this are dropped, like a full router queue.
@@ -75,8 +84,8 @@ impl<R: Rng> Schedule<R> {
     }
 }
 
-/// One wire: two TAP devices created in the current namespace and the conditions between them.
-#[derive(Debug, Clone)]
+/// One wire: two TAP devices created in one namespace and the conditions between them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireConfig {
     /// Name of the first TAP device.
     pub tap_a: String,
@@ -88,35 +97,135 @@ pub struct WireConfig {
     pub seed: u64,
 }
 
-/// Creates the TAP devices, announces [`READY_LINE`], and relays until standard input closes.
-pub async fn run(config: WireConfig) -> io::Result<()> {
-    let a = Arc::new(open_tap(&config.tap_a)?);
-    let b = Arc::new(open_tap(&config.tap_b)?);
-    {
-        let mut out = io::stdout().lock();
-        writeln!(out, "{READY_LINE}")?;
-        out.flush()?;
-    }
+/// A request to the hub: one JSON object per line on its standard input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum HubRequest {
+    /// Create both TAP devices of `wire` in the namespace bound at `netns` (a `/run/netns/NAME` file) and
+    /// start relaying between them.
+    Open {
+        /// The lab's number for the link, echoed in the reply.
+        id: u64,
+        /// Namespace file.
+        netns: PathBuf,
+        /// Devices and conditions.
+        wire: WireConfig,
+    },
+    /// Stop relaying and close both devices (they vanish before the reply).
+    Close {
+        /// The link's number.
+        id: u64,
+    },
+}
+
+/// The hub's answer to one request: one JSON object per line on its standard output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum HubReply {
+    /// Both devices exist and frames flow.
+    Opened {
+        /// The link's number.
+        id: u64,
+    },
+    /// The link's devices are gone (also the answer for a link the hub does not know).
+    Closed {
+        /// The link's number.
+        id: u64,
+    },
+    /// The request could not be carried out.
+    Failed {
+        /// The link's number (0 when the request could not be read).
+        id: u64,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// Serves links until standard input closes: prints [`READY_LINE`], then answers every request.
+pub async fn run_hub() -> io::Result<()> {
+    let (tx, mut requests) = mpsc::unbounded_channel::<String>();
+    // Blocking reads on a plain thread: requests are rare, and the end of input is the signal to stop.
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    say_line(READY_LINE)?;
     let start = Instant::now();
-    let ab = relay(
-        a.clone(),
-        b.clone(),
-        Schedule::new(config.conditions, StdRng::seed_from_u64(config.seed)),
-        start,
-    );
-    let ba = relay(
-        b,
-        a,
-        Schedule::new(
-            config.conditions,
-            StdRng::seed_from_u64(config.seed ^ 0x5eed),
-        ),
-        start,
-    );
+    let mut links: HashMap<u64, JoinHandle<()>> = HashMap::new();
+    while let Some(line) = requests.recv().await {
+        let reply = match serde_json::from_str::<HubRequest>(&line) {
+            Err(e) => HubReply::Failed {
+                id: 0,
+                error: format!("unreadable request {line:?}: {e}"),
+            },
+            Ok(HubRequest::Open { id, netns, wire }) => match open_pair(netns, &wire).await {
+                Ok((a, b)) => {
+                    if let Some(old) = links.insert(id, tokio::spawn(link(a, b, wire, start))) {
+                        old.abort();
+                    }
+                    HubReply::Opened { id }
+                }
+                Err(e) => HubReply::Failed {
+                    id,
+                    error: e.to_string(),
+                },
+            },
+            Ok(HubRequest::Close { id }) => {
+                if let Some(task) = links.remove(&id) {
+                    task.abort();
+                    // Resolves once the task's future, and with it both devices, has been dropped.
+                    let _ = task.await;
+                }
+                HubReply::Closed { id }
+            }
+        };
+        say_line(&serde_json::to_string(&reply).map_err(io::Error::other)?)?;
+    }
+    Ok(())
+}
+
+fn say_line(line: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}
+
+/// Creates both TAP devices of `wire` inside the namespace at `netns`. A TAP device is created in the
+/// namespace of the thread that opens it, so a thread of its own enters the namespace and then ends (a
+/// thread of tokio's blocking pool would stay in it for the next task).
+async fn open_pair(netns: PathBuf, wire: &WireConfig) -> io::Result<(Tun, Tun)> {
+    let (tx, rx) = oneshot::channel();
+    let handle = tokio::runtime::Handle::current();
+    let (tap_a, tap_b) = (wire.tap_a.clone(), wire.tap_b.clone());
+    std::thread::spawn(move || {
+        let result = (|| {
+            let ns = std::fs::File::open(&netns).map_err(|e| {
+                io::Error::other(format!("cannot open namespace {}: {e}", netns.display()))
+            })?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                io::Error::other(format!("cannot enter namespace {}: {e}", netns.display()))
+            })?;
+            // The devices register with the hub's reactor.
+            let _runtime = handle.enter();
+            Ok((open_tap(&tap_a)?, open_tap(&tap_b)?))
+        })();
+        let _ = tx.send(result);
+    });
+    rx.await
+        .map_err(|_| io::Error::other("the thread creating TAP devices died"))?
+}
+
+/// Relays both ways between `a` and `b` until a device fails (it was removed with its namespace).
+async fn link(a: Tun, b: Tun, wire: WireConfig, start: Instant) {
+    let schedule = |seed| Schedule::new(wire.conditions, StdRng::seed_from_u64(seed));
+    let ab = relay(&a, &b, schedule(wire.seed), start);
+    let ba = relay(&b, &a, schedule(wire.seed ^ 0x5eed), start);
     tokio::select! {
-        r = ab => r,
-        r = ba => r,
-        () = stdin_closed() => Ok(()),
+        _ = ab => {}
+        _ = ba => {}
     }
 }
 
@@ -131,51 +240,49 @@ fn open_tap(name: &str) -> io::Result<Tun> {
         .ok_or_else(|| io::Error::other(format!("no queue for TAP device {name}")))
 }
 
-/// Forwards frames from `src` to `dst` according to `schedule`. Two tasks, so a frame waiting for its
-/// release time never stops the next one from being read.
+/// Forwards frames from `src` to `dst` according to `schedule`: a frame waits in a queue until its release
+/// time while later ones are read, and each wake-up of the timer sends every frame that is due.
 async fn relay(
-    src: Arc<Tun>,
-    dst: Arc<Tun>,
+    src: &Tun,
+    dst: &Tun,
     mut schedule: Schedule<StdRng>,
     start: Instant,
 ) -> io::Result<()> {
-    let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(QUEUE_FRAMES);
-    let writer = tokio::spawn(async move {
-        while let Some((at, frame)) = rx.recv().await {
-            // tokio's timer rounds a deadline up to its next millisecond tick and the reactor wakes up to a
-            // millisecond later still; aiming one tick early centres the real delay on the asked one.
-            tokio::time::sleep_until(at.checked_sub(TIMER_SLACK).unwrap_or(at)).await;
-            // A device that is down (during set-up or teardown) refuses frames; a real wire loses them too.
-            let _ = dst.send(&frame).await;
-        }
-    });
+    let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     let mut buf = vec![0u8; FRAME_BUF];
-    let result = loop {
-        let n = match src.recv(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => break Err(e),
-        };
-        let now = Instant::now();
-        if let Some(release) = schedule.admit(now - start) {
-            // A full queue drops the frame (tail drop) instead of blocking the reader.
-            let _ = tx.try_send((start + release, buf[..n].to_vec()));
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    loop {
+        // tokio's timer rounds a deadline up to its next millisecond tick and the reactor wakes up to a
+        // millisecond later still; aiming one tick early centres the real delay on the asked one.
+        if let Some((at, _)) = queue.front() {
+            let aim = at.checked_sub(TIMER_SLACK).unwrap_or(*at);
+            if timer.deadline() != aim {
+                timer.as_mut().reset(aim);
+            }
         }
-    };
-    writer.abort();
-    result
-}
-
-/// Resolves when standard input reaches end of file: the lab that started us has let go or died.
-pub async fn stdin_closed() {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    // Blocking read on a plain thread: the wire needs no async stdin for one end-of-file.
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin();
-        let mut buf = [0u8; 256];
-        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
-        let _ = tx.send(());
-    });
-    let _ = rx.await;
+        tokio::select! {
+            biased;
+            () = &mut timer, if !queue.is_empty() => {
+                let due = Instant::now() + TIMER_SLACK;
+                while queue.front().is_some_and(|(at, _)| *at <= due) {
+                    let Some((_, frame)) = queue.pop_front() else { break };
+                    // A device that is down (during set-up or teardown) refuses frames; a real wire loses
+                    // them too.
+                    let _ = dst.send(&frame).await;
+                }
+            }
+            read = src.recv(&mut buf) => {
+                let n = read?;
+                // A full queue drops the frame (tail drop), like a router's.
+                if let Some(release) = schedule.admit(Instant::now() - start)
+                    && queue.len() < QUEUE_FRAMES
+                {
+                    queue.push_back((start + release, buf[..n].to_vec()));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -353,9 +353,12 @@ impl Upstream {
             Message::Waiting => {
                 // Only a provider that is on the path knows its upstream is being replaced; its own
                 // subscribers hold on instead of all looking for another provider at once. Bounded, so that
-                // a provider that keeps nothing but promises is left in the end.
-                let quiet_since = self.last_frame.unwrap_or(self.accepted_at);
-                if now.saturating_duration_since(quiet_since) < HOLD_MAX {
+                // a provider that keeps nothing but promises is left in the end. Only a provider that has
+                // sent us frames is waited for: one that never did (it joined and has nothing itself yet)
+                // held newcomers for HOLD_MAX, and in a crowd they then served others nothing in turn.
+                if let Some(last) = self.last_frame
+                    && now.saturating_duration_since(last) < HOLD_MAX
+                {
                     self.deadline = self.deadline.max(now + self.stall);
                 }
                 Ok(Event::Waiting)
@@ -888,8 +891,20 @@ mod tests {
         let t = t + Duration::from_millis(100);
         assert_eq!(u.on_message(Message::Waiting, t), Ok(Event::Waiting));
         assert!(u.on_timeout(t + stall - Duration::from_millis(1)).is_ok());
+        // A provider that has never sent us a frame is not waited for: its keepalives do not hold.
+        let mut u = accepted(&w);
+        let soon = w.t0 + stall / 2;
+        assert_eq!(u.on_message(Message::Waiting, soon), Ok(Event::Waiting));
+        assert!(matches!(
+            u.on_timeout(w.t0 + stall),
+            Err(Outcome::Lost {
+                loss: Loss::Stalled(_),
+                ..
+            })
+        ));
         // A provider that only ever promises: after HOLD_MAX without frames, keepalives no longer hold.
         let mut u = accepted(&w);
+        u.on_message(frame(&w, 1), w.t0).unwrap();
         let late = w.t0 + HOLD_MAX;
         assert_eq!(u.on_message(Message::Waiting, late), Ok(Event::Waiting));
         assert!(matches!(

@@ -188,6 +188,8 @@ struct State {
     restamp: Restamper,
     cache: KeyframeCache,
     meter: BitrateMeter,
+    /// An audio or video frame was emitted (metadata and sequence headers are not media).
+    media_seen: bool,
 }
 
 /// One live stream on this node. See the module docs.
@@ -234,6 +236,7 @@ impl Hub {
                 restamp: Restamper::new(),
                 cache: KeyframeCache::new(config.gop_max_frames, config.gop_max_bytes),
                 meter: BitrateMeter::new(Instant::now()),
+                media_seen: false,
             }),
             config,
             ring: Mutex::new(ring),
@@ -378,6 +381,12 @@ impl Hub {
         c.players.load(Relaxed) + c.peers.load(Relaxed) + c.relays.load(Relaxed)
     }
 
+    /// True once an audio or video frame was emitted: a subscriber gets more than metadata and sequence
+    /// headers from this hub.
+    pub fn has_media(&self) -> bool {
+        self.state.lock().media_seen
+    }
+
     /// The last frame's sequence number and timestamp, if any was emitted.
     pub fn position(&self) -> Option<(u64, u32)> {
         self.state.lock().restamp.position()
@@ -415,6 +424,7 @@ impl Hub {
             }
         };
         st.meter.emitted(frame.timestamp(), len);
+        st.media_seen |= frame.kind() != FrameKind::Data && !frame.is_sequence_header();
         st.cache.remember(&frame);
         // Into the ring under the lock, so that subscribe() sees either the cache with this frame or the ring
         // with it.
@@ -695,6 +705,21 @@ mod tests {
         src.push(audio(46)).unwrap();
         assert_eq!(sub.try_next().unwrap().unwrap().timestamp(), 46);
         assert_eq!(sub.dropped(), 2);
+    }
+
+    #[tokio::test]
+    async fn metadata_and_headers_are_not_media() {
+        let hub = Hub::new("s", small());
+        let src = hub.attach(SourceKind::Publisher);
+        src.push(meta()).unwrap();
+        src.push(vheader()).unwrap();
+        assert!(hub.position().is_some());
+        assert!(
+            !hub.has_media(),
+            "only metadata and a sequence header so far"
+        );
+        src.push(key(0)).unwrap();
+        assert!(hub.has_media());
     }
 
     #[tokio::test]

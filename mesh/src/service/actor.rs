@@ -874,10 +874,10 @@ impl Actor {
             stats.subscriptions_rejected.fetch_add(1, Relaxed);
             return Admission::NotHere;
         };
-        // A relay with nothing to give yet (we subscribed and our first frame is still on its way): the
+        // A relay with nothing to give yet (we subscribed and our first media is still on its way): the
         // subscriber looks elsewhere at once instead of waiting on us, and nobody queues up behind it on
         // nothing. The origin admits before its publisher's first frame: that is where everyone starts.
-        if lineage.upstream.is_some() && hub.position().is_none() {
+        if lineage.upstream.is_some() && !hub.has_media() {
             stats.subscriptions_rejected.fetch_add(1, Relaxed);
             return Admission::NotHere;
         }

@@ -354,9 +354,11 @@ impl Upstream {
                 // Only a provider that is on the path knows its upstream is being replaced; its own
                 // subscribers hold on instead of all looking for another provider at once. Bounded, so that
                 // a provider that keeps nothing but promises is left in the end. Only a provider that has
-                // sent us frames is waited for: one that never did (it joined and has nothing itself yet)
-                // held newcomers for HOLD_MAX, and in a crowd they then served others nothing in turn.
-                if let Some(last) = self.last_frame
+                // sent us media is waited for: one that never did (it has nothing itself; the metadata and
+                // sequence headers it starts with are not media) held newcomers for HOLD_MAX, and in a
+                // crowd they then served others nothing in turn.
+                if self.last_media_seq.is_some()
+                    && let Some(last) = self.last_frame
                     && now.saturating_duration_since(last) < HOLD_MAX
                 {
                     self.deadline = self.deadline.max(now + self.stall);
@@ -891,8 +893,18 @@ mod tests {
         let t = t + Duration::from_millis(100);
         assert_eq!(u.on_message(Message::Waiting, t), Ok(Event::Waiting));
         assert!(u.on_timeout(t + stall - Duration::from_millis(1)).is_ok());
-        // A provider that has never sent us a frame is not waited for: its keepalives do not hold.
+        // A provider that has never sent us media is not waited for: its keepalives do not hold, not even
+        // after the sequence header that starts every subscription.
         let mut u = accepted(&w);
+        let header = Frame::new(
+            FrameKind::Video,
+            0,
+            1,
+            Bytes::from_static(&[0x17, 0, 0, 0, 0]),
+        );
+        assert!(header.is_sequence_header());
+        u.on_message(signed_by(&w.origin, &w.announcement, header), w.t0)
+            .unwrap();
         let soon = w.t0 + stall / 2;
         assert_eq!(u.on_message(Message::Waiting, soon), Ok(Event::Waiting));
         assert!(matches!(

@@ -15,6 +15,45 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
     Some((utime + stime) / TICKS_PER_SEC)
 }
 
+/// Seconds the threads of `pid` were ready to run but waited for a CPU (the run-queue delay the scheduler
+/// keeps in `/proc/PID/task/*/schedstat`, summed over threads), or None if it is gone or the kernel keeps no
+/// such figures. Where CPU time says how much a process did, this says how long it was kept from doing it:
+/// a node that waits a tenth of its life is starved, whatever its own code does.
+pub fn wait_secs(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut ns: u64 = 0;
+    let mut any = false;
+    for t in tasks.flatten() {
+        let Ok(line) = std::fs::read_to_string(t.path().join("schedstat")) else {
+            continue;
+        };
+        if let Some(w) = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            ns += w;
+            any = true;
+        }
+    }
+    any.then(|| ns as f64 / 1e9)
+}
+
+/// Seconds since `pid` started, or None if it is gone.
+pub fn age_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    // starttime is field 22 of the line, index 19 after the name.
+    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some((uptime - started / TICKS_PER_SEC).max(0.0))
+}
+
 /// Resident set size of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")
@@ -130,6 +169,10 @@ mod tests {
         assert!(rss_kib(me).unwrap() > 100);
         assert!(tree(me).contains(&me));
         assert_eq!(cpu_secs(u32::MAX), None);
+        assert!(wait_secs(me).is_some_and(|w| w >= 0.0));
+        assert_eq!(wait_secs(u32::MAX), None);
+        assert!(age_secs(me).is_some_and(|a| a >= 0.0));
+        assert_eq!(age_secs(u32::MAX), None);
     }
 
     #[test]

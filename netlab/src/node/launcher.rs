@@ -380,6 +380,15 @@ impl NodeProcess {
         ))
     }
 
+    /// Seconds it waited for a CPU while ready to run, and seconds since it started, so far (see
+    /// [`crate::engine::procstat::wait_secs`]).
+    pub fn waited(&self) -> Option<(f64, f64)> {
+        Some((
+            crate::engine::procstat::wait_secs(self.pid)?,
+            crate::engine::procstat::age_secs(self.pid)?,
+        ))
+    }
+
     /// Resident memory in KiB (None once it is gone).
     pub fn rss_kib(&self) -> Option<u64> {
         crate::engine::procstat::rss_kib(self.pid)

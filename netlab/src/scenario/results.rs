@@ -143,6 +143,14 @@ pub struct NodeReport {
     pub cpu_s: Option<f64>,
     /// Its RSS just before it was stopped, MiB.
     pub rss_mib: Option<f64>,
+    /// Seconds it was ready to run but waited for a CPU, in its life (run-queue delay, read just before
+    /// it was stopped): how starved the machine kept it. Absent where the kernel keeps no such figure.
+    #[serde(default)]
+    pub wait_s: Option<f64>,
+    /// `wait_s` as a share of its life, percent: above 10 the node was starved (its timers fired late and
+    /// its peers waited on it), whatever its own code does.
+    #[serde(default)]
+    pub waited_percent: Option<f64>,
     /// Status polls that failed.
     pub status_errors: u64,
     /// The last status read, as the node sent it.
@@ -238,6 +246,10 @@ pub struct CaseSummary {
     pub nodes_cores: Option<f64>,
     /// Mean of the trials' CPU used by the lab itself, in cores.
     pub lab_cores: Option<f64>,
+    /// Median over the trials' nodes of the share of their lives they waited for a CPU, and the largest,
+    /// percent.
+    #[serde(default)]
+    pub nodes_waited_percent: Option<(f64, f64)>,
 }
 
 fn mean(v: impl IntoIterator<Item = f64>) -> Option<f64> {
@@ -291,6 +303,13 @@ pub fn summarise(trials: &[TrialReport]) -> CaseSummary {
         machine_busy_percent: mean(trials.iter().filter_map(|t| t.machine_busy_percent)),
         nodes_cores: mean(trials.iter().filter_map(|t| t.nodes_cores)),
         lab_cores: mean(trials.iter().filter_map(|t| t.lab_cores)),
+        nodes_waited_percent: {
+            let shares: Vec<f64> = trials
+                .iter()
+                .flat_map(|t| t.nodes.iter().filter_map(|n| n.waited_percent))
+                .collect();
+            median(shares.iter().copied()).zip(shares.iter().copied().max_by(f64::total_cmp))
+        },
     }
 }
 
@@ -491,6 +510,7 @@ impl RunReport {
             "errors",
             "machine busy %",
             "nodes / lab cores",
+            "node waited for CPU % p50 / max",
         ]);
         for c in &self.cases {
             let s = &c.summary;
@@ -510,6 +530,9 @@ impl RunReport {
                     (Some(n), Some(l)) => format!("{n:.2} / {l:.2}"),
                     _ => "-".into(),
                 },
+                s.nodes_waited_percent
+                    .map(|(p50, max)| format!("{p50:.0} / {max:.0}"))
+                    .unwrap_or_else(|| "-".into()),
             ]);
         }
         t
@@ -599,6 +622,7 @@ impl RunReport {
             "hole punches ok/tried",
             "bootstrap",
             "CPU s",
+            "waited for CPU s (% of life)",
             "RSS MiB",
             "error",
         ]);
@@ -620,6 +644,11 @@ impl RunReport {
                         n.cpu_s
                             .map(|c| format!("{c:.1}"))
                             .unwrap_or_else(|| "-".into()),
+                        match (n.wait_s, n.waited_percent) {
+                            (Some(w), Some(p)) => format!("{w:.1} ({p:.0}%)"),
+                            (Some(w), None) => format!("{w:.1}"),
+                            _ => "-".into(),
+                        },
                         n.rss_mib
                             .map(|r| format!("{r:.1}"))
                             .unwrap_or_else(|| "-".into()),
@@ -842,6 +871,30 @@ mod tests {
         let c = cell(&s);
         assert_eq!(c.text, "2/4 · 0.8 s");
         assert!(c.tooltip.contains("relayed 1"), "{}", c.tooltip);
+    }
+
+    #[test]
+    fn the_summary_says_how_long_the_nodes_waited_for_a_cpu() {
+        let node = |waited: Option<f64>| NodeReport {
+            waited_percent: waited,
+            ..NodeReport::default()
+        };
+        let mut a = trial(vec![]);
+        a.nodes = vec![node(Some(4.0)), node(Some(30.0)), node(None)];
+        let mut b = trial(vec![]);
+        b.nodes = vec![node(Some(10.0))];
+        let s = summarise(&[a, b]);
+        assert_eq!(s.nodes_waited_percent, Some((10.0, 30.0)));
+        assert_eq!(summarise(&[trial(vec![])]).nodes_waited_percent, None);
+        let report = RunReport {
+            cases: vec![CaseReport {
+                label: "c".into(),
+                summary: s,
+                ..CaseReport::default()
+            }],
+            ..RunReport::default()
+        };
+        assert!(report.summary_table().to_text().contains("10 / 30"));
     }
 
     #[test]

@@ -557,6 +557,10 @@ async fn drive(
         .iter()
         .filter_map(|n| Some((n.name.clone(), n.process.usage()?)))
         .collect();
+    let waited: HashMap<String, (f64, f64)> = running
+        .iter()
+        .filter_map(|n| Some((n.name.clone(), n.process.waited()?)))
+        .collect();
     // Stop all at once: each node may take up to its grace period.
     let mut stops = tokio::task::JoinSet::new();
     for mut n in running {
@@ -603,6 +607,10 @@ async fn drive(
                 .map(|s| (s.nat.hole_punch_attempts, s.nat.hole_punch_successes)),
             cpu_s: usage.get(&n.name).map(|u| u.0),
             rss_mib: usage.get(&n.name).map(|u| u.1 as f64 / 1024.0),
+            wait_s: waited.get(&n.name).map(|w| w.0),
+            waited_percent: waited
+                .get(&n.name)
+                .and_then(|&(w, age)| (age > 0.0).then(|| w / age * 100.0)),
             status_errors: h.errors,
             final_status: h.last_raw.clone(),
         });

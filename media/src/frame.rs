@@ -150,6 +150,11 @@ impl Frame {
         self.0.sequence_header
     }
 
+    /// Audio or video a player plays: not metadata (`Data`), not a sequence header.
+    pub fn is_media(&self) -> bool {
+        self.kind() != FrameKind::Data && !self.is_sequence_header()
+    }
+
     /// The FLV tag body.
     pub fn payload(&self) -> &Bytes {
         &self.0.payload

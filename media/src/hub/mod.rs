@@ -424,7 +424,7 @@ impl Hub {
             }
         };
         st.meter.emitted(frame.timestamp(), len);
-        st.media_seen |= frame.kind() != FrameKind::Data && !frame.is_sequence_header();
+        st.media_seen |= frame.is_media();
         st.cache.remember(&frame);
         // Into the ring under the lock, so that subscribe() sees either the cache with this frame or the ring
         // with it.

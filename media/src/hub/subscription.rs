@@ -7,7 +7,7 @@
 
 use super::ring::Read;
 use super::{Hub, SubscriberKind};
-use crate::frame::{Frame, FrameKind};
+use crate::frame::Frame;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -151,7 +151,7 @@ impl Subscription {
     fn drop_backlog(&mut self, frames: impl Iterator<Item = Frame>) {
         let mut dropped = 0;
         for f in frames {
-            if f.kind() == FrameKind::Data || f.is_sequence_header() {
+            if !f.is_media() {
                 self.start.push_back(f);
             } else {
                 dropped += 1;
@@ -169,7 +169,7 @@ impl Subscription {
             self.skip(0);
         }
         if self.skipping {
-            let passes = frame.kind() == FrameKind::Data || frame.is_sequence_header();
+            let passes = !frame.is_media();
             if frame.is_keyframe() || !self.hub.has_video() {
                 self.skipping = false;
             } else if !passes {

@@ -174,7 +174,7 @@ impl Batcher {
             self.pass(frame.seq());
             return;
         }
-        if frame.is_sequence_header() || frame.kind() == streamr_media::FrameKind::Data {
+        if !frame.is_media() {
             self.close();
             self.open.push(frame);
             self.close();

@@ -16,7 +16,7 @@ use libp2p::PeerId;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use streamr_media::{Frame, FrameKind, MAX_SEQ_JUMP};
+use streamr_media::{Frame, MAX_SEQ_JUMP};
 
 /// How often acknowledgements are sent.
 pub const ACK_INTERVAL: Duration = Duration::from_millis(100);
@@ -397,7 +397,7 @@ impl Upstream {
             Check::Unsealed => return Ok(Event::Unsealed),
             Check::Forged(why) => return Err(self.lost(Loss::Forged(why))),
         }
-        let media = frame.kind() != FrameKind::Data && !frame.is_sequence_header();
+        let media = frame.is_media();
         if media {
             if let Some(last) = self.last_media_seq {
                 if frame.seq() <= last {

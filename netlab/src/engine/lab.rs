@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak, mpsc};
 use std::time::{Duration, Instant};
@@ -273,6 +273,18 @@ impl OwnedProcess {
     }
 }
 
+/// The lines a child prints, read on a thread of their own that drains its output for its whole life, so
+/// that it never blocks on a full pipe.
+fn lines_of(stdout: ChildStdout) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
 /// The lab's wire hub (see [`wire`]): one process relays every impaired link of the lab. It starts with
 /// the first such link, runs in the host namespace (it enters a lab namespace only to create a link's
 /// devices there), and exits when the lab closes its standard input or kills it.
@@ -300,18 +312,10 @@ impl WireHub {
             .map_err(|e| LabError::io("cannot start the wire hub", e))?;
         let stdin = child.stdin.take().expect("stdin was piped");
         let stdout = child.stdout.take().expect("stdout was piped");
-        let (tx, replies) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let hub = WireHub {
             child,
             stdin,
-            replies,
+            replies: lines_of(stdout),
             next_id: 1,
             links: Vec::new(),
         };
@@ -1342,13 +1346,7 @@ impl Lab {
             .map_err(|e| LabError::io(format!("cannot start {what} in {ns}"), e))?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout was piped");
-        let (tx, rx) = mpsc::channel::<String>();
-        // Drains the agent's output for its whole life so it never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
+        let rx = lines_of(stdout);
         let mut process = OwnedProcess {
             ns: ns.to_string(),
             child,

@@ -3,13 +3,19 @@
 /// Clock ticks per second of /proc/PID/stat times (USER_HZ; 100 on every Linux we run on).
 const TICKS_PER_SEC: f64 = 100.0;
 
-/// CPU seconds (user + system) used so far by `pid`, or None if it is gone.
-pub fn cpu_secs(pid: u32) -> Option<f64> {
+/// The fields of `/proc/PID/stat` after the command name (state is index 0, so field N of the line is
+/// index N - 3), or None if `pid` is gone.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(0) ppid(1) ... utime is field 14 of the line, i.e. index 11 here, stime 12.
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// CPU seconds (user + system) used so far by `pid`, or None if it is gone.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let f = stat_fields(pid)?;
+    // utime is field 14 of the line, stime 15.
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) / TICKS_PER_SEC)
@@ -41,10 +47,8 @@ pub fn wait_secs(pid: u32) -> Option<f64> {
 
 /// Seconds since `pid` started, or None if it is gone.
 pub fn age_secs(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    // starttime is field 22 of the line, index 19 after the name.
-    let started: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    // starttime is field 22 of the line.
+    let started: f64 = stat_fields(pid)?.get(19)?.parse().ok()?;
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
         .split_whitespace()

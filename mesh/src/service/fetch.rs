@@ -121,7 +121,8 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
                 RoundEnd::Stop => return,
             };
         loop {
-            let (outcome, standby) = receive(&ctx, &hub, peer, *attached, &mut fetcher, &key).await;
+            let (outcome, standby, got) =
+                receive(&ctx, &hub, peer, *attached, &mut fetcher, &key).await;
             count(&ctx, &outcome);
             let direct = ctx.view(&peer).direct;
             let next = fetcher.on_outcome(peer, &outcome, Instant::now().into_std(), direct);
@@ -131,12 +132,14 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
             // A provider found while the upstream was quiet takes over at once.
             let Some((found, mut found_attached)) = standby else {
                 if let Outcome::Lost { loss, .. } = &outcome {
-                    info!(stream = %key, provider = %peer, reason = %loss, "lost the upstream; resubscribing");
+                    info!(stream = %key, provider = %peer, reason = %loss, frames = got.frames,
+                        keepalives = got.keepalives, "lost the upstream; resubscribing");
                 }
                 break;
             };
             if let Outcome::Lost { loss, .. } = &outcome {
                 info!(stream = %key, provider = %peer, reason = %loss, next = %found,
+                    frames = got.frames, keepalives = got.keepalives,
                     "lost the upstream; the provider found while it was quiet takes over");
             }
             found_attached.up.follows(fetcher.last_frame());
@@ -475,7 +478,7 @@ async fn receive(
     attached: Attached,
     fetcher: &mut Fetcher,
     key: &str,
-) -> (Outcome, Option<(PeerId, Box<Attached>)>) {
+) -> (Outcome, Option<(PeerId, Box<Attached>)>, Received) {
     let Attached {
         mut up,
         mut rd,
@@ -502,6 +505,7 @@ async fn receive(
     let mut standby: Option<(PeerId, Box<Attached>)> = None;
     // One search per quiet spell: a provider that speaks again allows the next.
     let mut searched = false;
+    let mut got = Received::default();
     let outcome = loop {
         let wake = Instant::from_std(up.poll_timeout());
         let suspect_at = up.suspect_at().map(Instant::from_std);
@@ -587,6 +591,7 @@ async fn receive(
                 gap_ms,
                 wire_len,
             }) => {
+                got.frames += 1;
                 if let Some(gap) = gap_ms {
                     ctx.stats.record_gap(gap);
                 }
@@ -616,7 +621,8 @@ async fn receive(
             Ok(Event::Unsealed) => {
                 ctx.stats.frames_unsealed.fetch_add(1, Relaxed);
             }
-            Ok(Event::Stale | Event::Waiting) => {}
+            Ok(Event::Waiting) => got.keepalives += 1,
+            Ok(Event::Stale) => {}
             Err(outcome) => {
                 if let Outcome::Lost {
                     loss: loss @ (Loss::Forged(_) | Loss::FalseClaim(_)),
@@ -630,7 +636,7 @@ async fn receive(
         }
     };
     if matches!(outcome, Outcome::Superseded) {
-        return (outcome, None);
+        return (outcome, None, got);
     }
     // Lost: what the search found takes over; a search still under way goes on if the provider stalled
     // (it is the round the fetch would start now). Any other loss (a closed stream, often a connection
@@ -650,5 +656,15 @@ async fn receive(
         },
         _ => None,
     };
-    (outcome, found)
+    (outcome, found, got)
+}
+
+/// What one subscription received from its provider, for the line that says how it ended: an upstream
+/// lost after frames is a different story from one that accepted and never sent any.
+#[derive(Debug, Default, Clone, Copy)]
+struct Received {
+    /// Frames (audio, video, data).
+    frames: u64,
+    /// "Alive, nothing to send" messages.
+    keepalives: u64,
 }

@@ -200,94 +200,110 @@ async fn serve_inner(
     let mut resized = Instant::now();
     let mut out: Vec<Bytes> = Vec::with_capacity(BATCH);
     let mut last_write = Instant::now();
-    loop {
-        heard.set(down.silent_since());
-        let deadline = down.deadline().map(Instant::from_std);
-        tokio::select! {
-            biased;
-            _ = ctx.cancel.cancelled() => return Ok(()),
-            msg = rd.next() => match msg {
-                // A signed receipt for what it received: the node judges it (the mesh cannot read it).
-                Some(Ok(Message::Receipt(receipt))) => {
-                    if down.on_receipt(Instant::now().into_std())
-                        && let Some(hook) = &ctx.config.receipts
-                    {
-                        hook.receive(peer, &name, receipt);
-                    }
-                }
-                Some(Ok(m)) => down.on_message(m, Instant::now().into_std())?,
-                Some(Err(e)) => return Err(e.into()),
-                None => return Ok(()),
-            },
-            f = sub.next(), if down.has_room() => {
-                let Ok(frame) = f else {
-                    last_word(&mut wr, &Message::End { reason: "stream ended".into() }).await;
-                    return Ok(());
-                };
-                if resized.elapsed() >= WINDOW_REFRESH {
-                    down.set_window(sized());
-                    resized = Instant::now();
-                }
-                let mut next = Some(frame);
-                while let Some(f) = next {
-                    // Our own upstream changed (another path, or the origin published again): tell the
-                    // subscriber before the frames that follow. The change is in the table before the first
-                    // frame of a new publish enters the hub, so it is seen here in time.
-                    if lineage_rx.has_changed().unwrap_or(false)
-                        && let Some(l) = lineage_rx.borrow_and_update().clone()
-                    {
-                        match down.on_lineage(&l) {
-                            Ok(Some(path)) => {
-                                out.push(wire::encode(&path));
-                                sealer = ctx.sealers.get(
-                                    &ctx.config.key,
-                                    down.announcement(),
-                                    &hub,
-                                    ctx.config.tuning.seal_window,
-                                );
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                ctx.stats.loops_prevented.fetch_add(1, Relaxed);
-                                return Err(e);
-                            }
+    let began = Instant::now();
+    let mut frames = 0u64;
+    let mut first_frame_ms = None;
+    let ended: Result<(), ServeError> = async {
+        loop {
+            heard.set(down.silent_since());
+            let deadline = down.deadline().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = ctx.cancel.cancelled() => return Ok(()),
+                msg = rd.next() => match msg {
+                    // A signed receipt for what it received: the node judges it (the mesh cannot read it).
+                    Some(Ok(Message::Receipt(receipt))) => {
+                        if down.on_receipt(Instant::now().into_std())
+                            && let Some(hook) = &ctx.config.receipts
+                        {
+                            hook.receive(peer, &name, receipt);
                         }
                     }
-                    let b = match &sealer {
-                        Some(s) => {
-                            if !out.is_empty() && f.cached(EncodingSlot::Wire).is_none() {
-                                // The frames sealed already go out now, not after this one's batch
-                                // closes.
-                                send_out(ctx, peer, &mut wr, &mut out).await?;
-                            }
-                            s.wire(&f).await
-                        }
-                        None => f.encoded(EncodingSlot::Wire, |_| Bytes::new()),
+                    Some(Ok(m)) => down.on_message(m, Instant::now().into_std())?,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Ok(()),
+                },
+                f = sub.next(), if down.has_room() => {
+                    let Ok(frame) = f else {
+                        last_word(&mut wr, &Message::End { reason: "stream ended".into() }).await;
+                        return Ok(());
                     };
-                    if down.sends(&b) {
-                        down.on_sent(b.len() as u64);
-                        out.push(b);
+                    if resized.elapsed() >= WINDOW_REFRESH {
+                        down.set_window(sized());
+                        resized = Instant::now();
                     }
-                    next = if out.len() < BATCH && down.has_room() {
-                        sub.try_next().ok().flatten()
-                    } else {
-                        None
-                    };
+                    let mut next = Some(frame);
+                    while let Some(f) = next {
+                        // Our own upstream changed (another path, or the origin published again): tell the
+                        // subscriber before the frames that follow. The change is in the table before the first
+                        // frame of a new publish enters the hub, so it is seen here in time.
+                        if lineage_rx.has_changed().unwrap_or(false)
+                            && let Some(l) = lineage_rx.borrow_and_update().clone()
+                        {
+                            match down.on_lineage(&l) {
+                                Ok(Some(path)) => {
+                                    out.push(wire::encode(&path));
+                                    sealer = ctx.sealers.get(
+                                        &ctx.config.key,
+                                        down.announcement(),
+                                        &hub,
+                                        ctx.config.tuning.seal_window,
+                                    );
+                                }
+                                Ok(None) => {}
+                                Err(e) => {
+                                    ctx.stats.loops_prevented.fetch_add(1, Relaxed);
+                                    return Err(e);
+                                }
+                            }
+                        }
+                        let b = match &sealer {
+                            Some(s) => {
+                                if !out.is_empty() && f.cached(EncodingSlot::Wire).is_none() {
+                                    // The frames sealed already go out now, not after this one's batch
+                                    // closes.
+                                    send_out(ctx, peer, &mut wr, &mut out).await?;
+                                }
+                                s.wire(&f).await
+                            }
+                            None => f.encoded(EncodingSlot::Wire, |_| Bytes::new()),
+                        };
+                        if down.sends(&b) {
+                            down.on_sent(b.len() as u64);
+                            out.push(b);
+                            frames += 1;
+                            first_frame_ms.get_or_insert_with(|| began.elapsed().as_millis() as u64);
+                        }
+                        next = if out.len() < BATCH && down.has_room() {
+                            sub.try_next().ok().flatten()
+                        } else {
+                            None
+                        };
+                    }
+                    send_out(ctx, peer, &mut wr, &mut out).await?;
+                    last_write = Instant::now();
                 }
-                send_out(ctx, peer, &mut wr, &mut out).await?;
-                last_write = Instant::now();
-            }
-            // No frames for a while (our own upstream is being replaced, or the publisher paused): tell the
-            // subscriber we are alive, so that it waits for us instead of looking elsewhere.
-            _ = tokio::time::sleep_until(last_write + KEEPALIVE), if down.has_room() => {
-                write_bounded(&mut wr, &[wire::encode(&Message::Waiting)]).await?;
-                last_write = Instant::now();
-            }
-            // While the window is full the hub skips this subscriber ahead; one that stops acknowledging
-            // altogether is gone.
-            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
-                down.on_timeout(Instant::now().into_std())?;
+                // No frames for a while (our own upstream is being replaced, or the publisher paused): tell the
+                // subscriber we are alive, so that it waits for us instead of looking elsewhere.
+                _ = tokio::time::sleep_until(last_write + KEEPALIVE), if down.has_room() => {
+                    write_bounded(&mut wr, &[wire::encode(&Message::Waiting)]).await?;
+                    last_write = Instant::now();
+                }
+                // While the window is full the hub skips this subscriber ahead; one that stops acknowledging
+                // altogether is gone.
+                _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                    down.on_timeout(Instant::now().into_std())?;
+                }
             }
         }
     }
+    .await;
+    // One line per subscription served: an accepted subscriber that got nothing, or nothing it
+    // acknowledged, shows here.
+    let (sent, acked) = down.bytes();
+    tracing::info!(%peer, stream = %name, frames, sent, acked, first_frame_ms,
+        secs = began.elapsed().as_secs_f32(),
+        ended = %ended.as_ref().err().map_or_else(|| "closed".to_string(), ToString::to_string),
+        "stopped serving a downstream peer");
+    ended
 }

@@ -275,6 +275,11 @@ impl Downstream {
         self.max_inflight = bytes;
     }
 
+    /// Bytes of frames written and acknowledged so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.sent, self.acked)
+    }
+
     /// `bytes` of frames were written.
     pub fn on_sent(&mut self, bytes: u64) {
         self.sent += bytes;

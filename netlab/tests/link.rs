@@ -64,20 +64,26 @@ fn taps_in(ns: &str) -> usize {
 
 /// Child processes of this test process whose command line names the wire hub.
 fn wire_hubs() -> usize {
+    wire_hub_stats().len()
+}
+
+/// The fields after the command name in `/proc/PID/stat` of each wire hub this test process started.
+fn wire_hub_stats() -> Vec<Vec<String>> {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
+        .filter_map(|pid| {
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let ppid = stat
+            let fields: Vec<String> = stat
                 .rsplit_once(") ")
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_string));
+                .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+                .unwrap_or_default();
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            ppid.as_deref() == Some(me.as_str())
-                && String::from_utf8_lossy(&cmdline).contains("wires")
+            (fields.get(1) == Some(&me) && String::from_utf8_lossy(&cmdline).contains("wires"))
+                .then_some(fields)
         })
-        .count()
+        .collect()
 }
 
 /// One wire process serves every impaired link of a lab; removing a site closes its link (its device at
@@ -103,6 +109,14 @@ fn one_wire_process_serves_every_link_and_a_removed_site_takes_its_link_along() 
     let _b = lab.add_site("b", NatPreset::None, delay).unwrap();
     assert_eq!(taps_in(&inet), 2);
     assert_eq!(wire_hubs(), 1);
+    // The wires stand for the internet: they run before the nodes they carry (SCHED_FIFO, priority 1;
+    // /proc/PID/stat fields 40 and 41, here counted from the state, field 3).
+    let hub = &wire_hub_stats()[0];
+    assert_eq!(
+        (hub[37].as_str(), hub[38].as_str()),
+        ("1", "1"),
+        "the wire hub's real-time priority and policy (SCHED_FIFO = 1)"
+    );
     lab.remove_site(&a).unwrap();
     assert_eq!(taps_in(&inet), 1, "the removed site's link is closed");
     // A new site (an echo client 20 ms from the internet, its server on an ideal link) gets a link of

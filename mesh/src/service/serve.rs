@@ -234,9 +234,9 @@ async fn serve_inner(
                     }
                     let mut next = Some(frame);
                     while let Some(f) = next {
-                        // Our own upstream changed (another path, or the origin published again): tell the
-                        // subscriber before the frames that follow. The change is in the table before the first
-                        // frame of a new publish enters the hub, so it is seen here in time.
+                        // Our own upstream changed (another path, or the origin published again): tell
+                        // the subscriber before the frames that follow. The change is in the table before
+                        // the first frame of a new publish enters the hub, so it is seen here in time.
                         if lineage_rx.has_changed().unwrap_or(false)
                             && let Some(l) = lineage_rx.borrow_and_update().clone()
                         {
@@ -283,8 +283,8 @@ async fn serve_inner(
                     send_out(ctx, peer, &mut wr, &mut out).await?;
                     last_write = Instant::now();
                 }
-                // No frames for a while (our own upstream is being replaced, or the publisher paused): tell the
-                // subscriber we are alive, so that it waits for us instead of looking elsewhere.
+                // No frames for a while (our own upstream is being replaced, or the publisher paused):
+                // tell the subscriber we are alive, so that it waits for us instead of looking elsewhere.
                 _ = tokio::time::sleep_until(last_write + KEEPALIVE), if down.has_room() => {
                     write_bounded(&mut wr, &[wire::encode(&Message::Waiting)]).await?;
                     last_write = Instant::now();

@@ -67,6 +67,15 @@ fn wire_hubs() -> usize {
     wire_hub_stats().len()
 }
 
+/// Whether a process may run on the real-time scheduler here (root without CAP_SYS_NICE, or a cgroup
+/// with no real-time budget, may not).
+fn real_time_allowed() -> bool {
+    std::process::Command::new("chrt")
+        .args(["--fifo", "1", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// The fields after the command name in `/proc/PID/stat` of each wire hub this test process started.
 fn wire_hub_stats() -> Vec<Vec<String>> {
     let me = std::process::id().to_string();
@@ -110,13 +119,18 @@ fn one_wire_process_serves_every_link_and_a_removed_site_takes_its_link_along() 
     assert_eq!(taps_in(&inet), 2);
     assert_eq!(wire_hubs(), 1);
     // The wires stand for the internet: they run before the nodes they carry (SCHED_FIFO, priority 1;
-    // /proc/PID/stat fields 40 and 41, here counted from the state, field 3).
+    // /proc/PID/stat fields 40 and 41, here counted from the state, field 3), wherever this machine lets
+    // a process have a real-time priority at all.
     let hub = &wire_hub_stats()[0];
-    assert_eq!(
-        (hub[37].as_str(), hub[38].as_str()),
-        ("1", "1"),
-        "the wire hub's real-time priority and policy (SCHED_FIFO = 1)"
-    );
+    if real_time_allowed() {
+        assert_eq!(
+            (hub[37].as_str(), hub[38].as_str()),
+            ("1", "1"),
+            "the wire hub's real-time priority and policy (SCHED_FIFO = 1)"
+        );
+    } else {
+        eprintln!("not checking the wire hub's priority: `chrt --fifo 1 true` is refused here");
+    }
     lab.remove_site(&a).unwrap();
     assert_eq!(taps_in(&inet), 1, "the removed site's link is closed");
     // A new site (an echo client 20 ms from the internet, its server on an ideal link) gets a link of

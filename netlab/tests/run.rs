@@ -36,11 +36,23 @@ fn smoke_scenario_delivers_the_stream() {
         out.to_str().unwrap(),
         "--node",
         node.to_str().unwrap(),
+        // Not the file's 1000: the override reaches the publisher and the report.
+        "--kbps",
+        "800",
     ]);
     let took = started.elapsed();
     let r = common::read_json(&out.join("result.json"));
+    assert_eq!(r["cases"][0]["kbps"], 800);
     let trial = &r["cases"][0]["trials"][0];
     assert!(trial["error"].is_null(), "trial error: {}", trial["error"]);
+    // Bits per second of media (frames at 30 fps), not of wall time.
+    let publisher = &trial["publisher"];
+    let media_s = publisher["video_frames"].as_f64().unwrap() / 30.0;
+    let kbps = publisher["bytes"].as_f64().unwrap() * 8.0 / media_s / 1000.0;
+    assert!(
+        (640.0..960.0).contains(&kbps),
+        "published {kbps:.0} kbit/s: {publisher}"
+    );
     // Mode detection must not hide a failure: every node ran and its status was read.
     for n in trial["nodes"].as_array().unwrap() {
         assert!(n["error"].is_null(), "node {}: {}", n["name"], n["error"]);
@@ -79,7 +91,8 @@ fn smoke_scenario_delivers_the_stream() {
         "{remote}"
     );
     assert!(o.status.success(), "netlab run failed");
-    assert!(out.join("report.md").exists());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("- probe stream: 800 kbit/s"), "{md}");
     let prefix = trial["lab"].as_str().unwrap();
     assert!(
         common::namespaces_of(prefix).is_empty(),

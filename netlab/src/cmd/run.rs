@@ -30,6 +30,10 @@ pub struct Args {
     /// Seconds per trial, instead of the file's duration_s.
     #[arg(long)]
     duration: Option<f64>,
+    /// The probe publisher's bitrate in kbit/s, instead of the file's (e.g. 1000 for issue 13's 1 Mbit/s
+    /// figures).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(8..=100_000))]
+    kbps: Option<u32>,
     /// Only these cases (comma separated; `ROW/COLUMN` for a matrix, `main` otherwise).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -61,6 +65,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         out_dir: out.clone(),
         trials: args.trials,
         duration,
+        kbps: args.kbps,
         only: args.only,
         jobs: usize::from(args.jobs),
         lab: LabConfig::default(),

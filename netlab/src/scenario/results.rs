@@ -79,6 +79,8 @@ pub struct CaseReport {
     pub row: Option<String>,
     /// Matrix column label.
     pub column: Option<String>,
+    /// The probe publisher's bitrate, kbit/s (the file's, or `netlab run --kbps`).
+    pub kbps: u32,
     /// Each trial.
     pub trials: Vec<TrialReport>,
     /// Figures over the trials.
@@ -666,12 +668,15 @@ impl RunReport {
         if !self.description.is_empty() {
             s.push_str(&format!("{}\n\n", self.description));
         }
+        let mut kbps: Vec<String> = self.cases.iter().map(|c| c.kbps.to_string()).collect();
+        kbps.dedup();
         s.push_str(&format!(
-            "- scenario file: `{}`\n- node: `{}` (`--bootstrap`: {}; mesh listen addresses seen: {})\n- run time: {:.0} s, {} trial(s) at a time; files: `{}`\n\n",
+            "- scenario file: `{}`\n- node: `{}` (`--bootstrap`: {}; mesh listen addresses seen: {})\n- probe stream: {} kbit/s\n- run time: {:.0} s, {} trial(s) at a time; files: `{}`\n\n",
             self.file,
             self.node,
             if self.node_has_bootstrap_flag { "yes" } else { "no" },
             if self.mesh { "yes" } else { "no" },
+            kbps.join(", "),
             self.elapsed_s,
             self.jobs.max(1),
             self.out_dir
@@ -948,6 +953,7 @@ mod tests {
                 label: format!("{r}/{c}"),
                 row: Some(r.into()),
                 column: Some(c.into()),
+                kbps: 2500,
                 summary: summarise(&trials),
                 trials,
             });
@@ -959,6 +965,8 @@ mod tests {
         assert_eq!(g.row_axis, "publisher NAT");
         let md = run.to_markdown();
         assert!(md.contains("## Matrix"), "{md}");
+        // Both cases at the same bitrate: said once.
+        assert!(md.contains("- probe stream: 2500 kbit/s\n"), "{md}");
         assert!(
             md.contains("| symmetric/symmetric | 1 | 1/1 | 0 / 1 / 0 |"),
             "{md}"

@@ -55,6 +55,8 @@ pub struct RunOptions {
     pub trials: Option<u32>,
     /// Overrides the file's duration.
     pub duration: Option<Duration>,
+    /// Overrides the probe publisher's bitrate in kbit/s (every case).
+    pub kbps: Option<u32>,
     /// Only the cases with these labels (`ROW/COLUMN` for a matrix); empty runs all.
     pub only: Vec<String>,
     /// Trials run at the same time, each in its own lab (1: one after another).
@@ -87,6 +89,11 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
     }
     if let Some(d) = opts.duration {
         scenario.duration = d;
+    }
+    if let Some(k) = opts.kbps {
+        for c in &mut scenario.cases {
+            c.publisher.kbps = k;
+        }
     }
     let cases: Vec<Case> = scenario
         .cases
@@ -177,6 +184,7 @@ pub async fn run(scenario: &Scenario, opts: &RunOptions) -> anyhow::Result<RunRe
             label: case.label.clone(),
             row: case.row.clone(),
             column: case.column.clone(),
+            kbps: case.publisher.kbps,
             summary: summarise(&trials),
             trials,
         });

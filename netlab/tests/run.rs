@@ -61,6 +61,7 @@ fn smoke_scenario_delivers_the_stream() {
             "node {} status never read",
             n["name"]
         );
+        assert!(n["nice"].is_i64(), "node {} niceness not read", n["name"]);
     }
     let player = |name: &str| {
         trial["players"]

@@ -45,6 +45,12 @@ pub fn wait_secs(pid: u32) -> Option<f64> {
     any.then(|| ns as f64 / 1e9)
 }
 
+/// The niceness of `pid`'s main thread (-20 to 19; `nice`/`renice`), or None if it is gone.
+pub fn nice(pid: u32) -> Option<i8> {
+    // nice is field 19 of the line.
+    stat_fields(pid)?.get(16)?.parse().ok()
+}
+
 /// Seconds since `pid` started, or None if it is gone.
 pub fn age_secs(pid: u32) -> Option<f64> {
     // starttime is field 22 of the line.

@@ -1,6 +1,7 @@
 //! The one way to start `streamr-node` from outside: its arguments, its namespace (or none), where its log
 //! goes (a file, or memory for tests that show it on failure), its ready line, and stopping it by PID.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -139,6 +140,9 @@ pub struct Launcher {
     pub extra: Vec<String>,
     /// The network namespace to run in (`ip netns exec NS`); `None` runs it where the caller runs.
     pub namespace: Option<String>,
+    /// Its scheduling niceness (-20 to 19, through coreutils' `nice`, which execs the node); 0 = as the
+    /// caller.
+    pub nice: i8,
     /// Where its output goes.
     pub log: NodeLog,
     /// Environment variables set for it.
@@ -161,6 +165,7 @@ impl Launcher {
             bootstrap: Vec::new(),
             extra: Vec::new(),
             namespace: None,
+            nice: 0,
             log: NodeLog::Memory,
             env: Vec::new(),
             env_remove: Vec::new(),
@@ -190,13 +195,24 @@ impl Launcher {
         a
     }
 
-    /// The command that runs it (wrapped in `ip netns exec` for a namespace).
+    /// The command that runs it (wrapped in `ip netns exec` for a namespace, and in `nice -n N` for a
+    /// niceness: both exec, so the process started is the node itself).
     fn command(&self) -> Command {
-        let mut cmd = match &self.namespace {
-            Some(ns) => Command::from(crate::engine::sys::command_in(ns, &self.exe)),
-            None => Command::new(&self.exe),
+        let (program, mut args): (OsString, Vec<OsString>) = if self.nice == 0 {
+            (self.exe.clone().into(), Vec::new())
+        } else {
+            let n = self.nice.to_string();
+            (
+                "nice".into(),
+                vec!["-n".into(), n.into(), self.exe.clone().into()],
+            )
         };
-        cmd.args(self.to_args());
+        args.extend(self.to_args().into_iter().map(OsString::from));
+        let mut cmd = match &self.namespace {
+            Some(ns) => Command::from(crate::engine::sys::command_in(ns, &program)),
+            None => Command::new(&program),
+        };
+        cmd.args(args);
         for k in &self.env_remove {
             cmd.env_remove(k);
         }
@@ -378,6 +394,11 @@ impl NodeProcess {
             crate::engine::procstat::cpu_secs(self.pid)?,
             crate::engine::procstat::rss_kib(self.pid)?,
         ))
+    }
+
+    /// Its niceness as the kernel has it (see [`crate::engine::procstat::nice`]).
+    pub fn nice(&self) -> Option<i8> {
+        crate::engine::procstat::nice(self.pid)
     }
 
     /// Seconds it waited for a CPU while ready to run, and seconds since it started, so far (see
@@ -576,6 +597,40 @@ mod tests {
         assert!(node.rss_kib().is_some());
         assert_eq!(node.stop(Duration::from_secs(10)).await, Some(3));
         assert!(!node.alive());
+    }
+
+    #[tokio::test]
+    async fn a_niceness_reaches_the_node_process_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = fake_node(
+            dir.path(),
+            &format!("echo \"args: $*\"\n{READY}\nwhile :; do sleep 0.05; done"),
+        );
+        // A positive niceness needs no privilege.
+        let mut node = Launcher {
+            nice: 7,
+            ..Launcher::new(&exe, dir.path())
+        }
+        .start(Duration::from_secs(10))
+        .await
+        .unwrap();
+        assert_eq!(node.nice(), Some(7));
+        // `nice` exec'd the node: its arguments are the node's, not nice's.
+        assert!(
+            node.log_text().contains("args: run --data-dir"),
+            "{}",
+            node.log_text()
+        );
+        node.stop(Duration::from_secs(10)).await;
+        let mut plain = Launcher::new(&exe, dir.path())
+            .start(Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            plain.nice(),
+            crate::engine::procstat::nice(std::process::id())
+        );
+        plain.stop(Duration::from_secs(10)).await;
     }
 
     #[tokio::test]

@@ -20,6 +20,7 @@
 //! nat = "symmetric"
 //! bootstrap = ["relay"]    # nodes whose listen address goes into --bootstrap
 //! start_s = 0              # when it starts (0: before time zero)
+//! nice = 0                 # scheduling niceness, -20..19: e.g. -10 for a relay that stands for a server
 //!
 //! [[group]]                # count nodes called viewer-1 .. viewer-N
 //! name = "viewer"
@@ -155,6 +156,8 @@ struct NodeEntry {
     bootstrap: Vec<String>,
     #[serde(default)]
     start_s: f64,
+    #[serde(default)]
+    nice: i8,
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,6 +266,9 @@ pub struct NodePlan {
     pub bootstrap: Vec<String>,
     /// When it starts, from time zero (zero: before time zero).
     pub start_at: Duration,
+    /// Its scheduling niceness, -20 to 19 (0: as netlab): a node standing for a server with a machine of its
+    /// own, such as a bootstrap relay that 100 viewers join through, gets the CPU it would have there.
+    pub nice: i8,
 }
 
 /// The probe publisher.
@@ -384,6 +390,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
         }
         Ok(Duration::from_secs_f64(v))
     };
+    let check_nice = |key: &str, v: i8| -> Result<i8, ScenarioError> {
+        if !(-20..=19).contains(&v) {
+            return Err(err(key, format!("{v} is not a niceness from -20 to 19")));
+        }
+        Ok(v)
+    };
     let duration = secs("duration_s", f.duration_s)?;
     if duration.is_zero() {
         return Err(err("duration_s", "must be more than 0".into()));
@@ -445,6 +457,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
             args: n.args.clone().unwrap_or_else(|| f.defaults.args.clone()),
             bootstrap: n.bootstrap.clone(),
             start_at: secs(&format!("{key}.start_s"), n.start_s)?,
+            nice: check_nice(&format!("{key}.nice"), n.nice)?,
         });
     }
     for (i, g) in f.groups.iter().enumerate() {
@@ -490,6 +503,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
                 args: g.args.clone().unwrap_or_else(|| f.defaults.args.clone()),
                 bootstrap: g.bootstrap.clone(),
                 start_at,
+                nice: 0,
             });
             if g.play {
                 players.push(PlayerPlan {
@@ -820,6 +834,10 @@ mod tests {
         );
         assert_eq!(c.players[0].retry, DEFAULT_RETRY);
         assert_eq!(c.players[0].join_at, Duration::from_secs(2));
+        assert_eq!((c.nodes[0].nice, c.nodes[1].nice), (0, 0));
+        let niced =
+            parse_str(&SMALL.replace("name = \"relay\"", "name = \"relay\"\nnice = -10")).unwrap();
+        assert_eq!(niced.cases[0].nodes[0].nice, -10);
     }
 
     #[test]
@@ -960,6 +978,10 @@ mod tests {
             (
                 SMALL.replace("[publisher]", "[publisher]\nkbps = 0"),
                 "publisher.kbps",
+            ),
+            (
+                SMALL.replace("name = \"alice\"", "name = \"alice\"\nnice = -21"),
+                "node[1].nice: -21 is not a niceness",
             ),
             (
                 SMALL.replace("duration_s = 20", "duration_s = \"20\""),

@@ -145,6 +145,8 @@ pub struct NodeReport {
     pub cpu_s: Option<f64>,
     /// Its RSS just before it was stopped, MiB.
     pub rss_mib: Option<f64>,
+    /// Its niceness, read from the kernel at the end (`nice` of its `[[node]]`; 0 = as netlab).
+    pub nice: Option<i8>,
     /// Seconds it was ready to run but waited for a CPU, in its life (run-queue delay, read just before
     /// it was stopped): how starved the machine kept it. Absent where the kernel keeps no such figure.
     #[serde(default)]

@@ -569,6 +569,10 @@ async fn drive(
         .iter()
         .filter_map(|n| Some((n.name.clone(), n.process.waited()?)))
         .collect();
+    let nice: HashMap<String, i8> = running
+        .iter()
+        .filter_map(|n| Some((n.name.clone(), n.process.nice()?)))
+        .collect();
     // Stop all at once: each node may take up to its grace period.
     let mut stops = tokio::task::JoinSet::new();
     for mut n in running {
@@ -616,6 +620,7 @@ async fn drive(
             cpu_s: usage.get(&n.name).map(|u| u.0),
             rss_mib: usage.get(&n.name).map(|u| u.1 as f64 / 1024.0),
             wait_s: waited.get(&n.name).map(|w| w.0),
+            nice: nice.get(&n.name).copied(),
             waited_percent: waited
                 .get(&n.name)
                 .and_then(|&(w, age)| (age > 0.0).then(|| w / age * 100.0)),
@@ -762,6 +767,7 @@ async fn start_node(
         bootstrap,
         extra: plan.args.clone(),
         namespace: Some(host.ns.clone()),
+        nice: plan.nice,
         log: NodeLog::File(state.dir.join(format!("{}.log", plan.name))),
         ..Launcher::new(&state.node_exe, data.path())
     };

@@ -74,6 +74,20 @@ async fn chain_a_b_c_delivers_every_frame() {
             .any(|s| s.name == "alice" && s.origin == a.peer_id),
         "{listed:?}"
     );
+    // Gossip is counted both ways: B sent its catalog, C received catalogs (each at least its 4-byte
+    // length prefix and an entry).
+    let sent = metric(
+        &http_get(b.http, "/metrics").1,
+        "streamr_mesh_catalogs_sent_total",
+    );
+    assert!(sent >= 1, "B sent no catalog");
+    let m = http_get(c.http, "/metrics").1;
+    let received = metric(&m, "streamr_mesh_catalogs_received_total");
+    assert!(received >= 1, "{m}");
+    assert!(
+        metric(&m, "streamr_mesh_catalog_bytes_received_total") > received * 4,
+        "{m}"
+    );
 }
 
 #[tokio::test]

@@ -25,7 +25,12 @@ pub(super) async fn send(ctx: Arc<Ctx>, peer: PeerId, bytes: Vec<u8>) {
     // A transfer that times out is dropped unfinished: the receiver sees fewer bytes than the prefix says
     // and takes it for what it is, a transfer that broke off (version 1 had no prefix and charged the
     // sender with a malformed catalog).
-    let _ = tokio::time::timeout(TRANSFER_TIMEOUT, send).await;
+    if let Ok(Some(())) = tokio::time::timeout(TRANSFER_TIMEOUT, send).await {
+        ctx.stats.catalogs_sent.fetch_add(1, Relaxed);
+        ctx.stats
+            .catalog_bytes_sent
+            .fetch_add(bytes.len() as u64, Relaxed);
+    }
 }
 
 /// Why a received transfer was not merged.
@@ -77,6 +82,10 @@ pub(super) async fn receive(
         }
     };
     drop(stream);
+    ctx.stats.catalogs_received.fetch_add(1, Relaxed);
+    ctx.stats
+        .catalog_bytes_received
+        .fetch_add(4 + body.len() as u64, Relaxed);
     let raw = match catalog::decode(&body) {
         Ok(raw) => raw,
         Err(e) => {

@@ -107,6 +107,27 @@ fn encode_protocols(e: &mut DescriptorEncoder, m: &MeshStats, upload_kbps: u64) 
             "Providers or catalog entries refused for claims that cannot be true",
             &m.false_claims,
         ),
+        // Gossip's own cost: one stream per transfer, to every connected peer.
+        (
+            "streamr_mesh_catalogs_sent",
+            "Catalog transfers sent whole (one stream each)",
+            &m.catalogs_sent,
+        ),
+        (
+            "streamr_mesh_catalog_bytes_sent",
+            "Bytes of the catalog transfers sent whole",
+            &m.catalog_bytes_sent,
+        ),
+        (
+            "streamr_mesh_catalogs_received",
+            "Catalog transfers received whole",
+            &m.catalogs_received,
+        ),
+        (
+            "streamr_mesh_catalog_bytes_received",
+            "Bytes of the catalog transfers received whole",
+            &m.catalog_bytes_received,
+        ),
         (
             "streamr_mesh_catalogs_flooded",
             "Catalog transfers dropped by the per-peer and total limits",

@@ -15,6 +15,14 @@ pub struct MeshStats {
     pub subscriptions_flooded: AtomicU64,
     /// Catalog transfers dropped because a peer (or all peers together) opened too many.
     pub catalogs_flooded: AtomicU64,
+    /// Catalog transfers sent whole (one stream each; length prefix included in the bytes).
+    pub catalogs_sent: AtomicU64,
+    /// Bytes of the catalog transfers sent whole.
+    pub catalog_bytes_sent: AtomicU64,
+    /// Catalog transfers received whole, before their entries are checked.
+    pub catalogs_received: AtomicU64,
+    /// Bytes of the catalog transfers received whole.
+    pub catalog_bytes_received: AtomicU64,
     /// Catalog entries not kept because a bound was reached (per stream, per origin, in total).
     pub catalog_entries_dropped: AtomicU64,
     /// Times we subscribed again after losing an upstream.

@@ -35,7 +35,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -1133,7 +1133,11 @@ impl Sim {
     /// Frames reach `i` (and whatever hangs below it): record first joins and repairs.
     fn delivered(&mut self, root: usize) {
         let mut stack = vec![root];
+        let mut seen = HashSet::new();
         while let Some(i) = stack.pop() {
+            if !seen.insert(i) {
+                continue;
+            }
             let since_kill = self.now_ms.saturating_sub(self.kill_at);
             let node = &mut self.nodes[i];
             if !node.alive || node.lineage.is_none() {
@@ -1149,7 +1153,14 @@ impl Sim {
                 node.repaired = true;
                 self.repair_times.push(since_kill);
             }
-            stack.extend(node.children.iter().copied());
+            // Only those it serves: `children` also holds the peers it keeps a slot in reserve for, one of
+            // which can be its own ancestor (a walk through it went round the loop until memory ran out).
+            let served: Vec<usize> = node.children.clone();
+            stack.extend(
+                served
+                    .into_iter()
+                    .filter(|&c| self.nodes[c].upstream == Some(i)),
+            );
         }
     }
 
@@ -1425,6 +1436,38 @@ mod tests {
             checked += 1;
         }
         assert!(sim.report.orphaned > 0 && checked > 150, "{:?}", sim.report);
+    }
+
+    #[test]
+    fn reserve_slots_are_not_walked_as_children() {
+        let mut sim = Sim::new(small(200, 11));
+        sim.run();
+        let served = |sim: &Sim, i: usize| -> Option<usize> {
+            sim.nodes[i]
+                .children
+                .iter()
+                .copied()
+                .find(|&c| sim.nodes[c].upstream == Some(i))
+        };
+        let (i, c) = (1..sim.nodes.len())
+            .filter(|&i| sim.chain_alive(i))
+            .find_map(|i| Some((i, served(&sim, i)?)))
+            .expect("a served node with a served child");
+        // The child keeps slots in reserve for its own parent (an ancestor: a walk through it went round
+        // that loop until memory ran out) and for a node served elsewhere, which is not reached from here.
+        let elsewhere = (1..sim.nodes.len())
+            .find(|&r| r != i && r != c && sim.chain_alive(r) && sim.nodes[r].upstream != Some(c))
+            .expect("another served node");
+        sim.nodes[elsewhere].joined = false;
+        sim.nodes[c].children.extend([i, elsewhere]);
+        let joins = sim.join_times.len();
+        sim.delivered(i);
+        assert_eq!(
+            sim.join_times.len(),
+            joins,
+            "a reserve slot was taken for a child"
+        );
+        assert!(!sim.nodes[elsewhere].joined);
     }
 
     #[test]

@@ -29,8 +29,6 @@ use tracing::{debug, error, info, warn};
 
 /// Commands waiting for the actor; tasks wait when it is full.
 const INBOX: usize = 1024;
-/// An unchanged catalog is sent to a peer again after this long (entries live [`catalog::ENTRY_TTL`]).
-const GOSSIP_REPEAT: Duration = catalog::GOSSIP_REPEAT;
 /// Least time between two gossips triggered by news (the timer gossips every `gossip_interval` anyway).
 const TRIGGERED_GOSSIP_SPACING: Duration = Duration::from_secs(1);
 /// The actor's tick (our catalog entries refreshed, gossip, the view) while the catalog is empty: there
@@ -322,7 +320,7 @@ pub(super) struct Actor {
     /// Providers we recently sent redirected subscribers to.
     promised: Promised,
     /// What each peer was last sent (a hash of the message) and when.
-    last_sent: HashMap<PeerId, (u64, Instant)>,
+    last_sent: HashMap<PeerId, (catalog::Sent, Instant)>,
     last_triggered_gossip: Option<Instant>,
     /// Subscriptions opened, per peer.
     rate: RateLimit,
@@ -772,8 +770,9 @@ impl Actor {
         self.dirty = true;
     }
 
-    /// Sends every connected peer the catalog meant for it (an unchanged one only every
-    /// [`GOSSIP_REPEAT`], an unchanged empty one never).
+    /// Sends every connected peer the catalog meant for it when [`catalog::Sent::due`] says so (news at
+    /// once, a change after [`catalog::change_spacing`], an unchanged one only every
+    /// [`catalog::GOSSIP_REPEAT`], to keep its entries alive there: they live [`catalog::ENTRY_TTL`]).
     fn gossip(&mut self) {
         let now = Instant::now();
         self.catalog.expire(now);
@@ -787,6 +786,7 @@ impl Actor {
             .with_snapshot(|s| s.peers.keys().copied().collect());
         self.last_sent.retain(|p, _| peers.contains(p));
         let plan = self.catalog.gossip_plan(now);
+        let spacing = catalog::change_spacing(self.ctx.config.tuning.gossip_interval);
         for peer in peers {
             let entries = plan.for_peer(&peer);
             let bytes = catalog::encode(&entries);
@@ -796,14 +796,15 @@ impl Actor {
                 bytes.hash(&mut h);
                 h.finish()
             };
-            // An unchanged catalog goes again only every GOSSIP_REPEAT, to keep its entries alive at the
-            // peer; an unchanged empty one never (it keeps nothing alive: an idle mesh sends nothing).
-            if self.last_sent.get(&peer).is_some_and(|(d, at)| {
-                *d == digest && (entries.is_empty() || now.duration_since(*at) < GOSSIP_REPEAT)
+            // An unchanged empty catalog never goes again: it keeps nothing alive, and an idle mesh sends
+            // nothing.
+            if self.last_sent.get(&peer).is_some_and(|(sent, at)| {
+                !sent.due(digest, &entries, now.duration_since(*at), spacing)
             }) {
                 continue;
             }
-            self.last_sent.insert(peer, (digest, now));
+            self.last_sent
+                .insert(peer, (catalog::Sent::new(digest, &entries), now));
             let ctx = self.ctx.clone();
             self.spawn_with(Task::GossipSend, gossip::send(ctx, peer, bytes));
         }

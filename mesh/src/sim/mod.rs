@@ -47,8 +47,6 @@ const ANSWER_TIMEOUT_MS: u64 = 5_000;
 const CONNECT_TIMEOUT_MS: u64 = 3_000;
 /// A provider cuts off a subscriber that acknowledged nothing for this long (as the real one).
 const ACK_TIMEOUT_MS: u64 = crate::session::downstream::ACK_TIMEOUT.as_millis() as u64;
-/// An unchanged catalog is sent to a peer again after this long (as the real actor).
-const GOSSIP_REPEAT_MS: u64 = crate::catalog::GOSSIP_REPEAT.as_millis() as u64;
 
 /// What identifies a catalog message's content for the repeat rule.
 fn digest(entries: &[CatalogEntry]) -> u64 {
@@ -199,7 +197,7 @@ struct Node {
     /// Connected peers and whether the connection is direct.
     conns: HashMap<usize, bool>,
     /// What each peer was last sent (digest) and when, ms.
-    last_sent: HashMap<usize, (u64, u64)>,
+    last_sent: HashMap<usize, (crate::catalog::Sent, u64)>,
     fetch: Option<Fetch>,
     /// Where it receives the stream from, once accepted (the origin has none).
     upstream: Option<usize>,
@@ -609,14 +607,26 @@ impl Sim {
             if entries.is_empty() {
                 continue;
             }
-            // As the real node: an unchanged catalog goes to a peer again only every GOSSIP_REPEAT.
+            // As the real node (`catalog::Sent::due`): news at once, a change after a few seconds, an
+            // unchanged catalog only every GOSSIP_REPEAT.
             let digest = digest(&entries);
             let due = match self.nodes[i].last_sent.get(&j) {
-                Some((d, at)) => *d != digest || self.now_ms - at >= GOSSIP_REPEAT_MS,
+                Some((sent, at)) => {
+                    let spacing = crate::catalog::change_spacing(self.cfg.gossip_interval);
+                    sent.due(
+                        digest,
+                        &entries,
+                        Duration::from_millis(self.now_ms - at),
+                        spacing,
+                    )
+                }
                 None => true,
             };
             if due {
-                self.nodes[i].last_sent.insert(j, (digest, self.now_ms));
+                self.nodes[i].last_sent.insert(
+                    j,
+                    (crate::catalog::Sent::new(digest, &entries), self.now_ms),
+                );
                 let d = self.topo.one_way(i, j);
                 self.schedule(
                     d,

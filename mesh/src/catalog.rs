@@ -55,6 +55,7 @@ pub const GOSSIP_REPEAT: Duration = Duration::from_secs(5);
 pub fn change_spacing(gossip_interval: Duration) -> Duration {
     (gossip_interval * 2).min(GOSSIP_REPEAT)
 }
+
 /// What a provider itself told us counts for this long as its word on its spare upload, and as a sign that
 /// it is alive (see [`Catalog::providers_first_hand`], [`Catalog::heard_first_hand`]): a little longer than
 /// [`GOSSIP_REPEAT`], so that a live peer whose entry did not change (it is sent again only that often)

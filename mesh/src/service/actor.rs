@@ -319,7 +319,7 @@ pub(super) struct Actor {
     providing: HashSet<String>,
     /// Providers we recently sent redirected subscribers to.
     promised: Promised,
-    /// What each peer was last sent (a hash of the message) and when.
+    /// What each peer was last sent (the message's digest and streams) and when.
     last_sent: HashMap<PeerId, (catalog::Sent, Instant)>,
     last_triggered_gossip: Option<Instant>,
     /// Subscriptions opened, per peer.

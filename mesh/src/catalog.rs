@@ -502,9 +502,11 @@ impl Sent {
         if digest == self.digest {
             return !entries.is_empty() && since >= GOSSIP_REPEAT;
         }
-        let news = streams_of(entries)
-            .iter()
-            .any(|s| !self.streams.contains(s));
+        let news = entries.iter().any(|e| {
+            !self.streams.iter().any(|(id, started)| {
+                *id == e.announcement.id && *started == e.announcement.started_ms
+            })
+        });
         news || since >= spacing
     }
 }

@@ -1165,11 +1165,13 @@ impl Sim {
             }
             // Only those it serves: `children` also holds the peers it keeps a slot in reserve for, one of
             // which can be its own ancestor (a walk through it went round the loop until memory ran out).
-            let served: Vec<usize> = node.children.clone();
+            let nodes = &self.nodes;
             stack.extend(
-                served
-                    .into_iter()
-                    .filter(|&c| self.nodes[c].upstream == Some(i)),
+                nodes[i]
+                    .children
+                    .iter()
+                    .copied()
+                    .filter(|&c| nodes[c].upstream == Some(i)),
             );
         }
     }

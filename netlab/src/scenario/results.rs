@@ -670,8 +670,8 @@ impl RunReport {
         if !self.description.is_empty() {
             s.push_str(&format!("{}\n\n", self.description));
         }
-        let mut kbps: Vec<String> = self.cases.iter().map(|c| c.kbps.to_string()).collect();
-        kbps.dedup();
+        let kbps: std::collections::BTreeSet<u32> = self.cases.iter().map(|c| c.kbps).collect();
+        let kbps: Vec<String> = kbps.iter().map(u32::to_string).collect();
         s.push_str(&format!(
             "- scenario file: `{}`\n- node: `{}` (`--bootstrap`: {}; mesh listen addresses seen: {})\n- probe stream: {} kbit/s\n- run time: {:.0} s, {} trial(s) at a time; files: `{}`\n\n",
             self.file,

@@ -539,6 +539,12 @@ async fn three_nodes_join_through_the_coordinator_alone_and_only_signed_bytes_ar
         "{:?}",
         coord(&c).sessions
     );
+    // The node drops the session from its status a moment before it logs the close, and the log reaches
+    // this test through a pipe: wait for the line rather than read once (a full run once read too early).
+    wait_until(Duration::from_secs(5), || {
+        c.log_text().contains("viewing session closed")
+    })
+    .await;
     let closed = c
         .log_text()
         .lines()

@@ -199,6 +199,11 @@ pub fn frame_epoch(encoded: &[u8]) -> Option<u64> {
     ))
 }
 
+/// Whether an encoded frame message opens a batch (carries its seal); false for anything else.
+pub fn opens_batch(encoded: &[u8]) -> bool {
+    encoded.len() >= FRAME_HEADER && encoded[4] == T_FRAME && encoded[6] & FLAG_SEALED != 0
+}
+
 /// Encodes any message.
 pub fn encode(msg: &Message) -> Bytes {
     if let Message::Frame(f) = msg {
@@ -654,6 +659,14 @@ mod tests {
             frame_epoch(&encode(&Message::Ack { seq: 1, bytes: 1 })),
             None
         );
+        // It opens its batch (it carries the seal); the batch's other frames and other messages do not.
+        assert!(opens_batch(&forwarded));
+        let unsealed = SignedFrame {
+            seal: None,
+            ..signed
+        };
+        assert!(!opens_batch(&encode(&Message::Frame(unsealed))));
+        assert!(!opens_batch(&encode(&Message::Ack { seq: 1, bytes: 1 })));
     }
 
     #[test]

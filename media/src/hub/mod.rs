@@ -565,6 +565,54 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_subscriber_that_holds_frames_resumes_after_them_at_a_batch_start() {
+        let hub = Hub::new("s", HubConfig::default());
+        let src = hub.attach(SourceKind::Publisher);
+        // Numbered 1..=9 by the hub: metadata, two headers, then the keyframe interval 4..=9.
+        for f in [
+            meta(),
+            vheader(),
+            aheader(),
+            key(0),
+            inter(33),
+            audio(40),
+            inter(66),
+            inter(100),
+            inter(133),
+        ] {
+            src.push(f).unwrap();
+        }
+        // Batches open at 4 and 6 and 9.
+        let opens = |f: &Frame| [4, 6, 9].contains(&f.seq());
+        let resumed = |seq| {
+            let mut sub = hub.subscribe(SubscriberKind::Peer);
+            let left_out = sub.resume_after(seq, opens);
+            let mut got = Vec::new();
+            while let Some(f) = sub.try_next().unwrap() {
+                got.push(f.seq());
+            }
+            (left_out, got)
+        };
+        // Holds 5: the batch of 6 (which opens it) and what follows; 4 and 5 are left out.
+        assert_eq!(resumed(5), (2, vec![1, 2, 3, 6, 7, 8, 9]));
+        // Holds 7: 8 belongs to the batch opened by 6, which is sent whole.
+        assert_eq!(resumed(7), (2, vec![1, 2, 3, 6, 7, 8, 9]));
+        // Holds 8: 9 opens a batch of its own.
+        assert_eq!(resumed(8), (5, vec![1, 2, 3, 9]));
+        // Holds the last: its batch, since the next frame (live) may belong to it.
+        assert_eq!(resumed(9), (5, vec![1, 2, 3, 9]));
+        // A number the bundle does not hold (another publish, a header, one before the keyframe, ahead
+        // of us) says nothing: the whole bundle.
+        let whole = vec![1, 2, 3, 4, 5, 6, 7, 8, 9];
+        for seq in [0, 2, 99] {
+            assert_eq!(resumed(seq), (0, whole.clone()), "{seq}");
+        }
+        // No batch start known up to there: the whole bundle.
+        let mut sub = hub.subscribe(SubscriberKind::Peer);
+        assert_eq!(sub.resume_after(5, |f| f.seq() == 9), 0);
+    }
+
     #[tokio::test]
     async fn late_joiner_starts_at_last_keyframe() {
         let hub = Hub::new("s", HubConfig::default());

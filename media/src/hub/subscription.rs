@@ -74,6 +74,39 @@ impl Subscription {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Leaves out of the start bundle the audio and video frames that a subscriber holding every frame up
+    /// to `seq` (in the origin's numbering) would only drop as duplicates: a mesh peer that moves to us
+    /// from another provider, or takes over after its provider stalled, then gets what it lacks instead
+    /// of a whole keyframe interval first, with the frames it lacks behind it. The bundle starts again at
+    /// the last frame at or before `seq + 1` for which `starts_batch` holds (a mesh peer checks frames a
+    /// batch at a time, and only the batch's first frame carries what checks the rest). Only when the
+    /// bundle holds the frame `seq` itself, which says the subscriber counts as we do (the same publish);
+    /// otherwise nothing changes. Metadata and sequence headers stay. Returns how many frames it left out.
+    pub fn resume_after(&mut self, seq: u64, starts_batch: impl Fn(&Frame) -> bool) -> usize {
+        let Some(at) = self
+            .start
+            .iter()
+            .position(|f| f.is_media() && f.seq() == seq)
+        else {
+            return 0;
+        };
+        let last = (at + 1).min(self.start.len() - 1);
+        let Some(from) = (0..=last)
+            .rev()
+            .find(|&i| self.start[i].is_media() && starts_batch(&self.start[i]))
+        else {
+            return 0;
+        };
+        let before = self.start.len();
+        let mut i = 0;
+        self.start.retain(|f| {
+            let keep = !f.is_media() || i >= from;
+            i += 1;
+            keep
+        });
+        before - self.start.len()
+    }
+
     /// The next frame. Cancel-safe.
     pub async fn next(&mut self) -> Result<Frame, Ended> {
         let hub = self.hub.clone();

@@ -110,8 +110,13 @@ async fn serve_inner(
     let first = tokio::time::timeout(SUBSCRIBE_TIMEOUT, rd.next())
         .await
         .map_err(|_| ServeError::Protocol("no subscribe within 5 s".into()))?;
-    let (name, origin) = match first {
-        Some(Ok(Message::Subscribe { name, origin, .. })) => (name, origin),
+    let (name, origin, have_seq) = match first {
+        Some(Ok(Message::Subscribe {
+            name,
+            origin,
+            have_seq,
+            ..
+        })) => (name, origin, have_seq),
         Some(Ok(m)) => {
             return Err(ServeError::Protocol(format!(
                 "expected subscribe, got {m:?}"
@@ -187,6 +192,12 @@ async fn serve_inner(
         ctx.config.tuning.seal_window,
     );
     let mut sub = hub.subscribe(SubscriberKind::Peer);
+    // A subscriber that holds frames already (it moves to us, or takes over from a provider that stalled):
+    // what it lacks, from the batch that holds it, instead of the whole keyframe interval first.
+    let left_out = sub.resume_after(have_seq, |f| {
+        f.cached(EncodingSlot::Wire)
+            .is_some_and(|b| wire::opens_batch(&b))
+    });
     let tuning = &ctx.config.tuning;
     let sized = || {
         window(
@@ -301,7 +312,7 @@ async fn serve_inner(
     // One line per subscription served: an accepted subscriber that got nothing, or nothing it
     // acknowledged, shows here.
     let (sent, acked) = down.bytes();
-    tracing::info!(%peer, stream = %name, frames, sent, acked, first_frame_ms,
+    tracing::info!(%peer, stream = %name, frames, sent, acked, first_frame_ms, left_out,
         secs = began.elapsed().as_secs_f32(),
         ended = %ended.as_ref().err().map_or_else(|| "closed".to_string(), ToString::to_string),
         "stopped serving a downstream peer");

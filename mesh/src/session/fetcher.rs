@@ -35,6 +35,16 @@ pub const REST_HOSTILE: Duration = Duration::from_secs(600);
 pub const IDLE_WAIT_MIN: Duration = Duration::from_millis(250);
 /// See [`IDLE_WAIT_MIN`].
 pub const IDLE_WAIT_MAX: Duration = Duration::from_secs(2);
+/// A node served by a working upstream looks for a place nearer the origin ([`Fetcher::climb`]) only after
+/// it has been served this long (a join or a repair settles first)...
+pub const CLIMB_SETTLE: Duration = Duration::from_secs(10);
+/// ... and then at most this often: past the time a provider's word in the catalog takes to change
+/// (`catalog::change_spacing`), so that room others took meanwhile shows before the next try.
+pub const CLIMB_EVERY: Duration = Duration::from_secs(10);
+/// A provider is worth moving to only with room for this many subscribers: the claim reaches all its
+/// neighbours at once, and a node that is only slow (not dead) does not hold its slot at admission, so
+/// with room for one, a herd of movers can land on it together.
+pub const CLIMB_ROOM_SLOTS: u64 = 2;
 
 /// Shortest origin a player may name in `NAME@ORIGIN`. Every Ed25519 node id begins with the same eight
 /// characters (`12D3KooW`), so six characters named nobody in particular and a forger could grind a key to
@@ -102,6 +112,18 @@ fn idle_waits() -> backon::ExponentialBackoff {
         .with_max_delay(IDLE_WAIT_MAX)
         .without_max_times()
         .build()
+}
+
+/// Where a served node is in the tree, for [`Fetcher::climb`].
+#[derive(Debug, Clone, Copy)]
+pub struct Place {
+    /// The origin of the stream it receives (from its lineage: a fetch that found its first provider
+    /// through the DHT has not settled on one in the catalog).
+    pub origin: PeerId,
+    /// Its distance from the origin.
+    pub hops: u8,
+    /// The provider it receives from.
+    pub upstream: PeerId,
 }
 
 /// One fetch's policy state. See the module docs.
@@ -384,6 +406,61 @@ impl Fetcher {
         out.extend(entries.into_iter().map(|e| e.provider));
         dedup_keep_order(&mut out);
         out
+    }
+
+    /// A provider worth leaving a working upstream for, while we are served at [`Place`]: one
+    /// that said itself, lately, that it has room for us and one more ([`CLIMB_ROOM_SLOTS`]) ([`PeerView::heard`], first-hand spare upload),
+    /// that we reach over a direct connection already (trying it costs one stream, not a dial), and
+    /// with which we would land at least a level nearer the origin. Nearest first, then the lowest RTT.
+    /// Moving up takes our whole subtree with us, and each move shortens somebody's path, so moves end
+    /// (room near the origin is finite); what shows room that others took meanwhile redirects us, and
+    /// that provider rests ([`Fetcher::climb_failed`]). Goal: a tree as shallow as the caps allow even
+    /// when viewers joined while the room near the origin was taken, or before it appeared.
+    pub fn climb(
+        &mut self,
+        now: Instant,
+        catalog: &[CatalogEntry],
+        place: Place,
+        view: impl Fn(&PeerId) -> PeerView,
+    ) -> Option<PeerId> {
+        self.cooldown.retain(|_, until| *until > now);
+        let Place {
+            origin,
+            hops,
+            upstream,
+        } = place;
+        catalog
+            .iter()
+            .filter(|e| e.announcement.id.name == self.name && e.announcement.id.origin == origin)
+            .filter(|e| e.provider != upstream && self.usable(&e.provider))
+            .filter(|e| {
+                e.hops.saturating_add(1) < hops
+                    && has_room(
+                        e.spare_kbps,
+                        self.need_kbps.saturating_mul(CLIMB_ROOM_SLOTS),
+                    )
+            })
+            .filter_map(|e| {
+                let v = view(&e.provider);
+                (v.heard && v.connected && v.direct).then_some((
+                    e.hops,
+                    v.rtt_ms.unwrap_or(u32::MAX),
+                    e.provider,
+                ))
+            })
+            .min()
+            .map(|(_, _, p)| p)
+    }
+
+    /// Whether `peer` rests at `now` (it redirected, refused or failed us lately).
+    pub fn rests(&self, peer: &PeerId, now: Instant) -> bool {
+        self.cooldown.get(peer).is_some_and(|until| *until > now)
+    }
+
+    /// A move up ([`Fetcher::climb`]) to `peer` did not happen (redirected, refused, no answer): it rests
+    /// as after a redirect, and the next look for a place picks another or none.
+    pub fn climb_failed(&mut self, peer: PeerId, now: Instant) {
+        self.cooldown.insert(peer, now + REST_REDIRECTED);
     }
 
     /// Providers the DHT named, when nothing else is known.
@@ -944,5 +1021,65 @@ mod tests {
             f.candidates(t0, cat, None, &[], view2, unknown),
             vec![origin, near_full, deep]
         );
+    }
+
+    #[test]
+    fn climbs_only_to_a_live_direct_peer_with_room_at_least_a_level_up() {
+        let me = PeerId::random();
+        let o = Keypair::generate_ed25519();
+        let origin = o.public().to_peer_id();
+        let [up, near, far_rtt, level, relayed, quiet, full] =
+            std::array::from_fn(|_| PeerId::random());
+        let with = |p: PeerId, hops: u8, spare: u32| CatalogEntry {
+            spare_kbps: spare,
+            ..entry(&o, 1, p, hops)
+        };
+        let catalog = vec![
+            with(origin, 0, 0),     // full
+            with(up, 2, 5000),      // our upstream: never a move
+            with(near, 1, 5000),    // room, lands us at 2 (we are at 4)
+            with(far_rtt, 1, 5000), // the same, a slower path
+            with(level, 3, 5000),   // lands us at 4: no gain
+            with(relayed, 1, 5000), // only through a relay
+            with(quiet, 1, 5000),   // not heard from lately: may be dead
+            with(full, 1, 0),       // no room
+        ];
+        let view = |p: &PeerId| PeerView {
+            connected: *p != quiet,
+            direct: *p != relayed,
+            heard: *p != quiet,
+            rtt_ms: Some(if *p == far_rtt { 90 } else { 20 }),
+        };
+        let t0 = Instant::now();
+        // Never settled on an origin in the catalog (its first provider came from the DHT): the place
+        // says which origin it plays.
+        let mut f = Fetcher::new(me, "s");
+        let at = |hops| Place {
+            origin,
+            hops,
+            upstream: up,
+        };
+        assert_eq!(f.climb(t0, &catalog, at(4), view), Some(near));
+        // Another origin's stream of the same name: nobody.
+        let other = Place {
+            origin: PeerId::random(),
+            ..at(4)
+        };
+        assert_eq!(f.climb(t0, &catalog, other, view), None);
+        // At 2 already, a provider at 1 would not lift us.
+        assert_eq!(f.climb(t0, &catalog, at(2), view), None);
+        // A move that did not happen rests that provider; the next best is the slower path.
+        f.climb_failed(near, t0);
+        assert!(f.rests(&near, t0));
+        assert_eq!(f.climb(t0, &catalog, at(4), view), Some(far_rtt));
+        f.climb_failed(far_rtt, t0);
+        assert_eq!(f.climb(t0, &catalog, at(4), view), None);
+        // Rests end.
+        let later = t0 + REST_REDIRECTED + Duration::from_millis(1);
+        assert!(!f.rests(&near, later));
+        assert_eq!(f.climb(later, &catalog, at(4), view), Some(near));
+        // Room for one subscriber of this stream but not two: a herd of movers would overfill it.
+        f.set_need_kbps(3000);
+        assert_eq!(f.climb(later, &catalog, at(4), view), None);
     }
 }

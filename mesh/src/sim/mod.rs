@@ -24,6 +24,7 @@ use crate::routes::Lineage;
 use crate::session::downstream::{
     HINT_SILENT_AFTER, Promised, SILENT_AFTER, admits, fallbacks, redirect_hints,
 };
+use crate::session::fetcher::{CLIMB_EVERY, CLIMB_SETTLE, Place};
 use crate::session::upstream::{Loss, Refusal, Request, SUSPECT_AFTER};
 use crate::session::{Fetcher, Next, Outcome, Round, Stop, Upstream};
 use crate::wire::{Message, ProviderHint};
@@ -84,6 +85,12 @@ pub struct SimConfig {
     pub gossip_interval: Duration,
     /// Silence after which a viewer replaces its upstream.
     pub stall_timeout: Duration,
+    /// Every node's upload cap, kbit/s, the publisher's included; None: home caps drawn per viewer
+    /// (4-80 Mbit/s) and 32 Mbit/s for the publisher.
+    pub upload_kbps: Option<u64>,
+    /// Served viewers move nearer the origin when a provider there has room ([`Fetcher::climb`]), as the
+    /// real node does; false runs the tree without it, for comparison.
+    pub climb: bool,
 }
 
 impl SimConfig {
@@ -101,6 +108,8 @@ impl SimConfig {
             bootstrap_nodes: 8,
             gossip_interval: Duration::from_secs(2),
             stall_timeout: crate::MeshTuning::default().stall_timeout,
+            upload_kbps: None,
+            climb: true,
         }
     }
 }
@@ -161,6 +170,10 @@ pub struct SimReport {
     pub redirects: u64,
     /// See [`SimReport::subscribes`].
     pub refusals: u64,
+    /// Served viewers that tried to move nearer the origin ([`Fetcher::climb`]), and those that moved.
+    pub climb_attempts: u64,
+    /// See [`SimReport::climb_attempts`].
+    pub climbs: u64,
     /// Catalog messages delivered.
     pub catalog_messages: u64,
     /// Simulated events processed.
@@ -210,6 +223,8 @@ struct Node {
     suspect: bool,
     /// A provider that accepted it meanwhile: taken at the stall timeout.
     standby: Option<usize>,
+    /// When it may next look for a place nearer the origin, ms ([`Fetcher::climb`]).
+    climb_at: u64,
     /// Subscribers it serves.
     children: Vec<usize>,
     /// Providers it recently sent redirected subscribers to.
@@ -363,10 +378,10 @@ impl Sim {
             };
             nodes.push(Node {
                 peer,
-                cap_kbps: if i == 0 {
-                    32_000
-                } else {
-                    net::draw_cap(&mut rng)
+                cap_kbps: match cfg.upload_kbps {
+                    Some(kbps) => kbps,
+                    None if i == 0 => 32_000,
+                    None => net::draw_cap(&mut rng),
                 },
                 alive: true,
                 catalog: Catalog::default(),
@@ -378,6 +393,7 @@ impl Sim {
                 lost: None,
                 suspect: false,
                 standby: None,
+                climb_at: 0,
                 children: Vec::new(),
                 promised: Promised::default(),
                 play_at: None,
@@ -640,6 +656,64 @@ impl Sim {
         }
         let gossip_ms = self.cfg.gossip_interval.as_millis() as u64;
         self.schedule(gossip_ms, Ev::Tick(i));
+        self.climb(i);
+    }
+
+    /// A served node looks for a place nearer the origin now and then, as the real fetch does while it
+    /// receives (`service/fetch.rs`): one attempt on the provider [`Fetcher::climb`] names, which takes
+    /// over if it accepts.
+    fn climb(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        let (Some(up), Some(l)) = (node.upstream, node.lineage.as_ref()) else {
+            return;
+        };
+        let (origin, hops) = (l.announcement.id.origin, l.hops);
+        if !self.cfg.climb
+            || node.suspect
+            || node.standby.is_some()
+            || self.now_ms < node.climb_at
+            || node.fetch.as_ref().is_none_or(|f| !f.attempts.is_empty())
+            || !self.chain_alive(i)
+        {
+            return;
+        }
+        self.nodes[i].climb_at = self.now_ms + CLIMB_EVERY.as_millis() as u64;
+        let now = self.at();
+        let Some(mut fetch) = self.nodes[i].fetch.take() else {
+            return;
+        };
+        let catalog = &self.nodes[i].catalog;
+        let entries = catalog.providers_first_hand(STREAM, None, now);
+        let heard = catalog.heard_first_hand(STREAM, now);
+        let place = Place {
+            origin,
+            hops,
+            upstream: self.nodes[up].peer,
+        };
+        let target = fetch
+            .fetcher
+            .climb(now, &entries, place, |p| self.view(i, p, &heard));
+        let target = target.and_then(|p| self.index.get(&p).copied());
+        let Some(p) = target else {
+            self.nodes[i].fetch = Some(fetch);
+            return;
+        };
+        self.report.climb_attempts += 1;
+        fetch.last_attempt += 1;
+        let attempt = fetch.last_attempt;
+        fetch.attempts.insert(p, (attempt, None));
+        self.nodes[i].fetch = Some(fetch);
+        // Connected already (a condition of the choice): the subscribe goes out at once.
+        let direct = self.nodes[i].conns.get(&p).copied();
+        self.schedule(
+            0,
+            Ev::Connected {
+                node: i,
+                provider: p,
+                attempt,
+                direct,
+            },
+        );
     }
 
     fn catalog(&mut self, to: usize, from: usize, entries: Vec<CatalogEntry>) {
@@ -995,6 +1069,9 @@ impl Sim {
                 self.report.accepts += 1;
                 let node = &mut self.nodes[i];
                 let standby = node.suspect && node.upstream.is_some();
+                // Accepted while served by a working upstream: a move nearer the origin, which takes
+                // over at once; the old upstream's stream closes.
+                let left = node.upstream.filter(|u| !standby && *u != p);
                 if standby {
                     // Held in reserve until the suspect upstream stalls (the real fetch keeps the
                     // attached session unread meanwhile).
@@ -1002,6 +1079,18 @@ impl Sim {
                 } else {
                     node.upstream = Some(p);
                     node.lineage = Some(lineage);
+                    node.climb_at = self.now_ms + CLIMB_SETTLE.as_millis() as u64;
+                }
+                if let Some(old) = left {
+                    self.report.climbs += 1;
+                    let d = self.topo.one_way(i, old);
+                    self.schedule(
+                        d,
+                        Ev::Cancelled {
+                            provider: old,
+                            child: i,
+                        },
+                    );
                 }
                 let provider = self.nodes[p].peer;
                 let mut cancelled = Vec::new();
@@ -1050,10 +1139,16 @@ impl Sim {
         let now = self.at();
         let provider = self.nodes[p].peer;
         let direct = self.nodes[i].conns.get(&p).copied().unwrap_or(false);
+        // Served, not searching: the attempt was a move up that did not happen; the node stays put.
+        let climbing = self.nodes[i].upstream.is_some() && !self.nodes[i].suspect;
         let Some(fetch) = self.nodes[i].fetch.as_mut() else {
             return;
         };
         fetch.attempts.remove(&p);
+        if climbing {
+            fetch.fetcher.climb_failed(provider, now);
+            return;
+        }
         fetch.round.answered(&provider);
         match fetch.fetcher.on_outcome(provider, &outcome, now, direct) {
             Next::NextCandidate => self.ask(i),
@@ -1254,6 +1349,7 @@ impl Sim {
         let node = &mut self.nodes[i];
         node.upstream = Some(p);
         node.lineage = Some(lineage);
+        node.climb_at = self.now_ms + CLIMB_SETTLE.as_millis() as u64;
         self.new_path_below(i);
         if self.chain_alive(i) {
             self.delivered(i);
@@ -1426,6 +1522,42 @@ mod tests {
     }
 
     #[test]
+    fn served_viewers_move_up_when_room_appears_nearer_the_origin() {
+        // 50 nodes with 8 Mbit/s caps (three 2.5 Mbit/s slots each): the shallowest tree is 4 deep. Seeds
+        // 5 and 12 left three viewers each at 5 when they stayed where they attached; moving up brings
+        // both to 4 (over seeds 1-30, `netlab sim --nodes 50 --upload-kbps 8000 [--no-climb]`: 7 trees
+        // deeper than 4 without the moves, 4 with them).
+        for seed in [5, 12] {
+            let cfg = |climb| SimConfig {
+                upload_kbps: Some(8_000),
+                climb,
+                ..SimConfig::new(50, seed)
+            };
+            let stay = run(cfg(false));
+            let mut sim = Sim::new(cfg(true));
+            sim.run();
+            let r = &sim.report;
+            assert_eq!((stay.best_depth, stay.max_depth), (4, 5), "{stay:?}");
+            assert_eq!(r.max_depth, 4, "seed {seed}: {r:?}");
+            assert!(r.climbs > 0 && r.climb_attempts >= r.climbs, "{r:?}");
+            assert_eq!(stay.climbs, 0);
+            assert_eq!(r.served, r.viewers, "{r:?}");
+            // A node that moved left its old provider's slot: nobody serves more than its caps allow.
+            for (i, n) in sim.nodes.iter().enumerate() {
+                let served = sim
+                    .nodes
+                    .iter()
+                    .filter(|c| c.alive && c.upstream == Some(i))
+                    .count();
+                assert!(
+                    served as u64 <= n.cap_kbps / 2500,
+                    "node {i} serves {served}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn everyone_below_a_node_that_moved_learns_its_new_path() {
         let mut sim = Sim::new(small(200, 11));
         sim.run();
@@ -1533,7 +1665,9 @@ mod tests {
 
     #[test]
     fn orphans_of_killed_relays_are_served_again() {
-        let r = run(small(200, 11));
+        // Seed 3: the killed relays have orphans two levels below them too (seed 11's, since viewers
+        // move up the tree, serve leaves only).
+        let r = run(small(200, 3));
         assert!(r.killed > 0 && r.orphaned > 0, "{r:?}");
         assert!(r.repaired >= 0.99, "{r:?}");
         assert_eq!(r.served_at_end, r.alive_at_end, "{r:?}");

@@ -33,6 +33,14 @@ pub struct Args {
     /// Silence after which a viewer replaces its upstream, ms (the node's own default).
     #[arg(long)]
     stall_ms: Option<u64>,
+    /// Every node's upload cap, kbit/s, the publisher's included (default: home caps of 4-80 Mbit/s drawn
+    /// per viewer, 32 Mbit/s for the publisher).
+    #[arg(long)]
+    upload_kbps: Option<u64>,
+    /// Served viewers stay where they attached instead of moving nearer the origin when room appears there
+    /// (the tree before that rule, for comparison).
+    #[arg(long)]
+    no_climb: bool,
     /// Print one JSON object per run instead of a table.
     #[arg(long)]
     json: bool,
@@ -47,6 +55,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         cfg.kill_share = args.kill_share;
         cfg.observe = Duration::from_secs(args.observe_secs);
         cfg.stream_kbps = args.stream_kbps;
+        cfg.upload_kbps = args.upload_kbps;
+        cfg.climb = !args.no_climb;
         if let Some(ms) = args.stall_ms {
             cfg.stall_timeout = Duration::from_millis(ms);
         }
@@ -67,12 +77,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
 /// The Markdown table of the README.
 fn table(reports: &[SimReport]) -> String {
     let mut out = String::from(
-        "| nodes | served | max depth (best possible) | join p50 / p95 | relays killed | orphaned | repaired | repair p50 / p95 | served at end |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| nodes | served | max depth (best possible) | join p50 / p95 | relays killed | orphaned | repaired | repair p50 / p95 | served at end | moved up |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         out.push_str(&format!(
-            "| {} | {}/{} | {} ({}) | {:.1} / {:.1} s | {} | {} | {:.0}% | {:.1} / {:.1} s | {}/{} |\n",
+            "| {} | {}/{} | {} ({}) | {:.1} / {:.1} s | {} | {} | {:.0}% | {:.1} / {:.1} s | {}/{} | {} |\n",
             r.nodes,
             r.served,
             r.viewers,
@@ -87,6 +97,7 @@ fn table(reports: &[SimReport]) -> String {
             r.repair_p95_ms as f64 / 1000.0,
             r.served_at_end,
             r.alive_at_end,
+            r.climbs,
         ));
     }
     out

@@ -100,6 +100,7 @@ impl Config {
             tuning: streamr_mesh::MeshTuning {
                 max_queue_delay: self.max_queue_delay(),
                 seal_window: std::time::Duration::from_millis(self.seal_window_ms),
+                move_up: self.move_up,
                 ..streamr_mesh::MeshTuning::default()
             },
             receipts: None,
@@ -336,6 +337,15 @@ mod tests {
             e.contains("config.toml") && e.contains("UTF-8") && e.contains("Fix or delete"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn moving_up_the_tree_is_on_unless_turned_off() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let mut c = Config::defaults("/tmp/x".into());
+        assert!(c.mesh_config(key.clone()).unwrap().tuning.move_up);
+        c.move_up = false;
+        assert!(!c.mesh_config(key).unwrap().tuning.move_up);
     }
 
     #[test]

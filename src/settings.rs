@@ -184,6 +184,11 @@ settings! {
     /// household.
     max_upload_kbps: u32 = 8_000;
         env "STREAMR_MAX_UPLOAD_KBPS"; value "KBPS"; applies Reconnect;
+    /// While it receives a stream, move nearer its origin when a node there has room (now and then, to
+    /// a peer it is already connected to; the players notice nothing): fewer hops, less delay, fewer
+    /// nodes whose failure reaches this one. Off: stay with the provider that took this node first.
+    move_up: bool = true;
+        env "STREAMR_MOVE_UP"; value "true|false"; applies Reconnect;
     /// Ask the home router to open the mesh port (PCP, NAT-PMP or UPnP IGD).
     upnp: bool = true;
         env "STREAMR_UPNP"; value "true|false"; applies Reconnect;

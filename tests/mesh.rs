@@ -247,3 +247,86 @@ async fn same_name_from_two_origins_is_told_apart_by_origin_prefix() {
         Some(b.peer_id.clone())
     );
 }
+
+#[tokio::test]
+async fn a_viewer_moves_up_when_room_appears_nearer_the_origin() {
+    let _serial = serial().await;
+    if !have("ffmpeg", "publisher and players") {
+        return;
+    }
+    let clip = clip(45, 60);
+    // A serves three peers (the clip is ~0.7 Mbit/s): the Bs take them, so C lands below one of them.
+    let a = TestNode::start(&["--max-upload-kbps", "2000"]).await;
+    let mut bs = Vec::new();
+    for _ in 0..3 {
+        bs.push(node_via(&a, &[]).await);
+    }
+    let _publisher = publish(&clip, &a.url("up"));
+    assert!(wait_until(Duration::from_secs(10), || live(&a, "up")).await);
+    let mut players: Vec<_> = bs.iter().map(|b| play(&b.url("up"), 5, 60)).collect();
+    for b in &bs {
+        assert!(
+            wait_until(Duration::from_secs(15), || upstream(b, "up")
+                == Some(a.peer_id.clone()))
+            .await,
+            "B should receive from A: {:?}\n{}",
+            b.stream("up"),
+            b.log_text()
+        );
+    }
+    let c = node_via(&a, &[]).await;
+    let c_player = play(&c.url("up"), 6, 60);
+    let hops = |n: &TestNode| n.stream("up").and_then(|s| s.hops);
+    assert!(
+        wait_until(Duration::from_secs(15), || hops(&c) == Some(2)).await,
+        "C should first land below a B: {:?}\n{}",
+        c.stream("up"),
+        c.log_text()
+    );
+    let via = upstream(&c, "up").expect("C has an upstream");
+    // The Bs that C does not hang from leave: A has room for two again (a mover wants room for itself
+    // and one more), while C's own upstream goes on.
+    for (b, player) in bs.iter_mut().zip(&mut players) {
+        if b.peer_id != via {
+            b.kill().await;
+            player.abort();
+        }
+    }
+    assert!(
+        wait_until(Duration::from_secs(40), || upstream(&c, "up")
+            == Some(a.peer_id.clone()))
+        .await,
+        "C did not move up to A: {:?}\n{}",
+        c.stream("up"),
+        c.log_text()
+    );
+    assert_eq!(hops(&c), Some(1));
+    // A move, not a repair: C never lost an upstream.
+    let metrics = http_get(c.http, "/metrics").1;
+    assert_eq!(
+        metric(&metrics, "streamr_mesh_climbs_total"),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "streamr_mesh_resubscriptions_total"),
+        0,
+        "{metrics}"
+    );
+    assert!(c.log_text().contains("moved nearer the origin"));
+    let before = frames(&c, "up");
+    assert!(
+        wait_until(Duration::from_secs(10), || frames(&c, "up") > before + 60).await,
+        "frames stopped after the move:\n{}",
+        c.log_text()
+    );
+    // The player saw nothing of it: every frame, in order.
+    let p = c_player.await.unwrap();
+    p.assert_monotonic();
+    assert!(
+        p.video_continuity(30.0) >= 0.99,
+        "continuity {:.3}: {}",
+        p.video_continuity(30.0),
+        p.stderr
+    );
+}

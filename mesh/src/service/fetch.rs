@@ -8,6 +8,7 @@ use super::{provider_key, stream_kbps};
 use crate::auth::PublishId;
 use crate::catalog;
 use crate::net::NetCommand;
+use crate::session::fetcher::{CLIMB_EVERY, CLIMB_SETTLE, Place};
 use crate::session::upstream::{Refusal, Request};
 use crate::session::{Event, Fetcher, Loss, Next, Outcome, Round, Stop, Upstream};
 use crate::wire::{self, DecodeError, Message};
@@ -121,8 +122,18 @@ pub(super) async fn fetch(ctx: Arc<Ctx>, hub: Arc<Hub>, key: String) {
                 RoundEnd::Stop => return,
             };
         loop {
-            let (outcome, standby, got) =
-                receive(&ctx, &hub, peer, *attached, &mut fetcher, &key).await;
+            let (ended, got) = receive(&ctx, &hub, peer, *attached, &mut fetcher, &key).await;
+            let (outcome, standby) = match ended {
+                Ended::Lost(outcome, standby) => (outcome, standby),
+                Ended::Climbed(found, found_attached) => {
+                    info!(stream = %key, provider = %peer, next = %found,
+                        hops = found_attached.lineage.hops, frames = got.frames,
+                        "moved nearer the origin");
+                    ctx.stats.climbs.fetch_add(1, Relaxed);
+                    (peer, attached) = (found, found_attached);
+                    continue;
+                }
+            };
             count(&ctx, &outcome);
             let direct = ctx.view(&peer).direct;
             let next = fetcher.on_outcome(peer, &outcome, Instant::now().into_std(), direct);
@@ -346,6 +357,70 @@ async fn search_while_quiet(
 /// A round under way while the upstream is quiet (see [`search_while_quiet`]).
 type Search<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = RoundEnd> + Send + 'a>>;
 
+/// An attempt under way on a provider nearer the origin (see [`climb_target`]).
+type Climb<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (PeerId, Result<Box<Attached>, Outcome>)> + Send + 'a>,
+>;
+
+/// A provider worth leaving our working upstream `upstream` for ([`crate::session::Fetcher::climb`]):
+/// one we are connected to directly, that told us lately it has room, with which we would land at least a
+/// level nearer the origin than our `hops`.
+async fn climb_target(
+    ctx: &Arc<Ctx>,
+    hub: &Arc<Hub>,
+    fetcher: &mut Fetcher,
+    upstream: PeerId,
+    hops: u8,
+) -> Option<PeerId> {
+    let name = fetcher.name().to_string();
+    let known = ctx
+        .client
+        .ask(|reply| Command::Known {
+            hub: hub.clone(),
+            name,
+            reply,
+        })
+        .await?;
+    let need = stream_kbps(hub);
+    fetcher.set_need_kbps(need);
+    let hops = known.hops.unwrap_or(hops);
+    let view = |p: &PeerId| catalog::PeerView {
+        heard: known.heard.contains(p),
+        ..ctx.view(p)
+    };
+    let place = Place {
+        origin: known.origin?,
+        hops,
+        upstream,
+    };
+    let target = fetcher.climb(Instant::now().into_std(), &known.entries, place, view);
+    if target.is_none() {
+        // Why nobody: providers nearer the origin that claim room, and of them those heard from lately
+        // and reached directly.
+        let roomy: Vec<&catalog::CatalogEntry> = known
+            .entries
+            .iter()
+            .filter(|e| e.hops.saturating_add(1) < hops && catalog::has_room(e.spare_kbps, need))
+            .collect();
+        let heard = roomy.iter().filter(|e| view(&e.provider).heard).count();
+        let direct = roomy
+            .iter()
+            .filter(|e| {
+                let v = view(&e.provider);
+                v.heard && v.connected && v.direct
+            })
+            .count();
+        let now = Instant::now().into_std();
+        let resting = roomy
+            .iter()
+            .filter(|e| fetcher.rests(&e.provider, now))
+            .count();
+        debug!(stream = %hub.name(), hops, roomy = roomy.len(), heard, direct, resting,
+            "no provider nearer the origin to move to");
+    }
+    target
+}
+
 /// Sleeps until `at`, or forever.
 async fn sleep_until_some(at: Option<Instant>) {
     match at {
@@ -467,10 +542,21 @@ async fn attempt(
     }
 }
 
+/// How a subscription ended (see [`receive`]).
+enum Ended {
+    /// Lost (or superseded); a provider found while it was quiet may take over at once.
+    Lost(Outcome, Option<(PeerId, Box<Attached>)>),
+    /// Left for a provider nearer the origin, which accepted us (it takes over at once).
+    Climbed(PeerId, Box<Attached>),
+}
+
 /// Receives from the provider that accepted us, into the hub, until the subscription is lost. When the
 /// provider has been quiet for [`crate::session::upstream::SUSPECT_AFTER`], looks for another one
 /// meanwhile: what accepts us is held, unread, until the provider stalls (then returned beside the
-/// outcome, to take over at once) or speaks again (then dropped, which frees its slot).
+/// outcome, to take over at once) or speaks again (then dropped, which frees its slot). While frames
+/// come, looks now and then ([`CLIMB_SETTLE`], [`CLIMB_EVERY`]) for a provider nearer the origin with
+/// room ([`climb_target`]) and moves there when it accepts, our subtree with us: viewers that joined
+/// while the room near the origin was taken, or before it appeared, do not stay deep for good.
 async fn receive(
     ctx: &Arc<Ctx>,
     hub: &Arc<Hub>,
@@ -478,7 +564,7 @@ async fn receive(
     attached: Attached,
     fetcher: &mut Fetcher,
     key: &str,
-) -> (Outcome, Option<(PeerId, Box<Attached>)>, Received) {
+) -> (Ended, Received) {
     let Attached {
         mut up,
         mut rd,
@@ -505,6 +591,10 @@ async fn receive(
     let mut standby: Option<(PeerId, Box<Attached>)> = None;
     // One search per quiet spell: a provider that speaks again allows the next.
     let mut searched = false;
+    let move_up = ctx.config.tuning.move_up;
+    let mut climb_at = Instant::now() + CLIMB_SETTLE;
+    let mut climbing: Option<Climb<'_>> = None;
+    let mut climbed: Option<(PeerId, Box<Attached>)> = None;
     let mut got = Received::default();
     let outcome = loop {
         let wake = Instant::from_std(up.poll_timeout());
@@ -520,6 +610,8 @@ async fn receive(
                     continue;
                 }
                 searched = true;
+                // The search is the round to run now; a move up under way is dropped (its stream closes).
+                climbing = None;
                 debug!(stream = %key, provider = %peer, "upstream quiet; looking for another provider meanwhile");
                 // No search is under way (`searched` is reset only with it): this assignment ends the
                 // last one's borrow of the fetcher, for the borrow checker.
@@ -528,6 +620,48 @@ async fn receive(
                     search = None;
                 }
                 search = Some(Box::pin(search_while_quiet(ctx, hub, &mut *fetcher, key, peer)));
+                continue;
+            }
+            _ = tokio::time::sleep_until(climb_at), if move_up && climbing.is_none() && !searched && got.frames > 0 => {
+                climb_at = Instant::now() + CLIMB_EVERY;
+                // No search is under way (`searched` is false): this ends the borrow of the fetcher.
+                #[allow(unused_assignments)]
+                {
+                    search = None;
+                }
+                if let Some(target) = climb_target(ctx, hub, &mut *fetcher, peer, hops).await {
+                    debug!(stream = %key, provider = %peer, %target, "asking a provider nearer the origin");
+                    let request = Request {
+                        have_seq: hub.position().map_or(0, |(s, _)| s),
+                        ..request.clone()
+                    };
+                    let (ctx, last_frame) = (ctx.clone(), fetcher.last_frame());
+                    climbing = Some(Box::pin(async move {
+                        (target, attempt(&ctx, request, target, last_frame).await)
+                    }));
+                }
+                continue;
+            }
+            (target, result) = async { climbing.as_mut().expect("guarded").await }, if climbing.is_some() => {
+                climbing = None;
+                match result {
+                    Ok(found) => {
+                        // Superseded stands for "left": what follows the loop returns the move.
+                        climbed = Some((target, found));
+                        break Outcome::Superseded;
+                    }
+                    Err(outcome) => {
+                        debug!(stream = %key, provider = %peer, %target, ?outcome, "staying: the provider nearer the origin did not take us");
+                        count(ctx, &outcome);
+                        // No search is under way (a quiet spell drops the attempt): this ends the
+                        // borrow of the fetcher.
+                        #[allow(unused_assignments)]
+                        {
+                            search = None;
+                        }
+                        fetcher.climb_failed(target, Instant::now().into_std());
+                    }
+                }
                 continue;
             }
             end = async { search.as_mut().expect("guarded").await }, if search.is_some() => {
@@ -635,8 +769,11 @@ async fn receive(
             }
         }
     };
+    if let Some((found, attached)) = climbed {
+        return (Ended::Climbed(found, attached), got);
+    }
     if matches!(outcome, Outcome::Superseded) {
-        return (outcome, None, got);
+        return (Ended::Lost(outcome, None), got);
     }
     // Lost: what the search found takes over; a search still under way goes on if the provider stalled
     // (it is the round the fetch would start now). Any other loss (a closed stream, often a connection
@@ -656,7 +793,7 @@ async fn receive(
         },
         _ => None,
     };
-    (outcome, found, got)
+    (Ended::Lost(outcome, found), got)
 }
 
 /// What one subscription received from its provider, for the line that says how it ended: an upstream

@@ -72,6 +72,11 @@ fn encode_protocols(e: &mut DescriptorEncoder, m: &MeshStats, upload_kbps: u64) 
             &m.stalled_upstreams,
         ),
         (
+            "streamr_mesh_climbs",
+            "Working upstreams left for a provider nearer the origin with room",
+            &m.climbs,
+        ),
+        (
             "streamr_mesh_bytes_sent",
             "Frame bytes sent to downstream peers",
             &m.bytes_sent,

@@ -101,6 +101,9 @@ pub struct MeshTuning {
     /// At the origin, longest a batch of frames waits to be sealed ([`crate::auth`]); zero seals every frame
     /// alone.
     pub seal_window: Duration,
+    /// A served node moves nearer the origin when a provider there has room
+    /// ([`crate::session::Fetcher::climb`]).
+    pub move_up: bool,
 }
 
 impl Default for MeshTuning {
@@ -111,6 +114,7 @@ impl Default for MeshTuning {
             max_inflight: 1 << 20,
             max_queue_delay: streamr_media::DEFAULT_MAX_QUEUE_DELAY,
             seal_window: DEFAULT_SEAL_WINDOW,
+            move_up: true,
         }
     }
 }

@@ -56,6 +56,8 @@ pub struct MeshStats {
     pub catalog_entries: AtomicU64,
     /// Upstreams that went quiet and were replaced.
     pub stalled_upstreams: AtomicU64,
+    /// Working upstreams left for a provider nearer the origin that had room (moves up the tree).
+    pub climbs: AtomicU64,
     /// Frame bytes sent to downstream peers.
     pub bytes_sent: AtomicU64,
     /// Frame bytes received from upstream peers.

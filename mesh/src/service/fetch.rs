@@ -8,7 +8,7 @@ use super::{provider_key, stream_kbps};
 use crate::auth::PublishId;
 use crate::catalog;
 use crate::net::NetCommand;
-use crate::session::fetcher::{CLIMB_EVERY, CLIMB_SETTLE, Place};
+use crate::session::fetcher::{CLIMB_EVERY, CLIMB_ROOM_SLOTS, CLIMB_SETTLE, Place};
 use crate::session::upstream::{Refusal, Request};
 use crate::session::{Event, Fetcher, Loss, Next, Outcome, Round, Stop, Upstream};
 use crate::wire::{self, DecodeError, Message};
@@ -363,8 +363,8 @@ type Climb<'a> = std::pin::Pin<
 >;
 
 /// A provider worth leaving our working upstream `upstream` for ([`crate::session::Fetcher::climb`]):
-/// one we are connected to directly, that told us lately it has room, with which we would land at least a
-/// level nearer the origin than our `hops`.
+/// one we are connected to directly, that told us lately it has room for us and one more, with which we
+/// would land at least a level nearer the origin than our `hops`.
 async fn climb_target(
     ctx: &Arc<Ctx>,
     hub: &Arc<Hub>,
@@ -395,12 +395,13 @@ async fn climb_target(
     };
     let target = fetcher.climb(Instant::now().into_std(), &known.entries, place, view);
     if target.is_none() {
-        // Why nobody: providers nearer the origin that claim room, and of them those heard from lately
-        // and reached directly.
+        // Why nobody: providers nearer the origin that claim room enough, and of them those heard from
+        // lately, reached directly, resting.
+        let room = need.saturating_mul(CLIMB_ROOM_SLOTS);
         let roomy: Vec<&catalog::CatalogEntry> = known
             .entries
             .iter()
-            .filter(|e| e.hops.saturating_add(1) < hops && catalog::has_room(e.spare_kbps, need))
+            .filter(|e| e.hops.saturating_add(1) < hops && catalog::has_room(e.spare_kbps, room))
             .collect();
         let heard = roomy.iter().filter(|e| view(&e.provider).heard).count();
         let direct = roomy

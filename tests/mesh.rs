@@ -255,8 +255,9 @@ async fn a_viewer_moves_up_when_room_appears_nearer_the_origin() {
         return;
     }
     let clip = clip(45, 60);
-    // A serves three peers (the clip is ~0.7 Mbit/s): the Bs take them, so C lands below one of them.
-    let a = TestNode::start(&["--max-upload-kbps", "2000"]).await;
+    // A serves three peers (the clip is 0.6-0.7 Mbit/s: three fit in 2.4 Mbit/s and four do not, and
+    // with two gone, room for two is left): the Bs take them, so C lands below one of them.
+    let a = TestNode::start(&["--max-upload-kbps", "2400"]).await;
     let mut bs = Vec::new();
     for _ in 0..3 {
         bs.push(node_via(&a, &[]).await);

@@ -8,7 +8,7 @@ use super::{provider_key, stream_kbps};
 use crate::auth::PublishId;
 use crate::catalog;
 use crate::net::NetCommand;
-use crate::session::fetcher::{CLIMB_EVERY, CLIMB_ROOM_SLOTS, CLIMB_SETTLE, Place};
+use crate::session::fetcher::{CLIMB_EVERY, CLIMB_SETTLE, Place};
 use crate::session::upstream::{Refusal, Request};
 use crate::session::{Event, Fetcher, Loss, Next, Outcome, Round, Stop, Upstream};
 use crate::wire::{self, DecodeError, Message};
@@ -381,8 +381,7 @@ async fn climb_target(
             reply,
         })
         .await?;
-    let need = stream_kbps(hub);
-    fetcher.set_need_kbps(need);
+    fetcher.set_need_kbps(stream_kbps(hub));
     let hops = known.hops.unwrap_or(hops);
     let view = |p: &PeerId| catalog::PeerView {
         heard: known.heard.contains(p),
@@ -394,29 +393,19 @@ async fn climb_target(
         upstream,
     };
     let target = fetcher.climb(Instant::now().into_std(), &known.entries, place, view);
-    if target.is_none() {
-        // Why nobody: providers nearer the origin that claim room enough, and of them those heard from
-        // lately, reached directly, resting.
-        let room = need.saturating_mul(CLIMB_ROOM_SLOTS);
-        let roomy: Vec<&catalog::CatalogEntry> = known
-            .entries
-            .iter()
-            .filter(|e| e.hops.saturating_add(1) < hops && catalog::has_room(e.spare_kbps, room))
-            .collect();
-        let heard = roomy.iter().filter(|e| view(&e.provider).heard).count();
-        let direct = roomy
-            .iter()
-            .filter(|e| {
-                let v = view(&e.provider);
-                v.heard && v.connected && v.direct
-            })
-            .count();
+    if target.is_none() && tracing::enabled!(tracing::Level::DEBUG) {
+        // Why nobody: providers that would lift us, and of them those heard from lately, reached
+        // directly, resting.
         let now = Instant::now().into_std();
-        let resting = roomy
-            .iter()
-            .filter(|e| fetcher.rests(&e.provider, now))
-            .count();
-        debug!(stream = %hub.name(), hops, roomy = roomy.len(), heard, direct, resting,
+        let (mut roomy, mut heard, mut direct, mut resting) = (0, 0, 0, 0);
+        for e in known.entries.iter().filter(|e| fetcher.would_lift(e, hops)) {
+            let v = view(&e.provider);
+            roomy += 1;
+            heard += usize::from(v.heard);
+            direct += usize::from(v.heard && v.connected && v.direct);
+            resting += usize::from(fetcher.rests(&e.provider, now));
+        }
+        debug!(stream = %hub.name(), hops, roomy, heard, direct, resting,
             "no provider nearer the origin to move to");
     }
     target

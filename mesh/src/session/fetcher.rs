@@ -408,9 +408,9 @@ impl Fetcher {
         out
     }
 
-    /// A provider worth leaving a working upstream for, while we are served at [`Place`]: one
-    /// that said itself, lately, that it has room for us and one more ([`CLIMB_ROOM_SLOTS`]) ([`PeerView::heard`], first-hand spare upload),
-    /// that we reach over a direct connection already (trying it costs one stream, not a dial), and
+    /// A provider worth leaving a working upstream for, while we are served at [`Place`]: one that said
+    /// itself, lately, that it has room for us and one more ([`Fetcher::would_lift`]; [`PeerView::heard`],
+    /// first-hand spare upload), that we reach over a direct connection already (trying it costs one stream, not a dial), and
     /// with which we would land at least a level nearer the origin. Nearest first, then the lowest RTT.
     /// Moving up takes our whole subtree with us, and each move shortens somebody's path, so moves end
     /// (room near the origin is finite); what shows room that others took meanwhile redirects us, and
@@ -433,13 +433,7 @@ impl Fetcher {
             .iter()
             .filter(|e| e.announcement.id.name == self.name && e.announcement.id.origin == origin)
             .filter(|e| e.provider != upstream && self.usable(&e.provider))
-            .filter(|e| {
-                e.hops.saturating_add(1) < hops
-                    && has_room(
-                        e.spare_kbps,
-                        self.need_kbps.saturating_mul(CLIMB_ROOM_SLOTS),
-                    )
-            })
+            .filter(|e| self.would_lift(e, hops))
             .filter_map(|e| {
                 let v = view(&e.provider);
                 (v.heard && v.connected && v.direct).then_some((
@@ -450,6 +444,16 @@ impl Fetcher {
             })
             .min()
             .map(|(_, _, p)| p)
+    }
+
+    /// Whether `entry`'s provider claims room enough for a move ([`CLIMB_ROOM_SLOTS`]) and would put us,
+    /// at `hops` now, at least a level nearer the origin: the catalog's half of [`Fetcher::climb`].
+    pub fn would_lift(&self, entry: &CatalogEntry, hops: u8) -> bool {
+        entry.hops.saturating_add(1) < hops
+            && has_room(
+                entry.spare_kbps,
+                self.need_kbps.saturating_mul(CLIMB_ROOM_SLOTS),
+            )
     }
 
     /// Whether `peer` rests at `now` (it redirected, refused or failed us lately).

@@ -699,21 +699,9 @@ impl Sim {
             return;
         };
         self.report.climb_attempts += 1;
-        fetch.last_attempt += 1;
-        let attempt = fetch.last_attempt;
-        fetch.attempts.insert(p, (attempt, None));
         self.nodes[i].fetch = Some(fetch);
         // Connected already (a condition of the choice): the subscribe goes out at once.
-        let direct = self.nodes[i].conns.get(&p).copied();
-        self.schedule(
-            0,
-            Ev::Connected {
-                node: i,
-                provider: p,
-                attempt,
-                direct,
-            },
-        );
+        self.dial(i, p);
     }
 
     fn catalog(&mut self, to: usize, from: usize, entries: Vec<CatalogEntry>) {
@@ -858,27 +846,43 @@ impl Sim {
                 fetch.round.answered(&peer);
                 continue;
             };
-            fetch.last_attempt += 1;
-            let attempt = fetch.last_attempt;
-            fetch.attempts.insert(p, (attempt, None));
-            let (delay, direct) = if let Some(&d) = self.nodes[i].conns.get(&p) {
-                (0, Some(d))
-            } else if !self.nodes[p].alive {
-                (CONNECT_TIMEOUT_MS, None)
-            } else {
-                let (ms, d) = self.topo.connect(i, p);
-                (ms, Some(d))
-            };
-            self.schedule(
-                delay,
-                Ev::Connected {
-                    node: i,
-                    provider: p,
-                    attempt,
-                    direct,
-                },
-            );
+            self.dial(i, p);
         }
+    }
+
+    /// `i` starts an attempt on `p`: at once over a connection it has, after a connect timeout to a dead
+    /// node, else after the time a new connection takes.
+    fn dial(&mut self, i: usize, p: usize) {
+        let Some(fetch) = self.nodes[i].fetch.as_mut() else {
+            return;
+        };
+        fetch.last_attempt += 1;
+        let attempt = fetch.last_attempt;
+        fetch.attempts.insert(p, (attempt, None));
+        let (delay, direct) = if let Some(&d) = self.nodes[i].conns.get(&p) {
+            (0, Some(d))
+        } else if !self.nodes[p].alive {
+            (CONNECT_TIMEOUT_MS, None)
+        } else {
+            let (ms, d) = self.topo.connect(i, p);
+            (ms, Some(d))
+        };
+        self.schedule(
+            delay,
+            Ev::Connected {
+                node: i,
+                provider: p,
+                attempt,
+                direct,
+            },
+        );
+    }
+
+    /// `i`'s stream to `provider` closes (an attempt dropped, an upstream left): the provider hears it one
+    /// one-way delay later, and frees the slot unless `i` is its subscriber again by then.
+    fn close_stream(&mut self, i: usize, provider: usize) {
+        let d = self.topo.one_way(i, provider);
+        self.schedule(d, Ev::Cancelled { provider, child: i });
     }
 
     fn connected(&mut self, i: usize, p: usize, attempt: u64, direct: Option<bool>) {
@@ -1047,14 +1051,7 @@ impl Sim {
             // The answer to an attempt we cancelled (or a dead node's): a provider that admitted us learns
             // we are gone when the closed stream reaches it.
             if matches!(msg.as_deref(), Some(Message::Accept { .. })) {
-                let d = self.topo.one_way(i, p);
-                self.schedule(
-                    d,
-                    Ev::Cancelled {
-                        provider: p,
-                        child: i,
-                    },
-                );
+                self.close_stream(i, p);
             }
             return;
         };
@@ -1083,14 +1080,7 @@ impl Sim {
                 }
                 if let Some(old) = left {
                     self.report.climbs += 1;
-                    let d = self.topo.one_way(i, old);
-                    self.schedule(
-                        d,
-                        Ev::Cancelled {
-                            provider: old,
-                            child: i,
-                        },
-                    );
+                    self.close_stream(i, old);
                 }
                 let provider = self.nodes[p].peer;
                 let mut cancelled = Vec::new();
@@ -1106,14 +1096,7 @@ impl Sim {
                 for q in cancelled.into_iter().filter(|q| *q != p) {
                     // The cancelled attempt's stream closes: a provider that already admitted us hears it.
                     if self.nodes[q].children.contains(&i) {
-                        let d = self.topo.one_way(i, q);
-                        self.schedule(
-                            d,
-                            Ev::Cancelled {
-                                provider: q,
-                                child: i,
-                            },
-                        );
+                        self.close_stream(i, q);
                     }
                 }
                 if standby {

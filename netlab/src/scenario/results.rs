@@ -194,6 +194,11 @@ pub struct PlayerResult {
     pub time_to_direct_ms: Option<f64>,
     /// The node's own time-to-direct for that peer, when it reports one.
     pub node_time_to_direct_ms: Option<f64>,
+    /// From the play request to the first status in which the node received the stream from a peer it
+    /// is directly connected to, ms (resolution: the status interval). In a tree most viewers are served
+    /// by another viewer, not by the publisher's node, so this is their time to a direct path; with two
+    /// nodes it is `time_to_direct_ms`.
+    pub time_to_direct_upstream_ms: Option<f64>,
     /// From the player's start to the first video frame, ms.
     pub first_frame_ms: Option<f64>,
     /// One-way latency of live frames, ms.
@@ -236,12 +241,22 @@ pub struct CaseSummary {
     pub failed: usize,
     /// Median time to direct of the remote players that got there, ms.
     pub time_to_direct_p50_ms: Option<f64>,
+    /// Median time to direct upstream (`PlayerResult::time_to_direct_upstream_ms`) of the remote players
+    /// that got there, ms.
+    pub time_to_direct_upstream_p50_ms: Option<f64>,
     /// Median time to first frame over delivered players, ms.
     pub first_frame_p50_ms: Option<f64>,
+    /// 95th percentile of the same, ms.
+    pub first_frame_p95_ms: Option<f64>,
     /// Median of the players' latency medians, ms.
     pub latency_p50_ms: Option<f64>,
+    /// Median of the players' 95th percentiles, ms.
+    pub latency_p95_median_ms: Option<f64>,
     /// Largest of the players' 95th percentiles, ms.
     pub latency_p95_max_ms: Option<f64>,
+    /// Probe frames received as a share of those sent while the delivered players played (received +
+    /// missing between each one's first and last frame), percent.
+    pub frames_delivered_percent: Option<f64>,
     /// Frames lost over all players.
     pub frames_lost: u64,
     /// Mean of the trials' machine load, percent of all cores.
@@ -271,6 +286,12 @@ pub fn summarise(trials: &[TrialReport]) -> CaseSummary {
     let players: Vec<&PlayerResult> = trials.iter().flat_map(|t| &t.players).collect();
     let remote: Vec<&&PlayerResult> = players.iter().filter(|p| p.remote).collect();
     let is_direct = |p: &PlayerResult| p.delivered && p.connection == connection::DIRECT;
+    let first_frames: Vec<f64> = players
+        .iter()
+        .filter(|p| p.delivered)
+        .filter_map(|p| p.first_frame_ms)
+        .collect();
+    let first_frames = Percentiles::of(&first_frames);
     CaseSummary {
         trials: trials.len(),
         errors: trials.iter().filter(|t| t.error.is_some()).count(),
@@ -292,18 +313,26 @@ pub fn summarise(trials: &[TrialReport]) -> CaseSummary {
             .count(),
         failed: remote.iter().filter(|p| !p.delivered).count(),
         time_to_direct_p50_ms: median(remote.iter().filter_map(|p| p.time_to_direct_ms)),
-        first_frame_p50_ms: median(
-            players
-                .iter()
-                .filter(|p| p.delivered)
-                .filter_map(|p| p.first_frame_ms),
+        time_to_direct_upstream_p50_ms: median(
+            remote.iter().filter_map(|p| p.time_to_direct_upstream_ms),
         ),
+        first_frame_p50_ms: first_frames.p50,
+        first_frame_p95_ms: first_frames.p95,
         latency_p50_ms: median(players.iter().filter_map(|p| p.latency_p50_ms)),
+        latency_p95_median_ms: median(players.iter().filter_map(|p| p.latency_p95_ms)),
         latency_p95_max_ms: players
             .iter()
             .filter_map(|p| p.latency_p95_ms)
             .max_by(f64::total_cmp),
         frames_lost: players.iter().map(|p| p.frames_lost).sum(),
+        frames_delivered_percent: {
+            let (got, lost) = players
+                .iter()
+                .filter(|p| p.delivered)
+                .filter_map(|p| p.play.as_ref())
+                .fold((0u64, 0u64), |(g, l), r| (g + r.probe_frames, l + r.missing));
+            (got > 0).then(|| 100.0 * got as f64 / (got + lost) as f64)
+        },
         machine_busy_percent: mean(trials.iter().filter_map(|t| t.machine_busy_percent)),
         nodes_cores: mean(trials.iter().filter_map(|t| t.nodes_cores)),
         lab_cores: mean(trials.iter().filter_map(|t| t.lab_cores)),
@@ -507,10 +536,12 @@ impl RunReport {
             "delivered",
             "remote direct / relayed / failed",
             "time to direct p50 ms",
-            "first frame p50 ms",
+            "to a direct upstream p50 ms",
+            "first frame p50 / p95 ms",
             "latency p50 ms",
-            "latency p95 max ms",
+            "latency p95 median / max ms",
             "frames lost",
+            "frames delivered %",
             "errors",
             "machine busy %",
             "nodes / lab cores",
@@ -524,10 +555,14 @@ impl RunReport {
                 format!("{}/{}", s.delivered, s.players),
                 format!("{} / {} / {}", s.direct, s.relayed, s.failed),
                 ms(s.time_to_direct_p50_ms),
-                ms(s.first_frame_p50_ms),
+                ms(s.time_to_direct_upstream_p50_ms),
+                format!("{} / {}", ms(s.first_frame_p50_ms), ms(s.first_frame_p95_ms)),
                 ms(s.latency_p50_ms),
-                ms(s.latency_p95_max_ms),
+                format!("{} / {}", ms(s.latency_p95_median_ms), ms(s.latency_p95_max_ms)),
                 s.frames_lost.to_string(),
+                s.frames_delivered_percent
+                    .map(|x| format!("{x:.2}"))
+                    .unwrap_or_else(|| "-".into()),
                 s.errors.to_string(),
                 ms(s.machine_busy_percent),
                 match (s.nodes_cores, s.lab_cores) {
@@ -783,6 +818,11 @@ mod tests {
             latency_p50_ms: delivered.then_some(60.0),
             latency_p95_ms: delivered.then_some(90.0),
             frames_lost: 2,
+            play: delivered.then(|| PlayReport {
+                probe_frames: 98,
+                missing: 2,
+                ..PlayReport::default()
+            }),
             ..PlayerResult::default()
         }
     }
@@ -859,11 +899,17 @@ mod tests {
 
     #[test]
     fn summary_counts_direct_relayed_failed() {
+        let mut slow = player(true, true, "direct", Some(1200.0));
+        slow.first_frame_ms = Some(4000.0);
+        slow.latency_p95_ms = Some(1500.0);
+        slow.time_to_direct_upstream_ms = Some(600.0);
+        slow.frames_lost = 10;
+        if let Some(play) = slow.play.as_mut() {
+            play.probe_frames = 90;
+            play.missing = 10;
+        }
         let trials = vec![
-            trial(vec![
-                player(false, true, "local", None),
-                player(true, true, "direct", Some(1200.0)),
-            ]),
+            trial(vec![player(false, true, "local", None), slow]),
             trial(vec![player(true, true, "direct", Some(800.0))]),
             trial(vec![player(true, true, "relayed", None)]),
             trial(vec![player(true, false, "none", None)]),
@@ -872,8 +918,14 @@ mod tests {
         assert_eq!((s.trials, s.players, s.delivered, s.missed), (4, 5, 4, 1));
         assert_eq!((s.remote, s.direct, s.relayed, s.failed), (4, 2, 1, 1));
         assert_eq!(s.time_to_direct_p50_ms, Some(800.0));
+        assert_eq!(s.time_to_direct_upstream_p50_ms, Some(600.0));
         assert_eq!(s.first_frame_p50_ms, Some(900.0));
-        assert_eq!(s.frames_lost, 10);
+        assert_eq!(s.first_frame_p95_ms, Some(4000.0));
+        assert_eq!(s.latency_p95_median_ms, Some(90.0));
+        assert_eq!(s.latency_p95_max_ms, Some(1500.0));
+        assert_eq!(s.frames_lost, 18);
+        // 98 + 90 + 98 + 98 received, 2 + 10 + 2 + 2 missing.
+        assert_eq!(s.frames_delivered_percent, Some(96.0));
         assert_eq!(cell_class(&s), CellClass::Direct);
         let c = cell(&s);
         assert_eq!(c.text, "2/4 · 0.8 s");

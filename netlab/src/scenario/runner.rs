@@ -662,6 +662,12 @@ async fn drive(
                             .map(|u| name_of.get(u).cloned().unwrap_or_else(|| u.clone()));
                         p.hops = st.hops.map(u32::from);
                     }
+                    p.time_to_direct_upstream_ms = h.first_after(joined_ms, |s| {
+                        s.stream(&scenario.stream)
+                            .and_then(|st| st.upstream.as_deref())
+                            .and_then(|u| s.peer(u))
+                            .is_some_and(|x| x.is_direct())
+                    });
                     if let Some(peer) = &publisher_peer {
                         p.connection = final_connection(&h, peer);
                         p.direct_over = final_direct_family(&h, peer);

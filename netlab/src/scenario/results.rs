@@ -330,7 +330,9 @@ pub fn summarise(trials: &[TrialReport]) -> CaseSummary {
                 .iter()
                 .filter(|p| p.delivered)
                 .filter_map(|p| p.play.as_ref())
-                .fold((0u64, 0u64), |(g, l), r| (g + r.probe_frames, l + r.missing));
+                .fold((0u64, 0u64), |(g, l), r| {
+                    (g + r.probe_frames, l + r.missing)
+                });
             (got > 0).then(|| 100.0 * got as f64 / (got + lost) as f64)
         },
         machine_busy_percent: mean(trials.iter().filter_map(|t| t.machine_busy_percent)),
@@ -556,9 +558,17 @@ impl RunReport {
                 format!("{} / {} / {}", s.direct, s.relayed, s.failed),
                 ms(s.time_to_direct_p50_ms),
                 ms(s.time_to_direct_upstream_p50_ms),
-                format!("{} / {}", ms(s.first_frame_p50_ms), ms(s.first_frame_p95_ms)),
+                format!(
+                    "{} / {}",
+                    ms(s.first_frame_p50_ms),
+                    ms(s.first_frame_p95_ms)
+                ),
                 ms(s.latency_p50_ms),
-                format!("{} / {}", ms(s.latency_p95_median_ms), ms(s.latency_p95_max_ms)),
+                format!(
+                    "{} / {}",
+                    ms(s.latency_p95_median_ms),
+                    ms(s.latency_p95_max_ms)
+                ),
                 s.frames_lost.to_string(),
                 s.frames_delivered_percent
                     .map(|x| format!("{x:.2}"))

@@ -198,12 +198,11 @@ settings! {
     /// minutes).
     port_prediction: bool = true;
         env "STREAMR_PORT_PREDICTION"; value "true|false"; applies Reconnect;
-    /// Relay service of a public node: circuits that carry a stream at once (those open longer than a
-    /// hole punch takes, 15 s). Enough for friends to watch a 2.5 Mbit/s stream for an evening when no
-    /// hole punch is possible; up to 32 younger circuits carry hole punches on top of it. 0 = none.
+    /// Relay service of a public node: circuits relayed at once. Enough for friends to watch a 2.5 Mbit/s
+    /// stream for an evening when no hole punch is possible.
     relay_max_circuits: usize = 8;
         env "STREAMR_RELAY_MAX_CIRCUITS"; value "N"; applies Reconnect;
-    /// Relay service: circuits of one peer (from or to it) at once, plus 8 for hole punches.
+    /// Relay service: circuits per source peer.
     relay_max_circuits_per_peer: usize = 4;
         env "STREAMR_RELAY_MAX_CIRCUITS_PER_PEER"; value "N"; applies Reconnect;
     /// Relay service: longest life of one circuit, minutes (1 to 1440). A relayed subscription that

@@ -14,9 +14,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-#[cfg(test)]
-use super::circuits::PUNCH_WINDOW;
-use super::circuits::{PUNCH_CIRCUITS, PUNCH_CIRCUITS_PER_PEER, RelayCircuits};
 use super::portmap;
 use std::time::Duration;
 
@@ -44,12 +41,11 @@ pub const RELAY_CIRCUIT_PEAK_KBPS: u64 = 2 * RELAY_CIRCUIT_KBPS;
 pub const RELAY_RESERVATIONS_PER_PEER: u32 = 4;
 /// Reservations one IP address may ask for, per [`RELAY_RATE_INTERVAL`] (a household of nodes).
 pub const RELAY_RESERVATIONS_PER_IP: u32 = 16;
-/// Circuits one source peer may open, per [`RELAY_RATE_INTERVAL`]: a newcomer behind NAT opens one per
-/// provider it tries (a hole punch each, 5-15 in its first minute in scale-16), a repair a few more; more
-/// is a flood.
-pub const RELAY_CIRCUITS_PER_PEER: u32 = 24;
-/// Circuits one source IP address may open, per [`RELAY_RATE_INTERVAL`] (a household of nodes).
-pub const RELAY_CIRCUITS_PER_IP: u32 = 48;
+/// Circuits one source peer may open, per [`RELAY_RATE_INTERVAL`]: a node subscribes to a few streams
+/// through a relay, and re-opens a circuit after failover; more is a flood.
+pub const RELAY_CIRCUITS_PER_PEER: u32 = 8;
+/// Circuits one source IP address may open, per [`RELAY_RATE_INTERVAL`].
+pub const RELAY_CIRCUITS_PER_IP: u32 = 16;
 /// The window of the relay service's rate limits.
 pub const RELAY_RATE_INTERVAL: Duration = Duration::from_secs(60);
 /// How often a connection's round trip is measured (libp2p's default). The first ping goes at once, so a
@@ -144,23 +140,14 @@ impl RelayLimits {
         (kbps * 125).saturating_mul(duration.as_secs())
     }
 
-    /// libp2p's relay configuration: the operator's circuit limits count the circuits that carry a stream
-    /// (older than [`PUNCH_WINDOW`], tracked in `circuits`), and hole punches get room on top of them
-    /// (see `circuits.rs`).
-    fn to_config(
-        &self,
-        members: MeshMembers,
-        refused: Arc<AtomicU64>,
-        circuits: Arc<RelayCircuits>,
-    ) -> relay::Config {
+    fn to_config(&self, members: MeshMembers, refused: Arc<AtomicU64>) -> relay::Config {
         let rate = |n: u32| std::num::NonZeroU32::new(n).expect("relay rate limits are not zero");
-        let lasting_max = self.max_circuits;
         let mut config = relay::Config {
             max_reservations: self.max_reservations,
             max_reservations_per_peer: self.max_reservations_per_peer,
             reservation_duration: self.reservation_duration,
-            max_circuits: self.max_circuits + PUNCH_CIRCUITS,
-            max_circuits_per_peer: self.max_circuits_per_peer + PUNCH_CIRCUITS_PER_PEER,
+            max_circuits: self.max_circuits,
+            max_circuits_per_peer: self.max_circuits_per_peer,
             max_circuit_duration: self.max_circuit_duration,
             max_circuit_bytes: self.max_circuit_bytes,
             // Ours below, instead of libp2p's (30 per peer in 2 minutes, 60 per IP a minute).
@@ -182,12 +169,6 @@ impl RelayLimits {
                     refused.fetch_add(1, Relaxed);
                 }
                 member
-            }));
-        // A new circuit only while fewer than the operator's limit carry a stream (0: none at all).
-        config
-            .circuit_src_rate_limiters
-            .push(Box::new(move |_: PeerId, _: &Multiaddr, now| {
-                circuits.lasting(now) < lasting_max
             }));
         config
     }
@@ -228,7 +209,7 @@ pub struct Behaviour {
 
 impl Behaviour {
     /// Builds the protocols for `key`; the relay service reserves only for `members`, counting refusals in
-    /// `relay_refused`, and bounds the circuits that carry a stream by `relay_circuits`' count of them.
+    /// `relay_refused`.
     pub fn new(
         key: &Keypair,
         relay_client: relay::client::Behaviour,
@@ -236,7 +217,6 @@ impl Behaviour {
         use_upnp: bool,
         members: MeshMembers,
         relay_refused: Arc<AtomicU64>,
-        relay_circuits: Arc<RelayCircuits>,
     ) -> Self {
         let peer_id = key.public().to_peer_id();
         let identify = identify::Behaviour::new(
@@ -267,7 +247,7 @@ impl Behaviour {
             relay_client,
             relay: super::relay_server::RelayServer::new(relay::Behaviour::new(
                 peer_id,
-                relay_limits.to_config(members, relay_refused, relay_circuits),
+                relay_limits.to_config(members, relay_refused),
             )),
             dcutr: dcutr::Behaviour::new(peer_id),
             // Probe candidate addresses every 2 s (default 5 s): a node learns sooner that it is public
@@ -314,7 +294,7 @@ mod tests {
         let members = MeshMembers::default();
         let refused = Arc::new(AtomicU64::new(0));
         let limits = RelayLimits::new(8, 4, Duration::from_secs(60), 1 << 20);
-        let mut config = limits.to_config(members.clone(), refused.clone(), Arc::default());
+        let mut config = limits.to_config(members.clone(), refused.clone());
         let limiter = config
             .reservation_rate_limiters
             .last_mut()
@@ -344,22 +324,13 @@ mod tests {
         assert_eq!(RelayLimits::circuit_bytes_for(0, Duration::MAX), u64::MAX);
 
         let members = MeshMembers::default();
-        let circuits = Arc::new(RelayCircuits::default());
         let limits = RelayLimits::new(8, 4, hour, RelayLimits::circuit_bytes_for(8_000, hour));
-        let mut config = limits.to_config(
-            members.clone(),
-            Arc::new(AtomicU64::new(0)),
-            circuits.clone(),
-        );
+        let mut config = limits.to_config(members.clone(), Arc::new(AtomicU64::new(0)));
         assert_eq!(config.max_circuit_bytes, 2_250_000_000);
         assert_eq!(config.max_circuit_duration, hour);
-        // Room for hole punches beyond the operator's limits.
-        assert_eq!(config.max_circuits, 8 + PUNCH_CIRCUITS);
-        assert_eq!(config.max_circuits_per_peer, 4 + PUNCH_CIRCUITS_PER_PEER);
-        // Per peer and per IP for each, then our members-only check for reservations and our count of
-        // circuits that carry a stream for circuits.
+        // Per peer and per IP for each, and our members-only check last.
         assert_eq!(config.reservation_rate_limiters.len(), 3);
-        assert_eq!(config.circuit_src_rate_limiters.len(), 3);
+        assert_eq!(config.circuit_src_rate_limiters.len(), 2);
 
         let (a, b) = (PeerId::random(), PeerId::random());
         members.insert(a);
@@ -406,20 +377,5 @@ mod tests {
             "an address's circuits are rate limited"
         );
         assert!(circuit(&mut config, d, &ip2));
-
-        // Eight circuits that outlived a hole punch fill the operator's limit: no new one, from anyone,
-        // until one closes; young ones do not count.
-        let e = PeerId::random();
-        let ip3: Multiaddr = "/ip4/198.51.100.3/tcp/1".parse().unwrap();
-        let old = now - PUNCH_WINDOW;
-        for _ in 0..7 {
-            circuits.opened(a, b, old);
-        }
-        circuits.opened(a, e, now);
-        assert!(circuit(&mut config, e, &ip3), "7 lasting, 1 young");
-        circuits.opened(b, a, old);
-        assert!(!circuit(&mut config, e, &ip3), "8 lasting");
-        circuits.closed(b, a);
-        assert!(circuit(&mut config, e, &ip3));
     }
 }

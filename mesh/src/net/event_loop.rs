@@ -3,7 +3,6 @@
 
 use super::addrbook::{AddressBook, Source, is_local};
 use super::behaviour::{Behaviour, BehaviourEvent, MeshMembers, RelayLimits};
-use super::circuits::RelayCircuits;
 use super::keep_alive;
 use super::nat::{NatState, Reachability, Reservation, Upnp};
 use super::resolve;
@@ -306,9 +305,8 @@ pub struct NetStats {
     pub connections_denied: AtomicU64,
     /// Relay service: reservations refused because the peer is not a node of this mesh.
     pub relay_outsiders_refused: AtomicU64,
-    /// Relay service: circuits open now, by age (those that outlive a hole punch count in the upload
-    /// this node spends).
-    pub relay_circuits: Arc<RelayCircuits>,
+    /// Relay service: circuits open now (each is counted in the upload this node spends).
+    pub relay_circuits_active: AtomicU64,
 }
 
 /// A cloneable handle to the event loop.
@@ -426,7 +424,6 @@ pub async fn start(
                 cfg.upnp,
                 members.clone(),
                 relay_refused.clone(),
-                stats.relay_circuits.clone(),
             )
         })
         .map_err(|e| NetError::Transport(e.to_string()))?

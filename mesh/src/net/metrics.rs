@@ -80,13 +80,7 @@ pub(crate) fn encode(e: &mut DescriptorEncoder, n: &NetStats, snap: &NetSnapshot
         e,
         "streamr_relay_circuits_active",
         "Relay service: circuits open now",
-        n.relay_circuits.count() as i64,
-    )?;
-    gauge(
-        e,
-        "streamr_relay_circuits_lasting",
-        "Relay service: circuits open longer than a hole punch takes (they carry a stream)",
-        n.relay_circuits.lasting(std::time::Instant::now()) as i64,
+        n.relay_circuits_active.load(Relaxed) as i64,
     )?;
     encode_traversal(e, snap)?;
     let relayed = snap.peers.values().filter(|p| !p.is_direct()).count();

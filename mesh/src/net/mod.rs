@@ -4,7 +4,6 @@
 
 pub mod addrbook;
 mod behaviour;
-mod circuits;
 mod event_loop;
 mod keep_alive;
 pub(crate) mod metrics;

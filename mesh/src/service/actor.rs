@@ -688,9 +688,8 @@ impl Actor {
     }
 
     /// Upload in use: each served subscription at its stream's bitrate, and each circuit our relay service
-    /// carries beyond a hole punch's time at a typical stream's (libp2p's relay does not say how many bytes
-    /// a circuit carries; one that lasts carries media between two nodes that cannot punch through, a
-    /// young one a hole punch's few messages).
+    /// carries at a typical stream's (libp2p's relay does not say how many bytes a circuit carries, and a
+    /// circuit that lasts carries media between two nodes that cannot punch through).
     fn upload_kbps(&self) -> u64 {
         let now = Instant::now();
         self.serving_kbps(|s| s.is_heard(now))
@@ -698,8 +697,7 @@ impl Actor {
 
     /// [`Actor::upload_kbps`] with the subscriptions `counted`.
     fn serving_kbps(&self, counted: impl Fn(&Served) -> bool) -> u64 {
-        let lasting = self.ctx.net.stats().relay_circuits.lasting(Instant::now());
-        let relayed = lasting as u64 * RELAY_CIRCUIT_KBPS;
+        let relayed = self.ctx.net.stats().relay_circuits_active.load(Relaxed) * RELAY_CIRCUIT_KBPS;
         self.serving
             .values()
             .filter(|s| counted(s))

@@ -165,34 +165,17 @@ impl EventLoop {
                 dst_peer_id,
             } => {
                 stats.relay_circuits_accepted.fetch_add(1, Relaxed);
-                stats
-                    .relay_circuits
-                    .opened(src_peer_id, dst_peer_id, Instant::now());
+                stats.relay_circuits_active.fetch_add(1, Relaxed);
                 debug!(%src_peer_id, %dst_peer_id, "relaying a circuit");
             }
-            relay::Event::CircuitReqDenied {
-                src_peer_id,
-                dst_peer_id,
-                status,
-            } => {
+            relay::Event::CircuitReqDenied { .. } => {
                 stats.relay_circuits_denied.fetch_add(1, Relaxed);
-                debug!(
-                    %src_peer_id,
-                    %dst_peer_id,
-                    ?status,
-                    open = stats.relay_circuits.count(),
-                    lasting = stats.relay_circuits.lasting(Instant::now()),
-                    "refused to relay a circuit (limits: relay_max_circuits, relay_max_circuits_per_peer, \
-                     and a rate per source)"
-                );
             }
-            relay::Event::CircuitClosed {
-                src_peer_id,
-                dst_peer_id,
-                ..
-            } => {
+            relay::Event::CircuitClosed { .. } => {
                 stats.relay_circuits_closed.fetch_add(1, Relaxed);
-                stats.relay_circuits.closed(src_peer_id, dst_peer_id);
+                let _ = stats
+                    .relay_circuits_active
+                    .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
             }
             _ => {}
         }

@@ -168,8 +168,20 @@ impl EventLoop {
                 stats.relay_circuits_active.fetch_add(1, Relaxed);
                 debug!(%src_peer_id, %dst_peer_id, "relaying a circuit");
             }
-            relay::Event::CircuitReqDenied { .. } => {
+            relay::Event::CircuitReqDenied {
+                src_peer_id,
+                dst_peer_id,
+                status,
+            } => {
                 stats.relay_circuits_denied.fetch_add(1, Relaxed);
+                debug!(
+                    %src_peer_id,
+                    %dst_peer_id,
+                    ?status,
+                    active = stats.relay_circuits_active.load(Relaxed),
+                    "refused to relay a circuit (limits: relay_max_circuits, relay_max_circuits_per_peer, \
+                     and a rate per source)"
+                );
             }
             relay::Event::CircuitClosed { .. } => {
                 stats.relay_circuits_closed.fetch_add(1, Relaxed);

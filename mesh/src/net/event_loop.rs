@@ -318,6 +318,7 @@ pub struct NetHandle {
     snapshot: Arc<RwLock<NetSnapshot>>,
     control: libp2p_stream::Control,
     stats: Arc<NetStats>,
+    member_joined: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for NetHandle {
@@ -379,6 +380,12 @@ impl NetHandle {
     /// Counters.
     pub fn stats(&self) -> &NetStats {
         &self.stats
+    }
+
+    /// Notified when a connected peer identifies as a node of this mesh for the first time since it
+    /// connected (one waiter; a notification nobody waits for is kept for the next).
+    pub fn member_joined(&self) -> Arc<tokio::sync::Notify> {
+        self.member_joined.clone()
     }
 
     /// Adds public nodes (addresses with `/p2p/<id>`, e.g. from a coordinator) as relay candidates.
@@ -491,12 +498,14 @@ pub async fn start(
     if let Some(ctx) = &predict {
         tokio::spawn(predict::serve(ctx.clone()));
     }
+    let member_joined = Arc::new(tokio::sync::Notify::new());
     let handle = NetHandle {
         peer_id,
         tx,
         snapshot: snapshot.clone(),
         control,
         stats: stats.clone(),
+        member_joined: member_joined.clone(),
     };
     let mut lp = EventLoop {
         swarm,
@@ -516,6 +525,7 @@ pub async fn start(
         pending_dials: HashMap::new(),
         autonat_dialed_back: HashMap::new(),
         members,
+        member_joined,
         relay_refused,
         dialed_with: HashMap::new(),
         ipv6_upgrade_tried: HashMap::new(),
@@ -642,6 +652,8 @@ struct EventLoop {
     fresh_port_conns: HashSet<ConnectionId>,
     /// Connected peers that identified as nodes of this mesh (the relay service reserves only for them).
     members: MeshMembers,
+    /// Told when a peer joins `members` (see [`NetHandle::member_joined`]).
+    member_joined: Arc<tokio::sync::Notify>,
     /// Reservations the relay service refused to outsiders (counted inside the relay's limiter).
     relay_refused: Arc<AtomicU64>,
 }

@@ -437,6 +437,7 @@ impl Actor {
             }
         }
         let cancel = self.ctx.cancel.clone();
+        let joined = self.ctx.net.member_joined();
         loop {
             tokio::select! {
                 biased;
@@ -453,6 +454,7 @@ impl Actor {
                     self.refresh_local();
                     self.gossip();
                 }
+                _ = joined.notified() => self.gossip_to_new_peers(),
             }
             let due = ticked.map_or(tick.deadline(), |t| t + self.tick_period());
             if tick.deadline() != due {
@@ -796,6 +798,28 @@ impl Actor {
             .net
             .with_snapshot(|s| s.peers.keys().copied().collect());
         self.last_sent.retain(|p, _| peers.contains(p));
+        self.send_catalogs(peers, now);
+    }
+
+    /// Sends the catalog at once to connected peers that never had it from us, instead of at the next
+    /// tick: a node that just joined looks for its stream in what its first peers tell it, and waited up
+    /// to a gossip interval (2 s) for it.
+    fn gossip_to_new_peers(&mut self) {
+        let now = Instant::now();
+        let fresh: Vec<PeerId> = self.ctx.net.with_snapshot(|s| {
+            s.peers
+                .keys()
+                .filter(|p| !self.last_sent.contains_key(p))
+                .copied()
+                .collect()
+        });
+        if !fresh.is_empty() {
+            self.send_catalogs(fresh, now);
+        }
+    }
+
+    /// The catalog to each of `peers` that is due one (see [`Actor::gossip`]).
+    fn send_catalogs(&mut self, peers: Vec<PeerId>, now: Instant) {
         let plan = self.catalog.gossip_plan(now);
         let spacing = catalog::change_spacing(self.ctx.config.tuning.gossip_interval);
         for peer in peers {

@@ -190,3 +190,50 @@ async fn a_stream_live_before_the_mesh_starts_is_announced() {
     );
     origin_cancel.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_connects_gets_the_catalog_at_once_not_at_the_next_tick() {
+    // Ticks far apart: within the test only a gossip triggered by the newcomer's arrival can tell it.
+    let slow = |bootstrap| {
+        let mut c = config(bootstrap);
+        c.tuning.gossip_interval = Duration::from_secs(600);
+        c
+    };
+    let origin_streams = Streams::new(HubConfig::default());
+    let origin_cancel = CancellationToken::new();
+    let origin = Mesh::start(slow(vec![]), origin_streams.clone(), origin_cancel.clone())
+        .await
+        .unwrap();
+    let hub = origin_streams.get_or_create("news");
+    let _publisher = publish(hub.clone());
+    // The announcement and the gossip it triggers (to nobody yet) are done once the origin lists it.
+    let listed = |m: &Mesh| m.status().known.iter().any(|k| k.id.name == "news");
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !listed(&origin) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the origin lists its own stream");
+
+    let viewer_cancel = CancellationToken::new();
+    let viewer = Mesh::start(
+        slow(vec![loopback_quic(&origin)]),
+        Streams::new(HubConfig::default()),
+        viewer_cancel.clone(),
+    )
+    .await
+    .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(20), async {
+        while !listed(&viewer) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        heard.is_ok(),
+        "a node that connected did not hear of the stream before the origin's next gossip tick"
+    );
+    viewer_cancel.cancel();
+    origin_cancel.cancel();
+}

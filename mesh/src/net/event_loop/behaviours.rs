@@ -49,7 +49,11 @@ impl EventLoop {
             self.observed_by(peer_id, connection_id, &info.observed_addr);
         }
         if is_mesh_node(&info) {
-            self.members.insert(peer_id);
+            if !self.members.contains(&peer_id) {
+                self.members.insert(peer_id);
+                // The service sends it our catalog at once (a newcomer is looking for its stream).
+                self.member_joined.notify_one();
+            }
         } else {
             self.members.remove(&peer_id);
         }
